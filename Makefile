@@ -1,0 +1,36 @@
+# The two commands of the README. Each does all of its set-up on a fresh machine:
+# a virtual environment in .venv, the package with its test extras, Apache Kafka's jars.
+#   make run    the demo pipeline on a local broker and the Dastra sandbox
+#   make test   lint, type checks and the whole test suite on a real broker
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install jars lint test run bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+jars: install
+	$(BIN)/dastra-kafka broker --fetch-only
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: jars lint
+	$(BIN)/pytest
+
+run: jars
+	$(BIN)/dastra-kafka demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

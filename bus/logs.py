@@ -1,0 +1,56 @@
+"""Structured logging, configured once at the entry point.
+
+Consumes the service settings (level, JSON or console). Produces structlog loggers that write to
+stderr and route the standard library's logging (Faust, uvicorn, httpx) through the same output.
+Log lines carry ids, topics, partitions and offsets, never personal data or secrets.
+
+    configure_logging(settings.service)
+    log = structlog.get_logger(__name__)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from bus.settings import ServiceSettings
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(service: ServiceSettings) -> None:
+    """Send structlog and stdlib logging to stderr at `service.log_level`."""
+    level = getattr(logging, service.log_level.upper())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if service.log_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # httpx logs every request URL at INFO; URLs can carry search terms (e-mails).
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,211 @@
+"""Typed settings, read once at the entry point.
+
+Consumes environment variables (`KAFKA_*`, `DASTRA_*`, `SERVICE_*`) and an optional `.env` file.
+Produces a frozen `Settings` tree whose parts are passed explicitly to the code that needs them,
+plus the client configuration dicts for librdkafka (confluent-kafka) and aiokafka (Faust).
+Secrets are `SecretStr`: they never appear in `repr`, logs or error messages.
+
+    settings = load_settings()            # in cli.py, once
+    producer = Producer(settings.kafka.confluent_config())
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DastraSettings",
+    "KafkaSettings",
+    "ServiceSettings",
+    "Settings",
+    "load_settings",
+]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        frozen=True,
+        extra="ignore",
+        env_file_encoding="utf-8",
+    )
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the Kafka cluster (`KAFKA_*`)."""
+
+    model_config = _config("KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    client_id: str = "dastra-kafka"
+    # Prepended to every topic and group name of the catalogue: isolates tests and lets several
+    # deployments share one cluster. Empty in production, so the names are exactly design §2's.
+    topic_prefix: str = ""
+    # Overrides the replication factor of every topic in topics.yaml (3 on a production cluster).
+    replication_factor: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+                    ("KAFKA_SASL_USERNAME", self.sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.sasl_password),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
+                )
+        return self
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def confluent_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration for Producer, Consumer and AdminClient."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism is not None:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile is not None:
+            conf["ssl.ca.location"] = str(self.ssl_cafile)
+        if self.ssl_certfile is not None:
+            conf["ssl.certificate.location"] = str(self.ssl_certfile)
+        if self.ssl_keyfile is not None:
+            conf["ssl.key.location"] = str(self.ssl_keyfile)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        conf.update(overrides)
+        return conf
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """An SSL context for aiokafka and Faust, or None on plaintext listeners."""
+        if not self.uses_ssl:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile is not None:
+            context.load_cert_chain(
+                certfile=str(self.ssl_certfile),
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+                password=(
+                    self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+                ),
+            )
+        return context
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (the driver under Faust)."""
+        conf: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism is not None:
+            conf["sasl_mechanism"] = self.sasl_mechanism
+            conf["sasl_plain_username"] = self.sasl_username
+            conf["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        context = self.ssl_context()
+        if context is not None:
+            conf["ssl_context"] = context
+        return conf
+
+    def topic(self, name: str) -> str:
+        """The physical name of a catalogue topic or group under `topic_prefix`."""
+        return f"{self.topic_prefix}{name}"
+
+
+class DastraSettings(BaseSettings):
+    """How to reach Dastra's API (`DASTRA_*`). No base URL means: use the embedded sandbox."""
+
+    model_config = _config("DASTRA_")
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    # OAuth2 client credentials: the public and private parts of a Dastra API key.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    token_url: str = "https://account.dastra.eu/connect/token"  # noqa: S105 - a URL
+    workspace_id: int | None = None
+    # Workspaces the poller watches; empty means just `workspace_id`.
+    workspace_ids: list[int] = Field(default_factory=list)
+    timeout_s: float = Field(default=30.0, gt=0)
+    retry_deadline_s: float = Field(default=60.0, ge=0)
+    rate_limit_per_minute: int = Field(default=500, ge=1)
+    rate_limit_per_10_minutes: int = Field(default=10_000, ge=1)
+    # The validation key of Dastra's own webhooks (`Dastra-Signature`).
+    webhook_signing_key: SecretStr | None = None
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.base_url is None
+
+    def watched_workspaces(self) -> list[int]:
+        if self.workspace_ids:
+            return list(self.workspace_ids)
+        return [self.workspace_id] if self.workspace_id is not None else []
+
+
+class ServiceSettings(BaseSettings):
+    """Where this process's own servers listen (`SERVICE_*`)."""
+
+    model_config = _config("SERVICE_")
+
+    host: str = "127.0.0.1"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = False
+    topics_file: Path = Path("topics.yaml")
+
+
+class Settings(BaseSettings):
+    """The whole configuration tree. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    dastra: DastraSettings = Field(default_factory=DastraSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+
+def load_settings(env_file: Path | None = Path(".env")) -> Settings:
+    """Read the environment (and `env_file` if it exists) once, into a frozen tree.
+
+    settings = load_settings(Path(".env"))
+    """
+    source = env_file if env_file is not None and env_file.is_file() else None
+    return Settings(
+        kafka=KafkaSettings(_env_file=source),
+        dastra=DastraSettings(_env_file=source),
+        service=ServiceSettings(_env_file=source),
+    )

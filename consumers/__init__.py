@@ -1,0 +1,1 @@
+"""Consumers: the Faust agents (commands -> Dastra), the hook dispatcher and the lag monitor."""

@@ -1,0 +1,1 @@
+"""The Dastra REST API: an async client, its models and errors, and a local sandbox."""

@@ -1,0 +1,3 @@
+from dastra_kafka.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""Helpers shared by the CLI's command modules: exit codes, settings and catalogue access."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+
+from bus.settings import Settings
+from bus.topics import TopicCatalogue, TopicsFileError, default_topics_file, load_catalogue
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "catalogue_of",
+    "fail",
+    "settings_of",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the root callback built, once, for this invocation."""
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):
+        raise RuntimeError("settings were not loaded: run through the dastra-kafka entry point")
+    return settings
+
+
+def catalogue_of(settings: Settings) -> TopicCatalogue:
+    """The topic catalogue named by the settings, with the replication override applied."""
+    path = settings.service.topics_file
+    if not path.is_absolute() and not path.is_file():
+        path = default_topics_file()
+    try:
+        catalogue = load_catalogue(path)
+    except TopicsFileError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    return catalogue.with_replication_factor(settings.kafka.replication_factor)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print `message` to stderr and exit with `code`."""
+    typer.echo(message, err=True)
+    raise typer.Exit(code)

@@ -1,0 +1,68 @@
+"""`dastra-kafka broker`: run a local single-node Apache Kafka broker until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from bus.localkafka import KAFKA_VERSION, LocalKafka, LocalKafkaError, ensure_jars
+from dastra_kafka.cli._common import EXIT_FAILED, EXIT_UNAVAILABLE, fail
+
+__all__ = ["broker"]
+
+
+def broker(
+    port: int | None = typer.Option(None, help="Loopback port (default: a free one)."),
+    data_dir: Path | None = typer.Option(
+        None, help="Keep topics and data here across restarts (default: a temporary directory)."
+    ),
+    heap: str = typer.Option("512m", help="Java maximum heap."),
+    fetch_only: bool = typer.Option(
+        False, "--fetch-only", help="Only download Kafka's jars into the cache, then exit."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the address as JSON."),
+) -> None:
+    """Run Apache Kafka (KRaft, one node) on loopback; print its bootstrap address when ready."""
+
+    def say(message: str) -> None:
+        typer.echo(message, err=True)
+
+    if fetch_only:
+        try:
+            libs = ensure_jars(progress=say)
+        except LocalKafkaError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        typer.echo(
+            json.dumps({"jars": str(libs)}) if as_json else f"Kafka {KAFKA_VERSION} jars: {libs}"
+        )
+        return
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    local = LocalKafka(port=port, data_dir=data_dir, heap=heap, progress=say)
+    try:
+        address = local.start()
+    except LocalKafkaError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    try:
+        if as_json:
+            typer.echo(json.dumps({"bootstrap_servers": address, "pid": local.pid}))
+        else:
+            typer.echo(f"KAFKA_BOOTSTRAP_SERVERS={address}")
+            say(f"Apache Kafka {KAFKA_VERSION} is ready (log: {local.log_file}); Ctrl-C stops it")
+        while not stop.wait(0.5):
+            if not local.running:
+                fail("the broker exited unexpectedly:\n" + local.log_tail(), EXIT_FAILED)
+    finally:
+        say("stopping the broker")
+        local.stop()

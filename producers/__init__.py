@@ -1,0 +1,1 @@
+"""Producers: the change poller (Dastra -> Kafka) and the webhook service (HTTP -> Kafka)."""

@@ -1,0 +1,119 @@
+"""Settings: one tree from the environment; SASL reaches both clients; secrets stay secret."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+from confluent_kafka import KafkaException, Producer
+from pydantic import ValidationError
+
+from bus.localkafka import LocalKafka
+from bus.logs import configure_logging
+from bus.settings import KafkaSettings, ServiceSettings, load_settings
+
+PASSWORD = "s3cr3t-Pa55word"
+
+
+def test_environment_and_env_file_build_one_tree(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text("KAFKA_BOOTSTRAP_SERVERS=from-file:9092\nDASTRA_WORKSPACE_ID=7\n")
+    monkeypatch.setenv("DASTRA_API_KEY", "k-123")
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", "staging.")
+
+    settings = load_settings(env)
+
+    assert settings.kafka.bootstrap_servers == "from-file:9092"
+    assert settings.kafka.topic("dastra.tasks.v1") == "staging.dastra.tasks.v1"
+    assert settings.dastra.workspace_id == 7
+    assert settings.dastra.watched_workspaces() == [7]
+    assert settings.dastra.api_key is not None
+    assert settings.dastra.api_key.get_secret_value() == "k-123"
+    with pytest.raises(ValidationError):
+        settings.kafka.bootstrap_servers = "x"  # type: ignore[misc]  # frozen
+
+
+def test_sasl_settings_reach_both_client_configurations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", PASSWORD)
+    kafka = load_settings(None).kafka
+
+    confluent = kafka.confluent_config()
+    assert confluent["security.protocol"] == "SASL_SSL"
+    assert confluent["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (confluent["sasl.username"], confluent["sasl.password"]) == ("svc", PASSWORD)
+    aio = kafka.aiokafka_config()
+    assert aio["security_protocol"] == "SASL_SSL"
+    assert aio["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (aio["sasl_plain_username"], aio["sasl_plain_password"]) == ("svc", PASSWORD)
+    assert aio["ssl_context"] is not None
+
+
+def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ValidationError, match="KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME"):
+        load_settings(None)
+
+
+def test_secrets_are_absent_from_reprs_and_logs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", PASSWORD)
+    monkeypatch.setenv("DASTRA_API_KEY", "dastra-private-key")
+    monkeypatch.setenv("DASTRA_CLIENT_SECRET", "oauth-private-secret")
+    settings = load_settings(None)
+
+    configure_logging(ServiceSettings(log_level="debug"))
+    logging.getLogger("test").info("settings loaded: %r", settings)
+    import structlog
+
+    structlog.get_logger("test").info("loaded", settings=settings, kafka=settings.kafka)
+
+    for text in (
+        repr(settings),
+        str(settings),
+        settings.model_dump_json(),
+        capsys.readouterr().err,
+    ):
+        for secret in (PASSWORD, "dastra-private-key", "oauth-private-secret"):
+            assert secret not in text
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java 17")
+def test_sasl_plain_authenticates_both_clients_against_a_real_broker() -> None:
+    with LocalKafka(sasl_users={"svc": PASSWORD}) as broker:
+        good = KafkaSettings(
+            bootstrap_servers=broker.bootstrap_servers,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_username="svc",
+            sasl_password=PASSWORD,  # type: ignore[arg-type]
+        )
+        bad = KafkaSettings(**{**good.model_dump(), "sasl_password": "wrong"})
+
+        assert Producer(good.confluent_config()).list_topics(timeout=20).brokers
+        with pytest.raises(KafkaException):
+            Producer(bad.confluent_config()).list_topics(timeout=5)
+
+        async def aio(settings: KafkaSettings) -> None:
+            producer = AIOKafkaProducer(**settings.aiokafka_config(), request_timeout_ms=5000)
+            try:
+                await producer.start()
+            finally:
+                await producer.stop()
+
+        asyncio.run(aio(good))
+        with pytest.raises(AIOKafkaError):
+            asyncio.run(aio(bad))

@@ -1,0 +1,85 @@
+"""`dastra-kafka topics ...` through the real entry point: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bus.settings import KafkaSettings
+from tests.kafka_helpers import delete_topics
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dastra_kafka", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _env(kafka: KafkaSettings) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+    }
+
+
+def test_check_apply_check(kafka: KafkaSettings) -> None:
+    env = _env(kafka)
+    before = run_cli("topics", "check", "--json", env=env)
+    assert before.returncode == 1
+    assert {c["action"] for c in json.loads(before.stdout)} == {"create"}
+
+    dry = run_cli("topics", "apply", "--dry-run", env=env)
+    assert dry.returncode == 0
+    assert run_cli("topics", "check", env=env).returncode == 1  # the dry run changed nothing
+
+    applied = run_cli("topics", "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+    again = run_cli("topics", "apply", "--json", env=env)
+    assert (again.returncode, json.loads(again.stdout)) == (0, [])
+    assert run_cli("topics", "check", env=env).returncode == 0
+
+    listed = run_cli("topics", "list", "--json", env=env)
+    rows = json.loads(listed.stdout)
+    assert listed.returncode == 0
+    assert all(row["exists"] for row in rows)
+    assert all(row["topic"].startswith(kafka.topic_prefix) for row in rows)
+    delete_topics(kafka, [row["topic"] for row in rows])
+
+
+def test_a_malformed_topics_file_exits_2_naming_it(kafka: KafkaSettings, tmp_path: Path) -> None:
+    bad = tmp_path / "topics.yaml"
+    bad.write_text("topics:\n  - name: x\n    partitions: -1\n")
+    result = run_cli("topics", "check", env={**_env(kafka), "SERVICE_TOPICS_FILE": str(bad)})
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "partitions" in result.stderr
+
+
+def test_unreachable_kafka_exits_3() -> None:
+    result = run_cli("topics", "check", env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=120)
+    assert result.returncode == 3
+    assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr
+
+
+def test_invalid_configuration_exits_2_without_leaking_secrets() -> None:
+    result = run_cli(
+        "topics",
+        "check",
+        env={
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_PASSWORD": "pw-that-must-not-leak",
+        },
+    )
+    assert result.returncode == 2
+    assert "KAFKA_SASL_MECHANISM" in result.stderr
+    assert "pw-that-must-not-leak" not in result.stdout + result.stderr

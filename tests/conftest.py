@@ -1,0 +1,106 @@
+"""Shared fixtures: the session broker (never an in-memory stand-in), uuid-named topics and
+groups, and a clean environment for every test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bus.localkafka import LocalKafka, free_port
+from bus.settings import KafkaSettings
+from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
+from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
+
+# Read before the autouse fixture below clears KAFKA_* for each test.
+_EXTERNAL_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+_KAFKA_IMAGE = "apache/kafka:4.4.0"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _container_broker() -> Iterator[str]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    port = free_port()
+    container = (
+        DockerContainer(_KAFKA_IMAGE)
+        .with_bind_ports(9092, port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS="PLAINTEXT://:9092,CONTROLLER://:9093",
+            KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://127.0.0.1:{port}",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+            KAFKA_AUTO_CREATE_TOPICS_ENABLE="false",
+        )
+        .waiting_for(LogMessageWaitStrategy("Kafka Server started"))
+    )
+    with container:
+        yield f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set; else a container if a Docker engine answers; else a
+    local broker from Apache Kafka's jars."""
+    if _EXTERNAL_BOOTSTRAP:
+        yield _EXTERNAL_BOOTSTRAP
+    elif _docker_engine_answers():
+        yield from _container_broker()
+    else:
+        with LocalKafka() as broker:
+            yield broker.bootstrap_servers
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("KAFKA_", "DASTRA_", "SERVICE_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> KafkaSettings:
+    """Kafka settings for one test: the session broker and a uuid topic/group prefix."""
+    return KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=unique("t") + ".")
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> TopicCatalogue:
+    return load_catalogue(default_topics_file())
+
+
+@pytest.fixture
+def topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> Iterator[TopicCatalogue]:
+    """Every catalogue topic, created under the test's prefix and deleted afterwards."""
+    names = create_catalogue_topics(kafka, catalogue)
+    yield catalogue
+    delete_topics(kafka, names)
