@@ -1,0 +1,380 @@
+"""The command and result messages of the six Dastra actions: the bus contract.
+
+Consumes nothing; defines what producers put on `dastra.commands.<action>.v1` (one model per
+action, Dastra's DTO field names in camelCase plus an optional `workspaceId`) and what the agents
+put on `dastra.command-results.v1`. The webhook validates HTTP bodies with these same models; the
+JSON Schemas under schemas/ are generated from them.
+
+    command = parse_command("create-task", {"label": "Answer the request", "priority": "High"})
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal, Self
+from uuid import UUID
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "COMMAND_MODELS",
+    "RESULT_FAILED",
+    "RESULT_SUCCEEDED",
+    "Command",
+    "CommandError",
+    "CommandResult",
+    "CreateActor",
+    "CreateRightsRequest",
+    "CreateTask",
+    "FindOrCreateActor",
+    "LinkActorToProcessing",
+    "SearchActors",
+    "parse_command",
+]
+
+# Dastra's enumerations as its API documents them (dastra-api.md §3). Commands are what we send
+# to Dastra, so they are strict here; events coming from Dastra tolerate unknown values.
+Priority = Literal["High", "Medium", "Low"]
+TaskState = Literal["Open", "Active", "Closed", "Archived"]
+TaskObjectType = Literal[
+    "DataProcessing",
+    "DataSubject",
+    "DataBreach",
+    "AuditResponse",
+    "Actor",
+    "Asset",
+    "DataRetentionRule",
+    "RiskEvaluation",
+    "ControlPoint",
+    "SecurityMeasure",
+]
+ActorType = Literal["Physical", "Morale"]
+VendorType = Literal["B2B", "B2C"]
+AccessLevel = Literal["None", "Restricted", "Full"]
+Purpose = Literal[
+    "Unknown",
+    "Information",
+    "Access",
+    "Rectification",
+    "Erasure",
+    "Restriction",
+    "Opposition",
+    "Portability",
+    "AdvanceDirectives",
+    "AutomatedDecision",
+]
+Channel = Literal["Internal", "Form", "Widget", "POP3", "IMAP", "Import", "Zapier", "IncomingEmail"]
+PersonCategory = Literal[
+    "Prospect",
+    "Client",
+    "FormerClient",
+    "ParticularPerson",
+    "Employee",
+    "Candidate",
+    "ExternalProvider",
+    "ExternalServiceProvider",
+    "Other",
+    "TemporaryWorker",
+    "Agent",
+    "ElectedRepresentative",
+    "PublicServiceUser",
+    "Visitors",
+    "OldEmployee",
+    "EndUsers",
+    "Citizen",
+    "Patient",
+    "HealthProfessional",
+    "Students",
+    "AgedPeople",
+    "Member",
+    "Beneficiary",
+    "Child",
+    "InternetUsers",
+]
+ProcessingActorRole = Literal["Recipient", "DataController", "Stakeholder", "Referent"]
+RecipientType = Literal[
+    "InternalService",
+    "Vendor",
+    "ThirdParty",
+    "JointController",
+    "DataSubject",
+    "PublicOrganism",
+    "InstitutionalPartner",
+    "AuthorizedThirdParty",
+]
+JobTitle = Literal[
+    "Other",
+    "JointController",
+    "DataProtectionOfficerRepresentative",
+    "DataController",
+    "DataProtectionOfficer",
+    "ProcessImplementationManager",
+    "Processor",
+    "DataControllerRepresentative",
+    "Referent",
+    "ChiefInformationSecurityOfficer",
+]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not _EMAIL.match(value):
+        raise ValueError("not an e-mail address")
+    return value
+
+
+class Command(BaseModel):
+    """Fields every command has. Unknown fields are refused: a typo must not be lost silently."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+    workspace_id: int | None = Field(
+        default=None, ge=1, description="The Dastra workspace; default from configuration."
+    )
+
+    def __repr_args__(self) -> Any:
+        # Commands carry personal data (names, e-mails): a repr (and so a log line or a
+        # traceback) names the fields that are set, never their values.
+        yield "workspace_id", self.workspace_id
+        yield "fields", sorted(self.model_fields_set - {"workspace_id"})
+
+    def dastra_body(self) -> dict[str, Any]:
+        """The body of the Dastra API call: Dastra's field names, unset fields left out."""
+        return self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude={"workspace_id"}
+        )
+
+
+class CreateTask(Command):
+    """Create a task (an action of the action plan), optionally attached to a record."""
+
+    label: str = Field(min_length=1, max_length=120)
+    description_html: str | None = Field(
+        default=None, validation_alias=AliasChoices("descriptionHtml", "description")
+    )
+    deadline: datetime | None = None
+    priority: Priority | None = None
+    state: TaskState | None = None
+    area_id: int | None = Field(default=None, ge=1)
+    assigned_to_user_id: int | None = Field(default=None, ge=1)
+    owner_id: int | None = Field(default=None, ge=1)
+    work_flow_step_id: int | None = Field(default=None, ge=1)
+    parent_id: int | None = Field(default=None, ge=1)
+    object_type: TaskObjectType | None = None
+    object_id: str | None = Field(default=None, min_length=1, max_length=100)
+    color: str | None = Field(default=None, max_length=20)
+    additional_datas: dict[str, Any] | None = None
+
+    @field_validator("object_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _object_pair(self) -> Self:
+        if (self.object_type is None) != (self.object_id is None):
+            raise ValueError("objectType and objectId go together: give both or neither")
+        return self
+
+
+class _ActorFields(Command):
+    actor_type: ActorType | None = None
+    company_name: str | None = Field(default=None, min_length=1, max_length=250)
+    given_name: str | None = Field(default=None, min_length=1, max_length=180)
+    family_name: str | None = Field(default=None, min_length=1, max_length=180)
+    email: str | None = Field(default=None, max_length=255)
+    phone_number: str | None = Field(default=None, max_length=20)
+    country_code: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    address: str | None = None
+    zip_code: str | None = Field(default=None, max_length=10)
+    city: str | None = Field(default=None, max_length=300)
+    website_url: str | None = Field(default=None, max_length=500)
+    description: str | None = None
+    contact_name: str | None = Field(default=None, max_length=250)
+    contact_position: str | None = Field(default=None, max_length=150)
+    immatriculation_number: str | None = Field(default=None, max_length=100)
+    vendor_type: VendorType | None = None
+    access_level: AccessLevel | None = None
+    dpa_signature_date: datetime | None = None
+
+    _check_email = field_validator("email")(_email)
+
+    @property
+    def kind(self) -> ActorType:
+        """The actor type, given or inferred: a company name makes a legal person."""
+        if self.actor_type is not None:
+            return self.actor_type
+        return "Morale" if self.company_name else "Physical"
+
+    def dastra_body(self) -> dict[str, Any]:
+        return {**super().dastra_body(), "actorType": self.kind}
+
+    @model_validator(mode="after")
+    def _person_or_company(self) -> Self:
+        kind = self.kind
+        if kind == "Morale" and not self.company_name:
+            raise ValueError("a legal person (actorType Morale) needs companyName")
+        if kind == "Physical" and not (self.given_name or self.family_name):
+            raise ValueError("a natural person (actorType Physical) needs givenName or familyName")
+        return self
+
+
+class CreateActor(_ActorFields):
+    """Create an actor: a legal person (`companyName`) or a natural person (names)."""
+
+
+class FindOrCreateActor(_ActorFields):
+    """Find an actor by e-mail (else company name); create it when nothing matches."""
+
+    @model_validator(mode="after")
+    def _searchable(self) -> Self:
+        if not (self.email or self.company_name):
+            raise ValueError("find-or-create needs email or companyName to search by")
+        return self
+
+
+class CreateRightsRequest(Command):
+    """Create a data subject rights request."""
+
+    title: str = Field(min_length=1, max_length=500)
+    locale: str = Field(default="en", min_length=2, max_length=10)
+    area_id: int | None = Field(
+        default=None, ge=1, description="The organisational unit; default from configuration."
+    )
+    purposes: list[Purpose] = Field(min_length=1)
+    email: str | None = Field(default=None, max_length=255)
+    given_name: str | None = Field(default=None, max_length=180)
+    family_name: str | None = Field(default=None, max_length=180)
+    phone_number: str | None = Field(default=None, max_length=60)
+    address: str | None = Field(default=None, max_length=350)
+    zip_code: str | None = Field(default=None, max_length=8)
+    city: str | None = Field(default=None, max_length=255)
+    country_code: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    description: str | None = None
+    message: str | None = None
+    channel: Channel | None = None
+    person_category: PersonCategory | None = None
+    complex: bool | None = None
+    ref_id: str | None = Field(
+        default=None,
+        max_length=355,
+        description="Your correlation id; the command id when absent (natural key).",
+    )
+    user_id: str | None = Field(default=None, max_length=355)
+    additional_datas: dict[str, Any] | None = None
+
+    _check_email = field_validator("email")(_email)
+
+
+class LinkActorToProcessing(Command):
+    """Link one or more actors to an existing processing activity, in a role."""
+
+    actor_ids: list[int] = Field(min_length=1, validation_alias=AliasChoices("actorIds", "actorId"))
+    data_processing_id: UUID = Field(
+        validation_alias=AliasChoices("dataProcessingId", "processingId")
+    )
+    type: ProcessingActorRole = "Recipient"
+    recipient_type: RecipientType | None = None
+    job_title: JobTitle | None = None
+    label: str | None = Field(default=None, max_length=250)
+    description: str | None = None
+
+    @field_validator("actor_ids", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("actor_ids")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if any(actor_id < 1 for actor_id in value):
+            raise ValueError("actor ids are positive integers")
+        return list(dict.fromkeys(value))
+
+
+class SearchActors(Command):
+    """Search actors by free text, e-mail or company name; best match first."""
+
+    q: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=255)
+    company_name: str | None = Field(default=None, min_length=1, max_length=250)
+    limit: int = Field(default=10, ge=1, le=100)
+
+    _check_email = field_validator("email")(_email)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not (self.q or self.email or self.company_name):
+            raise ValueError("search by at least one of q, email or companyName")
+        return self
+
+
+COMMAND_MODELS: dict[str, type[Command]] = {
+    "create-task": CreateTask,
+    "create-actor": CreateActor,
+    "create-rights-request": CreateRightsRequest,
+    "link-actor-to-processing": LinkActorToProcessing,
+    "search-actors": SearchActors,
+    "find-or-create-actor": FindOrCreateActor,
+}
+
+
+def parse_command(action: str, data: Any) -> Command:
+    """Validate `data` as a command of `action`; raise `KeyError` (unknown action) or
+    `ValidationError` (field errors)."""
+    return COMMAND_MODELS[action].model_validate(data)
+
+
+RESULT_SUCCEEDED = "eu.dastra.command.succeeded"
+RESULT_FAILED = "eu.dastra.command.failed"
+
+
+class CommandError(BaseModel):
+    """Why a command failed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field(description="e.g. invalid-command, dastra-rejected, retries-exhausted")
+    message: str
+    status: int | None = Field(default=None, description="Dastra's HTTP status, when it answered")
+    field_errors: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class CommandResult(BaseModel):
+    """The one result of a command on dastra.command-results.v1 (key = command id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_id: str
+    action: str
+    status: Literal["succeeded", "failed"]
+    workspace_id: int | None = None
+    result: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        default=None, description="The Dastra object(s); a search gives a list, best match first"
+    )
+    error: CommandError | None = None
+    attempts: int = Field(ge=0)
+    received_at: datetime
+    completed_at: datetime
+    source_topic: str
+    source_partition: int
+    source_offset: int
