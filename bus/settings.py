@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "DastraSettings",
     "KafkaSettings",
+    "PollerSettings",
     "SandboxSettings",
     "ServiceSettings",
     "Settings",
@@ -227,6 +228,30 @@ class SandboxSettings(BaseSettings):
         return [(self.rate_limit_per_minute, 60.0), (self.rate_limit_per_10_minutes, 600.0)]
 
 
+class PollerSettings(BaseSettings):
+    """The change poller (`POLLER_*`)."""
+
+    model_config = _config("POLLER_")
+
+    # Poll again after this long when the last cycle found changes...
+    interval_min_s: float = Field(default=1.0, gt=0)
+    # ...and back off, doubling, up to this long while nothing changes.
+    interval_max_s: float = Field(default=15.0, gt=0)
+    page_size: int = Field(default=500, ge=1, le=500)
+    # Events per Kafka transaction: a long backfill commits (and survives a crash) in steps.
+    batch_size: int = Field(default=500, ge=1)
+    # Where a workspace without a stored cursor starts: "now", "beginning" or an ISO date.
+    start_from: str = "now"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
+    transaction_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PollerSettings:
+        if self.interval_max_s < self.interval_min_s:
+            raise ValueError("POLLER_INTERVAL_MAX_S must be >= POLLER_INTERVAL_MIN_S")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration tree. Build it with `load_settings()`."""
 
@@ -236,6 +261,7 @@ class Settings(BaseSettings):
     dastra: DastraSettings = Field(default_factory=DastraSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    poller: PollerSettings = Field(default_factory=PollerSettings)
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:
