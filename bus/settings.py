@@ -267,12 +267,12 @@ class Settings(BaseSettings):
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:
     """Read the environment (and `env_file` if it exists) once, into a frozen tree.
 
-    settings = load_settings(Path(".env"))
+        settings = load_settings(Path(".env"))
     """
     source = env_file if env_file is not None and env_file.is_file() else None
-    return Settings(
-        kafka=KafkaSettings(_env_file=source),
-        dastra=DastraSettings(_env_file=source),
-        service=ServiceSettings(_env_file=source),
-        sandbox=SandboxSettings(_env_file=source),
-    )
+    parts: dict[str, BaseSettings] = {}
+    for name, field in Settings.model_fields.items():
+        part = field.annotation
+        assert isinstance(part, type) and issubclass(part, BaseSettings)
+        parts[name] = part(_env_file=source)
+    return Settings.model_validate(parts)
