@@ -28,6 +28,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "Headers",
+    "RecordHeaders",
     "decode",
     "deterministic_id",
     "dumps",
@@ -42,6 +43,8 @@ CONTENT_TYPE_STRUCTURED = "application/cloudevents+json; charset=UTF-8"
 
 # Kafka headers as the clients give them: a list of (name, value) pairs, or None.
 Headers = Sequence[tuple[str, bytes | str | None]] | None
+# Kafka headers as we hand them to confluent-kafka's produce().
+RecordHeaders = list[tuple[str, str | bytes | None]]
 
 
 class EnvelopeError(ValueError):
@@ -105,7 +108,7 @@ def new_event(
         raise EnvelopeError("bad-envelope", f"invalid CloudEvent attributes: {exc}") from exc
 
 
-def encode_binary(event: CloudEvent) -> tuple[list[tuple[str, bytes]], bytes | None]:
+def encode_binary(event: CloudEvent) -> tuple[RecordHeaders, bytes | None]:
     """Binary content mode: `ce_*` headers and `content-type`; the data bytes as value.
 
     An event without data yields a None value: a tombstone on a compacted topic.
@@ -113,10 +116,11 @@ def encode_binary(event: CloudEvent) -> tuple[list[tuple[str, bytes]], bytes | N
     message = to_binary(event, JSONFormat(), key_mapper=lambda _event: None)
     raw = event.get_data()
     value = raw if isinstance(raw, bytes) else (None if raw is None else message.value)
-    return sorted(message.headers.items()), value
+    headers: RecordHeaders = [(name, message.headers[name]) for name in sorted(message.headers)]
+    return headers, value
 
 
-def encode_structured(event: CloudEvent) -> tuple[list[tuple[str, bytes]], bytes]:
+def encode_structured(event: CloudEvent) -> tuple[RecordHeaders, bytes]:
     """Structured content mode: the whole event as one JSON document."""
     attributes = dict(event.get_attributes())
     raw = event.get_data()

@@ -23,6 +23,7 @@ __all__ = [
     "DEAD_LETTER",
     "HOOK_SUBSCRIPTIONS",
     "POLLER_STATE",
+    "POLLER_TRIGGERS",
     "RIGHTS_REQUESTS",
     "TASKS",
     "TopicCatalogue",
@@ -39,6 +40,7 @@ COMMAND_RESULTS = "dastra.command-results.v1"
 DEAD_LETTER = "dastra.dead-letter.v1"
 POLLER_STATE = "dastra.poller-state.v1"
 HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
+POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",
