@@ -201,7 +201,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:
     """Read the environment (and `env_file` if it exists) once, into a frozen tree.
 
-        settings = load_settings(Path(".env"))
+    settings = load_settings(Path(".env"))
     """
     source = env_file if env_file is not None and env_file.is_file() else None
     parts: dict[str, BaseSettings] = {}
