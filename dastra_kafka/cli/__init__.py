@@ -6,6 +6,8 @@ input or configuration, 3 Kafka or Dastra unreachable.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import typer
@@ -13,7 +15,6 @@ from pydantic import ValidationError
 
 from bus.logs import configure_logging
 from bus.settings import load_settings
-from dastra_kafka.cli import broker, demo, poller, topics
 from dastra_kafka.cli._common import EXIT_BAD_INPUT
 
 __all__ = ["app", "main"]
@@ -45,10 +46,10 @@ def _root(
     ctx.obj = settings
 
 
-app.command("broker")(broker.broker)
-app.add_typer(topics.app, name="topics")
-app.command("demo")(demo.demo)
-app.command("poller")(poller.poller)
+# Every public module of this package is a verb (or verb group) and registers itself, so a new
+# verb is a new file, not an edit here.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}").register(app)
 
 
 def main() -> None:

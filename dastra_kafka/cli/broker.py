@@ -13,7 +13,7 @@ import typer
 from bus.localkafka import KAFKA_VERSION, LocalKafka, LocalKafkaError, ensure_jars
 from dastra_kafka.cli._common import EXIT_FAILED, EXIT_UNAVAILABLE, fail
 
-__all__ = ["broker"]
+__all__ = ["register"]
 
 
 def broker(
@@ -66,3 +66,8 @@ def broker(
     finally:
         say("stopping the broker")
         local.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.command("broker")(broker)

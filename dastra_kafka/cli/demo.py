@@ -6,7 +6,7 @@ import typer
 
 from dastra_kafka.cli._common import catalogue_of, settings_of
 
-__all__ = ["demo"]
+__all__ = ["register"]
 
 
 def demo(ctx: typer.Context) -> None:
@@ -15,3 +15,8 @@ def demo(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     raise typer.Exit(run(settings, catalogue_of(settings)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.command("demo")(demo)

@@ -21,7 +21,7 @@ from dastra_kafka.cli._common import (
     settings_of,
 )
 
-__all__ = ["poller"]
+__all__ = ["register"]
 
 
 def poller(
@@ -119,3 +119,8 @@ async def _run(
     if max_cycles is not None and any(summary.errors.values()):
         return EXIT_FAILED
     return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.command("poller")(poller)

@@ -19,9 +19,9 @@ from dastra_kafka.cli._common import (
     settings_of,
 )
 
-__all__ = ["app"]
+__all__ = ["register"]
 
-app = typer.Typer(help="Manage the topics of topics.yaml on the cluster.", no_args_is_help=True)
+_app = typer.Typer(help="Manage the topics of topics.yaml on the cluster.", no_args_is_help=True)
 
 
 def _admin(settings: Settings) -> AdminClient:
@@ -65,7 +65,7 @@ def _warn_retention(settings: Settings, as_json: bool) -> None:
             typer.echo(f"warning: {warning}", err=True)
 
 
-@app.command("apply")
+@_app.command("apply")
 def apply_command(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the changes, make none."),
@@ -86,7 +86,7 @@ def apply_command(
         fail("some changes were refused; see above", EXIT_FAILED)
 
 
-@app.command("check")
+@_app.command("check")
 def check_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -100,7 +100,7 @@ def check_command(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command("list")
+@_app.command("list")
 def list_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -154,3 +154,8 @@ def _retention(value: object) -> str:
     if millis < 0:
         return "unbounded"
     return f"{millis / 86_400_000:g} days"
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.add_typer(_app, name="topics")
