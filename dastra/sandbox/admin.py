@@ -70,7 +70,7 @@ class SandboxAdmin:
 
     def info(self) -> dict[str, Any]:
         """Workspace, area, processing and user ids, and the config in force."""
-        result: dict[str, Any] = self._call("GET", "")
+        result: dict[str, Any] = self._call("GET", "/info")
         return result
 
     def reset(self) -> None:

@@ -846,7 +846,9 @@ def _admin_router(runtime: SandboxRuntime) -> APIRouter:
             raise NotFoundError(f"workspace {ws}")
         return ws
 
-    @router.get("", summary="What the sandbox holds and where to look")
+    @router.get("", include_in_schema=False)
+    @router.get("/", include_in_schema=False)
+    @router.get("/info", summary="What the sandbox holds and where to look")
     async def info() -> Response:
         first = next(iter(state.workspaces))
         return _json(
