@@ -369,8 +369,8 @@ class _WorkspacePoller:
     async def _scan(
         self, resource: Resource, stream: str, mark: Mark, budget: int
     ) -> tuple[list[_Item], Mark, bool]:
-        """Items past `mark` in (`stream`, id) order, up to `budget`; the advanced mark; and
-        whether more may remain.
+        """Items past `mark` in (`stream`, id) order, whole pages until at least `budget` (or
+        the end); the advanced mark; and whether more may remain.
 
         Keyset paging: each request asks for `stream >= after` from page 1, so items deleted
         or added while we read cannot shift an unread item past us. Only a full page of items
@@ -379,37 +379,30 @@ class _WorkspacePoller:
         after, seen = mark.after, set(mark.seen)
         found: list[_Item] = []
         page_number = 1
-        while len(found) < budget:
+        while True:
             if after is None:
                 rule: Filter | None = Rule(stream, "isNotNull") if stream == "dateUpdate" else None
             else:
                 rule = Rule(stream, "greaterThanInclusive", after)
             page = await self._page(resource, page=page_number, stream=stream, asc=True, rule=rule)
-            items = sorted(
-                (item for item in page.items if _stamp(item, stream) is not None),
-                key=lambda item: (_stamp(item, stream), item.id),
-            )
-            fresh = [
-                item
-                for item in items
-                if after is None
-                or (
-                    (stamp := _stamp(item, stream)) is not None
-                    and (stamp > after or (stamp == after and item.id not in seen))
-                )
-            ]
-            for item in fresh[: budget - len(found)]:
-                stamp = _stamp(item, stream)
-                assert stamp is not None
+            stamped = [(stamp, item) for item in page.items if (stamp := _stamp(item, stream))]
+            stamped.sort(key=lambda pair: (pair[0], pair[1].id))
+            fresh = 0
+            for stamp, item in stamped:
+                if after is not None and (stamp < after or (stamp == after and item.id in seen)):
+                    continue
                 if after is None or stamp > after:
                     after, seen = stamp, {item.id}
                 else:
                     seen.add(item.id)
                 found.append(item)
+                fresh += 1
+            advanced = Mark(after=after, seen=sorted(seen))
             if len(page.items) < self._settings.page_size:
-                return found, Mark(after=after, seen=sorted(seen)), len(found) >= budget
+                return found, advanced, False
+            if len(found) >= budget:
+                return found, advanced, True
             page_number = 1 if fresh else page_number + 1
-        return found, Mark(after=after, seen=sorted(seen)), True
 
     # --- one cycle ---------------------------------------------------------------------------
 

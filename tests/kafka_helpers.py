@@ -19,6 +19,7 @@ __all__ = [
     "consume",
     "create_catalogue_topics",
     "delete_topics",
+    "read_all",
     "unique",
     "wait_for",
 ]
@@ -113,6 +114,45 @@ def consume(
             raise AssertionError(
                 f"expected {expected} records on {topic}, got {len(records)} within {timeout} s"
             )
+        return records
+    finally:
+        consumer.close()
+
+
+def read_all(
+    kafka: KafkaSettings, topic: str, *, timeout: float = 30.0, read_committed: bool = True
+) -> list[Record]:
+    """Every record on `topic` right now: read each partition to its end (its last stable
+    offset under read_committed)."""
+    consumer = Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": unique("g"),
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            }
+        )
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        pending = set(partitions)
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout} s")
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+                    continue
+                raise AssertionError(f"consumer error: {error}")
+            records.append(Record.of(message))
         return records
     finally:
         consumer.close()

@@ -1,0 +1,215 @@
+"""Benchmark of the change poller; prints one JSON document.
+
+1. Backfill: 20 000 rights requests in the sandbox (rate limit off) published by one `--from
+   beginning` cycle: events/s, against the baseline of fetching the same pages in the same order
+   without producing anything (ratio = poller rate / fetch rate).
+2. Trigger latency at default poller settings: items created one by one at random intervals;
+   time from `dateCreation` to arrival at a read_committed consumer, p50 and p99.
+
+    .venv/bin/python -m bench.poller [--items 20000] [--latency-items 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+
+from bus.admin import apply, plan
+from bus.localkafka import LocalKafka
+from bus.logs import configure_logging
+from bus.settings import KafkaSettings, PollerSettings, SandboxSettings, ServiceSettings
+from bus.topics import RIGHTS_REQUESTS, default_topics_file, load_catalogue
+from dastra.client import DastraClient
+from dastra.filters import Rule
+from dastra.sandbox import SandboxServer
+from producers.poller import Poller
+
+__all__ = ["main"]
+
+_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _kafka() -> Iterator[KafkaSettings]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaSettings(bootstrap_servers=external, topic_prefix=prefix)
+        return
+    with LocalKafka() as broker:
+        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _fetch_only(sandbox: SandboxServer, ws: int, page_size: int) -> tuple[int, float]:
+    """The baseline: the same keyset page requests, nothing produced."""
+    count = 0
+    after: datetime | None = None
+    began = time.perf_counter()
+    async with DastraClient(sandbox.dastra_settings()) as client:
+        while True:
+            rule = Rule("dateCreation", "greaterThan", after) if after else None
+            page = await client.rights_requests_page(
+                ws, page=1, size=page_size, sort_by="dateCreation", asc=True, filters=rule
+            )
+            count += len(page.items)
+            if len(page.items) < page_size:
+                break
+            after = max(i.date_creation for i in page.items if i.date_creation)
+    return count, time.perf_counter() - began
+
+
+async def _backfill(kafka: KafkaSettings, sandbox: SandboxServer, ws: int) -> tuple[int, float]:
+    catalogue = load_catalogue(default_topics_file())
+    began = time.perf_counter()
+    async with DastraClient(sandbox.dastra_settings()) as client:
+        poller = Poller(
+            kafka, PollerSettings(), catalogue, client, workspaces=[ws], start="beginning"
+        )
+        summary = await poller.run(max_cycles=1)
+    return summary.events[ws], time.perf_counter() - began
+
+
+def _arrivals(
+    kafka: KafkaSettings, topic: str, stop: threading.Event, out: dict[int, float]
+) -> None:
+    consumer = Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        starts = []
+        for partition in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            starts.append(TopicPartition(topic, partition, high))
+        consumer.assign(starts)
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                error = message.error() if message is not None else None
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(str(error))
+                continue
+            data = json.loads(message.value() or b"{}")
+            out.setdefault(int(data["id"]), time.time())
+    finally:
+        consumer.close()
+
+
+async def _latency(
+    kafka: KafkaSettings, sandbox: SandboxServer, ws: int, items: int
+) -> list[float]:
+    catalogue = load_catalogue(default_topics_file())
+    arrivals: dict[int, float] = {}
+    stop_consumer = threading.Event()
+    reader = threading.Thread(
+        target=_arrivals,
+        args=(kafka, kafka.topic(RIGHTS_REQUESTS), stop_consumer, arrivals),
+        daemon=True,
+    )
+    reader.start()
+    created: dict[int, float] = {}
+    rng = random.Random(7)
+    async with DastraClient(sandbox.dastra_settings()) as client:
+        poller = Poller(kafka, PollerSettings(), catalogue, client, workspaces=[ws], start="now")
+        stop = asyncio.Event()
+        running = asyncio.create_task(poller.run(stop=stop))
+        await asyncio.sleep(2)
+        with _console.status("") as status:
+            for n in range(items):
+                status.update(f"latency: created {n}/{items}, arrived {len(arrivals)}")
+                await asyncio.sleep(rng.expovariate(1 / 0.25))
+                item = await asyncio.to_thread(
+                    sandbox.admin.create_rights_request, title=f"latency {n}"
+                )
+                created[int(item["id"])] = datetime.fromisoformat(
+                    item["dateCreation"].replace("Z", "+00:00")
+                ).timestamp()
+            deadline = time.monotonic() + 60
+            while len(arrivals) < len(created) and time.monotonic() < deadline:
+                status.update(f"latency: waiting for {len(created) - len(arrivals)} events")
+                await asyncio.sleep(0.1)
+        stop.set()
+        await running
+    stop_consumer.set()
+    reader.join(10)
+    return [arrivals[i] - created[i] for i in created if i in arrivals]
+
+
+def main() -> None:
+    configure_logging(ServiceSettings(log_level="warning"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--latency-items", type=int, default=200)
+    args = parser.parse_args()
+    with _kafka() as kafka, SandboxServer(SandboxSettings(rate_limit=False)) as sandbox:
+        admin = AdminClient(kafka.confluent_config())
+        apply(admin, plan(admin, load_catalogue(default_topics_file()), kafka.topic_prefix))
+        ws = sandbox.workspace_id
+        with _console.status(f"creating {args.items} rights requests in the sandbox"):
+            for start in range(0, args.items, 5000):
+                sandbox.admin.bulk_create(
+                    "rightsRequests", min(5000, args.items - start), title="bench {n}"
+                )
+        with _console.status("baseline: fetching every page without producing"):
+            fetched, fetch_s = asyncio.run(_fetch_only(sandbox, ws, PollerSettings().page_size))
+        with _console.status(f"backfill: publishing {args.items} events"):
+            published, publish_s = asyncio.run(_backfill(kafka, sandbox, ws))
+        latencies = asyncio.run(_latency(kafka, sandbox, ws, args.latency_items))
+    fetch_rate = fetched / fetch_s
+    publish_rate = published / publish_s
+    print(
+        json.dumps(
+            {
+                "benchmark": "poller",
+                "backfill": {
+                    "items": published,
+                    "seconds": round(publish_s, 3),
+                    "events_per_s": round(publish_rate, 1),
+                    "baseline_fetch_items_per_s": round(fetch_rate, 1),
+                    "ratio_to_fetch_only": round(publish_rate / fetch_rate, 3),
+                },
+                "trigger_latency": {
+                    "items": len(latencies),
+                    "lost": args.latency_items - len(latencies),
+                    "p50_s": round(statistics.median(latencies), 3),
+                    "p99_s": round(_percentile(latencies, 0.99), 3),
+                    "max_s": round(max(latencies), 3),
+                    "settings": PollerSettings().model_dump(
+                        include={"interval_min_s", "interval_max_s", "page_size", "batch_size"}
+                    ),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
