@@ -13,8 +13,8 @@ import pytest
 
 from bus.localkafka import LocalKafka, free_port
 from bus.settings import DastraSettings, KafkaSettings, SandboxSettings
-from dastra.sandbox import SandboxServer
 from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
+from dastra.sandbox import SandboxServer
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
 
 # Read before the autouse fixture below clears KAFKA_* for each test.
