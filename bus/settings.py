@@ -1,6 +1,7 @@
 """Typed settings, read once at the entry point.
 
-Consumes environment variables (`KAFKA_*`, `DASTRA_*`, `SERVICE_*`) and an optional `.env` file.
+Consumes environment variables (`KAFKA_*`, `DASTRA_*`, `SERVICE_*`, `SANDBOX_*`) and an optional
+`.env` file.
 Produces a frozen `Settings` tree whose parts are passed explicitly to the code that needs them,
 plus the client configuration dicts for librdkafka (confluent-kafka) and aiokafka (Faust).
 Secrets are `SecretStr`: they never appear in `repr`, logs or error messages.
@@ -21,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "DastraSettings",
     "KafkaSettings",
+    "SandboxSettings",
     "ServiceSettings",
     "Settings",
     "load_settings",
@@ -162,6 +164,9 @@ class DastraSettings(BaseSettings):
     workspace_ids: list[int] = Field(default_factory=list)
     timeout_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=60.0, ge=0)
+    # Jittered exponential backoff between retries: first ceiling, then doubling up to the max.
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
     rate_limit_per_minute: int = Field(default=500, ge=1)
     rate_limit_per_10_minutes: int = Field(default=10_000, ge=1)
     # The validation key of Dastra's own webhooks (`Dastra-Signature`).
@@ -188,6 +193,40 @@ class ServiceSettings(BaseSettings):
     topics_file: Path = Path("topics.yaml")
 
 
+class SandboxSettings(BaseSettings):
+    """The local Dastra sandbox (`SANDBOX_*`): `dastra-kafka sandbox`, tests, demo, benchmarks."""
+
+    model_config = _config("SANDBOX_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8800, ge=0, le=65535)
+    # A Dastra API key has a public and a private part: X-API-Key takes the private part, the
+    # OAuth2 token endpoint takes Basic base64(public:private).
+    public_key: str = "sandbox-public-key"
+    private_key: SecretStr = SecretStr("sandbox-private-key")
+    # Required on /_sandbox/* when set (header X-Sandbox-Admin-Token).
+    admin_token: SecretStr | None = None
+    token_lifetime_s: int = Field(default=3600, ge=1)
+    rate_limit: bool = True
+    rate_limit_per_minute: int = Field(default=500, ge=1)
+    rate_limit_per_10_minutes: int = Field(default=10_000, ge=1)
+    # Explicit (limit, seconds) windows instead of the two above, e.g. [[100, 1.0]] in tests.
+    rate_limit_windows: list[tuple[int, float]] | None = None
+    # SQLite file that keeps the state across restarts; in memory when unset.
+    db: Path | None = None
+    workspaces: int = Field(default=1, ge=1, le=50)
+    # Rights requests and tasks created in each workspace at start (on an empty state).
+    seed_items: int = Field(default=0, ge=0)
+
+    def windows(self) -> list[tuple[int, float]]:
+        """The effective rate-limit windows as (limit, period in seconds); empty when off."""
+        if not self.rate_limit:
+            return []
+        if self.rate_limit_windows is not None:
+            return [(int(limit), float(period)) for limit, period in self.rate_limit_windows]
+        return [(self.rate_limit_per_minute, 60.0), (self.rate_limit_per_10_minutes, 600.0)]
+
+
 class Settings(BaseSettings):
     """The whole configuration tree. Build it with `load_settings()`."""
 
@@ -196,6 +235,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     dastra: DastraSettings = Field(default_factory=DastraSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bus.localkafka import LocalKafka, free_port
-from bus.settings import KafkaSettings
+from bus.settings import DastraSettings, KafkaSettings, SandboxSettings
 from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
+from dastra.sandbox import SandboxServer
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
 
 # Read before the autouse fixture below clears KAFKA_* for each test.
@@ -83,7 +84,7 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith(("KAFKA_", "DASTRA_", "SERVICE_")):
+        if name.startswith(("KAFKA_", "DASTRA_", "SERVICE_", "SANDBOX_")):
             monkeypatch.delenv(name)
 
 
@@ -104,3 +105,24 @@ def topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> Iterator[TopicCat
     names = create_catalogue_topics(kafka, catalogue)
     yield catalogue
     delete_topics(kafka, names)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """One Dastra sandbox (uvicorn on a free loopback port, rate limit on) for the session."""
+    with SandboxServer(SandboxSettings()) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
+    """The session sandbox, reset to its seeded state (no faults, zero call counts, default
+    rate limits and token lifetime): a fresh Dastra for each test, for the price of one call."""
+    sandbox_server.admin.reset()
+    return sandbox_server
+
+
+@pytest.fixture
+def dastra_settings(sandbox: SandboxServer) -> DastraSettings:
+    """DastraSettings pointing at the reset sandbox with its X-API-Key."""
+    return sandbox.dastra_settings()
