@@ -83,7 +83,7 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith(("KAFKA_", "DASTRA_", "SERVICE_")):
+        if name.startswith(("KAFKA_", "DASTRA_", "SERVICE_", "LAG_")):
             monkeypatch.delenv(name)
 
 

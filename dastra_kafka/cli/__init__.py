@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from bus.logs import configure_logging
 from bus.settings import load_settings
-from dastra_kafka.cli import broker, demo, topics
+from dastra_kafka.cli import broker, demo, lag, topics
 from dastra_kafka.cli._common import EXIT_BAD_INPUT
 
 __all__ = ["app", "main"]
@@ -47,6 +47,7 @@ def _root(
 
 app.command("broker")(broker.broker)
 app.add_typer(topics.app, name="topics")
+app.add_typer(lag.app, name="lag")
 app.command("demo")(demo.demo)
 
 
