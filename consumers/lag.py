@@ -55,6 +55,7 @@ from typing import Any, NamedTuple, Protocol
 
 import structlog
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -396,8 +397,13 @@ class LagWindow:
 
     def history(self, key: WindowKey, now: float) -> list[Sample]:
         """The stored samples of `key` inside the window ending at `now`, oldest first."""
+        samples = self._samples.get(key)
+        if not samples:
+            return []
         cutoff = now - self.window_s
-        return [s for s in self._samples.get(key, ()) if cutoff <= s.at <= now]
+        if cutoff <= samples[0].at and samples[-1].at < now:
+            return samples  # the usual case: `record` keeps the list inside the window
+        return [s for s in samples if cutoff <= s.at < now]
 
     def record(self, key: WindowKey, sample: Sample) -> bool:
         """Store `sample` if the last stored one is at least `sample_interval_s` older."""
@@ -439,7 +445,8 @@ class LagWindow:
                 group, topic = str(value["group"]), str(value["topic"])
                 for partition, rows in dict(value["samples"]).items():
                     self._samples[(group, topic, int(partition))] = [
-                        Sample(float(at), int(committed), int(end)) for at, committed, end in rows
+                        Sample(at_ms / 1000, int(committed), int(end))
+                        for at_ms, committed, end in rows
                     ]
             elif kind == "status":
                 self.statuses[str(value["group"])] = (
@@ -454,7 +461,7 @@ class LagWindow:
         for (group, topic, partition), samples in self._samples.items():
             if (group, topic) in self._dirty and samples:
                 by_group_topic.setdefault((group, topic), {})[str(partition)] = [
-                    [round(s.at, 3), s.committed, s.end] for s in samples
+                    [int(s.at * 1000), s.committed, s.end] for s in samples
                 ]
         for group, topic in self._dirty:
             key = json.dumps(["window", group, topic])
@@ -508,6 +515,7 @@ class KafkaWindowStore:
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,
                     "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 10,
                 }
             )
         )
@@ -519,24 +527,25 @@ class KafkaWindowStore:
                 self.available = False
                 _log.warning("lag window topic missing; window kept in memory", topic=self.topic)
                 return records
-            pending: set[int] = set()
-            assignment = []
+            last: dict[int, int] = {}  # partition -> offset of its last record
             for partition in topic.partitions:
                 low, high = consumer.get_watermark_offsets(
                     TopicPartition(self.topic, partition), timeout=self._timeout
                 )
                 if high > low:
-                    pending.add(partition)
-                    assignment.append(TopicPartition(self.topic, partition, low))
-            consumer.assign(assignment)
+                    last[partition] = high - 1
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in last])
             deadline = time.monotonic() + self._timeout
-            while pending and time.monotonic() < deadline:
-                for message in consumer.consume(500, 0.1):
+            while last and time.monotonic() < deadline:
+                for message in consumer.consume(500, 0.05):
+                    partition = int(message.partition() or 0)
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
-                            pending.discard(message.partition())
+                            last.pop(partition, None)
                         continue
+                    if int(message.offset() or 0) >= last.get(partition, -1):
+                        last.pop(partition, None)
                     key = message.key()
                     if key is None:
                         continue
@@ -564,7 +573,8 @@ class KafkaWindowStore:
             return
         if self._producer is None:
             self._producer = Producer(
-                self._kafka.confluent_config(**{"linger.ms": 20, "enable.idempotence": True})
+                # No idempotence needed: every record is a whole snapshot of its key.
+                self._kafka.confluent_config(**{"linger.ms": 5, "acks": "all"})
             )
         for key, value in records.items():
             payload = None if value is None else json.dumps(value, separators=(",", ":"))
@@ -657,6 +667,10 @@ class _TimestampReader:
                         # One small fetch per partition, no read-ahead we would throw away.
                         "max.partition.fetch.bytes": 1024,
                         "queued.min.messages": 1,
+                        # ...without librdkafka's 1 s pause before the next fetch of a
+                        # partition whose queue is "full": the next refresh reads it again.
+                        "fetch.queue.backoff.ms": 0,
+                        "fetch.error.backoff.ms": 50,
                         "fetch.wait.max.ms": 10,
                         "isolation.level": "read_uncommitted",
                     }
@@ -678,6 +692,11 @@ class _GroupRead:
     members: tuple[Member, ...] = ()
     committed: dict[TP, int] = field(default_factory=dict)
     found: bool = True
+
+
+_LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+_EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+_LOG_START_TTL_S = 60.0
 
 
 def _wait(future: Future[Any], deadline: float) -> Any:
@@ -711,6 +730,8 @@ class LagMonitor:
         self.window = LagWindow(lag.window_s, lag.sample_interval_s)
         self._admin: AdminClient | None = None
         self._reader: _TimestampReader | None = None
+        self._known: list[TP] = []  # the partitions of the last refresh
+        self._starts: dict[TP, tuple[int, float]] = {}  # log start, when read (monotonic)
 
     def __enter__(self) -> LagMonitor:
         self.open()
@@ -750,11 +771,31 @@ class LagMonitor:
         when Kafka does not answer within `LAG_TIMEOUT_S`."""
         if self._admin is None or self._reader is None:
             raise RuntimeError("LagMonitor is not open: use `with LagMonitor(...)` or open()")
+        admin = self._admin
         started = time.perf_counter()
         deadline = time.monotonic() + self._lag.timeout_s
-        reads = self._read_groups(self._admin, deadline)
+        names = self._group_names(admin, deadline)
+        # Pipelined: log ends of the partitions seen last time are asked for together with the
+        # groups' offsets; only partitions new since then cost a second round trip.
+        pending = self._ask_groups(admin, names)
+        known = self._known
+        latest_asked = self._ask_offsets(admin, known, _LATEST)
+        starts_asked = self._ask_offsets(admin, self._stale_starts(known), _EARLIEST)
+        reads = self._collect_groups(names, pending, deadline)
         tps = sorted({tp for g in reads for tp in g.committed} | _owned(reads))
-        earliest, latest = self._watermarks(self._admin, tps, deadline)
+        known_set = set(known)
+        new = [tp for tp in tps if tp not in known_set]
+        latest_new = self._ask_offsets(admin, new, _LATEST)
+        starts_new = self._ask_offsets(admin, self._stale_starts(new), _EARLIEST)
+        latest = self._offsets(latest_asked, deadline) | self._offsets(latest_new, deadline)
+        stamp = time.monotonic()
+        for start_tp, start in (
+            self._offsets(starts_asked, deadline) | self._offsets(starts_new, deadline)
+        ).items():
+            self._starts[start_tp] = (start, stamp)
+        self._known = tps
+        self._starts = {tp: v for tp, v in self._starts.items() if tp in latest}
+        earliest = {tp: v[0] for tp, v in self._starts.items()}
         lookups = self._lookups(reads, latest, earliest)
         now = self._clock()
         evaluated = [self._evaluate(g, earliest, latest, lookups, now) for g in reads]
@@ -787,18 +828,29 @@ class LagMonitor:
             names = [n for n in names if n.startswith(self.selection.prefix)]
         return sorted(names)
 
-    def _read_groups(self, admin: AdminClient, deadline: float) -> list[_GroupRead]:
-        names = self._group_names(admin, deadline)
+    def _ask_groups(
+        self, admin: AdminClient, names: Sequence[str]
+    ) -> tuple[dict[str, Future[Any]], dict[str, Future[Any]]]:
         if not names:
-            return []
+            return {}, {}
         timeout = self._lag.timeout_s
-        described = admin.describe_consumer_groups(names, request_timeout=timeout)
+        described = admin.describe_consumer_groups(list(names), request_timeout=timeout)
+        # One group per request (the client's limit), all in flight at once.
         offsets = {
             name: admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(name)], request_timeout=timeout
             )[name]
             for name in names
         }
+        return described, offsets
+
+    def _collect_groups(
+        self,
+        names: Sequence[str],
+        pending: tuple[dict[str, Future[Any]], dict[str, Future[Any]]],
+        deadline: float,
+    ) -> list[_GroupRead]:
+        described, offsets = pending
         reads: list[_GroupRead] = []
         for name in names:
             read = _GroupRead(name)
@@ -841,27 +893,20 @@ class LagMonitor:
             reads.append(read)
         return reads
 
-    def _watermarks(
-        self, admin: AdminClient, tps: Sequence[TP], deadline: float
-    ) -> tuple[dict[TP, int], dict[TP, int]]:
+    def _stale_starts(self, tps: Sequence[TP]) -> list[TP]:
+        """Partitions whose log start is unknown or older than `_LOG_START_TTL_S`: it moves
+        only when retention deletes a segment, so it is not asked for on every refresh."""
+        cutoff = time.monotonic() - _LOG_START_TTL_S
+        return [tp for tp in tps if (seen := self._starts.get(tp)) is None or seen[1] < cutoff]
+
+    def _ask_offsets(
+        self, admin: AdminClient, tps: Sequence[TP], spec: OffsetSpec
+    ) -> Mapping[TopicPartition, Future[Any]]:
         if not tps:
-            return {}, {}
-        timeout = self._lag.timeout_s
-        early = admin.list_offsets(
-            {
-                TopicPartition(t, p): OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-                for t, p in tps
-            },
-            request_timeout=timeout,
+            return {}
+        return admin.list_offsets(
+            {TopicPartition(t, p): spec for t, p in tps}, request_timeout=self._lag.timeout_s
         )
-        late = admin.list_offsets(
-            {
-                TopicPartition(t, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
-                for t, p in tps
-            },
-            request_timeout=timeout,
-        )
-        return self._offsets(early, deadline), self._offsets(late, deadline)
 
     @staticmethod
     def _offsets(futures: Mapping[TopicPartition, Future[Any]], deadline: float) -> dict[TP, int]:
@@ -954,7 +999,7 @@ class LagMonitor:
                 )
             else:
                 status, reason = evaluate_partition(
-                    [s for s in history if s.at < now],
+                    history,
                     current,
                     owner is not None,
                     self._lag.min_samples,

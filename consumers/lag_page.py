@@ -109,14 +109,16 @@ function age(s) {
   return (s / 86400).toFixed(1) + " d";
 }
 
-function chart(t, values, now, span, colour, format) {
-  const W = 520, H = 90, P = 4;
+function chart(t, values, now, span, colour) {
+  // Stretched to the card's width (preserveAspectRatio none): no text or circles inside,
+  // strokes keep their width with vector-effect, the last point is a round-capped dot.
+  const W = 520, H = 90, P = 5;
   if (!t || t.length === 0) {
-    return '<svg viewBox="0 0 ' + W + " " + H + '"></svg>';
+    return '<svg viewBox="0 0 ' + W + " " + H + '" preserveAspectRatio="none"></svg>';
   }
   const max = Math.max(1e-9, ...values);
   const x = (v) => P + (W - 2 * P) * (1 - Math.min(span, Math.max(0, now - v)) / span);
-  const y = (v) => H - P - (H - 2 * P - 14) * (v / max);
+  const y = (v) => H - P - (H - 2 * P - 6) * (v / max);
   const pts = t.map((ti, i) => x(ti).toFixed(1) + "," + y(values[i]).toFixed(1));
   const line = pts.join(" ");
   const area = x(t[0]).toFixed(1) + "," + (H - P) + " " + line + " " +
@@ -124,13 +126,23 @@ function chart(t, values, now, span, colour, format) {
   const last = pts[pts.length - 1].split(",");
   return '<svg viewBox="0 0 ' + W + " " + H + '" preserveAspectRatio="none" role="img">' +
     '<line x1="0" x2="' + W + '" y1="' + y(max).toFixed(1) + '" y2="' + y(max).toFixed(1) +
-    '" stroke="#e5e7eb" stroke-dasharray="3 3"/>' +
+    '" stroke="#d1d5db" stroke-dasharray="4 4" vector-effect="non-scaling-stroke"/>' +
     '<polygon points="' + area + '" fill="' + colour + '" fill-opacity="0.12"/>' +
     '<polyline points="' + line + '" fill="none" stroke="' + colour +
-    '" stroke-width="2" vector-effect="non-scaling-stroke"/>' +
-    '<circle cx="' + last[0] + '" cy="' + last[1] + '" r="3" fill="' + colour + '"/>' +
-    '<text x="' + (W - P) + '" y="12" text-anchor="end" font-size="11" fill="#6b7280">max ' +
-    esc(format(max)) + "</text></svg>";
+    '" stroke-width="2" stroke-linejoin="round" vector-effect="non-scaling-stroke"/>' +
+    '<line x1="' + last[0] + '" y1="' + last[1] + '" x2="' + last[0] + '" y2="' + last[1] +
+    '" stroke="' + colour + '" stroke-width="7" stroke-linecap="round"' +
+    ' vector-effect="non-scaling-stroke"/></svg>';
+}
+
+function spanOf(t, now, limit) {
+  // Chart the history there is (at least a minute), up to the trend the server keeps.
+  if (!t || t.length === 0) return 60;
+  return Math.min(limit, Math.max(60, now - t[0]));
+}
+
+function spanLabel(span) {
+  return span < 120 ? Math.round(span) + " s" : Math.round(span / 60) + " min";
 }
 
 function partitions(g) {
@@ -146,26 +158,30 @@ function partitions(g) {
     "</tbody></table>";
 }
 
-function card(g, trend, now, span) {
+function card(g, trend, now, limit) {
   const tr = trend[g.group] || { t: [], lag: [], time_lag_s: [] };
+  const span = spanOf(tr.t, now, limit);
   const open = opened.has(g.group) ? " open" : "";
-  const members = g.members.length + (g.members.length === 1 ? " member" : " members");
+  const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+  const maxLag = tr.lag.length ? Math.max(...tr.lag) : 0;
+  const maxTime = tr.time_lag_s.length ? Math.max(...tr.time_lag_s) : 0;
   return '<article class="group ' + g.status + '" data-group="' + esc(g.group) + '">' +
     '<div class="head"><span class="pill status">' + g.status + "</span><h2>" +
     esc(g.group) + '</h2><span class="state">' + esc(g.state.toLowerCase()) + " &middot; " +
-    members + "</span></div>" +
+    plural(g.members.length, "member") + "</span></div>" +
     '<div class="stats"><div><b>' + num(g.lag) + "</b><small>lag (records)</small></div>" +
     "<div><b>" + age(g.max_time_lag_s) + "</b><small>max time lag</small></div>" +
     "<div><b>" + g.partitions.length + "</b><small>partitions</small></div></div>" +
     '<p class="reason">' + esc(g.reason) + "</p>" +
-    '<div class="charts"><figure><figcaption><span>lag</span><span>last ' +
-    Math.round(span / 60) + " min</span></figcaption>" +
-    chart(tr.t, tr.lag, now, span, "#2563eb", num) + "</figure>" +
-    "<figure><figcaption><span>time lag</span><span>now " + age(g.max_time_lag_s) +
-    "</span></figcaption>" + chart(tr.t, tr.time_lag_s, now, span, "#db2777", age) +
-    "</figure></div>" +
-    (g.partitions.length ? "<details" + open + "><summary>" + g.partitions.length +
-      " partitions</summary>" + partitions(g) + "</details>" : "") +
+    '<div class="charts"><figure><figcaption><span>lag &middot; last ' + spanLabel(span) +
+    "</span><span>peak " + num(maxLag) + "</span></figcaption>" +
+    chart(tr.t, tr.lag, now, span, "#2563eb") + "</figure>" +
+    "<figure><figcaption><span>time lag &middot; last " + spanLabel(span) +
+    "</span><span>peak " + age(maxTime) + "</span></figcaption>" +
+    chart(tr.t, tr.time_lag_s, now, span, "#db2777") + "</figure></div>" +
+    (g.partitions.length ? "<details" + open + "><summary>" +
+      plural(g.partitions.length, "partition") + "</summary>" + partitions(g) +
+      "</details>" : "") +
     "</article>";
 }
 
