@@ -525,7 +525,11 @@ class KafkaWindowStore:
             topic = metadata.topics.get(self.topic)
             if topic is None or topic.error is not None:
                 self.available = False
-                _log.warning("lag window topic missing; window kept in memory", topic=self.topic)
+                _log.warning(
+                    "lag window topic missing (run `dastra-kafka topics apply`); "
+                    "the window is kept in memory only",
+                    topic=self.topic,
+                )
                 return records
             last: dict[int, int] = {}  # partition -> offset of its last record
             for partition in topic.partitions:

@@ -237,3 +237,17 @@ def test_a_status_change_is_posted_to_the_alert_webhook_with_retries(
     assert first["status_code"] == 2 and first["lag"] == 18
     assert url not in json.dumps(first)
     assert all(payload["group"] == group for payload, _ in _Receiver.received)
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_server_exports() -> None:
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[2] / "ops/grafana/dastra-kafka-lag.json").read_text()
+    )
+    exprs = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    used = {name for expr in exprs for name in re.findall(r"\b(?:kafka|dastra)_[a-z_]+", expr)}
+    assert used, "no metric referenced"
+    assert used <= set(METRICS), used - set(METRICS)
+    assert {"kafka_consumergroup_group_max_lag_seconds", "dastra_consumergroup_status"} <= used
