@@ -243,9 +243,7 @@ def test_the_grafana_dashboard_uses_only_metrics_the_server_exports() -> None:
     dashboard = json.loads(
         (Path(__file__).resolve().parents[2] / "ops/grafana/dastra-kafka-lag.json").read_text()
     )
-    exprs = [
-        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
-    ]
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     used = {name for expr in exprs for name in re.findall(r"\b(?:kafka|dastra)_[a-z_]+", expr)}
     assert used, "no metric referenced"
