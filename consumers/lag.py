@@ -38,6 +38,11 @@ most one per `sample_interval_s`, plus the current observation. The first matchi
 
 Severity, in `Status.code` order: OK 0 < WARN 1 < REWIND 2 < STALL 3 < STOP 4 < NOTFOUND 5
 (a group asked for by name that does not exist). A group takes its worst partition's status.
+
+Why ownership separates STALL from STOP: the admin API returns committed offsets but not when
+they were committed (Burrow reads commit times from `__consumer_offsets`, which managed clusters
+do not let clients read). "Committing the same offset" and "not committing" look the same in
+the offsets; what differs is whether a live member holds the partition.
 """
 
 from __future__ import annotations
@@ -408,10 +413,10 @@ class LagWindow:
     def record(self, key: WindowKey, sample: Sample) -> bool:
         """Store `sample` if the last stored one is at least `sample_interval_s` older."""
         samples = self._samples.setdefault(key, [])
-        if samples and sample.at - samples[-1].at < self.sample_interval_s:
-            return False
         if samples and sample.at < samples[-1].at:
             samples.clear()  # the clock went back: start over rather than mix time lines
+        elif samples and sample.at - samples[-1].at < self.sample_interval_s:
+            return False
         samples.append(sample)
         cutoff = sample.at - self.window_s
         while samples and samples[0].at < cutoff:
@@ -439,20 +444,23 @@ class LagWindow:
         """Fill from `records` (as `dirty_records` writes them), replacing what is held."""
         self._samples.clear()
         self.statuses.clear()
-        for value in records.values():
-            kind = value.get("kind")
-            if kind == "window":
-                group, topic = str(value["group"]), str(value["topic"])
-                for partition, rows in dict(value["samples"]).items():
-                    self._samples[(group, topic, int(partition))] = [
-                        Sample(at_ms / 1000, int(committed), int(end))
-                        for at_ms, committed, end in rows
-                    ]
-            elif kind == "status":
-                self.statuses[str(value["group"])] = (
-                    Status(value["status"]),
-                    float(value["since"]),
-                )
+        for key, value in records.items():
+            try:
+                kind = value.get("kind")
+                if kind == "window":
+                    group, topic = str(value["group"]), str(value["topic"])
+                    for partition, rows in dict(value["samples"]).items():
+                        self._samples[(group, topic, int(partition))] = [
+                            Sample(at_ms / 1000, int(committed), int(end))
+                            for at_ms, committed, end in rows
+                        ]
+                elif kind == "status":
+                    self.statuses[str(value["group"])] = (
+                        Status(value["status"]),
+                        float(value["since"]),
+                    )
+            except (KeyError, TypeError, ValueError, AttributeError):
+                _log.warning("unreadable lag window record skipped", key=key)
 
     def dirty_records(self) -> dict[str, dict[str, Any] | None]:
         """Records for what changed since the last call: key -> value (None: a tombstone)."""
@@ -496,8 +504,17 @@ class WindowStore(Protocol):
 
 
 class KafkaWindowStore:
-    """The window in a compacted topic: one record per (group, topic) and per group status,
-    keyed by a JSON array (`["window", group, topic]`, `["status", group]`)."""
+    """The window in a compacted topic (`dastra.lag-window.v1`): one record per (group, topic)
+    and one per group status, each the whole current state of its key, so compaction keeps
+    exactly what a restart needs. Keys and values are JSON:
+
+        ["window", group, topic] -> {"v": 1, "kind": "window", "group": ..., "topic": ...,
+                                     "samples": {"<partition>": [[at_ms, committed, log_end]]}}
+        ["status", group]        -> {"v": 1, "kind": "status", "group": ..., "status": "STOP",
+                                     "since": <unix seconds>}
+
+    A window whose samples all aged out is tombstoned. Topic absent: the window stays in memory
+    (a warning says to run `dastra-kafka topics apply`)."""
 
     def __init__(self, kafka: KafkaSettings, topic: str | None = None, timeout: float = 10.0):
         self._kafka = kafka
@@ -511,7 +528,7 @@ class KafkaWindowStore:
         consumer = Consumer(
             self._kafka.confluent_config(
                 **{
-                    "group.id": "dastra-kafka-lag-window-reader",  # never joins nor commits
+                    "group.id": "lag-monitor.window-reader",  # never joins nor commits
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,
                     "auto.offset.reset": "earliest",
@@ -663,7 +680,7 @@ class _TimestampReader:
                 self._kafka.confluent_config(
                     **{
                         # Needed by librdkafka; assign() never joins the group nor commits.
-                        "group.id": "dastra-kafka-lag-timestamps",
+                        "group.id": "lag-monitor.timestamps",
                         "enable.auto.commit": False,
                         "enable.partition.eof": True,
                         # Deleted by retention: go to the first record still there.
@@ -804,8 +821,8 @@ class LagMonitor:
         now = self._clock()
         evaluated = [self._evaluate(g, earliest, latest, lookups, now) for g in reads]
         groups, changes = self._track_changes(evaluated, now)
+        self.window.expire(now)
         if self._store is not None:
-            self.window.expire(now)
             self._store.save(self.window.dirty_records())
         return LagSnapshot(
             cluster=self._lag.cluster_name,

@@ -81,6 +81,12 @@ class LagService:
             self.error = str(exc)
             _log.warning("lag refresh failed", error=self.error)
             return []
+        except Exception as exc:
+            # Loud (a traceback, /healthz 503, dastra_lag_up 0) but not fatal: a dead refresh
+            # loop behind a live page would show stale figures as if they were current.
+            self.error = f"{type(exc).__name__}: {exc}"
+            _log.exception("lag refresh crashed")
+            return []
         self.snapshot = snapshot
         self.error = None
         self.last_success = time.monotonic()
