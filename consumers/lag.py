@@ -47,6 +47,7 @@ the offsets; what differs is whether a live member holds the partition.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -628,6 +629,7 @@ class _TimestampReader:
         self._kafka = kafka
         self._consumer: Consumer | None = None
         self._cache: dict[tuple[str, int, int], _Lookup] = {}
+        self._topics: set[str] = set()  # topics whose metadata the consumer has
 
     def read(self, wanted: Mapping[TP, int], deadline: float) -> dict[TP, _Lookup | None]:
         """For each partition, the first record at or after the given offset. None: nothing
@@ -643,10 +645,20 @@ class _TimestampReader:
         if not pending:
             return found
         consumer = self._open()
+        for topic in {t for t, _ in pending} - self._topics:
+            # Metadata first: assigning a topic the consumer has not seen yet otherwise waits
+            # about a second for librdkafka's own metadata refresh.
+            with contextlib.suppress(KafkaException):
+                consumer.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+            self._topics.add(topic)
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in pending.items()])
         try:
-            while pending and time.monotonic() < deadline:
-                for message in consumer.consume(len(pending) + 16, 0.02):
+            while pending and (left := deadline - time.monotonic()) > 0:
+                first = consumer.poll(min(0.1, left))  # returns as soon as one is there
+                if first is None:
+                    continue
+                done: list[TopicPartition] = []
+                for message in [first, *consumer.consume(len(pending) + 16, 0)]:
                     tp = (str(message.topic()), int(message.partition() or 0))
                     wanted_at = pending.get(tp)
                     if wanted_at is None:
@@ -656,6 +668,7 @@ class _TimestampReader:
                         if error.code() == KafkaError._PARTITION_EOF:
                             found[tp] = None
                             del pending[tp]
+                            done.append(TopicPartition(*tp))
                         continue
                     at = int(message.offset() or 0)
                     if at < wanted_at:
@@ -665,6 +678,11 @@ class _TimestampReader:
                     found[tp] = lookup
                     self._cache[(tp[0], tp[1], wanted_at)] = lookup
                     del pending[tp]
+                    done.append(TopicPartition(*tp))
+                if done and pending:
+                    # Drop the rest of their fetched batches inside librdkafka, before they
+                    # become Python messages: only the first record of each is wanted.
+                    consumer.incremental_unassign(done)
         finally:
             consumer.unassign()
         return found

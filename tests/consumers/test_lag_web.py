@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.localkafka import free_port
 from bus.settings import KafkaSettings, LagSettings
 from consumers.lag import LagMonitor
+from consumers.lag_page import PAGE
 from consumers.lag_web import create_app
 from tests.consumers.lag_support import commit, fast_lag_settings, produce, topic
 from tests.kafka_helpers import wait_for
@@ -185,6 +186,7 @@ def test_the_page_renders_groups_and_statuses_in_a_real_browser(
     assert "went back from 15 to 3" in dom
     assert "<polyline" in dom  # the trend charts were drawn by the page's own script
     assert shot.returncode == 0 and (tmp_path / "lag.png").stat().st_size > 10_000
+    assert not re.search(r"(src|href)=|https?://|@import", PAGE)  # nothing from elsewhere
 
 
 class _Receiver(BaseHTTPRequestHandler):
