@@ -22,6 +22,7 @@ __all__ = [
     "COMMAND_RESULTS",
     "DEAD_LETTER",
     "HOOK_SUBSCRIPTIONS",
+    "LAG_WINDOW",
     "POLLER_STATE",
     "RIGHTS_REQUESTS",
     "TASKS",
@@ -39,6 +40,7 @@ COMMAND_RESULTS = "dastra.command-results.v1"
 DEAD_LETTER = "dastra.dead-letter.v1"
 POLLER_STATE = "dastra.poller-state.v1"
 HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
+LAG_WINDOW = "dastra.lag-window.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",
