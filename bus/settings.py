@@ -1,6 +1,7 @@
 """Typed settings, read once at the entry point.
 
-Consumes environment variables (`KAFKA_*`, `DASTRA_*`, `SERVICE_*`, `SANDBOX_*`) and an optional
+Consumes environment variables (one prefix per part: `KAFKA_*`, `DASTRA_*`, `SERVICE_*`,
+`SANDBOX_*`, `LAG_*`, ...) and an optional
 `.env` file.
 Produces a frozen `Settings` tree whose parts are passed explicitly to the code that needs them,
 plus the client configuration dicts for librdkafka (confluent-kafka) and aiokafka (Faust).
@@ -22,10 +23,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "DastraSettings",
     "KafkaSettings",
+    "LagSettings",
     "PollerSettings",
     "SandboxSettings",
     "ServiceSettings",
     "Settings",
+    "env_prefixes",
     "load_settings",
 ]
 
@@ -252,6 +255,51 @@ class PollerSettings(BaseSettings):
         return self
 
 
+class LagSettings(BaseSettings):
+    """The consumer lag monitor (`LAG_*`): `dastra-kafka lag` and `dastra-kafka lag serve`."""
+
+    model_config = _config("LAG_")
+
+    # `lag serve` listens on SERVICE_HOST (127.0.0.1 unless set) and this port.
+    port: int = Field(default=8090, ge=1, le=65535)
+    # The `cluster_name` label of every metric (kafka-lag-exporter's label).
+    cluster_name: str = "default"
+    # Groups to watch; empty means the project's groups: every group whose name starts with
+    # KAFKA_TOPIC_PREFIX + "dastra". `--group` and `--all` override it.
+    groups: list[str] = Field(default_factory=list)
+    # How often `lag serve` and `lag --watch` refresh.
+    refresh_interval_s: float = Field(default=5.0, gt=0)
+    # The evaluation window: samples of the last `window_s` seconds, at most one per
+    # `sample_interval_s`; a status other than OK needs `min_samples` of them (the current
+    # observation included). Make the window several times the consumers' commit interval.
+    window_s: float = Field(default=300.0, gt=0)
+    sample_interval_s: float = Field(default=15.0, ge=0)
+    min_samples: int = Field(default=3, ge=2)
+    # Keep the window in the compacted topic dastra.lag-window.v1 so a restart keeps it.
+    persist_window: bool = True
+    # Admin requests (and so the wait before exit code 3 when Kafka is unreachable).
+    timeout_s: float = Field(default=10.0, gt=0)
+    # At most this long per refresh reading the timestamps of the records at committed offsets.
+    lookup_timeout_s: float = Field(default=2.0, gt=0)
+    # How much lag history the web page charts.
+    trend_s: float = Field(default=900.0, gt=0)
+    # Optional alert webhook: a JSON POST on every change of a group's status. A secret,
+    # because such URLs usually carry a token (Slack, Teams, PagerDuty).
+    alert_url: SecretStr | None = None
+    alert_max_attempts: int = Field(default=6, ge=1)
+    alert_backoff_s: float = Field(default=1.0, gt=0)
+    alert_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> LagSettings:
+        if self.sample_interval_s >= self.window_s:
+            raise ValueError(
+                f"LAG_SAMPLE_INTERVAL_S ({self.sample_interval_s:g}) must be below "
+                f"LAG_WINDOW_S ({self.window_s:g})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration tree. Build it with `load_settings()`."""
 
@@ -262,6 +310,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
+    lag: LagSettings = Field(default_factory=LagSettings)
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:
@@ -276,3 +325,13 @@ def load_settings(env_file: Path | None = Path(".env")) -> Settings:
         assert isinstance(part, type) and issubclass(part, BaseSettings)
         parts[name] = part(_env_file=source)
     return Settings.model_validate(parts)
+
+
+def env_prefixes() -> tuple[str, ...]:
+    """The environment variable prefix of every part of the settings tree."""
+    prefixes = []
+    for field in Settings.model_fields.values():
+        part = field.annotation
+        assert isinstance(part, type) and issubclass(part, BaseSettings)
+        prefixes.append(str(part.model_config.get("env_prefix", "")))
+    return tuple(prefixes)

@@ -22,6 +22,7 @@ __all__ = [
     "COMMAND_RESULTS",
     "DEAD_LETTER",
     "HOOK_SUBSCRIPTIONS",
+    "LAG_WINDOW",
     "POLLER_STATE",
     "POLLER_TRIGGERS",
     "RIGHTS_REQUESTS",
@@ -41,6 +42,7 @@ DEAD_LETTER = "dastra.dead-letter.v1"
 POLLER_STATE = "dastra.poller-state.v1"
 HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
 POLLER_TRIGGERS = "dastra.poller-triggers.v1"
+LAG_WINDOW = "dastra.lag-window.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

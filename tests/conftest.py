@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bus.localkafka import LocalKafka, free_port
-from bus.settings import DastraSettings, KafkaSettings, SandboxSettings
-from dastra.sandbox import SandboxServer
+from bus.settings import DastraSettings, KafkaSettings, SandboxSettings, env_prefixes
 from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
+from dastra.sandbox import SandboxServer
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
 
 # Read before the autouse fixture below clears KAFKA_* for each test.
@@ -84,7 +84,7 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith(("KAFKA_", "DASTRA_", "SERVICE_", "SANDBOX_")):
+        if name.startswith(env_prefixes()):
             monkeypatch.delenv(name)
 
 

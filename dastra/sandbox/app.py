@@ -441,7 +441,9 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         errors: dict[str, list[str]] = {}
         for err in exc.errors():
             name = str(err["loc"][-1]) if err["loc"] else "$"
-            if err.get("type") == "missing":
+            if err["loc"] and err["loc"][0] == "body":  # admin bodies: pydantic's own words
+                errors.setdefault(name, []).append(str(err.get("msg")))
+            elif err.get("type") == "missing":
                 errors.setdefault(name, []).append(f"The {name} field is required.")
             else:
                 errors.setdefault(name, []).append(f"The value '{err.get('input')}' is not valid.")

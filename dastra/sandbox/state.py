@@ -704,7 +704,6 @@ class SandboxState:
             )
             if field == "dataControllers":
                 link = project(link, "DataProcessingDataControllerDto") or {}
-                link["type"] = role
             processing[field] = [*(processing.get(field) or []), link]
             light = project(processing, "ActorDataProcessingLightDto") or {}
             light.update(

@@ -102,8 +102,12 @@ def validate_body(schema: str, body: Any) -> dict[str, list[str]] | None:
             key = _dotnet_path(path) or "$"
             model.setdefault(key, []).append(f"The field {key} is invalid.")
     if conversion:
-        return conversion
-    return model or None
+        return _unique(conversion)
+    return _unique(model) or None
+
+
+def _unique(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {key: list(dict.fromkeys(messages)) for key, messages in sorted(errors.items())}
 
 
 def problem(status: int, title: str, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:

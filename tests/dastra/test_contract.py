@@ -1,0 +1,204 @@
+"""Contract: every request the client sends and every response the sandbox returns matches
+Dastra's OpenAPI subset (jsonschema, strict: no member the spec does not declare)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from bus.settings import DastraSettings
+from dastra import DastraClient, DastraNotFound, DastraRejected, RateLimiter, Rule
+from dastra.models import ActorCreate, ActorProcessingLink, RightsRequestCreate, TaskCreate
+from dastra.sandbox import SandboxServer
+from dastra.spec import load_spec
+
+_TOKEN_RESPONSE = {
+    "type": "object",
+    "required": ["access_token", "expires_in", "token_type", "scope"],
+    "properties": {
+        "access_token": {"type": "string", "minLength": 20},
+        "expires_in": {"type": "integer", "minimum": 1},
+        "token_type": {"const": "Bearer"},
+        "scope": {"const": "api1"},
+    },
+    "additionalProperties": False,
+}
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "traceId": {"type": "string"},
+        "errors": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    request_body: Any
+    status: int
+    content_type: str
+    response_body: Any
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """Real HTTP, plus a copy of every request and response."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.exchanges: list[Exchange] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        content = await response.aread()
+        await response.aclose()
+        content_type = response.headers.get("content-type", "")
+        body: Any = None
+        if request.content and request.headers.get("content-type") == "application/json":
+            body = json.loads(request.content)
+        elif request.content:
+            body = request.content.decode()
+        self.exchanges.append(
+            Exchange(
+                method=request.method,
+                path=request.url.path,
+                request_body=body,
+                status=response.status_code,
+                content_type=content_type,
+                response_body=json.loads(content) if "json" in content_type else content,
+            )
+        )
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=content, request=request
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _exercise(dastra: DastraClient, sandbox: SandboxServer) -> None:
+    """Every client call, on objects made by the client, by the admin path and in bulk."""
+    ws = sandbox.workspace_id
+    sandbox.admin.create_rights_request(
+        title="From the app", email="a@example.com", state="Processing"
+    )
+    sandbox.admin.bulk_create("tasks", 30, deadline="2031-01-01T00:00:00Z")
+    sandbox.admin.bulk_create("actors", 5, countryCode="DE", email="vendor{n}@example.com")
+    await dastra.me()
+    await dastra.workspaces()
+    await dastra.users()
+    area = (await dastra.areas(ws)).items[-1]
+    request = await dastra.create_rights_request(
+        ws,
+        RightsRequestCreate(
+            title="Erase me",
+            locale="en",
+            area_id=area.id,
+            purposes=["Erasure", "Access"],
+            email="e@example.com",
+            given_name="E",
+            family_name="X",
+            country_code="FR",
+            ref_id="ref-1",
+        ),
+    )
+    await dastra.get_rights_request(ws, request.id)
+    await dastra.rights_requests_page(ws, size=50, filters=Rule("state", "notEqual", "Closed"))
+    task = await dastra.create_task(
+        ws,
+        TaskCreate(
+            label="Erase in the CRM",
+            description_html="<p>Do it</p>",
+            priority="High",
+            deadline="2030-05-01T10:00:00Z",
+            area_id=area.id,
+            object_type="DataSubject",
+            object_id=str(request.id),
+        ),
+    )
+    await dastra.get_task(ws, task.id)
+    _ = [t async for t in dastra.iter_tasks(ws, size=20)]
+    actor = await dastra.create_actor(
+        ws,
+        ActorCreate(
+            actor_type="Physical", given_name="Jo", family_name="Doe", email="jo@example.com"
+        ),
+    )
+    await dastra.get_actor(ws, actor.id)
+    await dastra.actors_page(ws, q="vendor", countries=["DE"])
+    processing = (await dastra.processings_page(ws)).items[1]
+    for role in ("Recipient", "Stakeholder", "DataController", "Recipient"):
+        await dastra.link_actors_to_processing(
+            ws,
+            ActorProcessingLink(
+                actor_ids=[actor.id], data_processing_id=processing.id, type=role, label="x"
+            ),
+        )
+    await dastra.get_processing(ws, processing.id)
+    await dastra.get_actor(ws, actor.id)  # with its processing links now
+    await dastra.processings_page(ws, actor_id=actor.id)
+    with pytest.raises(DastraRejected):
+        await dastra.create_task(ws, {"label": "x" * 121})
+    with pytest.raises(DastraNotFound):
+        await dastra.get_rights_request(ws, 1)
+
+
+@pytest.mark.parametrize("oauth", [False, True], ids=["api-key", "oauth2"])
+async def test_client_requests_and_sandbox_responses_follow_the_spec(
+    sandbox: SandboxServer, oauth: bool
+) -> None:
+    spec = load_spec()
+    transport = RecordingTransport()
+    settings: DastraSettings = sandbox.dastra_settings(oauth=oauth)
+    async with DastraClient(
+        settings, transport=transport, limiter=RateLimiter.unlimited()
+    ) as dastra:
+        await _exercise(dastra, sandbox)
+
+    operations = set()
+    for exchange in transport.exchanges:
+        where = f"{exchange.method} {exchange.path} -> {exchange.status}"
+        if exchange.path == "/connect/token":
+            assert exchange.request_body == "grant_type=client_credentials&scope=api1", where
+            assert not list(spec.validator(_TOKEN_RESPONSE).iter_errors(exchange.response_body))
+            continue
+        operation = spec.match(exchange.method, exchange.path)
+        assert operation is not None, f"{where}: not an operation of the spec subset"
+        operations.add(operation.key)
+        if exchange.request_body is not None:
+            errors = spec.request_errors(exchange.method, exchange.path, exchange.request_body)
+            if exchange.status == 200:
+                assert [e.message for e in errors] == [], where
+        if exchange.status == 200:
+            assert exchange.content_type.startswith("application/json"), where
+            if operation.response_schema is None:
+                # /me has no schema in the spec; Dastra documents it as the current user.
+                schema: Any = "UserDto" if operation.path == "/me" else {"type": "object"}
+                errors = spec.errors(schema, exchange.response_body)
+            else:
+                errors = spec.response_errors(
+                    exchange.method, exchange.path, exchange.response_body
+                )
+            assert [f"{list(e.absolute_path)}: {e.message}" for e in errors] == [], where
+        else:
+            assert exchange.content_type.startswith("application/problem+json"), where
+            assert not list(spec.validator(_PROBLEM).iter_errors(exchange.response_body)), where
+    used = {f"{m} {p}" for m, p in (k.split(" ", 1) for k in spec.operations)}
+    unused = (
+        used - operations - {"GET /status", "GET /rate-limiting-state", "GET /v1/WorkSpaces/{id}"}
+    )
+    assert unused == set(), "client calls not exercised by the contract test"
+    assert any(e.status == 400 for e in transport.exchanges)
+    assert any(e.status == 404 for e in transport.exchanges)
