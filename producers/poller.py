@@ -559,8 +559,11 @@ class Poller:
         stop: asyncio.Event | None = None,
         max_cycles: int | None = None,
         on_cycle: Callable[[int, int], None] | None = None,
+        ready: asyncio.Event | None = None,
     ) -> PollSummary:
-        """Poll until `stop` is set or each workspace ran `max_cycles` cycles."""
+        """Poll until `stop` is set or each workspace ran `max_cycles` cycles. `ready` is set
+        once every workspace's producer is initialised (older pollers fenced) and its cursor
+        restored."""
         stop = stop or asyncio.Event()
         summary = PollSummary()
         metrics_server = None
@@ -573,6 +576,8 @@ class Poller:
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.open)
             triggers.start()
+            if ready is not None:
+                ready.set()
             await asyncio.gather(
                 *(
                     self._loop(worker, stop, max_cycles, summary, on_cycle)

@@ -182,10 +182,10 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
             poller = Poller(
                 kafka, FAST, topics, client, workspaces=[ws], start="beginning", registry=registry
             )
-            stop = asyncio.Event()
-            running = asyncio.create_task(poller.run(stop=stop))
+            stop, ready = asyncio.Event(), asyncio.Event()
+            running = asyncio.create_task(poller.run(stop=stop, ready=ready))
+            await asyncio.wait_for(ready.wait(), 30)
             # A longer outage than the client's retry deadline: whole cycles fail meanwhile.
-            await asyncio.sleep(0.3)
             admin.inject_fault("*", method="GET", status=503, duration_s=1.5)
             for i in range(10):
                 await asyncio.to_thread(admin.create_task, label=f"during {i}")
@@ -245,7 +245,9 @@ def test_a_second_poller_fences_the_first_and_nothing_is_duplicated(
                 0.3,
             )
             second = Poller(kafka, FAST, topics, two, workspaces=[ws], start="beginning")
-            running_second = asyncio.create_task(second.run(stop=stop_second))
+            second_ready = asyncio.Event()
+            running_second = asyncio.create_task(second.run(stop=stop_second, ready=second_ready))
+            await asyncio.wait_for(second_ready.wait(), 30)  # the first poller is fenced now
             for i in range(5):
                 await asyncio.to_thread(admin.create_rights_request, title=f"b {i}")
             first_summary = await asyncio.wait_for(running_first, 30)  # ends: fenced
@@ -279,16 +281,12 @@ def test_a_trigger_record_makes_it_poll_now(
     async def scenario() -> float:
         async with DastraClient(dastra_settings) as client:
             poller = Poller(kafka, slow, topics, client, workspaces=[ws], start="now")
-            stop = asyncio.Event()
-            running = asyncio.create_task(poller.run(stop=stop))
-            await asyncio.to_thread(
-                wait_for,
-                lambda: len(read_all(kafka, kafka.topic(POLLER_STATE))) >= 2,
-                30,
-                "the initial cursor",
-                0.2,
+            stop, first_cycle = asyncio.Event(), asyncio.Event()
+            running = asyncio.create_task(
+                poller.run(stop=stop, on_cycle=lambda _ws, _n: first_cycle.set())
             )
-            await asyncio.sleep(0.5)  # the first cycle is over; the next one is 60 s away
+            # After the first cycle the poller waits 60 s, unless a trigger wakes it.
+            await asyncio.wait_for(first_cycle.wait(), 30)
             await asyncio.to_thread(sandbox.admin.create_rights_request, title="urgent")
             producer = Producer(kafka.confluent_config())
             key, value = trigger_record(ws, "test")
