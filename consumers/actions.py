@@ -68,7 +68,7 @@ class AreaDefaults:
             return self._configured
         async with self._lock:
             if workspace_id not in self._found:
-                page = await dastra.areas(workspace_id, size=1, retry=False)
+                page = await dastra.areas(workspace_id, size=1, sort_by="id", asc=True, retry=False)
                 if not page.items:
                     raise CommandRejected(
                         "invalid-command",

@@ -43,6 +43,11 @@ __all__ = ["AgentsApp", "create_app"]
 
 _log = structlog.get_logger(__name__)
 
+# aiohttp sets the charset itself and refuses one inside content_type.
+_CONTENT_TYPE = "; ".join(
+    part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
+)
+
 _REGISTER = {
     "create-task": create_task.register,
     "create-actor": create_actor.register,
@@ -154,9 +159,7 @@ def create_app(settings: Settings) -> AgentsApp:
 
     @app.page("/metrics")
     async def metrics(web: Any, _request: Any) -> Any:
-        return web.bytes(
-            generate_latest(dispatcher.metrics.registry), content_type=CONTENT_TYPE_LATEST
-        )
+        return web.bytes(generate_latest(dispatcher.metrics.registry), content_type=_CONTENT_TYPE)
 
     @app.page("/ready")
     async def ready(web: Any, _request: Any) -> Any:

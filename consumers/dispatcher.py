@@ -547,7 +547,6 @@ class Dispatcher:
                     del self._tails[key]
             self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.metrics.in_flight.set(len(self._tasks))
-            work.event = None
             self._capacity.release()
 
     def _complete(self, work: _Work) -> None:
@@ -560,9 +559,6 @@ class Dispatcher:
     async def _process(self, work: _Work) -> bool:
         """Run one record to its result; False when abandoned (left unacked)."""
         index = self._require(self._index, "result index")
-        if work.failure is not None:
-            await self._finish(work, failure=work.failure, attempts=0, started=time.monotonic())
-            return True
         if index.seen(work.command_id, work.replay_id):
             self.metrics.duplicates.labels(work.spec.action).inc()
             _log.info(
@@ -573,6 +569,9 @@ class Dispatcher:
                 partition=work.partition,
                 offset=work.offset,
             )
+            return True
+        if work.failure is not None:
+            await self._finish(work, failure=work.failure, attempts=0, started=time.monotonic())
             return True
         return await self._execute(work)
 
