@@ -163,7 +163,11 @@ def create_app(settings: Settings) -> AgentsApp:
 
     @app.page("/ready")
     async def ready(web: Any, _request: Any) -> Any:
-        body = {"ready": dispatcher.ready, "inFlight": dispatcher.in_flight}
+        body = {
+            "ready": dispatcher.ready,
+            "inFlight": dispatcher.in_flight,
+            "partitions": [f"{topic}/{partition}" for topic, partition in dispatcher.assigned],
+        }
         return web.json(body, status=200 if dispatcher.ready else 503)
 
     return app

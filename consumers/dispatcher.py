@@ -200,7 +200,7 @@ class _Work:
     epoch: int
     command_id: str
     replay_id: str | None
-    suspect: bool
+    suspect: bool = False
     command: Command | None = None
     workspace_id: int | None = None
     failure: CommandError | None = None
@@ -302,6 +302,7 @@ class Dispatcher:
         self._tasks: dict[asyncio.Task[None], _Work] = {}
         self._acks: dict[tuple[_TP, int], _PartitionAcks] = {}
         self._suspect_below: dict[_TP, int] = {}
+        self._assigned: list[_TP] = []
         self._epoch = 0
         self._epoch_over = asyncio.Event()
         self._ready = asyncio.Event()
@@ -351,6 +352,11 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    @property
+    def assigned(self) -> list[tuple[str, int]]:
+        """The command topic partitions this worker owns."""
+        return list(self._assigned)
 
     # --- the agents --------------------------------------------------------------------------
 
@@ -413,6 +419,7 @@ class Dispatcher:
         index = self._require(self._index, "result index")
         began = time.monotonic()
         commands = [(tp.topic, tp.partition) for tp in assigned if tp.topic in self._command_topics]
+        self._assigned = sorted(commands)
         self._suspect_below = await index.end_offsets(commands)
         await index.catch_up(self._worker.index_timeout_s)
         _log.info(
@@ -472,7 +479,6 @@ class Dispatcher:
             epoch=self._epoch,
             command_id=fallback_id(topic, partition, offset),
             replay_id=replay.decode("utf-8", "replace") if replay else None,
-            suspect=offset < self._suspect_below.get((topic, partition), 0),
         )
         work.keys = [f"id:{work.command_id}"]
         if value is not None and len(value) > self._worker.max_record_bytes:
@@ -525,6 +531,8 @@ class Dispatcher:
             if work.epoch != self._epoch:
                 return
             work.started = True
+            # Known only once the assignment is processed (`_ready`), not when the record came.
+            work.suspect = work.offset < self._suspect_below.get(work.tp, 0)
             if await self._process(work):
                 self._complete(work)
         except (asyncio.CancelledError, _Abandoned):

@@ -112,6 +112,14 @@ class WorkerProcess:
     def wait_ready(self, within: float = 60.0) -> None:
         wait_for(self.ready, within, f"worker on port {self.port} ready", every=0.2)
 
+    def partitions(self) -> list[str]:
+        """The command partitions the worker owns (as /ready reports them)."""
+        try:
+            body = httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return []
+        return list(body.get("partitions", [])) if body.get("ready") else []
+
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
 
