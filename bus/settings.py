@@ -336,7 +336,7 @@ class WorkerSettings(BaseSettings):
     # Consumer group timing (a dead worker's partitions move after session_timeout_s).
     session_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
-    commit_interval_s: float = Field(default=1.0, gt=0)
+    commit_interval_s: float = Field(default=2.0, gt=0)
     # On a rebalance, in-flight commands get this long to finish before they are abandoned (and
     # redelivered to the new owner); on SIGTERM, shutdown_grace_s.
     revoke_grace_s: float = Field(default=5.0, ge=0)

@@ -111,17 +111,22 @@ def command_id_of(headers: Any, value: bytes | None, *, fallback: str) -> str:
     """The command id of a record, even one that cannot be decoded: its CloudEvent id (`ce_id`
     header, or `id` of a structured event), else the id a `dlq replay` kept for it, else
     `fallback` (its position)."""
-    found = header_dict(headers)
-    replayed = found.get(REPLAY_COMMAND_ID_HEADER)
     try:
-        envelope = decode(headers, value, fallback_id="")
+        envelope: Envelope | None = decode(headers, value, fallback_id="")
     except EnvelopeError:
+        envelope = None
+    return _id_of(envelope, headers, fallback)
+
+
+def _id_of(envelope: Envelope | None, headers: Any, fallback: str) -> str:
+    found = header_dict(headers)
+    if envelope is None:
         ce_id = found.get("ce_id")
         if ce_id:
             return ce_id.decode("utf-8", "replace")
-    else:
-        if envelope.mode != "plain":
-            return envelope.id
+    elif envelope.mode != "plain":
+        return envelope.id
+    replayed = found.get(REPLAY_COMMAND_ID_HEADER)
     return replayed.decode("utf-8", "replace") if replayed else fallback
 
 
@@ -490,16 +495,19 @@ class Dispatcher:
             )
             work.keys = [f"id:{work.command_id}"]
             return work
-        work.command_id = command_id_of(headers, value, fallback=work.command_id)
+        try:
+            envelope: Envelope | None = decode(headers, value, fallback_id="")
+        except EnvelopeError as exc:
+            envelope = None
+            work.failure = CommandError(kind=exc.kind, message=str(exc))
+        work.command_id = _id_of(envelope, headers, work.command_id)
         work.keys = [f"id:{work.command_id}"]
         if work.key is not None:
             work.keys.append(f"key:{topic}:{work.key.hex()}")
-        try:
-            envelope: Envelope = decode(headers, value, fallback_id=work.command_id)
-            work.command = spec.model.model_validate(envelope.data)
-        except EnvelopeError as exc:
-            work.failure = CommandError(kind=exc.kind, message=str(exc))
+        if envelope is None:
             return work
+        try:
+            work.command = spec.model.model_validate(envelope.data)
         except ValidationError as exc:
             errors = _field_errors(exc)
             work.failure = CommandError(
