@@ -389,10 +389,12 @@ class Dispatcher:
     async def submit(self, spec: ActionSpec, event: Any) -> None:
         """Take one record: prepare it, queue it behind the records sharing its keys, and
         return (waiting only while WORKER_MAX_IN_FLIGHT records are unfinished)."""
+        epoch = self._epoch
         if self._stopping or self._crashed:
             return
         await self._capacity.acquire()
-        if self._stopping or self._crashed:
+        if self._stopping or self._crashed or epoch != self._epoch:
+            # Taken before a rebalance or shutdown: leave it unacked for the next owner.
             self._capacity.release()
             return
         try:
