@@ -5,7 +5,7 @@ Consumes a target URL and `HooksSettings` (`allow_networks`, `allow_http`, `ca_f
 ONCE and every address checked (public, or inside an allowed network), and `post(...)`, which
 connects to that checked address (the Host header and TLS server name stay the URL's host, so
 certificates are verified as usual) and follows only 307/308 redirects to the same scheme, host
-and port. A URL that fails raises `EgressRefused`; no connection is made to it.
+and port. A URL that fails raises `EgressRefusedError`; no connection is made to it.
 
     target = await resolve_target("https://hooks.zapier.com/hooks/standard/1/abc/", settings)
     response = await post(client, target, body, headers, settings)
@@ -25,7 +25,7 @@ import httpx
 from bus.settings import HooksSettings
 
 __all__ = [
-    "EgressRefused",
+    "EgressRefusedError",
     "Target",
     "address_allowed",
     "check_url",
@@ -39,7 +39,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _RESOLVE_TIMEOUT_S = 5.0
 
 
-class EgressRefused(ValueError):
+class EgressRefusedError(ValueError):
     """The URL may not be called: wrong scheme, unresolvable, or a non-public address."""
 
 
@@ -65,14 +65,14 @@ def check_url(url: str, settings: HooksSettings) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise EgressRefused(f"not a valid URL: {exc}") from None
+        raise EgressRefusedError(f"not a valid URL: {exc}") from None
     allowed = ("https", "http") if settings.allow_http else ("https",)
     if parsed.scheme not in allowed:
-        raise EgressRefused(f"the URL must use {' or '.join(allowed)}")
+        raise EgressRefusedError(f"the URL must use {' or '.join(allowed)}")
     if not parsed.host:
-        raise EgressRefused("the URL has no host")
+        raise EgressRefusedError("the URL has no host")
     if parsed.fragment:
-        raise EgressRefused("the URL may not have a fragment")
+        raise EgressRefusedError("the URL may not have a fragment")
     return parsed
 
 
@@ -94,17 +94,17 @@ async def resolve_target(url: str | httpx.URL, settings: HooksSettings) -> Targe
                 loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), _RESOLVE_TIMEOUT_S
             )
         except (OSError, TimeoutError, UnicodeError) as exc:
-            raise EgressRefused(f"the host does not resolve ({type(exc).__name__})") from None
+            raise EgressRefusedError(f"the host does not resolve ({type(exc).__name__})") from None
         addresses = []
         for _family, _type, _proto, _name, sockaddr in infos:
             address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if address not in addresses:
                 addresses.append(address)
     if not addresses:
-        raise EgressRefused("the host does not resolve")
+        raise EgressRefusedError("the host does not resolve")
     refused = [a for a in addresses if not address_allowed(a, settings)]
     if refused:
-        raise EgressRefused(
+        raise EgressRefusedError(
             "the host resolves to a non-public address "
             f"({_kind(refused[0])}); only public addresses are allowed"
         )

@@ -2,7 +2,7 @@
 
 Consumes records to write. Produces them and resolves each `await produce(...)` only when the
 broker acknowledged the record (all in-sync replicas), with its partition and offset, or raises
-`KafkaUnavailable` when it did not within `timeout_s` (the record is then given up by
+`KafkaUnavailableError` when it did not within `timeout_s` (the record is then given up by
 librdkafka: never written later) or when the cluster is known to be down (the request fails
 fast; nothing is queued). A background thread serves delivery reports and, while the cluster
 is down, probes it every second.
@@ -26,12 +26,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from bus.envelope import RecordHeaders
 from bus.settings import KafkaSettings
 
-__all__ = ["AsyncProducer", "Delivered", "KafkaUnavailable"]
+__all__ = ["AsyncProducer", "Delivered", "KafkaUnavailableError"]
 
 _log = structlog.get_logger(__name__)
 
 
-class KafkaUnavailable(RuntimeError):
+class KafkaUnavailableError(RuntimeError):
     """The record was not acknowledged by the broker (and will not be written later)."""
 
 
@@ -173,7 +173,7 @@ class AsyncProducer:
         if producer is None:
             raise RuntimeError("the producer is not open: use `async with AsyncProducer(...)`")
         if self._down_since is not None:
-            raise KafkaUnavailable("Kafka is unreachable")
+            raise KafkaUnavailableError("Kafka is unreachable")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered] = loop.create_future()
 
@@ -189,20 +189,27 @@ class AsyncProducer:
                 loop.call_soon_threadsafe(_settle, future, result, None)
             else:
                 loop.call_soon_threadsafe(
-                    _settle, future, None, KafkaUnavailable(f"not acknowledged: {error.str()}")
+                    _settle, future, None, KafkaUnavailableError(f"not acknowledged: {error.str()}")
                 )
 
-        kwargs: dict[str, object] = {"key": key, "value": value, "on_delivery": on_delivery}
-        if headers:
-            kwargs["headers"] = headers
-        if partition is not None:
-            kwargs["partition"] = partition
         try:
-            producer.produce(topic, **kwargs)
+            if partition is None:
+                producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+                )
+            else:
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    partition=partition,
+                    on_delivery=on_delivery,
+                )
         except BufferError as exc:
-            raise KafkaUnavailable("the producer queue is full") from exc
+            raise KafkaUnavailableError("the producer queue is full") from exc
         except KafkaException as exc:
-            raise KafkaUnavailable(f"not accepted: {exc.args[0].str()}") from exc
+            raise KafkaUnavailableError(f"not accepted: {exc.args[0].str()}") from exc
         return await future
 
 

@@ -8,7 +8,7 @@ complete.
 
     tailer = TopicTailer(kafka, kafka.topic(HOOK_SUBSCRIPTIONS), table.apply, start="beginning")
     tailer.start()                    # returns once the topic was read to its end
-    await tailer.reached(partition, offset, timeout=5)
+    await tailer.reached(partition, offset, within=5)
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class TopicTailer:
         with self._lock:
             return self._positions.get(partition, 0)
 
-    async def reached(self, partition: int, offset: int, timeout: float) -> bool:
+    async def reached(self, partition: int, offset: int, within: float) -> bool:
         """Wait until the record at `offset` of `partition` was applied; False on timeout."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -115,7 +115,7 @@ class TopicTailer:
                 return True
             self._waiters.append((partition, offset, loop, future))
         try:
-            await asyncio.wait_for(future, timeout)
+            await asyncio.wait_for(future, within)
             return True
         except TimeoutError:
             return False
@@ -207,7 +207,7 @@ class TopicTailer:
                         offset=message.offset(),
                     )
                 with self._lock:
-                    self._positions[message.partition()] = message.offset() + 1
+                    self._positions[message.partition() or 0] = (message.offset() or 0) + 1
                 self._check_caught_up()
                 self._notify()
         except (KafkaException, TailerError) as exc:

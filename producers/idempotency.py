@@ -25,6 +25,7 @@ crashed inside that window, where a second record carries the same command id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -37,14 +38,14 @@ import structlog
 from confluent_kafka import Message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bus.producer import AsyncProducer, Delivered, KafkaUnavailable
+from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError
 from bus.settings import KafkaSettings, WebhookSettings
 from bus.tailer import TopicTailer
 from bus.topics import WEBHOOK_IDEMPOTENCY
 
 __all__ = [
-    "IdempotencyConflict",
-    "IdempotencyInProgress",
+    "IdempotencyConflictError",
+    "IdempotencyInProgressError",
     "IdempotencyRecord",
     "IdempotencyStore",
     "Outcome",
@@ -103,13 +104,14 @@ class Outcome:
     partition: int
     offset: int
     replayed: bool
+    at_ms: int  # when the command was accepted (broker time, ms)
 
 
-class IdempotencyConflict(ValueError):
+class IdempotencyConflictError(ValueError):
     """The key was first used for a different action or body (422)."""
 
 
-class IdempotencyInProgress(RuntimeError):
+class IdempotencyInProgressError(RuntimeError):
     """Another request with this key is being handled right now (409, retry later)."""
 
 
@@ -195,19 +197,22 @@ class IdempotencyStore:
 
     def _replay(self, answer: IdempotencyRecord, action: str, fingerprint: str) -> Outcome:
         if answer.action != action or answer.fingerprint != fingerprint:
-            raise IdempotencyConflict(
+            raise IdempotencyConflictError(
                 "this Idempotency-Key was already used with a different action or body"
             )
         assert answer.topic is not None and answer.partition is not None
         assert answer.offset is not None
-        return Outcome(answer.command_id, answer.topic, answer.partition, answer.offset, True)
+        at_ms = int(answer.at.timestamp() * 1000)
+        return Outcome(
+            answer.command_id, answer.topic, answer.partition, answer.offset, True, at_ms
+        )
 
     async def _await_answer(
-        self, scope: str, action: str, fingerprint: str, timeout: float
+        self, scope: str, action: str, fingerprint: str, within: float
     ) -> Outcome | None:
         """Wait for the owner's answer; None when the scope became free (released, expired)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             entry = self._entry(scope)
             if entry is None:
@@ -220,7 +225,7 @@ class IdempotencyStore:
                 return None
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise IdempotencyInProgress(
+                raise IdempotencyInProgressError(
                     "a request with this Idempotency-Key is still being handled"
                 )
             event = asyncio.Event()
@@ -247,8 +252,8 @@ class IdempotencyStore:
         produce: Callable[[str], Awaitable[Delivered]],
     ) -> Outcome:
         """The first answer for `scope`, producing the command (via `produce(command_id)`) only
-        when this request owns the scope. Raises `IdempotencyConflict`,
-        `IdempotencyInProgress` or `KafkaUnavailable`."""
+        when this request owns the scope. Raises `IdempotencyConflictError`,
+        `IdempotencyInProgressError` or `KafkaUnavailableError`."""
         wait_s = self._settings.idempotency_lease_s
         for _round in range(3):
             entry = self._entry(scope)
@@ -266,8 +271,8 @@ class IdempotencyStore:
                 at=datetime.now(UTC),
             )
             placed = await self._write(scope, claim)
-            if not await self.tailer.reached(placed.partition, placed.offset, timeout=wait_s):
-                raise KafkaUnavailable("could not read back the idempotency claim")
+            if not await self.tailer.reached(placed.partition, placed.offset, within=wait_s):
+                raise KafkaUnavailableError("could not read back the idempotency claim")
             entry = self._entry(scope)
             if entry is not None and entry.answer is not None:
                 return self._replay(entry.answer, action, fingerprint)
@@ -275,12 +280,10 @@ class IdempotencyStore:
                 continue  # another replica's claim came first: wait for its answer
             try:
                 delivered = await produce(command_id)
-            except KafkaUnavailable:
+            except KafkaUnavailableError:
                 release = claim.model_copy(update={"state": "release", "at": datetime.now(UTC)})
-                try:
+                with contextlib.suppress(KafkaUnavailableError):  # else the lease runs out
                     await self._write(scope, release)
-                except KafkaUnavailable:
-                    pass  # the lease runs out instead
                 raise
             answer = claim.model_copy(
                 update={
@@ -293,11 +296,18 @@ class IdempotencyStore:
             )
             try:
                 await self._write(scope, answer)
-            except KafkaUnavailable:
+            except KafkaUnavailableError:
                 # The command is durable, so the caller gets its 202; a repeat after the lease
                 # would produce the same command id once more (see the module docstring).
                 _log.warning("idempotency.answer_not_written", command_id=command_id)
             return Outcome(
-                command_id, delivered.topic, delivered.partition, delivered.offset, False
+                command_id,
+                delivered.topic,
+                delivered.partition,
+                delivered.offset,
+                False,
+                delivered.timestamp_ms,
             )
-        raise IdempotencyInProgress("a request with this Idempotency-Key is still being handled")
+        raise IdempotencyInProgressError(
+            "a request with this Idempotency-Key is still being handled"
+        )
