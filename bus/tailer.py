@@ -169,6 +169,31 @@ class TopicTailer:
             self._positions = dict(starts)
         return [TopicPartition(self.topic, p, starts[p]) for p in partitions]
 
+    def _assign_with_retries(self, consumer: Consumer) -> list[TopicPartition]:
+        # A topic created a moment ago may not have a leader yet: retry what can be retried.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return self._assignment(consumer)
+            except (KafkaException, TailerError) as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) else None
+                retriable = isinstance(error, KafkaError) and (
+                    error.retriable()
+                    or error.code()
+                    in (
+                        KafkaError.NOT_LEADER_FOR_PARTITION,
+                        KafkaError.LEADER_NOT_AVAILABLE,
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        KafkaError._TRANSPORT,
+                        KafkaError._TIMED_OUT,
+                    )
+                )
+                if isinstance(exc, TailerError) or not retriable:
+                    raise
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise
+                time.sleep(0.2)
+
     def _check_caught_up(self) -> None:
         if self._caught_up.is_set():
             return
@@ -180,7 +205,7 @@ class TopicTailer:
     def _run(self) -> None:
         consumer = self._consumer()
         try:
-            assignment = self._assignment(consumer)
+            assignment = self._assign_with_retries(consumer)
             consumer.assign(assignment)
             self._ready.set()
             self._check_caught_up()

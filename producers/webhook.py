@@ -21,7 +21,8 @@ names, e-mails, target URLs or secrets.
     uvicorn.run(app, host="127.0.0.1", port=settings.webhook.port)
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see the route signatures built inside
+# create_app (their dependencies and limits are local names).
 
 import asyncio
 import contextlib
