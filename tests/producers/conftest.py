@@ -107,4 +107,3 @@ def webhook(
 
 
 __all__ = ["DASTRA_KEY", "LOOPBACK", "OTHER_TOKEN", "TOKEN", "Running", "start_webhook"]
-

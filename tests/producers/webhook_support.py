@@ -161,7 +161,9 @@ class Subscriber:
     def accepted(self, path: str) -> list[Received]:
         """Requests to `path` that were answered 2xx."""
         with self._lock:
-            return [r for r in self.received if r.path == path and r.headers.get("_answer") == "2xx"]
+            return [
+                r for r in self.received if r.path == path and r.headers.get("_answer") == "2xx"
+            ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -192,4 +194,3 @@ class Subscriber:
         else:
             response = Response(status_code=int(answer))
         await response(scope, receive, send)
-
