@@ -7,7 +7,6 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry

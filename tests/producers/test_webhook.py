@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, CommandError, CommandResult, parse_command
@@ -58,7 +57,7 @@ def _records(kafka: KafkaSettings, action: str) -> list[Record]:
     return read_all(kafka, kafka.topic(command_topic(action)))
 
 
-# --- auth and probes ---------------------------------------------------------------------------
+# --- auth and probes -----------------------------------------------------------------------------
 
 
 def test_auth_by_bearer_or_api_key_and_401_otherwise(webhook: Running) -> None:
@@ -99,7 +98,7 @@ def _check_auth(anonymous: httpx.Client) -> None:
     assert 'dastra_webhook_requests_total{method="GET",route="/v1/me",status="401"} 5.0' in metrics
 
 
-# --- commands ----------------------------------------------------------------------------------
+# --- commands ------------------------------------------------------------------------------------
 
 
 def test_a_command_is_answered_202_with_its_place_once_on_the_topic(
@@ -176,7 +175,7 @@ def test_bad_input_is_refused_with_a_useful_body_and_nothing_is_written(
         assert _records(kafka, action) == [], action
 
 
-# --- idempotency ----------------------------------------------------------------------------------
+# --- idempotency ---------------------------------------------------------------------------------
 
 
 def test_a_repeated_idempotency_key_gets_the_first_answer_and_no_second_record(
@@ -420,7 +419,7 @@ def test_wait_answers_with_the_result_or_the_error_and_202_on_timeout(
     }
 
 
-# --- REST hooks -------------------------------------------------------------------------------------
+# --- REST hooks ----------------------------------------------------------------------------------
 
 
 def test_hooks_subscribe_list_unsubscribe_on_the_compacted_topic_seen_by_every_replica(
@@ -556,7 +555,7 @@ def test_samples_are_the_newest_events_of_that_type_as_subscribers_get_them(
     assert client.get("/v1/hooks/samples/task.exploded").status_code == 422
 
 
-# --- Dastra's webhooks -----------------------------------------------------------------------------
+# --- Dastra's webhooks ---------------------------------------------------------------------------
 
 
 def test_a_dastra_webhook_needs_its_signature_and_makes_the_poller_publish_at_once(
