@@ -433,19 +433,40 @@ class HookDispatcher:
         return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        chosen = partitions
         if self.settings.start_from == "latest":
             # Resolve "latest" now, not at the first fetch, so that an event produced after the
             # dispatcher reported itself ready is delivered.
-            committed = consumer.committed(partitions, timeout=10)
-            for tp in committed:
-                if tp.offset < 0:
-                    _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                    tp.offset = high
-            consumer.incremental_assign(committed)
-        else:
-            consumer.incremental_assign(partitions)
+            try:
+                chosen = self._start_offsets(consumer, partitions)
+            except KafkaException as exc:
+                # Never raise from a rebalance callback: fall back to auto.offset.reset.
+                _log.warning("hooks.start_offsets_unknown", error=str(exc)[:200])
+        consumer.incremental_assign(chosen)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.assigned.set)
+
+    @staticmethod
+    def _start_offsets(
+        consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                committed = consumer.committed(partitions, timeout=10)
+                for tp in committed:
+                    if tp.offset < 0:
+                        _low, high = consumer.get_watermark_offsets(tp, timeout=5)
+                        tp.offset = high
+                return list(committed)
+            except KafkaException as exc:
+                error = exc.args[0]
+                # A topic created a moment ago may have no leader yet.
+                if not isinstance(error, KafkaError) or time.monotonic() > deadline:
+                    raise
+                if not (error.retriable() or error.code() == KafkaError.NOT_LEADER_FOR_PARTITION):
+                    raise
+                time.sleep(0.2)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with contextlib.suppress(KafkaException):
