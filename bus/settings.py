@@ -383,6 +383,8 @@ class HooksSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
 
     _split_networks = field_validator("allow_networks", mode="before")(_list_of_words)
+
+
 class WorkerSettings(BaseSettings):
     """The command agents (`WORKER_*`): `dastra-kafka worker`, the Faust app of consumers/."""
 
