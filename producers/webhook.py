@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -199,6 +200,7 @@ class _Results:
         self._capacity = capacity
         self._cache: OrderedDict[str, CommandResult] = OrderedDict()
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]]] = {}
+        self._lock = threading.Lock()  # the tailer's thread and the event loop share both maps
         self.topic = kafka.topic(COMMAND_RESULTS)
         self.tailer = TopicTailer(kafka, self.topic, self._apply, start="end", name="results")
 
@@ -206,24 +208,24 @@ class _Results:
         result = _parse_result(message)
         if result is None:
             return
-        self._cache[result.command_id] = result
-        self._cache.move_to_end(result.command_id)
-        while len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
-        for loop, future in self._waiters.pop(result.command_id, []):
+        with self._lock:
+            self._cache[result.command_id] = result
+            self._cache.move_to_end(result.command_id)
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+            waiters = self._waiters.pop(result.command_id, [])
+        for loop, future in waiters:
             loop.call_soon_threadsafe(_settle, future, result)
 
     async def wait(self, command_id: str, within: float, since_ms: int) -> CommandResult | None:
         """The result of `command_id`, waiting up to `timeout`; None if it did not come."""
-        found = self._cache.get(command_id)
-        if found is not None:
-            return found
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiters.setdefault(command_id, []).append((loop, future))
-        found = self._cache.get(command_id)  # it may have come in meanwhile
-        if found is not None:
-            return found
+        with self._lock:
+            found = self._cache.get(command_id)
+            if found is not None:
+                return found
+            self._waiters.setdefault(command_id, []).append((loop, future))
         try:
             if since_ms < self.tailer.started_at_ms:
                 # Produced before this process started to follow results: look back once.
@@ -235,12 +237,13 @@ class _Results:
         except TimeoutError:
             return None
         finally:
-            waiters = self._waiters.get(command_id, [])
-            remaining = [w for w in waiters if w[1] is not future]
-            if remaining:
-                self._waiters[command_id] = remaining
-            else:
-                self._waiters.pop(command_id, None)
+            with self._lock:
+                waiters = self._waiters.get(command_id, [])
+                remaining = [w for w in waiters if w[1] is not future]
+                if remaining:
+                    self._waiters[command_id] = remaining
+                else:
+                    self._waiters.pop(command_id, None)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
