@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,9 +37,10 @@ from confluent_kafka import (
     murmur2,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
-from bus.envelope import deterministic_id, dumps, encode_binary, new_event
+from bus.envelope import deterministic_id, encode_binary, new_event
 from bus.settings import KafkaSettings, PollerSettings
 from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra.client import DastraClient
@@ -53,6 +53,7 @@ __all__ = [
     "Cursor",
     "Mark",
     "PollSummary",
+    "PollTrigger",
     "Poller",
     "PollerFencedError",
     "Resource",
@@ -165,10 +166,21 @@ def _stamp(item: _Item, stream: str) -> datetime | None:
     return _utc(item.date_creation if stream == "dateCreation" else item.date_update)
 
 
+class PollTrigger(BaseModel):
+    """A request to poll a workspace now (value on dastra.poller-triggers.v1; key = the
+    workspace id). Other fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    workspace_id: int = Field(ge=1, description="The Dastra workspace to poll")
+    reason: str = Field(description="Why, for the logs: e.g. the Dastra webhook event name")
+    at: datetime = Field(description="When the trigger was sent")
+
+
 def trigger_record(workspace_id: int, reason: str) -> tuple[bytes, bytes]:
     """Key and value of a record on dastra.poller-triggers.v1 asking to poll a workspace now."""
-    value = {"workspaceId": workspace_id, "reason": reason, "at": datetime.now(UTC).isoformat()}
-    return str(workspace_id).encode(), dumps(value)
+    trigger = PollTrigger(workspace_id=workspace_id, reason=reason, at=datetime.now(UTC))
+    return str(workspace_id).encode(), trigger.model_dump_json(by_alias=True).encode()
 
 
 class _Metrics:
@@ -712,11 +724,11 @@ class _TriggerListener:
                 if message is None or message.error() is not None:
                     continue
                 try:
-                    workspace_id = int(json.loads(message.value() or b"{}")["workspaceId"])
-                except (ValueError, KeyError, TypeError):
+                    trigger = PollTrigger.model_validate_json(message.value() or b"")
+                except ValidationError:
                     _log.warning("poller.bad_trigger", offset=message.offset())
                     continue
-                self._loop.call_soon_threadsafe(self._poller.poll_now, workspace_id)
+                self._loop.call_soon_threadsafe(self._poller.poll_now, trigger.workspace_id)
         finally:
             self._ready.set()
             consumer.close()
