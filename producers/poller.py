@@ -268,7 +268,9 @@ class _WorkspacePoller:
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(10)
+            # A fenced producer raises on flush; nothing of ours is pending then.
+            with contextlib.suppress(KafkaException):
+                producer.flush(10)
 
     def _publish(
         self, resource: Resource, items: Sequence[tuple[str, _Item]], cursor: Cursor
