@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import ssl
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -254,11 +255,21 @@ class PollerSettings(BaseSettings):
     start_from: str = "now"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
     transaction_timeout_s: float = Field(default=60.0, gt=0)
+    # Items can become visible after newer ones (a slow database transaction, skewed clocks):
+    # each cycle also re-reads this far behind the cursor and publishes what it had not seen.
+    late_window_s: float = Field(default=60.0, ge=0)
+    # At most this many recently published ids are remembered for that check.
+    late_max_tracked: int = Field(default=5000, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> PollerSettings:
         if self.interval_max_s < self.interval_min_s:
             raise ValueError("POLLER_INTERVAL_MAX_S must be >= POLLER_INTERVAL_MIN_S")
+        if self.start_from not in ("now", "beginning"):
+            try:
+                datetime.fromisoformat(self.start_from.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError("POLLER_START_FROM takes now, beginning or an ISO date") from None
         return self
 
 

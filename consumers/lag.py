@@ -61,7 +61,6 @@ from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 import structlog
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -73,6 +72,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from bus.reading import TopicMissingError, read_to_end
 from bus.settings import KafkaSettings, LagSettings
 from bus.topics import LAG_WINDOW
 
@@ -561,69 +561,37 @@ class KafkaWindowStore:
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Every live record of the topic (the last value per key); {} if the topic is absent."""
-        consumer = Consumer(
-            self._kafka.confluent_config(
-                **{
-                    "group.id": "lag-monitor.window-reader",  # never joins nor commits
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                    "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 10,
-                }
-            )
-        )
         records: dict[str, dict[str, Any]] = {}
         try:
-            metadata = consumer.list_topics(self.topic, timeout=self._timeout)
-            topic = metadata.topics.get(self.topic)
-            if topic is None or topic.error is not None:
-                self.available = False
-                _log.warning(
-                    "lag window topic missing (run `dastra-kafka topics apply`); "
-                    "the window is kept in memory only",
-                    topic=self.topic,
-                )
-                return records
-            last: dict[int, int] = {}  # partition -> offset of its last record
-            for partition in topic.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=self._timeout
-                )
-                if high > low:
-                    last[partition] = high - 1
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in last])
-            deadline = time.monotonic() + self._timeout
-            while last and time.monotonic() < deadline:
-                for message in consumer.consume(500, 0.05):
-                    partition = int(message.partition() or 0)
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            last.pop(partition, None)
-                        continue
-                    if int(message.offset() or 0) >= last.get(partition, -1):
-                        last.pop(partition, None)
-                    key = message.key()
-                    if key is None:
-                        continue
-                    value = message.value()
-                    if value is None:
-                        records.pop(key.decode(), None)
-                        continue
-                    try:
-                        records[key.decode()] = json.loads(value)
-                    except ValueError:
-                        _log.warning(
-                            "unreadable lag window record skipped",
-                            topic=self.topic,
-                            partition=message.partition(),
-                            offset=message.offset(),
-                        )
-            return records
+            for record in read_to_end(
+                self._kafka, self.topic, timeout=self._timeout, read_committed=False
+            ):
+                if record.key is None:
+                    continue
+                key = record.key.decode()
+                if record.value is None:
+                    records.pop(key, None)
+                    continue
+                try:
+                    records[key] = json.loads(record.value)
+                except ValueError:
+                    _log.warning(
+                        "unreadable lag window record skipped",
+                        topic=self.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+        except TopicMissingError:
+            self.available = False
+            _log.warning(
+                "lag window topic missing (run `dastra-kafka topics apply`); "
+                "the window is kept in memory only",
+                topic=self.topic,
+            )
+            return {}
         except KafkaException as exc:
             raise LagUnavailableError(f"cannot read {self.topic}: {exc}") from exc
-        finally:
-            consumer.close()
+        return records
 
     def save(self, records: Mapping[str, dict[str, Any] | None]) -> None:
         if not records or not self.available:
