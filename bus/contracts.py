@@ -56,11 +56,13 @@ from bus.topics import (
     POLLER_TRIGGERS,
     RIGHTS_REQUESTS,
     TASKS,
+    WEBHOOK_IDEMPOTENCY,
     TopicCatalogue,
     command_topic,
 )
 from consumers.lag import LagWindowKey, LagWindowRecord
 from dastra.models import RightsRequest, Task
+from producers.idempotency import IdempotencyRecord
 from producers.poller import Cursor, PollTrigger
 
 __all__ = [
@@ -168,6 +170,7 @@ SubscriptionKey = Annotated[
     str, Field(pattern=HookSubscription.model_fields["id"].metadata[0].pattern)
 ]
 WorkspaceKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
+IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 _LAG_KEY_CONTENT: JsonDict = {
     "oneOf": [
@@ -316,6 +319,23 @@ def _contracts() -> dict[str, Contract]:
             "a change), so events arrive within seconds instead of the next poll interval.",
         ),
         Contract(
+            "idempotency-key",
+            IdempotencyKey,
+            "Idempotency scope",
+            "SHA-256 (hex) of the caller's token and its Idempotency-Key header: neither the "
+            "token nor the key itself is stored.",
+            encoding="text",
+        ),
+        Contract(
+            "idempotency-record",
+            IdempotencyRecord,
+            "Idempotency record",
+            "A webhook replica's claim on an Idempotency-Key, its release, or the first answer "
+            "(the command id and where the command landed). Every replica reads the topic in "
+            "log order: the first claim owns the key (until its lease ends in broker time), "
+            "the first answer is final.",
+        ),
+        Contract(
             "lag-window-key",
             Annotated[
                 LagWindowKey,
@@ -433,6 +453,15 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.WEBHOOK,),
             receivers=(Role.POLLER,),
             examples=EXAMPLES[POLLER_TRIGGERS],
+        ),
+        TopicContract(
+            WEBHOOK_IDEMPOTENCY,
+            "IdempotencyRecord",
+            "The webhook's Idempotency-Key claims and first answers",
+            "none",
+            senders=(Role.WEBHOOK,),
+            receivers=(Role.WEBHOOK,),
+            examples=EXAMPLES[WEBHOOK_IDEMPOTENCY],
         ),
         TopicContract(
             LAG_WINDOW,
