@@ -25,6 +25,8 @@ __all__ = [
     "LAG_WINDOW",
     "POLLER_STATE",
     "POLLER_TRIGGERS",
+    "PRIVACY_AUDIT",
+    "PRIVACY_KEYS",
     "RIGHTS_REQUESTS",
     "TASKS",
     "WEBHOOK_IDEMPOTENCY",
@@ -45,6 +47,8 @@ HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
 POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 LAG_WINDOW = "dastra.lag-window.v1"
 WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
+PRIVACY_KEYS = "dastra.privacy-keys.v1"
+PRIVACY_AUDIT = "dastra.privacy-audit.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

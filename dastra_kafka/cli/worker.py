@@ -81,9 +81,13 @@ def _check_topics(settings: Settings) -> None:
 def _run(settings: Settings) -> int:
     import faust
 
+    from bus.privacy import PrivacyError
     from consumers.app import create_app
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except PrivacyError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
     runner = faust.Worker(
         app,
         loglevel=settings.service.log_level.upper(),
