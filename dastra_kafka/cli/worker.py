@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bus.settings import Settings, WorkerSettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, command_topic
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -65,6 +65,8 @@ def _check_topics(settings: Settings) -> None:
     kafka = settings.kafka
     wanted = [command_topic(a) for a in settings.worker.selected_actions()]
     wanted += [COMMAND_RESULTS, DEAD_LETTER]
+    if settings.privacy.uses_keys or settings.privacy.master_key is not None:
+        wanted.append(PRIVACY_KEYS)
     admin = AdminClient(kafka.confluent_config())
     try:
         existing = set(admin.list_topics(timeout=15).topics)

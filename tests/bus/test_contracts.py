@@ -36,11 +36,11 @@ from bus.schemagen import (
 )
 from bus.topics import TopicCatalogue
 from dastra.models import Task
+from tests.conftest import PROJECT_ROOT
 
 # The task contract's model: dastra.models.Task whose personal fields may also be encrypted or
 # erased (bus/privacy.py payload modes).
 TaskEvent: type[Task] = CONTRACTS["task"].type
-from tests.conftest import PROJECT_ROOT
 
 ASYNCAPI_TOOLS = PROJECT_ROOT / "tools" / "asyncapi"
 ASYNCAPI_SPEC = ASYNCAPI_TOOLS / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0.json"

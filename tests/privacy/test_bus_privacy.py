@@ -335,6 +335,14 @@ def test_encrypted_mode_erasure_by_email_and_automatic_erasure(
     # On the bus: ciphertext only, for everyone (the records of `kept` too).
     assert leaks([erased, kept], _everything(bus, cat)) == []
 
+    def sample_of(request_id: int) -> dict[str, Any]:
+        samples = api.client.get("/v1/hooks/samples/rights_request.created?limit=100").json()
+        [sample] = [s for s in samples if s["data"]["id"] == request_id]
+        return sample
+
+    # The webhook has the master key too: samples are decrypted.
+    assert sample_of(request["id"])["data"]["email"] == erased.email
+
     master = MasterKey(base64.b64decode(MASTER_KEY))
     before = Decryptor(master, load_ring(bus))
     [event] = _events(bus, RIGHTS_REQUESTS, request["id"])
@@ -399,6 +407,14 @@ def test_encrypted_mode_erasure_by_email_and_automatic_erasure(
     results = [json_of(r.value) for r in read_all(bus, bus.topic(COMMAND_RESULTS))]
     theirs = [r for r in results if r["result"] and _has_kid(r["result"], report["keyIds"])]
     assert theirs and all(after.open(r["result"]).is_erased for r in theirs)
+
+    # Running readers follow the key topic: the webhook's samples show the fields erased.
+    wait_for(
+        lambda: sample_of(request["id"])["data"]["email"] == {"$erased": True},
+        15,
+        "the erasure to reach the webhook",
+    )
+    assert sample_of(other["id"])["data"]["email"] == kept.email
 
     # The audit event: what, where, when, by whom; no personal data.
     audits = [r for r in read_all(bus, bus.topic(PRIVACY_AUDIT))]
