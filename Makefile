@@ -12,7 +12,11 @@ STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install jars chromium lint test run bench clean
+# The AsyncAPI test tools (the official AsyncAPI JSON Schemas and the parser that
+# `asyncapi validate` runs), pinned in tools/asyncapi/package-lock.json, installed when missing.
+ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
+
+.PHONY: install jars chromium asyncapi-tools lint schemas-check test run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,16 +33,26 @@ chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
+$(ASYNCAPI_TOOLS): tools/asyncapi/package-lock.json
+	cd tools/asyncapi && npm ci --no-audit --no-fund --silent
+	touch $(ASYNCAPI_TOOLS)
+
+asyncapi-tools: $(ASYNCAPI_TOOLS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: jars chromium lint
+# The contract files (schemas/, docs/topics.md) must match the code and break no consumer.
+schemas-check: install
+	$(BIN)/dastra-kafka schemas check
+
+test: jars chromium asyncapi-tools lint schemas-check
 	$(BIN)/pytest
 
 run: jars
 	$(BIN)/dastra-kafka demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules

@@ -215,7 +215,10 @@ def _await_metadata(admin: AdminClient, expected: dict[str, int], timeout: float
         expected = {
             name: count
             for name, count in expected.items()
-            if name not in topics or len(topics[name].partitions) < count
+            if name not in topics
+            or len(topics[name].partitions) < count
+            # A partition is usable once it has a leader.
+            or any(p.leader < 0 or p.error is not None for p in topics[name].partitions.values())
         }
         if not expected:
             return

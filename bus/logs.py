@@ -14,10 +14,19 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
 
 from bus.settings import ServiceSettings
 
 __all__ = ["configure_logging"]
+
+
+def _json_tracebacks(service: ServiceSettings) -> list[structlog.typing.Processor]:
+    """In JSON mode, exceptions as structured tracebacks, again without local variables."""
+    if not service.log_json:
+        return []
+    transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    return [structlog.processors.ExceptionRenderer(transformer)]
 
 
 def configure_logging(service: ServiceSettings) -> None:
@@ -26,7 +35,11 @@ def configure_logging(service: ServiceSettings) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if service.log_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # Tracebacks without local variables: they would print commands' personal data.
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -45,6 +58,7 @@ def configure_logging(service: ServiceSettings) -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *_json_tracebacks(service),
                 renderer,
             ],
         )

@@ -1,7 +1,7 @@
 """Typed settings, read once at the entry point.
 
 Consumes environment variables (one prefix per part: `KAFKA_*`, `DASTRA_*`, `SERVICE_*`,
-`SANDBOX_*`, `LAG_*`, ...) and an optional
+`SANDBOX_*`, `LAG_*`, `WORKER_*`, ...) and an optional
 `.env` file.
 Produces a frozen `Settings` tree whose parts are passed explicitly to the code that needs them,
 plus the client configuration dicts for librdkafka (confluent-kafka) and aiokafka (Faust).
@@ -13,21 +13,29 @@ Secrets are `SecretStr`: they never appear in `repr`, logs or error messages.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import ssl
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bus.topics import ACTIONS
 
 __all__ = [
     "DastraSettings",
+    "HooksSettings",
     "KafkaSettings",
     "LagSettings",
     "PollerSettings",
     "SandboxSettings",
     "ServiceSettings",
     "Settings",
+    "WebhookSettings",
+    "WorkerSettings",
     "env_prefixes",
     "load_settings",
 ]
@@ -247,11 +255,21 @@ class PollerSettings(BaseSettings):
     start_from: str = "now"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
     transaction_timeout_s: float = Field(default=60.0, gt=0)
+    # Items can become visible after newer ones (a slow database transaction, skewed clocks):
+    # each cycle also re-reads this far behind the cursor and publishes what it had not seen.
+    late_window_s: float = Field(default=60.0, ge=0)
+    # At most this many recently published ids are remembered for that check.
+    late_max_tracked: int = Field(default=5000, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> PollerSettings:
         if self.interval_max_s < self.interval_min_s:
             raise ValueError("POLLER_INTERVAL_MAX_S must be >= POLLER_INTERVAL_MIN_S")
+        if self.start_from not in ("now", "beginning"):
+            try:
+                datetime.fromisoformat(self.start_from.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError("POLLER_START_FROM takes now, beginning or an ISO date") from None
         return self
 
 
@@ -300,6 +318,147 @@ class LagSettings(BaseSettings):
         return self
 
 
+def _list_of_words(value: Any) -> Any:
+    # A JSON list, or words separated by commas: WEBHOOK_TOKENS=tok1,tok2 reads naturally.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [word.strip() for word in text.split(",") if word.strip()]
+    return value
+
+
+class WebhookSettings(BaseSettings):
+    """The webhook service (`WEBHOOK_*`): `dastra-kafka webhook`, the HTTP face for Zapier."""
+
+    model_config = _config("WEBHOOK_")
+
+    # Listens on SERVICE_HOST (127.0.0.1 unless set) and this port.
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Accepted API tokens (`Authorization: Bearer <token>` or `X-API-Key: <token>`): a JSON list
+    # or comma-separated. Several tokens allow rotation and one token per client.
+    tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # `?wait=N` is capped here: Zapier gives an action 30 s in all.
+    wait_max_s: float = Field(default=25.0, ge=0, le=120)
+    # How long a repeat with the same Idempotency-Key gets the first answer.
+    idempotency_retention_s: float = Field(default=86_400.0, gt=0)
+    # How long a replica's claim on an Idempotency-Key holds before another may take it over.
+    idempotency_lease_s: float = Field(default=15.0, gt=0)
+    # A record the broker has not acknowledged by then is given up: 503 with Retry-After.
+    kafka_timeout_s: float = Field(default=5.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
+    # Command results kept in memory for `?wait` (the newest ones).
+    results_cache: int = Field(default=10_000, ge=100)
+    # `GET /v1/hooks/samples/{event}` reads back at most this many records per partition.
+    samples_scan: int = Field(default=200, ge=1, le=10_000)
+
+    _split_tokens = field_validator("tokens", mode="before")(_list_of_words)
+
+
+class HooksSettings(BaseSettings):
+    """REST hook delivery (`HOOKS_*`): `dastra-kafka hooks`, and the subscribe-time URL checks
+    of the webhook service."""
+
+    model_config = _config("HOOKS_")
+
+    timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # The retry budget of one event to one subscriber: attempts and time, whichever ends first;
+    # then the event goes to dastra.dead-letter.v1.
+    max_attempts: int = Field(default=10, ge=1)
+    retry_deadline_s: float = Field(default=3600.0, gt=0)
+    # Jittered exponential backoff: first ceiling, doubling up to the max (Retry-After wins).
+    backoff_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    # Deliveries in flight per subscriber, and requests per second per subscriber (Zapier
+    # accepts about 30 per second per hook).
+    concurrency: int = Field(default=4, ge=1, le=100)
+    rate_per_s: float = Field(default=25.0, gt=0)
+    # Events waiting per subscriber; past it, further events go to the dead-letter topic
+    # for that subscriber, so one dead subscriber never holds the others (or memory).
+    queue_max: int = Field(default=1000, ge=1)
+    # Egress (SSRF) guard: targets must be https and resolve only to public addresses, unless
+    # these networks admit them (e.g. ["10.0.0.0/8"]; tests admit 127.0.0.0/8).
+    allow_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = (
+        Field(default_factory=list)
+    )
+    allow_http: bool = False
+    # Extra CA certificates to trust for subscriber TLS (PEM file), besides the system ones.
+    ca_file: Path | None = None
+    # Redirects are followed only to the same scheme, host and port, and only 307/308.
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    # Where a new consumer group starts: "latest" (no backlog to new subscribers) or "earliest".
+    start_from: Literal["latest", "earliest"] = "latest"
+    group: str = "dastra-hooks"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
+
+    _split_networks = field_validator("allow_networks", mode="before")(_list_of_words)
+
+
+class WorkerSettings(BaseSettings):
+    """The command agents (`WORKER_*`): `dastra-kafka worker`, the Faust app of consumers/."""
+
+    model_config = _config("WORKER_")
+
+    # The Faust app id: its consumer group, under KAFKA_TOPIC_PREFIX like every group name.
+    app_id: str = Field(default="dastra-agents", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    # The Faust web server (/metrics, /ready): loopback unless the operator opens it.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    # Actions this worker runs; empty means all six.
+    actions: list[str] = Field(default_factory=list)
+    # Commands calling Dastra at once (different keys; one key runs in order).
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    # Records taken from Kafka and not finished yet; the agents stop reading beyond this.
+    max_in_flight: int = Field(default=2000, ge=1)
+    # A record value larger than this goes to the dead-letter topic as `oversized`.
+    max_record_bytes: int = Field(default=1_000_000, ge=1)
+    # Defaults for commands without workspaceId / areaId (else DASTRA_WORKSPACE_ID; the area of
+    # a rights request is then the workspace's first area).
+    workspace_id: int | None = Field(default=None, ge=1)
+    area_id: int | None = Field(default=None, ge=1)
+    # Timeouts, 5xx and 429 are retried with jittered exponential backoff (at least Retry-After)
+    # until this long after the first attempt; then a failed result and a dead letter.
+    retry_deadline_s: float = Field(default=120.0, gt=0)
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=15.0, gt=0)
+    # Natural-key look-ups accept objects created this long before the command's record
+    # timestamp (clock skew between producers and Dastra).
+    lookup_skew_s: float = Field(default=300.0, ge=0)
+    # Consumer group timing (a dead worker's partitions move after session_timeout_s).
+    session_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    commit_interval_s: float = Field(default=2.0, gt=0)
+    # On a rebalance, in-flight commands get this long to finish before they are abandoned (and
+    # redelivered to the new owner); on SIGTERM, shutdown_grace_s.
+    revoke_grace_s: float = Field(default=5.0, ge=0)
+    shutdown_grace_s: float = Field(default=15.0, ge=0)
+    # How long a worker may take to read dastra.command-results.v1 to its end (the dedupe index)
+    # before it processes newly assigned partitions.
+    index_timeout_s: float = Field(default=120.0, gt=0)
+    # Faust's data directory (no tables: it stays empty); a temporary directory when unset.
+    data_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkerSettings:
+        unknown = sorted(set(self.actions) - set(ACTIONS))
+        if unknown:
+            raise ValueError(
+                f"WORKERACTIONS: unknown action(s) {', '.join(unknown)}; known: "
+                + ", ".join(ACTIONS)
+            )
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError("WORKER_RETRY_BACKOFF_MAX_S must be >= WORKER_RETRY_BACKOFF_S")
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError("WORKER_HEARTBEAT_INTERVAL_S must be below WORKER_SESSION_TIMEOUT_S")
+        return self
+
+    def selected_actions(self) -> tuple[str, ...]:
+        """The actions to run, in the catalogue's order."""
+        return tuple(a for a in ACTIONS if not self.actions or a in self.actions)
+
+
 class Settings(BaseSettings):
     """The whole configuration tree. Build it with `load_settings()`."""
 
@@ -311,6 +470,9 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     lag: LagSettings = Field(default_factory=LagSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    hooks: HooksSettings = Field(default_factory=HooksSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:

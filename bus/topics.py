@@ -27,6 +27,7 @@ __all__ = [
     "POLLER_TRIGGERS",
     "RIGHTS_REQUESTS",
     "TASKS",
+    "WEBHOOK_IDEMPOTENCY",
     "TopicCatalogue",
     "TopicSpec",
     "TopicsFileError",
@@ -43,6 +44,7 @@ POLLER_STATE = "dastra.poller-state.v1"
 HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
 POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 LAG_WINDOW = "dastra.lag-window.v1"
+WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

@@ -57,11 +57,10 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 import structlog
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -71,7 +70,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from bus.reading import TopicMissingError, read_to_end
 from bus.settings import KafkaSettings, LagSettings
 from bus.topics import LAG_WINDOW
 
@@ -83,11 +84,15 @@ __all__ = [
     "LagSnapshot",
     "LagUnavailableError",
     "LagWindow",
+    "LagWindowKey",
+    "LagWindowRecord",
     "Member",
     "PartitionLag",
     "Sample",
     "Status",
     "StatusChange",
+    "StatusRecord",
+    "WindowRecord",
     "WindowStore",
     "evaluate_partition",
     "project_group_prefix",
@@ -447,26 +452,22 @@ class LagWindow:
         self.statuses.clear()
         for key, value in records.items():
             try:
-                kind = value.get("kind")
-                if kind == "window":
-                    group, topic = str(value["group"]), str(value["topic"])
-                    for partition, rows in dict(value["samples"]).items():
-                        self._samples[(group, topic, int(partition))] = [
-                            Sample(at_ms / 1000, int(committed), int(end))
-                            for at_ms, committed, end in rows
-                        ]
-                elif kind == "status":
-                    self.statuses[str(value["group"])] = (
-                        Status(value["status"]),
-                        float(value["since"]),
-                    )
-            except (KeyError, TypeError, ValueError, AttributeError):
+                record = _RECORD.validate_python(value)
+            except ValueError:  # pydantic's ValidationError
                 _log.warning("unreadable lag window record skipped", key=key)
+                continue
+            if isinstance(record, WindowRecord):
+                for partition, rows in record.samples.items():
+                    self._samples[(record.group, record.topic, int(partition))] = [
+                        Sample(at_ms / 1000, committed, end) for at_ms, committed, end in rows
+                    ]
+            else:
+                self.statuses[record.group] = (record.status, record.since)
 
     def dirty_records(self) -> dict[str, dict[str, Any] | None]:
         """Records for what changed since the last call: key -> value (None: a tombstone)."""
         out: dict[str, dict[str, Any] | None] = {}
-        by_group_topic: dict[tuple[str, str], dict[str, list[list[float | int]]]] = {}
+        by_group_topic: dict[tuple[str, str], dict[str, list[list[int]]]] = {}
         for (group, topic, partition), samples in self._samples.items():
             if (group, topic) in self._dirty and samples:
                 by_group_topic.setdefault((group, topic), {})[str(partition)] = [
@@ -476,22 +477,56 @@ class LagWindow:
             key = json.dumps(["window", group, topic])
             rows = by_group_topic.get((group, topic))
             out[key] = (
-                {"v": 1, "kind": "window", "group": group, "topic": topic, "samples": rows}
+                WindowRecord(v=1, kind="window", group=group, topic=topic, samples=rows).model_dump(
+                    mode="json"
+                )
                 if rows
                 else None
             )
         for group in self._dirty_status:
             status, since = self.statuses[group]
-            out[json.dumps(["status", group])] = {
-                "v": 1,
-                "kind": "status",
-                "group": group,
-                "status": status.value,
-                "since": since,
-            }
+            out[json.dumps(["status", group])] = StatusRecord(
+                v=1, kind="status", group=group, status=status, since=since
+            ).model_dump(mode="json")
         self._dirty.clear()
         self._dirty_status.clear()
         return out
+
+
+class WindowRecord(BaseModel):
+    """The samples of one group and topic (key `["window", group, topic]`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = Field(description="Record format version")
+    kind: Literal["window"]
+    group: str = Field(description="Consumer group")
+    topic: str
+    samples: dict[
+        Annotated[str, Field(pattern=r"^[0-9]+$")],
+        list[Annotated[list[int], Field(min_length=3, max_length=3)]],
+    ] = Field(
+        description="Per partition number, oldest first: [at (Unix ms), committed offset, "
+        "log end offset]"
+    )
+
+
+class StatusRecord(BaseModel):
+    """A group's last status and since when (key `["status", group]`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = Field(description="Record format version")
+    kind: Literal["status"]
+    group: str = Field(description="Consumer group")
+    status: Status
+    since: float = Field(description="Unix time (s) the group entered this status")
+
+
+LagWindowRecord = Annotated[WindowRecord | StatusRecord, Field(discriminator="kind")]
+# The key of a record: the JSON text of ["window", group, topic] or ["status", group].
+LagWindowKey = Annotated[str, Field(pattern=r'^\["(window|status)",')]
+_RECORD = TypeAdapter(LagWindowRecord)
 
 
 class WindowStore(Protocol):
@@ -507,7 +542,7 @@ class WindowStore(Protocol):
 class KafkaWindowStore:
     """The window in a compacted topic (`dastra.lag-window.v1`): one record per (group, topic)
     and one per group status, each the whole current state of its key, so compaction keeps
-    exactly what a restart needs. Keys and values are JSON:
+    exactly what a restart needs. Keys and values are JSON (`LagWindowKey`, `LagWindowRecord`):
 
         ["window", group, topic] -> {"v": 1, "kind": "window", "group": ..., "topic": ...,
                                      "samples": {"<partition>": [[at_ms, committed, log_end]]}}
@@ -526,69 +561,37 @@ class KafkaWindowStore:
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Every live record of the topic (the last value per key); {} if the topic is absent."""
-        consumer = Consumer(
-            self._kafka.confluent_config(
-                **{
-                    "group.id": "lag-monitor.window-reader",  # never joins nor commits
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                    "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 10,
-                }
-            )
-        )
         records: dict[str, dict[str, Any]] = {}
         try:
-            metadata = consumer.list_topics(self.topic, timeout=self._timeout)
-            topic = metadata.topics.get(self.topic)
-            if topic is None or topic.error is not None:
-                self.available = False
-                _log.warning(
-                    "lag window topic missing (run `dastra-kafka topics apply`); "
-                    "the window is kept in memory only",
-                    topic=self.topic,
-                )
-                return records
-            last: dict[int, int] = {}  # partition -> offset of its last record
-            for partition in topic.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=self._timeout
-                )
-                if high > low:
-                    last[partition] = high - 1
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in last])
-            deadline = time.monotonic() + self._timeout
-            while last and time.monotonic() < deadline:
-                for message in consumer.consume(500, 0.05):
-                    partition = int(message.partition() or 0)
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            last.pop(partition, None)
-                        continue
-                    if int(message.offset() or 0) >= last.get(partition, -1):
-                        last.pop(partition, None)
-                    key = message.key()
-                    if key is None:
-                        continue
-                    value = message.value()
-                    if value is None:
-                        records.pop(key.decode(), None)
-                        continue
-                    try:
-                        records[key.decode()] = json.loads(value)
-                    except ValueError:
-                        _log.warning(
-                            "unreadable lag window record skipped",
-                            topic=self.topic,
-                            partition=message.partition(),
-                            offset=message.offset(),
-                        )
-            return records
+            for record in read_to_end(
+                self._kafka, self.topic, timeout=self._timeout, read_committed=False
+            ):
+                if record.key is None:
+                    continue
+                key = record.key.decode()
+                if record.value is None:
+                    records.pop(key, None)
+                    continue
+                try:
+                    records[key] = json.loads(record.value)
+                except ValueError:
+                    _log.warning(
+                        "unreadable lag window record skipped",
+                        topic=self.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+        except TopicMissingError:
+            self.available = False
+            _log.warning(
+                "lag window topic missing (run `dastra-kafka topics apply`); "
+                "the window is kept in memory only",
+                topic=self.topic,
+            )
+            return {}
         except KafkaException as exc:
             raise LagUnavailableError(f"cannot read {self.topic}: {exc}") from exc
-        finally:
-            consumer.close()
+        return records
 
     def save(self, records: Mapping[str, dict[str, Any] | None]) -> None:
         if not records or not self.available:

@@ -480,6 +480,37 @@ class DastraClient:
 
     # --- rights requests ---------------------------------------------------------------------
 
+    async def collection_page(
+        self,
+        ws: int | str,
+        collection: str,
+        model: type[_M],
+        *,
+        page: int = 1,
+        size: int = DEFAULT_PAGE_SIZE,
+        sort_by: str | None = None,
+        asc: bool | None = None,
+        filters: Filter | None = None,
+        retry: bool | None = None,
+        **params: Any,
+    ) -> Page[_M]:
+        """One page of a workspace collection (`DataSubjectRequests`, `Tasks`...) parsed as
+        `model`: for callers that need a few fields (and `.raw`) and must not fail on an
+        unexpected value elsewhere in an object."""
+        if not collection.isidentifier():
+            raise DastraConfigError(f"not a collection name: {collection!r}")
+        return await self._list(
+            f"{self._ws(ws)}/{collection}",
+            model,
+            page=page,
+            size=size,
+            sort_by=sort_by,
+            asc=asc,
+            filters=filters,
+            retry=retry,
+            params=params,
+        )
+
     async def rights_requests_page(
         self,
         ws: int | str,

@@ -11,6 +11,11 @@ workspace fences a second poller of the same workspace.
 All events of a workspace go to one partition of their topic (chosen from the workspace id), so a
 consumer sees them in creation order per workspace, as design §4 promises.
 
+The cursor of each stream (creations, updates) is a keyset position: the newest timestamp
+published, the ids published at exactly that timestamp, and the (id, timestamp) pairs published
+within `late_window_s` before it. Each cycle first re-reads that window and publishes what it had
+not seen (items that became visible late), then reads forward from the newest timestamp.
+
     async with DastraClient(settings.dastra) as dastra:
         poller = Poller(settings.kafka, settings.poller, catalogue, dastra, workspaces=[12])
         summary = await poller.run(stop=stop_event, max_cycles=1)
@@ -20,41 +25,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import structlog
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-    murmur2,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition, murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
-from bus.envelope import deterministic_id, dumps, encode_binary, new_event
+from bus.envelope import deterministic_id, encode_binary, new_event
+from bus.reading import TopicMissingError, end_offsets, read_latest
 from bus.settings import KafkaSettings, PollerSettings
 from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra.client import DastraClient
-from dastra.errors import DastraError, DastraRateLimited, DastraRetryable
-from dastra.filters import Filter, Rule
-from dastra.models import Page
+from dastra.errors import (
+    DastraConfigError,
+    DastraError,
+    DastraRateLimited,
+    DastraRejected,
+    DastraRetryable,
+)
+from dastra.filters import Filter, Rule, RuleGroup
+from dastra.models import DastraModel, Page
 
 __all__ = [
     "RESOURCES",
     "Cursor",
+    "KafkaUnavailableError",
     "Mark",
     "PollSummary",
+    "PollTrigger",
     "Poller",
     "PollerFencedError",
+    "Recent",
     "Resource",
     "StartFrom",
     "parse_start",
@@ -64,6 +72,7 @@ __all__ = [
 _log = structlog.get_logger(__name__)
 
 StartFrom = Literal["now", "beginning"] | datetime
+_FENCING = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
 def parse_start(text: str) -> StartFrom:
@@ -77,16 +86,13 @@ def parse_start(text: str) -> StartFrom:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-class _Item(Protocol):
+class _Change(DastraModel):
+    """What the poller needs of a Dastra object; every other member is kept, unvalidated, in
+    `.raw`, so one odd value elsewhere in an object cannot block a workspace."""
+
     id: int
-    date_creation: datetime | None
-    date_update: datetime | None
-
-    @property
-    def raw(self) -> dict[str, Any]: ...
-
-
-PageFetcher = Callable[..., Awaitable[Page[Any]]]
+    date_creation: datetime | None = None
+    date_update: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -96,25 +102,45 @@ class Resource:
     name: str  # part of the cursor key: "<workspaceId>:<name>"
     topic: str  # catalogue name of the event topic
     entity: str  # in event types: eu.dastra.<entity>.created
-    fetch: Callable[[DastraClient], PageFetcher]
+    collection: str  # Dastra's collection: /v1/ws/{ws}/<collection>
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource(
-        "rights-requests", RIGHTS_REQUESTS, "rights_request", lambda d: d.rights_requests_page
-    ),
-    Resource("tasks", TASKS, "task", lambda d: d.tasks_page),
+    Resource("rights-requests", RIGHTS_REQUESTS, "rights_request", "DataSubjectRequests"),
+    Resource("tasks", TASKS, "task", "Tasks"),
 )
+
+_Stream = Literal["dateCreation", "dateUpdate"]
+_KIND: dict[_Stream, Literal["created", "updated"]] = {
+    "dateCreation": "created",
+    "dateUpdate": "updated",
+}
+
+
+class Recent(BaseModel):
+    """An item published shortly before the cursor's timestamp."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    at: datetime
 
 
 class Mark(BaseModel):
-    """A position in one time-ordered stream (creations or updates): everything up to `after`
-    is published, and of the items stamped exactly `after`, those in `seen`."""
+    """A position in one time-ordered stream (creations or updates)."""
 
     model_config = ConfigDict(frozen=True)
 
     after: datetime | None = Field(description="Newest timestamp published; null: from the start")
     seen: list[int] = Field(default_factory=list, description="Ids published at `after`")
+    recent: list[Recent] = Field(
+        default_factory=list,
+        description="Items published at or after `recentSince` (the late-item window)",
+    )
+    recent_since: datetime | None = Field(
+        default=None,
+        description="`recent` is complete from this timestamp on; null: as far as it reaches",
+    )
 
 
 class Cursor(BaseModel):
@@ -137,14 +163,22 @@ class PollerFencedError(RuntimeError):
     """Another poller took over this workspace (same transactional.id); this one must stop."""
 
 
+class KafkaUnavailableError(RuntimeError):
+    """Kafka did not answer (or refused us) while the poller started or published."""
+
+
 @dataclass
 class PollSummary:
-    """What a run did, per workspace: events published, cycles, errors."""
+    """What a run did, per workspace: events published, cycles, errors, and why it stopped."""
 
     events: dict[int, int] = field(default_factory=dict)
     cycles: dict[int, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     fenced: list[int] = field(default_factory=list)
+    # Workspaces stopped by an error that waiting cannot fix (credentials, unknown workspace).
+    failed: dict[int, str] = field(default_factory=dict)
+    # The kind of the last error of each workspace whose last cycle failed.
+    last_error: dict[int, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +186,8 @@ class PollSummary:
             "cycles": {str(k): v for k, v in self.cycles.items()},
             "errors": {str(k): v for k, v in self.errors.items()},
             "fenced": self.fenced,
+            "failed": {str(k): v for k, v in self.failed.items()},
+            "last_error": {str(k): v for k, v in self.last_error.items()},
         }
 
 
@@ -161,14 +197,25 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _stamp(item: _Item, stream: str) -> datetime | None:
+def _stamp(item: _Change, stream: _Stream) -> datetime | None:
     return _utc(item.date_creation if stream == "dateCreation" else item.date_update)
+
+
+class PollTrigger(BaseModel):
+    """A request to poll a workspace now (value on dastra.poller-triggers.v1; key = the
+    workspace id). Other fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    workspace_id: int = Field(ge=1, description="The Dastra workspace to poll")
+    reason: str = Field(description="Why, for the logs: e.g. the Dastra webhook event name")
+    at: datetime = Field(description="When the trigger was sent")
 
 
 def trigger_record(workspace_id: int, reason: str) -> tuple[bytes, bytes]:
     """Key and value of a record on dastra.poller-triggers.v1 asking to poll a workspace now."""
-    value = {"workspaceId": workspace_id, "reason": reason, "at": datetime.now(UTC).isoformat()}
-    return str(workspace_id).encode(), dumps(value)
+    trigger = PollTrigger(workspace_id=workspace_id, reason=reason, at=datetime.now(UTC))
+    return str(workspace_id).encode(), trigger.model_dump_json(by_alias=True).encode()
 
 
 class _Metrics:
@@ -177,6 +224,12 @@ class _Metrics:
             "dastra_poller_events_published",
             "Events published by the poller",
             ["workspace", "topic", "type"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "dastra_poller_late_items",
+            "Items found behind the cursor (visible late) and published",
+            ["workspace", "topic"],
             registry=registry,
         )
         self.cycles = Counter(
@@ -199,6 +252,61 @@ class _Metrics:
         )
 
 
+class _Window:
+    """Working copy of a `Mark` while a stream is scanned."""
+
+    def __init__(self, mark: Mark, late_window: timedelta) -> None:
+        self.after = mark.after
+        self.seen = set(mark.seen)
+        self.recent = {(r.id, r.at) for r in mark.recent}
+        if mark.after is not None:
+            # The ids at `after` were published (or, for `--from now`, are old): never late.
+            self.recent |= {(item_id, mark.after) for item_id in mark.seen}
+        self.recent_since = mark.recent_since
+        self._late_window = late_window
+
+    def is_new(self, item_id: int, stamp: datetime) -> bool:
+        if self.after is None or stamp > self.after:
+            return True
+        if stamp == self.after:
+            return item_id not in self.seen
+        return self.covers(stamp) and (item_id, stamp) not in self.recent
+
+    def covers(self, stamp: datetime) -> bool:
+        """Is `stamp` inside the late window, where `recent` says what was published?"""
+        if self.after is None:
+            return False
+        low = self.after - self._late_window
+        if self.recent_since is not None:
+            low = max(low, self.recent_since)
+        return stamp >= low
+
+    def take(self, item_id: int, stamp: datetime) -> None:
+        if self.after is None or stamp > self.after:
+            self.after, self.seen = stamp, {item_id}
+        elif stamp == self.after:
+            self.seen.add(item_id)
+        self.recent.add((item_id, stamp))
+
+    def mark(self, limit: int) -> Mark:
+        recent = sorted(self.recent, key=lambda pair: (pair[1], pair[0]))
+        since = self.recent_since
+        if self.after is not None:
+            low = self.after - self._late_window
+            recent = [pair for pair in recent if pair[1] >= low]
+        if len(recent) > limit:
+            # Forget the oldest; the window is complete only after the newest one forgotten.
+            dropped = recent[len(recent) - limit - 1][1]
+            recent = [pair for pair in recent if pair[1] > dropped]
+            since = dropped + timedelta(microseconds=1)
+        return Mark(
+            after=self.after,
+            seen=sorted(self.seen),
+            recent=[Recent(id=i, at=at) for i, at in recent],
+            recent_since=since,
+        )
+
+
 class _WorkspacePoller:
     """Polls one workspace; owns its transactional producer."""
 
@@ -208,7 +316,6 @@ class _WorkspacePoller:
         kafka: KafkaSettings,
         settings: PollerSettings,
         dastra: DastraClient,
-        source: str,
         metrics: _Metrics,
         start: StartFrom,
     ) -> None:
@@ -216,19 +323,21 @@ class _WorkspacePoller:
         self._kafka = kafka
         self._settings = settings
         self._dastra = dastra
-        self._source = source
+        self._source = f"dastra://workspaces/{workspace_id}"
         self._metrics = metrics
         self._start = start
+        self._late_window = timedelta(seconds=settings.late_window_s)
         self._cursors: dict[str, Cursor] = {}
         self._partitions: dict[str, int] = {}
         self._producer: Producer | None = None
         self.wake = asyncio.Event()
 
-    # --- Kafka side --------------------------------------------------------------------------
+    # --- Kafka side (blocking; called through asyncio.to_thread) -----------------------------
 
     def open(self) -> None:
-        """Init the transactional producer (fencing any older poller), then restore cursors."""
-        self._producer = Producer(
+        """Init the transactional producer: aborts what an older poller of this workspace left
+        open and fences it. Cursors are restored afterwards, by the owner, for all workspaces."""
+        producer = Producer(
             self._kafka.confluent_config(
                 **{
                     "transactional.id": self._kafka.topic(f"dastra-poller-{self.workspace_id}"),
@@ -239,68 +348,148 @@ class _WorkspacePoller:
             )
         )
         try:
-            self._producer.init_transactions(self._settings.transaction_timeout_s)
+            producer.init_transactions(self._settings.transaction_timeout_s)
+            metadata = producer.list_topics(timeout=15)
         except KafkaException as exc:
-            raise PollerFencedError(f"workspace {self.workspace_id}: {exc}") from exc
-        metadata = self._producer.list_topics(timeout=15)
+            error: KafkaError = exc.args[0]
+            if error.code() in _FENCING:
+                raise PollerFencedError(f"workspace {self.workspace_id}: {error.str()}") from exc
+            raise KafkaUnavailableError(
+                f"workspace {self.workspace_id}: Kafka did not let the poller start: {error.str()}"
+            ) from exc
         for resource in RESOURCES:
             topic = self._kafka.topic(resource.topic)
-            if topic not in metadata.topics:
-                raise KafkaException(
-                    KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic} does not exist")
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                raise TopicMissingError(
+                    KafkaError(
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        f"topic {topic} does not exist (run `dastra-kafka topics apply`)",
+                    )
                 )
             count = len(metadata.topics[topic].partitions)
             self._partitions[resource.topic] = murmur2(str(self.workspace_id).encode(), count)
-        self._cursors = _load_cursors(self._kafka, self.workspace_id)
+        self._producer = producer
+
+    def restore(self, cursors: dict[str, Cursor]) -> None:
+        self._cursors = dict(cursors)
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(10)
+            # A fenced producer raises on flush; nothing of ours is pending then.
+            with contextlib.suppress(KafkaException):
+                producer.flush(10)
 
     def _publish(
-        self, resource: Resource, items: Sequence[tuple[str, _Item]], cursor: Cursor
+        self, resource: Resource, events: Sequence[tuple[str, _Change]], cursor: Cursor
     ) -> None:
-        """One transaction: the events, then the cursor. Blocking; runs in a worker thread."""
+        """One transaction: the events, then the cursor. Blocking; runs in a worker thread.
+
+        On any failure the transaction is aborted (or, when its state is unknown, the producer
+        is re-created, which aborts it): the caller's cursor is then still the committed one.
+        """
         producer = self._producer
         if producer is None:
             raise RuntimeError("the poller is not open")
         topic = self._kafka.topic(resource.topic)
         partition = self._partitions[resource.topic]
+        began = False
         try:
             producer.begin_transaction()
-            for kind, item in items:
-                headers, value = encode_binary(self._event(resource, kind, item))
-                producer.produce(
-                    topic,
-                    key=f"{self.workspace_id}:{item.id}".encode(),
-                    value=value,
-                    headers=headers,
-                    partition=partition,
-                )
-                producer.poll(0)
+            began = True
+            for kind, item in events:
+                self._produce_event(producer, topic, partition, resource, kind, item)
             producer.produce(
                 self._kafka.topic(POLLER_STATE),
                 key=cursor.key.encode(),
                 value=cursor.model_dump_json().encode(),
             )
-            producer.commit_transaction(self._settings.transaction_timeout_s)
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.fatal() or error.code() in (
-                KafkaError._FENCED,
-                KafkaError.PRODUCER_FENCED,
-                KafkaError.INVALID_PRODUCER_EPOCH,
-            ):
-                raise PollerFencedError(
-                    f"workspace {self.workspace_id}: another poller took over ({error.str()})"
-                ) from exc
-            if error.txn_requires_abort():
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(self._settings.transaction_timeout_s)
+            self._commit(producer)
+        except (KafkaException, BufferError) as exc:
+            self._recover(producer, exc, began)
             raise
 
-    def _event(self, resource: Resource, kind: str, item: _Item) -> Any:
+    def _produce_event(
+        self,
+        producer: Producer,
+        topic: str,
+        partition: int,
+        resource: Resource,
+        kind: str,
+        item: _Change,
+    ) -> None:
+        headers, value = encode_binary(self._event(resource, kind, item, item.raw))
+        key = f"{self.workspace_id}:{item.id}".encode()
+        try:
+            producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+            # An object larger than a Kafka record may be: publish a claim check instead of
+            # blocking the workspace; consumers fetch the object from `dataref`.
+            _log.warning(
+                "poller.oversized_object",
+                workspace=self.workspace_id,
+                resource=resource.name,
+                id=item.id,
+            )
+            thin = {
+                "id": item.id,
+                "dateCreation": item.raw.get("dateCreation"),
+                "dateUpdate": item.raw.get("dateUpdate"),
+                "dataref": f"/v1/ws/{self.workspace_id}/{resource.collection}/{item.id}",
+                "truncated": True,
+            }
+            headers, value = encode_binary(self._event(resource, kind, item, thin))
+            producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
+        producer.poll(0)
+
+    def _commit(self, producer: Producer) -> None:
+        deadline = time.monotonic() + self._settings.transaction_timeout_s
+        while True:
+            try:
+                producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                # librdkafka: a retriable commit error means "call commit again"; it may still
+                # complete in the background, so giving up here would risk a double publish.
+                if error.retriable() and time.monotonic() < deadline:
+                    continue
+                raise
+
+    def _recover(self, producer: Producer, exc: BaseException, began: bool) -> None:
+        error = exc.args[0] if isinstance(exc, KafkaException) else None
+        if isinstance(error, KafkaError) and error.code() in _FENCING:
+            raise PollerFencedError(
+                f"workspace {self.workspace_id}: another poller took over ({error.str()})"
+            ) from exc
+        if isinstance(error, KafkaError) and not error.fatal() and began:
+            try:
+                producer.abort_transaction(self._settings.transaction_timeout_s)
+                return
+            except KafkaException as abort_exc:
+                if abort_exc.args[0].code() in _FENCING:
+                    raise PollerFencedError(
+                        f"workspace {self.workspace_id}: another poller took over"
+                    ) from abort_exc
+        if not began and error is None:
+            return
+        # The transaction's state is unknown (fatal error, failed abort): a new producer with
+        # the same transactional.id aborts whatever the old one left open.
+        _log.warning(
+            "poller.producer_reset",
+            workspace=self.workspace_id,
+            error=error.str() if isinstance(error, KafkaError) else type(exc).__name__,
+        )
+        self._producer = None
+        with contextlib.suppress(KafkaException):
+            producer.flush(1)
+        self.open()
+        # A commit that failed with an unknown outcome may still have landed: trust Kafka.
+        self._cursors = _load_cursors(self._kafka, [self.workspace_id])[self.workspace_id]
+
+    def _event(self, resource: Resource, kind: str, item: _Change, data: Any) -> Any:
         if kind == "created":
             when = _stamp(item, "dateCreation")
             event_id = deterministic_id(
@@ -318,25 +507,35 @@ class _WorkspacePoller:
             id=event_id,
             subject=str(item.id),
             time=when or datetime.now(UTC),
-            data=item.raw,
+            data=data,
         )
 
     # --- Dastra side -------------------------------------------------------------------------
 
     async def _page(
-        self, resource: Resource, *, page: int, stream: str, asc: bool, rule: Filter | None
-    ) -> Page[Any]:
-        fetch = resource.fetch(self._dastra)
-        return await fetch(
-            self.workspace_id,
-            page=page,
-            size=self._settings.page_size,
-            sort_by=stream,
-            asc=asc,
-            filters=rule,
-        )
+        self,
+        resource: Resource,
+        *,
+        page: int,
+        stream: _Stream,
+        asc: bool,
+        rule: Filter | None,
+    ) -> Page[_Change]:
+        try:
+            return await self._dastra.collection_page(
+                self.workspace_id,
+                resource.collection,
+                _Change,
+                page=page,
+                size=self._settings.page_size,
+                sort_by=stream,
+                asc=asc,
+                filters=rule,
+            )
+        except ValidationError as exc:  # pragma: no cover - _Change accepts any object with an id
+            raise DastraConfigError(f"unexpected {resource.collection} page: {exc.title}") from exc
 
-    async def _latest(self, resource: Resource, stream: str) -> Mark:
+    async def _latest(self, resource: Resource, stream: _Stream) -> Mark:
         """The newest item of a stream, as a mark: used for `--from now`."""
         rule = Rule(stream, "isNotNull") if stream == "dateUpdate" else None
         page = await self._page(resource, page=1, stream=stream, asc=False, rule=rule)
@@ -348,7 +547,10 @@ class _WorkspacePoller:
         if not stamps:
             return Mark(after=None)
         newest = max(s for s, _ in stamps)
-        return Mark(after=newest, seen=sorted(i for s, i in stamps if s == newest))
+        # Older items existed before we started: they are old, not late.
+        return Mark(
+            after=newest, seen=sorted(i for s, i in stamps if s == newest), recent_since=newest
+        )
 
     async def _initial(self, resource: Resource) -> Cursor:
         if self._start == "now":
@@ -356,7 +558,7 @@ class _WorkspacePoller:
         elif self._start == "beginning":
             created = Mark(after=None)
         else:
-            created = Mark(after=self._start)
+            created = Mark(after=self._start, recent_since=self._start)
         return Cursor(
             workspace_id=self.workspace_id,
             resource=resource.name,
@@ -366,50 +568,79 @@ class _WorkspacePoller:
             written_at=datetime.now(UTC),
         )
 
-    async def _scan(
-        self, resource: Resource, stream: str, mark: Mark, budget: int
-    ) -> tuple[list[_Item], Mark, bool]:
-        """Items past `mark` in (`stream`, id) order, whole pages until at least `budget` (or
-        the end); the advanced mark; and whether more may remain.
+    async def _late(self, resource: Resource, stream: _Stream, window: _Window) -> list[_Change]:
+        """Items inside the late window that were not published: visible only now."""
+        if window.after is None or self._late_window <= timedelta(0):
+            return []
+        low = window.after - self._late_window
+        if window.recent_since is not None:
+            low = max(low, window.recent_since)
+        if low >= window.after:
+            return []
+        rule = RuleGroup(
+            "And",
+            [Rule(stream, "greaterThanInclusive", low), Rule(stream, "lessThan", window.after)],
+        )
+        found: list[_Change] = []
+        pages = max(1, -(-self._settings.late_max_tracked // self._settings.page_size))
+        for number in range(1, pages + 1):
+            page = await self._page(resource, page=number, stream=stream, asc=True, rule=rule)
+            for item in page.items:
+                stamp = _stamp(item, stream)
+                if stamp is not None and window.is_new(item.id, stamp):
+                    found.append(item)
+            if len(page.items) < self._settings.page_size:
+                break
+        found.sort(key=lambda item: (_stamp(item, stream), item.id))
+        for item in found:
+            stamp = _stamp(item, stream)
+            assert stamp is not None
+            window.take(item.id, stamp)
+        return found
+
+    async def _forward(
+        self, resource: Resource, stream: _Stream, window: _Window, budget: int
+    ) -> tuple[list[_Change], bool]:
+        """Items past the newest timestamp, whole pages until at least `budget` (or the end),
+        and whether more may remain.
 
         Keyset paging: each request asks for `stream >= after` from page 1, so items deleted
-        or added while we read cannot shift an unread item past us. Only a full page of items
-        that all carry the same, already seen timestamp moves on to the next page number.
+        or added while we read cannot shift an unread item past us. While `after` does not
+        move (a run of items sharing one timestamp), the next page number is read instead.
         """
-        after, seen = mark.after, set(mark.seen)
-        found: list[_Item] = []
+        found: list[_Change] = []
         page_number = 1
         while True:
-            if after is None:
-                rule: Filter | None = Rule(stream, "isNotNull") if stream == "dateUpdate" else None
+            rule: Filter | None
+            if window.after is None:
+                rule = Rule(stream, "isNotNull") if stream == "dateUpdate" else None
             else:
-                rule = Rule(stream, "greaterThanInclusive", after)
+                rule = Rule(stream, "greaterThanInclusive", window.after)
+            before = window.after
             page = await self._page(resource, page=page_number, stream=stream, asc=True, rule=rule)
             stamped = [(stamp, item) for item in page.items if (stamp := _stamp(item, stream))]
             stamped.sort(key=lambda pair: (pair[0], pair[1].id))
-            fresh = 0
             for stamp, item in stamped:
-                if after is not None and (stamp < after or (stamp == after and item.id in seen)):
-                    continue
-                if after is None or stamp > after:
-                    after, seen = stamp, {item.id}
-                else:
-                    seen.add(item.id)
-                found.append(item)
-                fresh += 1
-            advanced = Mark(after=after, seen=sorted(seen))
+                if window.after is not None and stamp < window.after:
+                    continue  # behind the cursor: the late pass looks there
+                if window.is_new(item.id, stamp):
+                    window.take(item.id, stamp)
+                    found.append(item)
             if len(page.items) < self._settings.page_size:
-                return found, advanced, False
+                return found, False
             if len(found) >= budget:
-                return found, advanced, True
-            page_number = 1 if fresh else page_number + 1
+                return found, True
+            page_number = 1 if window.after != before else page_number + 1
 
     # --- one cycle ---------------------------------------------------------------------------
 
-    async def cycle(self) -> int:
-        """Publish everything new in this workspace; return the number of events."""
+    async def cycle(self, stop: asyncio.Event) -> int:
+        """Publish everything new in this workspace; return the number of events. Stops
+        between batches when `stop` is set (what is published stays published)."""
         published = 0
         for resource in RESOURCES:
+            if stop.is_set():
+                break
             cursor = self._cursors.get(resource.name)
             if cursor is None:
                 cursor = await self._initial(resource)
@@ -421,95 +652,67 @@ class _WorkspacePoller:
                     resource=resource.name,
                     start=str(self._start),
                 )
-            for stream, kind in (("dateCreation", "created"), ("dateUpdate", "updated")):
-                more = True
-                while more:
-                    cursor = self._cursors[resource.name]
-                    mark = cursor.created if kind == "created" else cursor.updated
-                    items, advanced, more = await self._scan(
-                        resource, stream, mark, self._settings.batch_size
-                    )
-                    if not items:
-                        break
-                    if kind == "updated":
-                        # An object stamped updated when it was created has not changed.
-                        items = [
-                            i for i in items if _stamp(i, "dateUpdate") != _stamp(i, "dateCreation")
-                        ]
-                    moved = cursor.model_copy(
-                        update={kind: advanced, "written_at": datetime.now(UTC)}
-                    )
-                    await asyncio.to_thread(
-                        self._publish, resource, [(kind, item) for item in items], moved
-                    )
-                    self._cursors[resource.name] = moved
-                    published += len(items)
-                    self._metrics.events.labels(
-                        str(self.workspace_id),
-                        resource.topic,
-                        f"eu.dastra.{resource.entity}.{kind}",
-                    ).inc(len(items))
-                    _log.info(
-                        "poller.published",
-                        workspace=self.workspace_id,
-                        resource=resource.name,
-                        kind=kind,
-                        events=len(items),
-                    )
+            for stream, kind in _KIND.items():
+                published += await self._stream(resource, stream, kind, stop)
+        return published
+
+    async def _stream(
+        self, resource: Resource, stream: _Stream, kind: str, stop: asyncio.Event
+    ) -> int:
+        published = 0
+        late_pass = True
+        more = True
+        while more and not stop.is_set():
+            cursor = self._cursors[resource.name]
+            mark = cursor.created if kind == "created" else cursor.updated
+            window = _Window(mark, self._late_window)
+            late: list[_Change] = []
+            if late_pass:
+                late = await self._late(resource, stream, window)
+                late_pass = False
+            items, more = await self._forward(resource, stream, window, self._settings.batch_size)
+            items = late + items
+            if not items:
+                break
+            if kind == "updated":
+                # An object stamped updated when it was created has not changed.
+                items = [i for i in items if _stamp(i, "dateUpdate") != _stamp(i, "dateCreation")]
+            moved = cursor.model_copy(
+                update={
+                    kind: window.mark(self._settings.late_max_tracked),
+                    "written_at": datetime.now(UTC),
+                }
+            )
+            await asyncio.to_thread(
+                self._publish, resource, [(kind, item) for item in items], moved
+            )
+            self._cursors[resource.name] = moved
+            published += len(items)
+            labels = (str(self.workspace_id), resource.topic)
+            self._metrics.events.labels(*labels, f"eu.dastra.{resource.entity}.{kind}").inc(
+                len(items)
+            )
+            if late:
+                self._metrics.late.labels(*labels).inc(len(late))
+            _log.info(
+                "poller.published",
+                workspace=self.workspace_id,
+                resource=resource.name,
+                kind=kind,
+                events=len(items),
+                late=len(late),
+            )
         return published
 
 
-def _load_cursors(kafka: KafkaSettings, workspace_id: int) -> dict[str, Cursor]:
-    """The latest committed cursor of each resource of a workspace (read_committed)."""
-    topic = kafka.topic(POLLER_STATE)
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": kafka.topic(f"dastra-poller-restore-{workspace_id}"),
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
-    )
-    wanted = {f"{workspace_id}:{resource.name}" for resource in RESOURCES}
-    cursors: dict[str, Cursor] = {}
-    try:
-        metadata = consumer.list_topics(topic, timeout=15)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise KafkaException(
-                KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic} does not exist")
-            )
-        partitions = list(metadata.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        pending = set(partitions)
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                    continue
-                raise KafkaException(error)
-            key = (message.key() or b"").decode()
-            if key not in wanted:
-                continue
-            value = message.value()
-            name = key.split(":", 1)[1]
-            if value is None:
-                cursors.pop(name, None)
-            else:
-                cursors[name] = Cursor.model_validate_json(value)
-        if pending:
-            raise KafkaException(
-                KafkaError(KafkaError._TIMED_OUT, f"could not read {topic} to its end")
-            )
-    finally:
-        consumer.close()
+def _load_cursors(kafka: KafkaSettings, workspaces: Sequence[int]) -> dict[int, dict[str, Cursor]]:
+    """The latest committed cursor of each resource of the given workspaces."""
+    wanted = {f"{ws}:{resource.name}".encode() for ws in workspaces for resource in RESOURCES}
+    latest = read_latest(kafka, kafka.topic(POLLER_STATE), timeout=90, keep=wanted.__contains__)
+    cursors: dict[int, dict[str, Cursor]] = {ws: {} for ws in workspaces}
+    for value in latest.values():
+        cursor = Cursor.model_validate_json(value)
+        cursors[cursor.workspace_id][cursor.resource] = cursor
     return cursors
 
 
@@ -539,11 +742,8 @@ class Poller:
         self.registry = registry or CollectorRegistry()
         self._metrics = _Metrics(self.registry)
         chosen = start if start is not None else parse_start(settings.start_from)
-        source = "dastra://workspaces/{}"
         self._workspaces = {
-            ws: _WorkspacePoller(
-                ws, kafka, settings, dastra, source.format(ws), self._metrics, chosen
-            )
+            ws: _WorkspacePoller(ws, kafka, settings, dastra, self._metrics, chosen)
             for ws in dict.fromkeys(workspaces)
         }
 
@@ -563,19 +763,23 @@ class Poller:
     ) -> PollSummary:
         """Poll until `stop` is set or each workspace ran `max_cycles` cycles. `ready` is set
         once every workspace's producer is initialised (older pollers fenced) and its cursor
-        restored."""
+        restored. Raises `PollerFencedError`, `KafkaUnavailableError` or `TopicMissingError`
+        when it cannot start."""
         stop = stop or asyncio.Event()
         summary = PollSummary()
         metrics_server = None
-        if self._settings.metrics_port:
-            metrics_server, _thread = start_http_server(
-                self._settings.metrics_port, addr=self._host, registry=self.registry
-            )
         triggers = _TriggerListener(self._kafka, self, asyncio.get_running_loop())
         try:
+            if self._settings.metrics_port:
+                metrics_server, _thread = start_http_server(
+                    self._settings.metrics_port, addr=self._host, registry=self.registry
+                )
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.open)
-            triggers.start()
+            cursors = await asyncio.to_thread(_load_cursors, self._kafka, list(self._workspaces))
+            for ws, worker in self._workspaces.items():
+                worker.restore(cursors[ws])
+            await asyncio.to_thread(triggers.start)
             if ready is not None:
                 ready.set()
             await asyncio.gather(
@@ -585,11 +789,12 @@ class Poller:
                 )
             )
         finally:
-            triggers.stop()
+            await asyncio.to_thread(triggers.stop)
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.close)
             if metrics_server is not None:
                 metrics_server.shutdown()
+                metrics_server.server_close()
         return summary
 
     async def _loop(
@@ -608,17 +813,25 @@ class Poller:
         summary.errors.setdefault(ws, 0)
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
             worker.wake.clear()
-            wait = interval
             try:
-                published = await worker.cycle()
+                published = await worker.cycle(stop)
             except PollerFencedError as exc:
                 _log.error("poller.fenced", workspace=ws, error=str(exc))
                 summary.fenced.append(ws)
                 self._metrics.errors.labels(label, "fenced").inc()
                 return
-            except (DastraError, KafkaException) as exc:
+            except (DastraRejected, DastraConfigError) as exc:
+                # Credentials, permissions, an unknown workspace: waiting will not fix these.
+                kind = type(exc).__name__
+                _log.error("poller.stopped", workspace=ws, error=kind, detail=str(exc)[:300])
+                summary.failed[ws] = f"{kind}: {exc}"[:300]
+                summary.errors[ws] += 1
+                self._metrics.errors.labels(label, kind).inc()
+                return
+            except (DastraError, KafkaException, BufferError) as exc:
                 kind = type(exc).__name__
                 summary.errors[ws] += 1
+                summary.last_error[ws] = kind
                 self._metrics.errors.labels(label, kind).inc()
                 interval = min(interval * 2, self._settings.interval_max_s)
                 wait = interval
@@ -634,6 +847,7 @@ class Poller:
                 )
             else:
                 summary.events[ws] += published
+                summary.last_error.pop(ws, None)
                 self._metrics.cycles.labels(label).inc()
                 self._metrics.last_success.labels(label).set(time.time())
                 interval = (
@@ -661,7 +875,8 @@ class Poller:
 
 
 class _TriggerListener:
-    """Reads dastra.poller-triggers.v1 from its end in a thread and wakes the workspace's loop."""
+    """Reads dastra.poller-triggers.v1 from its end in a thread and wakes the workspace's loop.
+    `start` and `stop` block: call them through asyncio.to_thread."""
 
     def __init__(
         self, kafka: KafkaSettings, poller: Poller, loop: asyncio.AbstractEventLoop
@@ -672,11 +887,16 @@ class _TriggerListener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._failure: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="poller-triggers", daemon=True)
         self._thread.start()
-        self._ready.wait(20)
+        if not self._ready.wait(30) or self._failure is not None:
+            self.stop()
+            raise KafkaUnavailableError(
+                f"the poll-trigger listener did not start: {self._failure or 'timed out'}"
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -685,38 +905,38 @@ class _TriggerListener:
 
     def _run(self) -> None:
         topic = self._kafka.topic(POLLER_TRIGGERS)
-        consumer = Consumer(
-            self._kafka.confluent_config(
-                **{
-                    "group.id": self._kafka.topic("dastra-poller-triggers"),
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "latest",
-                }
-            )
-        )
+        consumer: Consumer | None = None
         try:
-            metadata = consumer.list_topics(topic, timeout=15)
-            info = metadata.topics.get(topic)
+            consumer = Consumer(
+                self._kafka.confluent_config(
+                    **{
+                        "group.id": self._kafka.topic("dastra-poller-triggers"),
+                        "enable.auto.commit": False,
+                        "auto.offset.reset": "latest",
+                    }
+                )
+            )
+            info = consumer.list_topics(topic, timeout=15).topics.get(topic)
             if info is None or info.error is not None:
-                _log.warning("poller.no_trigger_topic", topic=topic)
+                self._failure = f"topic {topic} does not exist (run `dastra-kafka topics apply`)"
                 return
             # Start at the current end, resolved now: a trigger sent after start() returns counts.
-            start = []
-            for partition in info.partitions:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-                start.append(TopicPartition(topic, partition, high))
-            consumer.assign(start)
+            ends = end_offsets(self._kafka, topic, list(info.partitions), 15)
+            consumer.assign([TopicPartition(topic, p, ends.get(p, 0)) for p in info.partitions])
             self._ready.set()
             while not self._stop.is_set():
                 message = consumer.poll(0.2)
                 if message is None or message.error() is not None:
                     continue
                 try:
-                    workspace_id = int(json.loads(message.value() or b"{}")["workspaceId"])
-                except (ValueError, KeyError, TypeError):
+                    trigger = PollTrigger.model_validate_json(message.value() or b"{}")
+                except ValueError:
                     _log.warning("poller.bad_trigger", offset=message.offset())
                     continue
-                self._loop.call_soon_threadsafe(self._poller.poll_now, workspace_id)
+                self._loop.call_soon_threadsafe(self._poller.poll_now, trigger.workspace_id)
+        except KafkaException as exc:
+            self._failure = exc.args[0].str() if exc.args else str(exc)
         finally:
             self._ready.set()
-            consumer.close()
+            if consumer is not None:
+                consumer.close()

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bus.admin import apply, plan
+from bus.reading import read_to_end
 from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue
 
@@ -122,40 +123,20 @@ def consume(
 def read_all(
     kafka: KafkaSettings, topic: str, *, timeout: float = 30.0, read_committed: bool = True
 ) -> list[Record]:
-    """Every record on `topic` right now: read each partition to its end (its last stable
-    offset under read_committed)."""
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": unique("g"),
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-            }
+    """Every record on `topic` right now (up to each partition's log end; under
+    read_committed, waiting for transactions still open to end)."""
+    return [
+        Record(
+            topic=topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key,
+            value=r.value,
+            headers=dict(r.headers),
+            timestamp_ms=r.timestamp_ms,
         )
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        pending = set(partitions)
-        records: list[Record] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end within {timeout} s")
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                    continue
-                raise AssertionError(f"consumer error: {error}")
-            records.append(Record.of(message))
-        return records
-    finally:
-        consumer.close()
+        for r in read_to_end(kafka, topic, timeout=timeout, read_committed=read_committed)
+    ]
 
 
 def create_catalogue_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> list[str]:

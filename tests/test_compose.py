@@ -74,3 +74,12 @@ def test_every_project_service_runs_a_real_verb_with_known_settings() -> None:
         env = service.get("environment", {})
         assert set(env) <= known, f"{name}: variables no setting reads: {set(env) - known}"
         assert env.get("KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+
+
+def test_services_with_published_ports_listen_on_every_interface() -> None:
+    for name, service in _compose()["services"].items():
+        if "ports" not in service or name == "kafka":
+            continue
+        env = service.get("environment", {})
+        hosts = {value for key, value in env.items() if key.endswith("_HOST")}
+        assert "0.0.0.0" in hosts, f"{name} publishes ports but binds 127.0.0.1 in its container"

@@ -169,10 +169,13 @@ class SandboxAdmin:
 
     # --- objects -----------------------------------------------------------------------------
 
-    def create_rights_request(self, ws: int | None = None, **fields: Any) -> dict[str, Any]:
+    def create_rights_request(
+        self, ws: int | None = None, *, backdate_s: float = 0.0, **fields: Any
+    ) -> dict[str, Any]:
         """A new rights request entered in Dastra's app (defaults fill title, locale, area,
-        purposes, channel)."""
-        result: dict[str, Any] = self._call("POST", "/rights-requests", params=_ws(ws), json=fields)
+        purposes, channel). `backdate_s` stamps it in the past: it becomes visible late."""
+        params = {**_ws(ws), **({"backdate_s": backdate_s} if backdate_s else {})}
+        result: dict[str, Any] = self._call("POST", "/rights-requests", params=params, json=fields)
         return result
 
     def update_rights_request(self, id: int, **changes: Any) -> dict[str, Any]:
@@ -180,8 +183,11 @@ class SandboxAdmin:
         result: dict[str, Any] = self._call("PATCH", f"/rights-requests/{id}", json=changes)
         return result
 
-    def create_task(self, ws: int | None = None, **fields: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", "/tasks", params=_ws(ws), json=fields)
+    def create_task(
+        self, ws: int | None = None, *, backdate_s: float = 0.0, **fields: Any
+    ) -> dict[str, Any]:
+        params = {**_ws(ws), **({"backdate_s": backdate_s} if backdate_s else {})}
+        result: dict[str, Any] = self._call("POST", "/tasks", params=params, json=fields)
         return result
 
     def update_task(self, id: int, **changes: Any) -> dict[str, Any]:

@@ -939,11 +939,17 @@ def _admin_router(runtime: SandboxRuntime) -> APIRouter:
         }
 
     @router.post("/rights-requests", summary="Create a rights request as a Dastra user would")
-    async def admin_create_rights_request(request: Request, ws: int | None = None) -> Response:
+    async def admin_create_rights_request(
+        request: Request, ws: int | None = None, backdate_s: float = 0.0
+    ) -> Response:
         workspace_id = ws_or_default(ws)
         body = rights_request_defaults(workspace_id, await _admin_body(request))
         _validated("DataSubjectRequestDto", body)
-        return _json(state.create_rights_request(workspace_id, body, creator=state.ui_user()))
+        return _json(
+            state.create_rights_request(
+                workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s
+            )
+        )
 
     @router.patch("/rights-requests/{id}", summary="Update a rights request (bumps dateUpdate)")
     async def admin_update_rights_request(id: int, request: Request) -> Response:
@@ -951,11 +957,15 @@ def _admin_router(runtime: SandboxRuntime) -> APIRouter:
         return _json(state.update_rights_request(id, changes))
 
     @router.post("/tasks", summary="Create a task as a Dastra user would")
-    async def admin_create_task(request: Request, ws: int | None = None) -> Response:
+    async def admin_create_task(
+        request: Request, ws: int | None = None, backdate_s: float = 0.0
+    ) -> Response:
         workspace_id = ws_or_default(ws)
         body = {"label": "Task", "priority": "Medium", **(await _admin_body(request))}
         _validated("TaskCreateUpdateDto", body)
-        return _json(state.create_task(workspace_id, body, creator=state.ui_user()))
+        return _json(
+            state.create_task(workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s)
+        )
 
     @router.patch("/tasks/{id}", summary="Update a task (bumps dateUpdate)")
     async def admin_update_task(id: int, request: Request) -> Response:

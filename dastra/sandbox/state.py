@@ -543,9 +543,17 @@ class SandboxState:
         return obj
 
     def create_rights_request(
-        self, ws: int, body: Mapping[str, Any], *, creator: dict[str, Any] | None = None
+        self,
+        ws: int,
+        body: Mapping[str, Any],
+        *,
+        creator: dict[str, Any] | None = None,
+        backdate_s: float = 0.0,
     ) -> dict[str, Any]:
-        obj = self._new_rights_request(ws, body, creator=creator or self.api_user(), when=now_iso())
+        """Store a new rights request. `backdate_s` stamps it that many seconds in the past, as a
+        slow database transaction makes an item visible after newer ones (a test control)."""
+        when = format_date(datetime.now(UTC) - timedelta(seconds=backdate_s))
+        obj = self._new_rights_request(ws, body, creator=creator or self.api_user(), when=when)
         return self._store("rightsRequests", ws, obj)
 
     def update_rights_request(self, key: int, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -609,9 +617,15 @@ class SandboxState:
         return obj
 
     def create_task(
-        self, ws: int, body: Mapping[str, Any], *, creator: dict[str, Any] | None = None
+        self,
+        ws: int,
+        body: Mapping[str, Any],
+        *,
+        creator: dict[str, Any] | None = None,
+        backdate_s: float = 0.0,
     ) -> dict[str, Any]:
-        return self._store("tasks", ws, self._new_task(ws, body, creator=creator, when=now_iso()))
+        when = format_date(datetime.now(UTC) - timedelta(seconds=backdate_s))
+        return self._store("tasks", ws, self._new_task(ws, body, creator=creator, when=when))
 
     def update_task(self, key: int, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change a task as a Dastra user would in the app (bumps `dateUpdate`)."""

@@ -16,6 +16,8 @@ from bus.settings import Settings
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
     catalogue_of,
     fail,
     settings_of,
@@ -39,7 +41,11 @@ def poller(
     max_cycles: int | None = typer.Option(None, min=1, help="Stop after this many cycles."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ) -> None:
-    """Poll Dastra and publish change events, exactly once, until Ctrl-C or SIGTERM."""
+    """Poll Dastra and publish change events, exactly once, until Ctrl-C or SIGTERM.
+
+    Exit codes: 0 ok; 1 fenced by another poller; 2 bad configuration, missing topics, or a
+    Dastra error waiting cannot fix (credentials, unknown workspace); 3 Kafka or Dastra
+    unreachable (with --once or --max-cycles, when the last cycle failed)."""
     from producers.poller import parse_start
 
     settings = settings_of(ctx)
@@ -57,8 +63,7 @@ def poller(
     except ValueError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     cycles = 1 if once else max_cycles
-    code = asyncio.run(_run(settings, workspaces, start_from, cycles, as_json))
-    raise typer.Exit(code)
+    raise typer.Exit(asyncio.run(_run(settings, workspaces, start_from, cycles, as_json)))
 
 
 async def _run(
@@ -68,8 +73,9 @@ async def _run(
     max_cycles: int | None,
     as_json: bool,
 ) -> int:
+    from bus.reading import TopicMissingError
     from dastra.client import DastraClient
-    from producers.poller import Poller
+    from producers.poller import KafkaUnavailableError, Poller, PollerFencedError
 
     catalogue = catalogue_of(settings)
     stop = asyncio.Event()
@@ -108,6 +114,15 @@ async def _run(
             live.start()
         try:
             summary = await poller.run(stop=stop, max_cycles=max_cycles, on_cycle=on_cycle)
+        except PollerFencedError as exc:
+            typer.echo(f"fenced: another poller took over ({exc})", err=True)
+            return EXIT_FAILED
+        except TopicMissingError as exc:
+            typer.echo(str(exc.args[0].str() if exc.args else exc), err=True)
+            return EXIT_BAD_INPUT
+        except KafkaUnavailableError as exc:
+            typer.echo(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", err=True)
+            return EXIT_UNAVAILABLE
         finally:
             if live is not None:
                 live.stop()
@@ -116,9 +131,14 @@ async def _run(
     if summary.fenced:
         typer.echo(f"fenced: another poller took over workspace(s) {summary.fenced}", err=True)
         return EXIT_FAILED
-    if max_cycles is not None and any(summary.errors.values()):
-        return EXIT_FAILED
-    return 0
+    if summary.failed:
+        for ws, reason in summary.failed.items():
+            typer.echo(f"workspace {ws} stopped: {reason}", err=True)
+        return EXIT_BAD_INPUT
+    if max_cycles is not None and summary.last_error:
+        typer.echo(f"the last cycle failed: {summary.last_error}", err=True)
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
 
 
 def register(app: typer.Typer) -> None:

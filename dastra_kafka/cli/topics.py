@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import typer
 from confluent_kafka.admin import AdminClient
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bus.admin import KafkaUnreachableError, TopicChange, apply, describe, plan, retention_warnings
+from bus.contracts import unknown_schema_names
 from bus.settings import Settings
 from dastra_kafka.cli._common import (
     EXIT_FAILED,
@@ -36,17 +38,19 @@ def _plan(settings: Settings) -> list[TopicChange]:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
 
 
-def _show(changes: list[TopicChange], as_json: bool, title: str) -> None:
+def _show(
+    changes: list[TopicChange], as_json: bool, title: str, unknown_schemas: Sequence[str] = ()
+) -> None:
     if as_json:
-        typer.echo(
-            json.dumps(
-                [{"topic": c.topic, "action": c.action, "detail": c.detail} for c in changes],
-                indent=2,
-            )
-        )
+        rows = [{"topic": c.topic, "action": c.action, "detail": c.detail} for c in changes]
+        rows += [
+            {"topic": p.split(":")[0], "action": "unknown-schema", "detail": p}
+            for p in unknown_schemas
+        ]
+        typer.echo(json.dumps(rows, indent=2))
         return
     console = Console()
-    if not changes:
+    if not changes and not unknown_schemas:
         console.print(f"{title}: the cluster matches topics.yaml")
         return
     table = Table(title=title)
@@ -91,12 +95,17 @@ def check_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Exit non-zero when the cluster differs from topics.yaml in any way."""
+    """Exit non-zero when the cluster differs from topics.yaml in any way, or when topics.yaml
+    names a key or value schema that no contract defines (bus/contracts.py)."""
     settings = settings_of(ctx)
     _warn_retention(settings, as_json)
+    unknown = unknown_schema_names(catalogue_of(settings))
+    if not as_json:
+        for problem in unknown:
+            typer.echo(f"error: {problem}", err=True)
     changes = _plan(settings)
-    _show(changes, as_json, "mismatches")
-    if changes:
+    _show(changes, as_json, "mismatches", unknown_schemas=unknown)
+    if changes or unknown:
         raise typer.Exit(EXIT_FAILED)
 
 

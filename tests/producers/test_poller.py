@@ -12,13 +12,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from bus.settings import DastraSettings, KafkaSettings, PollerSettings
+from bus.localkafka import free_port
+from bus.settings import DastraSettings, KafkaSettings, PollerSettings, SandboxSettings
 from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
@@ -158,8 +163,11 @@ def test_items_sharing_a_timestamp_across_pages_are_each_published_once(
     summary = poll(kafka, topics, dastra_settings, ws, settings=small_pages)
 
     assert summary.events[ws] == 25
+    objects = sandbox.admin.objects("rightsRequests")
+    ties = Counter(o["dateCreation"] for o in objects)
+    assert max(ties.values()) > small_pages.page_size  # a tie really spans pages
     ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=25, settle=1.0))
-    assert sorted(ids) == sorted(o["id"] for o in sandbox.admin.objects("rightsRequests"))
+    assert sorted(ids) == sorted(o["id"] for o in objects)
     assert len(set(ids)) == 25
 
 
@@ -306,7 +314,7 @@ def test_a_trigger_record_makes_it_poll_now(
 
 @pytest.mark.slow
 def test_sigkill_during_a_backfill_never_loses_or_duplicates(
-    kafka: KafkaSettings, topics: TopicCatalogue, sandbox: SandboxServer
+    kafka: KafkaSettings, topics: TopicCatalogue, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     total = 5000
     sandbox.admin.bulk_create("rightsRequests", total, title="backfill {n}")
@@ -325,16 +333,26 @@ def test_sigkill_during_a_backfill_never_loses_or_duplicates(
     command = [sys.executable, "-m", "dastra_kafka", "poller", "--from", "beginning"]
     rng = random.Random(20261128)
     seen_after_kill: list[int] = []
+    log = tmp_path / "poller.log"
     for _kill in range(12):
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(1.5, 3.0))
+        before = len(read_all(kafka, kafka.topic(RIGHTS_REQUESTS)))
+        target = min(total, before + rng.randint(1, 400))
+        with log.open("ab") as out:
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+
+        # Kill once the backfill moved on by a random amount: in the middle of a batch, between
+        # a transaction and the next, wherever that lands.
+        def progressed(running: subprocess.Popen[bytes] = process, goal: int = target) -> bool:
+            done = len(read_all(kafka, kafka.topic(RIGHTS_REQUESTS)))
+            return running.poll() is not None or done >= goal
+
+        wait_for(progressed, 120, f"the backfill to pass {target} events", 0.05)
+        assert process.poll() is None, log.read_text()[-2000:]
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         seen_after_kill.append(len(read_all(kafka, kafka.topic(RIGHTS_REQUESTS))))
     final = subprocess.run(
-        [*command, "--once", "--json"], env=env, capture_output=True, timeout=300, check=False
+        [*command, "--once", "--json"], env=env, capture_output=True, timeout=240, check=False
     )
     assert final.returncode == 0, final.stderr[-2000:]
 
@@ -344,5 +362,173 @@ def test_sigkill_during_a_backfill_never_loses_or_duplicates(
     assert max(counts.values()) == 1
     # The kills really interrupted the backfill: progress was partial and growing.
     partial = [n for n in seen_after_kill if 0 < n < total]
-    assert len(partial) >= 5, seen_after_kill
+    assert len(partial) >= 10, seen_after_kill
     assert partial == sorted(partial)
+
+
+def test_an_item_that_becomes_visible_late_is_still_published_once(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    dastra_settings: DastraSettings,
+) -> None:
+    ws = sandbox.workspace_id
+    admin = sandbox.admin
+    first = admin.create_rights_request(title="first")["id"]
+    assert poll(kafka, topics, dastra_settings, ws).events[ws] == 1
+    second_item = admin.create_rights_request(title="second")
+    second = second_item["id"]
+    assert poll(kafka, topics, dastra_settings, ws).events[ws] == 1
+    # Committed late: stamped before `second`, which the cursor has already passed.
+    second_at = datetime.fromisoformat(second_item["dateCreation"].replace("Z", "+00:00"))
+    backdate = (datetime.now(UTC) - second_at).total_seconds() + 0.2
+    late_item = admin.create_rights_request(title="late", backdate_s=backdate)
+    late = late_item["id"]
+    assert late_item["dateCreation"] < second_item["dateCreation"]
+    registry = CollectorRegistry()
+
+    assert poll(kafka, topics, dastra_settings, ws, registry=registry).events[ws] == 1
+    assert poll(kafka, topics, dastra_settings, ws).events[ws] == 0  # and only once
+
+    ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=3, settle=1.0))
+    assert ids == [first, second, late]
+    assert (
+        registry.get_sample_value(
+            "dastra_poller_late_items_total", {"workspace": str(ws), "topic": RIGHTS_REQUESTS}
+        )
+        == 1
+    )
+
+
+def test_from_a_date_publishes_what_was_created_since(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    dastra_settings: DastraSettings,
+) -> None:
+    ws = sandbox.workspace_id
+    admin = sandbox.admin
+    admin.create_task(label="before", backdate_s=3600)
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    recent = [admin.create_task(label=f"after {i}")["id"] for i in range(3)]
+
+    assert poll(kafka, topics, dastra_settings, ws, start=since).events[ws] == 3
+    assert _ids(consume(kafka, kafka.topic(TASKS), expected=3, settle=1.0)) == recent
+
+
+def test_several_workspaces_each_keep_their_own_cursor_and_partition(
+    kafka: KafkaSettings, topics: TopicCatalogue
+) -> None:
+    with SandboxServer(SandboxSettings(workspaces=2)) as two:
+        first, second = sorted(two.admin.info()["workspaces"])
+        made = {
+            ws: [two.admin.create_rights_request(ws, title=f"r{i}")["id"] for i in range(3)]
+            for ws in (first, second)
+        }
+        dastra = two.dastra_settings()
+
+        async def both() -> PollSummary:
+            async with DastraClient(dastra) as client:
+                poller = Poller(
+                    kafka, FAST, topics, client, workspaces=[first, second], start="beginning"
+                )
+                return await poller.run(max_cycles=1)
+
+        summary = asyncio.run(both())
+
+    assert summary.events == {first: 3, second: 3}
+    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=6, settle=1.0)
+    by_workspace: dict[int, list[int]] = {first: [], second: []}
+    partitions: dict[int, set[int]] = {first: set(), second: set()}
+    for record in records:
+        ws = int((record.key or b"").split(b":")[0])
+        by_workspace[ws].append(json.loads(record.value or b"")["id"])
+        partitions[ws].add(record.partition)
+    assert by_workspace == made
+    assert all(len(p) == 1 for p in partitions.values())
+
+
+def test_metrics_are_served_while_polling(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    dastra_settings: DastraSettings,
+) -> None:
+    ws = sandbox.workspace_id
+    sandbox.admin.create_task(label="counted")
+    port = free_port()
+    settings = FAST.model_copy(update={"metrics_port": port})
+
+    async def scenario() -> str:
+        async with DastraClient(dastra_settings) as client:
+            poller = Poller(kafka, settings, topics, client, workspaces=[ws], start="beginning")
+            stop, cycled = asyncio.Event(), asyncio.Event()
+            running = asyncio.create_task(
+                poller.run(stop=stop, on_cycle=lambda _w, _n: cycled.set())
+            )
+            await asyncio.wait_for(cycled.wait(), 30)
+            async with httpx.AsyncClient() as http:
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            stop.set()
+            await running
+            return text
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(asyncio.run(scenario()))
+        for sample in family.samples
+    }
+    labels = (("topic", TASKS), ("type", "eu.dastra.task.created"), ("workspace", str(ws)))
+    assert samples[("dastra_poller_events_published_total", labels)] == 1
+    assert ("dastra_poller_last_success_timestamp_seconds", (("workspace", str(ws)),)) in samples
+    # The port is released with the poller: a second run can bind it again.
+    assert "dastra_poller_cycles_total{" in asyncio.run(scenario())
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dastra_kafka", "poller", *args],
+        env={**os.environ, **env, "SERVICE_LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_exit_codes(
+    kafka: KafkaSettings, topics: TopicCatalogue, sandbox: SandboxServer
+) -> None:
+    env = {
+        **sandbox.env(),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+    }
+    ok = _cli(env, "--once", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["cycles"] == {str(sandbox.workspace_id): 1}
+
+    bad_start = _cli({**env, "POLLER_START_FROM": "yesterday"}, "--once")
+    assert bad_start.returncode == 2 and "POLLER_START_FROM" in bad_start.stderr
+
+    no_topics = _cli({**env, "KAFKA_TOPIC_PREFIX": "nothing-here."}, "--once")
+    assert no_topics.returncode == 2 and "topics apply" in no_topics.stderr
+
+    bad_key = _cli({**env, "DASTRA_API_KEY": "wrong-key"}, "--once")
+    assert bad_key.returncode == 2 and "DastraAuthError" in bad_key.stderr
+    assert "wrong-key" not in bad_key.stderr
+
+    sandbox.admin.inject_fault("/v1/ws/*", method="GET", status=503, duration_s=20)
+    outage = _cli({**env, "DASTRA_RETRY_DEADLINE_S": "0.5"}, "--once")
+    assert outage.returncode == 3, outage.stderr
+
+    no_kafka = _cli(
+        {
+            **env,
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "POLLER_TRANSACTION_TIMEOUT_S": "5",
+        },
+        "--once",
+    )
+    assert no_kafka.returncode == 3, no_kafka.stderr
+    assert "cannot reach Kafka" in no_kafka.stderr

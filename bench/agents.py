@@ -1,0 +1,321 @@
+"""Benchmark of the command agents; prints one JSON document.
+
+Everything is real and in its own process: the broker (KAFKA_BOOTSTRAP_SERVERS, else a local
+one), the sandbox (`dastra-kafka sandbox`) with 50 ms of latency on every API call, and one
+`dastra-kafka worker` (WORKER_CONCURRENCY, default 16). This process produces create-task
+commands (CloudEvents binary mode) and reads their results.
+
+1. Throughput, sandbox rate limit off (the client's limiter raised out of the way): a burst of
+   `--commands` (5 000) create-task commands. Commands/s, against the sequential ideal
+   (1 / 50 ms = 20/s) and the concurrency ideal (concurrency x 20/s); p50/p99 from produce to
+   result (a burst, so this includes the time spent queued); then `--paced` (500) commands at
+   `--paced-rate` (40/s): p50/p99 without queueing.
+2. The same against the sandbox's 500/min limit, with the client's limiter at its default
+   (500/min): `--limited` (1 000) commands. Achieved rate as a share of the limit, 429 answers
+   seen by the sandbox, and commands that failed because of them (goal 0).
+
+    .venv/bin/python -m bench.agents [--commands 5000] [--limited 1000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+
+from bus.admin import apply, plan
+from bus.envelope import encode_binary, new_event
+from bus.localkafka import LocalKafka, free_port
+from bus.settings import KafkaSettings, env_prefixes
+from bus.topics import COMMAND_RESULTS, command_topic, default_topics_file, load_catalogue
+from dastra.sandbox import SandboxAdmin
+
+__all__ = ["main"]
+
+_console = Console(stderr=True)
+_SCRIPT = Path(sys.executable).with_name("dastra-kafka")
+_LIMIT_PER_MINUTE = 500
+
+
+@contextlib.contextmanager
+def _kafka() -> Iterator[KafkaSettings]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaSettings(bootstrap_servers=external, topic_prefix=prefix)
+        return
+    with LocalKafka() as broker:
+        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix)
+
+
+def _stop(process: subprocess.Popen[bytes], within: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(within)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(env_prefixes())}
+
+
+@contextlib.contextmanager
+def _sandbox(workdir: Path) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    log = (workdir / "sandbox.log").open("wb")
+    process = subprocess.Popen(
+        [str(_SCRIPT), "--env-file", "/nonexistent", "sandbox", "--port", str(port), "--json"],
+        env={**_base_env(), "SERVICE_LOG_LEVEL": "warning"},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        info: dict[str, Any] = json.loads(process.stdout.readline())
+        yield info
+    finally:
+        _stop(process)
+        log.close()
+
+
+@contextlib.contextmanager
+def _worker(
+    kafka: KafkaSettings, sandbox: dict[str, Any], workdir: Path, **env: str
+) -> Iterator[str]:
+    port = free_port()
+    log = (workdir / f"worker-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [str(_SCRIPT), "--env-file", "/nonexistent", "worker"],
+        env={
+            **_base_env(),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "DASTRA_BASE_URL": sandbox["base_url"],
+            "DASTRA_API_KEY": sandbox["api_key"],
+            "DASTRA_WORKSPACE_ID": str(sandbox["workspace_id"]),
+            "WORKER_WEB_PORT": str(port),
+            "WORKER_APP_ID": f"bench-agents-{port}",
+            "WORKER_DATA_DIR": str(workdir / "faust"),
+            "SERVICE_LOG_LEVEL": "warning",
+            **env,
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker exited; see {log.name}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker was not ready within 60 s; see {log.name}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _run(
+    kafka: KafkaSettings, count: int, tag: str, what: str, rate: float | None = None
+) -> dict[str, Any]:
+    """Produce `count` create-task commands, at once or at `rate` per second; wait for every
+    result."""
+    results = kafka.topic(COMMAND_RESULTS)
+    consumer = Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+    )
+    partitions = consumer.list_topics(results, timeout=10).topics[results].partitions
+    consumer.assign(
+        [
+            TopicPartition(
+                results, p, consumer.get_watermark_offsets(TopicPartition(results, p))[1]
+            )
+            for p in partitions
+        ]
+    )
+    producer = Producer(kafka.confluent_config(**{"enable.idempotence": True, "linger.ms": 5}))
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    statuses: dict[str, dict[str, Any]] = {}
+    began = time.time()
+    for n in range(count):
+        command_id = f"{tag}-{n}"
+        headers, value = encode_binary(
+            new_event(
+                type="eu.dastra.command.create-task",
+                source="bench",
+                id=command_id,
+                data={"label": f"Bench {tag} {n}", "priority": "Medium"},
+            )
+        )
+        if rate is not None:
+            time.sleep(max(0.0, began + n / rate - time.time()))
+        sent[command_id] = time.time()
+        producer.produce(kafka.topic(command_topic("create-task")), key=command_id.encode(),
+                         value=value, headers=headers)  # fmt: skip
+        producer.poll(0)
+    if producer.flush(30):
+        raise RuntimeError("commands not delivered")
+    deadline = time.monotonic() + max(120.0, count * 0.5)
+    with _console.status(what) as status:
+        while len(arrived) < count and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.1):
+                if message.error() is not None or message.key() is None:
+                    continue
+                key = (message.key() or b"").decode()
+                if key in sent and key not in arrived:
+                    # The result's own timestamp (the worker's produce time, same clock): this
+                    # loop only starts reading once every command is produced.
+                    arrived[key] = message.timestamp()[1] / 1000
+                    statuses[key] = json.loads(message.value() or b"{}")
+            status.update(f"{what}: {len(arrived)}/{count} results")
+    consumer.close()
+    if len(arrived) < count:
+        raise RuntimeError(f"{count - len(arrived)} results missing after the deadline")
+    elapsed = max(arrived.values()) - began
+    latencies = [arrived[k] - sent[k] for k in arrived]
+    order = sorted(arrived.values())
+    failed = [s for s in statuses.values() if s.get("status") != "succeeded"]
+    return {
+        "commands": count,
+        "seconds": round(elapsed, 3),
+        "commands_per_s": round(count / elapsed, 2),
+        "p50_produce_to_result_s": round(statistics.median(latencies), 3),
+        "p99_produce_to_result_s": round(_percentile(latencies, 0.99), 3),
+        "failed": len(failed),
+        "failed_because_of_429": sum(
+            1 for s in failed if (s.get("error") or {}).get("status") == 429
+        ),
+        "retried_attempts": sum(max(0, int(s.get("attempts", 1)) - 1) for s in statuses.values()),
+        "_arrivals": order,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--commands", type=int, default=5000)
+    parser.add_argument("--limited", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", type=float, default=0.05, help="sandbox latency, seconds")
+    parser.add_argument("--paced", type=int, default=500, help="commands of the paced run")
+    parser.add_argument("--paced-rate", type=float, default=40.0, help="its commands/s")
+    args = parser.parse_args()
+    sequential_ideal = 1 / args.latency if args.latency > 0 else float("inf")
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp,
+        _kafka() as kafka,
+        _sandbox(Path(tmp)) as sandbox,
+    ):
+        workdir = Path(tmp)
+        admin_client = AdminClient(kafka.confluent_config())
+        apply(admin_client, plan(admin_client, load_catalogue(default_topics_file()),
+                                 kafka.topic_prefix))  # fmt: skip
+        admin = SandboxAdmin(sandbox["base_url"])
+        admin.configure(rate_limit=False)
+        if args.latency > 0:
+            admin.inject_fault("/v1/*", latency_s=args.latency)
+        concurrency = str(args.concurrency)
+        with _worker(kafka, sandbox, workdir, WORKER_CONCURRENCY=concurrency,
+                     DASTRA_RATE_LIMIT_PER_MINUTE="1000000",
+                     DASTRA_RATE_LIMIT_PER_10_MINUTES="10000000"):  # fmt: skip
+            free = _run(kafka, args.commands, "free", "rate limit off")
+            paced = _run(kafka, args.paced, "paced", "paced", rate=args.paced_rate)
+        admin.configure(rate_limit=True)  # Dastra's 500/min and 10 000/10 min
+        admin.reset_calls()
+        with _worker(kafka, sandbox, workdir, WORKER_CONCURRENCY=concurrency):
+            limited = _run(kafka, args.limited, "limited", "500/min limit")
+        # A sliding window lets the first 500 calls through at once; the sustained rate is what
+        # follows them: results 501..N over the time they took.
+        arrivals = limited.pop("_arrivals")
+        free.pop("_arrivals")
+        paced.pop("_arrivals")
+        burst = min(_LIMIT_PER_MINUTE, len(arrivals) - 1)
+        tail = len(arrivals) - burst
+        span = arrivals[-1] - arrivals[burst - 1] if burst >= 1 else 0.0
+        sustained = tail / span if tail > 0 and span > 0 else float("nan")
+        statuses = admin.status_counts().get("POST /v1/ws/{ws}/Tasks", {})
+        admin.close()
+    concurrency_ideal = args.concurrency * sequential_ideal
+    limit_per_s = _LIMIT_PER_MINUTE / 60
+    print(
+        json.dumps(
+            {
+                "benchmark": "agents",
+                "sandbox_latency_s": args.latency,
+                "concurrency": args.concurrency,
+                "rate_limit_off": {
+                    **free,
+                    "sequential_ideal_per_s": sequential_ideal,
+                    "concurrency_ideal_per_s": concurrency_ideal,
+                    "ratio_to_sequential_ideal": round(
+                        free["commands_per_s"] / sequential_ideal, 2
+                    ),
+                    "ratio_to_concurrency_ideal": round(
+                        free["commands_per_s"] / concurrency_ideal, 3
+                    ),
+                },
+                "paced_latency": {
+                    "commands": paced["commands"],
+                    "rate_per_s": args.paced_rate,
+                    "p50_produce_to_result_s": paced["p50_produce_to_result_s"],
+                    "p99_produce_to_result_s": paced["p99_produce_to_result_s"],
+                    "failed": paced["failed"],
+                    "note": "well below capacity: one 50 ms Dastra call plus the pipeline",
+                },
+                "rate_limited": {
+                    **limited,
+                    "note": f"{args.limited} commands, not {args.commands}: at 500/min the "
+                    "first 500 pass at once and each further 500 take a minute; client limiter "
+                    "at its default (500/min)",
+                    "limit_per_s": round(limit_per_s, 3),
+                    "share_of_limit_overall": round(limited["commands_per_s"] / limit_per_s, 3),
+                    "sustained_commands_per_s": round(sustained, 3),
+                    "share_of_limit_sustained": round(sustained / limit_per_s, 3),
+                    "sustained_note": "after the first 500 results (the window's initial "
+                    "allowance, spent in a burst), until the last",
+                    "sandbox_429_answers": int(statuses.get("429", 0)),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""Realistic example records of every topic, for the AsyncAPI document and docs/topics.md.
+
+The tests check that each one validates against the schemas of its topic (key, value, headers)
+and parses with the code's own models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["EXAMPLES", "RecordExample"]
+
+
+@dataclass(frozen=True)
+class RecordExample:
+    """One example record: key (text, None: no key), value (JSON, None: a tombstone), headers."""
+
+    name: str
+    summary: str
+    key: str | None
+    value: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _event_headers(
+    entity: str, kind: str, ws: int, item: int, when: str, extra: str = ""
+) -> dict[str, str]:
+    return {
+        "ce_specversion": "1.0",
+        "ce_id": f"dastra:{ws}:{entity}.{kind}:{item}{extra}",
+        "ce_source": f"dastra://workspaces/{ws}",
+        "ce_type": f"eu.dastra.{entity}.{kind}",
+        "ce_time": when,
+        "ce_subject": str(item),
+        "content-type": "application/json",
+    }
+
+
+_USER = {
+    "id": 58,
+    "displayName": "Claire Martin",
+    "givenName": "Claire",
+    "familyName": "Martin",
+    "email": "claire.martin@acme.example",
+    "avatarUrl": None,
+}
+
+_RIGHTS_REQUEST = {
+    "id": 4521,
+    "title": "Access request from Jeanne Dupont",
+    "locale": "fr",
+    "state": "Open",
+    "channel": "Form",
+    "purposes": ["Access", "Erasure"],
+    "personCategory": "Client",
+    "areaId": 12,
+    "area": {"id": 12, "label": "ACME France", "type": "Entity", "parentId": None},
+    "email": "jeanne.dupont@example.org",
+    "givenName": "Jeanne",
+    "familyName": "Dupont",
+    "phoneNumber": None,
+    "countryCode": "FR",
+    "refId": "crm-88412",
+    "description": "Please send me a copy of my data and then delete my account.",
+    "complex": False,
+    "archived": False,
+    "workFlowStepId": 3,
+    "workFlowStep": {"id": 3, "label": "New", "color": "#2f80ed", "order": 1},
+    "creator": _USER,
+    "tags": [],
+    "remainingDays": 30,
+    "dateCreation": "2026-03-02T09:14:07.310Z",
+    "dateUpdate": None,
+    "expiryTime": "2026-04-01T09:14:07.310Z",
+    "emailValidationDate": "0001-01-01T00:00:00",
+    "attachments": [],
+}
+
+_TASK = {
+    "id": 918,
+    "label": "Send the access report to Jeanne Dupont",
+    "descriptionHtml": "<p>Export the CRM and billing data, then reply within the deadline.</p>",
+    "state": "Active",
+    "priority": "High",
+    "deadline": "2026-03-20T17:00:00Z",
+    "areaId": 12,
+    "workspaceId": 101,
+    "ownerId": 58,
+    "owner": _USER,
+    "assignedToUserId": 58,
+    "assignedToUser": _USER,
+    "objectType": "DataSubject",
+    "objectId": "4521",
+    "workFlowStepId": 7,
+    "archived": False,
+    "tags": [{"id": 4, "label": "DSR", "color": "#eb5757"}],
+    "dateCreation": "2026-03-02T09:20:41.002Z",
+    "dateUpdate": "2026-03-03T11:02:13.540Z",
+    "dateActivated": "2026-03-03T11:02:13.540Z",
+    "descriptionPlainText": "Export the CRM and billing data, then reply within the deadline.",
+    "children": [],
+}
+
+_COMMANDS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "create-task": (
+        "crm-88412-followup",
+        "Create a follow-up task attached to a rights request",
+        {
+            "workspaceId": 101,
+            "label": "Call Jeanne Dupont back",
+            "descriptionHtml": "<p>She asked for a phone call about her erasure request.</p>",
+            "priority": "Medium",
+            "deadline": "2026-03-10T12:00:00Z",
+            "areaId": 12,
+            "objectType": "DataSubject",
+            "objectId": "4521",
+        },
+    ),
+    "create-actor": (
+        "vendor-mailjet",
+        "Register a new vendor (a legal person)",
+        {
+            "companyName": "Mailjet SAS",
+            "email": "dpo@mailjet.example",
+            "countryCode": "FR",
+            "vendorType": "B2B",
+            "websiteUrl": "https://www.mailjet.example",
+        },
+    ),
+    "create-rights-request": (
+        "crm-88413",
+        "Open a rights request received by the customer service",
+        {
+            "workspaceId": 101,
+            "title": "Erasure request from Marc Leroy",
+            "locale": "fr",
+            "purposes": ["Erasure"],
+            "email": "marc.leroy@example.org",
+            "givenName": "Marc",
+            "familyName": "Leroy",
+            "channel": "Internal",
+            "personCategory": "FormerClient",
+            "refId": "crm-88413",
+        },
+    ),
+    "link-actor-to-processing": (
+        "link-mailjet-newsletter",
+        "Declare a vendor as recipient of the newsletter processing",
+        {
+            "actorIds": [311],
+            "dataProcessingId": "0b6c4a52-3f4e-5d1a-9a63-7c1e2f0d8e44",
+            "type": "Recipient",
+            "recipientType": "Vendor",
+        },
+    ),
+    "search-actors": (
+        "search-salesforce",
+        "Look up actors by company name",
+        {"companyName": "Salesforce", "limit": 5},
+    ),
+    "find-or-create-actor": (
+        "actor-privacy@ovhcloud.example",
+        "Find the actor with this e-mail, or create it",
+        {
+            "companyName": "OVHcloud",
+            "email": "privacy@ovhcloud.example",
+            "countryCode": "FR",
+            "vendorType": "B2B",
+        },
+    ),
+}
+
+
+def _command(action: str) -> tuple[RecordExample, ...]:
+    key, summary, data = _COMMANDS[action]
+    binary = RecordExample(
+        name=f"{action}-binary",
+        summary=summary + " (CloudEvents binary mode)",
+        key=key,
+        value=data,
+        headers={
+            "ce_specversion": "1.0",
+            "ce_id": f"9f1c2e7a-{action}",
+            "ce_source": "urn:acme:crm",
+            "ce_type": f"eu.dastra.command.{action}",
+            "ce_time": "2026-03-02T10:00:00Z",
+            "content-type": "application/json",
+        },
+    )
+    plain = RecordExample(
+        name=f"{action}-plain",
+        summary=summary + " (plain JSON, no headers: the command id is topic/partition/offset)",
+        key=key,
+        value=data,
+    )
+    return binary, plain
+
+
+_RESULT_OK = {
+    "command_id": "9f1c2e7a-create-task",
+    "action": "create-task",
+    "status": "succeeded",
+    "workspace_id": 101,
+    "result": {
+        "id": 919,
+        "label": "Call Jeanne Dupont back",
+        "state": "Open",
+        "priority": "Medium",
+        "objectType": "DataSubject",
+        "objectId": "4521",
+        "dateCreation": "2026-03-02T10:00:01.120Z",
+    },
+    "error": None,
+    "attempts": 1,
+    "received_at": "2026-03-02T10:00:00.412Z",
+    "completed_at": "2026-03-02T10:00:01.187Z",
+    "source_topic": "dastra.commands.create-task.v1",
+    "source_partition": 2,
+    "source_offset": 1184,
+}
+
+_RESULT_FAILED = {
+    "command_id": "dastra.commands.create-actor.v1/4/77",
+    "action": "create-actor",
+    "status": "failed",
+    "workspace_id": 101,
+    "result": None,
+    "error": {
+        "kind": "dastra-rejected",
+        "message": "Dastra answered 400 Bad Request",
+        "status": 400,
+        "field_errors": {"CountryCode": ["The country code is unknown."]},
+    },
+    "attempts": 1,
+    "received_at": "2026-03-02T10:05:12.004Z",
+    "completed_at": "2026-03-02T10:05:12.391Z",
+    "source_topic": "dastra.commands.create-actor.v1",
+    "source_partition": 4,
+    "source_offset": 77,
+}
+
+EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
+    "dastra.rights-requests.v1": (
+        RecordExample(
+            name="rights-request-created",
+            summary="A new access and erasure request, as Dastra returned it",
+            key="101:4521",
+            value=_RIGHTS_REQUEST,
+            headers=_event_headers(
+                "rights_request", "created", 101, 4521, "2026-03-02T09:14:07.31Z"
+            ),
+        ),
+    ),
+    "dastra.tasks.v1": (
+        RecordExample(
+            name="task-updated",
+            summary="A task of the action plan became active",
+            key="101:918",
+            value=_TASK,
+            headers=_event_headers(
+                "task", "updated", 101, 918, "2026-03-03T11:02:13.54Z", ":2026-03-03T11:02:13.540Z"
+            ),
+        ),
+    ),
+    **{f"dastra.commands.{action}.v1": _command(action) for action in _COMMANDS},
+    "dastra.command-results.v1": (
+        RecordExample(
+            name="result-succeeded",
+            summary="The task was created; its Dastra object is the result",
+            key="9f1c2e7a-create-task",
+            value=_RESULT_OK,
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": "result:9f1c2e7a-create-task",
+                "ce_source": "dastra-kafka/agents",
+                "ce_type": "eu.dastra.command.succeeded",
+                "ce_time": "2026-03-02T10:00:01.187Z",
+                "ce_subject": "9f1c2e7a-create-task",
+                "content-type": "application/json",
+            },
+        ),
+        RecordExample(
+            name="result-failed",
+            summary="Dastra refused a plain-JSON command (id derived from topic/partition/offset)",
+            key="dastra.commands.create-actor.v1/4/77",
+            value=_RESULT_FAILED,
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": "result:dastra.commands.create-actor.v1/4/77",
+                "ce_source": "dastra-kafka/agents",
+                "ce_type": "eu.dastra.command.failed",
+                "ce_time": "2026-03-02T10:05:12.391Z",
+                "ce_subject": "dastra.commands.create-actor.v1/4/77",
+                "content-type": "application/json",
+            },
+        ),
+    ),
+    "dastra.dead-letter.v1": (
+        RecordExample(
+            name="invalid-command",
+            summary="A create-task command without its required label, kept byte for byte",
+            key="crm-88414-followup",
+            value={"priority": "High", "deadline": "2026-03-12T12:00:00Z"},
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": "4d2b8f10-create-task",
+                "ce_source": "urn:acme:crm",
+                "ce_type": "eu.dastra.command.create-task",
+                "content-type": "application/json",
+                "dlq.error.kind": "invalid-command",
+                "dlq.error.message": "label: Field required",
+                "dlq.original.topic": "dastra.commands.create-task.v1",
+                "dlq.original.partition": "1",
+                "dlq.original.offset": "2051",
+                "dlq.failed.at": "2026-03-02T10:07:44.018Z",
+                "dlq.component": "agents",
+                "dlq.attempts": "1",
+            },
+        ),
+    ),
+    "dastra.poller-state.v1": (
+        RecordExample(
+            name="cursor",
+            summary="The poller's position in the rights requests of workspace 101",
+            key="101:rights-requests",
+            value={
+                "workspace_id": 101,
+                "resource": "rights-requests",
+                "created": {"after": "2026-03-02T09:14:07.310000Z", "seen": [4521]},
+                "updated": {"after": "2026-03-01T16:40:00.020000Z", "seen": [4470, 4471]},
+                "written_at": "2026-03-02T09:14:09.118204Z",
+            },
+        ),
+    ),
+    "dastra.hook-subscriptions.v1": (
+        RecordExample(
+            name="subscription",
+            summary="A Zapier REST hook for new rights requests of workspace 101",
+            key="hook_6f1d0c9a4e2b4b7c9d3e8a1f5b2c7d90",
+            value={
+                "id": "hook_6f1d0c9a4e2b4b7c9d3e8a1f5b2c7d90",
+                "event": "rights_request.created",
+                "target_url": "https://hooks.zapier.com/hooks/standard/1234567/abcdef0123456789/",
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "workspace_id": 101,
+                "created_at": "2026-03-01T08:00:00Z",
+            },
+        ),
+        RecordExample(
+            name="subscription-deleted",
+            summary="A tombstone: the subscription was deleted (DELETE /v1/hooks/{id} or 410 Gone)",
+            key="hook_6f1d0c9a4e2b4b7c9d3e8a1f5b2c7d90",
+            value=None,
+        ),
+    ),
+    "dastra.poller-triggers.v1": (
+        RecordExample(
+            name="dastra-webhook",
+            summary="Dastra's webhook said a rights request was created: poll workspace 101 now",
+            key="101",
+            value={
+                "workspaceId": 101,
+                "reason": "DataSubjectCreation",
+                "at": "2026-03-02T09:14:08.002Z",
+            },
+        ),
+    ),
+    "dastra.webhook-idempotency.v1": (
+        RecordExample(
+            name="claim",
+            summary="A webhook replica claims an Idempotency-Key before producing the command",
+            key="9f2c4e1b7a3d5f60c8e2b4a6d1f3e5c7a9b0d2f4e6a8c0b1d3f5e7a9c2b4d6e8",
+            value={
+                "state": "claim",
+                "claim_id": "5d0b8f7e2a6c4e19b3d7f1a0c9e8b6d4",
+                "command_id": "2f6c1a3e-8b7d-5f40-9c2e-6a1b3d5f7e90",
+                "action": "create-task",
+                "fingerprint": "b1e4f6a8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4",
+                "at": "2026-03-02T09:14:07.120Z",
+            },
+        ),
+        RecordExample(
+            name="answer",
+            summary="The first answer: every repeat of the key gets this command id back",
+            key="9f2c4e1b7a3d5f60c8e2b4a6d1f3e5c7a9b0d2f4e6a8c0b1d3f5e7a9c2b4d6e8",
+            value={
+                "state": "answer",
+                "claim_id": "5d0b8f7e2a6c4e19b3d7f1a0c9e8b6d4",
+                "command_id": "2f6c1a3e-8b7d-5f40-9c2e-6a1b3d5f7e90",
+                "action": "create-task",
+                "fingerprint": "b1e4f6a8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4",
+                "at": "2026-03-02T09:14:07.131Z",
+                "topic": "dastra.commands.create-task.v1",
+                "partition": 3,
+                "offset": 1184,
+            },
+        ),
+    ),
+    "dastra.lag-window.v1": (
+        RecordExample(
+            name="window",
+            summary="Recent samples of the agents' group on one command topic",
+            key='["window", "dastra-agents", "dastra.commands.create-task.v1"]',
+            value={
+                "v": 1,
+                "kind": "window",
+                "group": "dastra-agents",
+                "topic": "dastra.commands.create-task.v1",
+                "samples": {
+                    "0": [[1772442000000, 1180, 1184], [1772442030000, 1184, 1184]],
+                    "1": [[1772442000000, 2040, 2051], [1772442030000, 2051, 2051]],
+                },
+            },
+        ),
+        RecordExample(
+            name="status",
+            summary="The hooks dispatcher's group has been stalled since this time",
+            key='["status", "dastra-hooks"]',
+            value={
+                "v": 1,
+                "kind": "status",
+                "group": "dastra-hooks",
+                "status": "STALL",
+                "since": 1772442030.5,
+            },
+        ),
+    ),
+}

@@ -1,0 +1,192 @@
+"""Read a topic from its start to its current end: the one way state topics are loaded.
+
+Consumes a topic (every partition, from the first offset) with a throw-away consumer that never
+joins a group nor commits. Produces its records in order, or, for compacted state topics, the
+latest value per key. Under `read_committed` the end is the log end as it was when the read
+began, not the last stable offset: a transaction some other process still has open (it may be
+hiding our own, later, committed records) is waited for until it commits or aborts, up to the
+deadline, instead of silently reading a stale state.
+
+    latest = read_latest(kafka, kafka.topic(POLLER_STATE), timeout=90)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from bus.settings import KafkaSettings
+
+__all__ = ["StateRecord", "TopicMissingError", "end_offsets", "read_latest", "read_to_end"]
+
+
+_TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+class TopicMissingError(KafkaException):
+    """The topic does not exist (run `dastra-kafka topics apply`)."""
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """One record as read from the topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+def read_to_end(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    timeout: float = 60.0,
+    read_committed: bool = True,
+    keep: Callable[[bytes | None], bool] | None = None,
+) -> Iterator[StateRecord]:
+    """Every record of `topic` up to the log end of each partition when the call began.
+
+    `keep(key)` filters records before they are decoded further. Raises `TopicMissingError`,
+    or `KafkaException` (`_TIMED_OUT`) when the end is not reached within `timeout` seconds.
+    """
+    consumer = Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": f"dastra-reader-{uuid.uuid4().hex}",  # never joins, never commits
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None:
+            raise TopicMissingError(
+                KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    f"topic {topic} does not exist (run `dastra-kafka topics apply`)",
+                )
+            )
+        deadline = time.monotonic() + timeout
+        ends = end_offsets(kafka, topic, list(info.partitions), min(timeout, 15))
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        while ends:
+            if time.monotonic() > deadline:
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._TIMED_OUT,
+                        f"{topic}: partitions {sorted(ends)} not read to their end within "
+                        f"{timeout:.0f} s (an open transaction?)",
+                    )
+                )
+            for message in consumer.consume(500, 0.1):
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    continue
+                partition = int(message.partition() or 0)
+                key = message.key()
+                if keep is None or keep(key):
+                    yield StateRecord(
+                        partition=partition,
+                        offset=int(message.offset() or 0),
+                        key=key,
+                        value=message.value(),
+                        headers=_headers(message.headers()),
+                        timestamp_ms=message.timestamp()[1],
+                    )
+            # Under read_committed, transaction markers and aborted records are skipped without
+            # being returned: the position, not the last record seen, says how far we are.
+            for position in consumer.position([TopicPartition(topic, p) for p in list(ends)]):
+                if position.offset >= ends[position.partition]:
+                    ends.pop(position.partition, None)
+    finally:
+        consumer.close()
+
+
+def _headers(raw: object) -> list[tuple[str, bytes]]:
+    pairs = raw.items() if isinstance(raw, dict) else (raw or [])
+    return [
+        (name, value.encode() if isinstance(value, str) else value)
+        for name, value in pairs  # type: ignore[attr-defined]
+        if value is not None
+    ]
+
+
+def end_offsets(
+    kafka: KafkaSettings, topic: str, partitions: list[int], timeout: float
+) -> dict[int, int]:
+    """The log end of each non-empty partition of `topic`, asked by a read_uncommitted
+    consumer: under read_committed the broker answers the last stable offset, which stops
+    short of records an open transaction holds back."""
+    probe = Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": f"dastra-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",  # librdkafka's default is read_committed
+            }
+        )
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        ends = {}
+        for partition in partitions:
+            while True:
+                try:
+                    low, high = probe.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout, cached=False
+                    )
+                    break
+                except KafkaException as exc:
+                    # Right after a topic is created, or while leadership moves, the broker
+                    # answers "not leader" for a moment.
+                    error = exc.args[0]
+                    transient = error.retriable() or error.code() in _TRANSIENT
+                    if not transient or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            if high > low:
+                ends[partition] = high
+        return ends
+    finally:
+        probe.close()
+
+
+def read_latest(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    timeout: float = 60.0,
+    keep: Callable[[bytes | None], bool] | None = None,
+) -> dict[bytes, bytes]:
+    """The latest committed value per key of a compacted topic (tombstones remove keys)."""
+    latest: dict[bytes, bytes] = {}
+    for record in read_to_end(kafka, topic, timeout=timeout, keep=keep):
+        if record.key is None:
+            continue
+        if record.value is None:
+            latest.pop(record.key, None)
+        else:
+            latest[record.key] = record.value
+    return latest

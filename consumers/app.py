@@ -1,0 +1,173 @@
+"""The one Faust app of the command agents, built by a factory from settings.
+
+Consumes the six `dastra.commands.<action>.v1` topics (one thin agent per action, see
+`consumers/<action>.py`) and dastra.command-results.v1 (the dedupe index). Produces
+dastra.command-results.v1 and dastra.dead-letter.v1 through the shared `Dispatcher`. Serves, on
+the Faust web server (WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
+
+    GET /metrics   Prometheus metrics of the agents (per action: succeeded, failed, retried,
+                   dead-lettered, duplicates; latency and duration histograms; in flight)
+    GET /ready     200 once partitions are assigned and the result index is caught up, else 503
+
+Nothing happens at import time: `create_app(settings)` builds the app, and starting it (a
+`faust.Worker`, as `dastra-kafka worker` does) opens the Dastra client, the producer and the
+index; stopping it drains the commands in flight, commits, then closes them.
+
+    app = create_app(load_settings())
+    faust.Worker(app, loglevel="info").execute_from_commandline()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bus.settings import KafkaSettings, Settings
+from consumers import (
+    create_actor,
+    create_rights_request,
+    create_task,
+    find_or_create_actor,
+    link_actor_to_processing,
+    search_actors,
+)
+from consumers.dispatcher import Dispatcher
+
+__all__ = ["AgentsApp", "create_app"]
+
+_log = structlog.get_logger(__name__)
+
+# aiohttp sets the charset itself and refuses one inside content_type.
+_CONTENT_TYPE = "; ".join(
+    part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
+)
+
+_REGISTER = {
+    "create-task": create_task.register,
+    "create-actor": create_actor.register,
+    "create-rights-request": create_rights_request.register,
+    "link-actor-to-processing": link_actor_to_processing.register,
+    "search-actors": search_actors.register,
+    "find-or-create-actor": find_or_create_actor.register,
+}
+
+
+class AgentsApp(faust.App):
+    """A Faust app whose lifecycle also starts, drains and closes its dispatcher."""
+
+    dispatcher: Dispatcher
+
+    async def on_first_start(self) -> None:
+        await asyncio.to_thread(Path(self.conf.datadir).mkdir, parents=True, exist_ok=True)
+        await super().on_first_start()
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        await self.dispatcher.start()
+
+    async def on_stop(self) -> None:
+        try:
+            await self.dispatcher.drain()
+            await self._commit_acked()
+        finally:
+            try:
+                await super().on_stop()
+            finally:
+                await self.dispatcher.close()
+
+    async def _commit_acked(self) -> None:
+        # Faust's own final commit happens only with stream_wait_empty, which we turn off.
+        try:
+            assignment = self.consumer.assignment()
+        except Exception:  # ConsumerNotStarted: nothing consumed, nothing to commit
+            return
+        if assignment:
+            await self.consumer.commit()
+
+
+def _broker_urls(kafka: KafkaSettings) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",") if server]
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    context = kafka.ssl_context()
+    if kafka.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings) -> AgentsApp:
+    """The Faust app of the agents selected by WORKER_ACTIONS (default: all six).
+
+    Its id, which is also its consumer group, is KAFKA_TOPIC_PREFIX + WORKER_APP_ID; it declares
+    no internal topic (no tables, no leader topic).
+    """
+    kafka, worker = settings.kafka, settings.worker
+    app_id = kafka.topic(worker.app_id)
+    data_dir = worker.data_dir or Path(tempfile.gettempdir()) / "dastra-kafka-agents" / app_id
+    app = AgentsApp(
+        app_id,
+        broker=_broker_urls(kafka),
+        broker_credentials=_credentials(kafka),
+        broker_client_id=kafka.client_id,
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=worker.heartbeat_interval_s,
+        broker_commit_interval=worker.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        stream_wait_empty=False,
+        topic_disable_leader=True,
+        topic_replication_factor=kafka.replication_factor or 1,
+        datadir=str(data_dir),
+        web_enabled=True,
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        worker_redirect_stdouts=False,
+    )
+    dispatcher = Dispatcher(kafka, worker, settings.dastra, on_crash=app.crash)
+    app.dispatcher = dispatcher
+    for action in worker.selected_actions():
+        _REGISTER[action](app, dispatcher)
+
+    async def revoked(_sender: Any, *args: Any, **_kwargs: Any) -> None:
+        await dispatcher.on_partitions_revoked(set(args[0]))
+
+    async def assigned(_sender: Any, *args: Any, **_kwargs: Any) -> None:
+        await dispatcher.on_partitions_assigned(set(args[0]))
+
+    # mode's handler type (SignalHandlerT) does not accept a coroutine function as written.
+    app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]
+
+    @app.page("/metrics")
+    async def metrics(web: Any, _request: Any) -> Any:
+        return web.bytes(generate_latest(dispatcher.metrics.registry), content_type=_CONTENT_TYPE)
+
+    @app.page("/ready")
+    async def ready(web: Any, _request: Any) -> Any:
+        body = {
+            "ready": dispatcher.ready,
+            "inFlight": dispatcher.in_flight,
+            "partitions": [f"{topic}/{partition}" for topic, partition in dispatcher.assigned],
+        }
+        return web.json(body, status=200 if dispatcher.ready else 503)
+
+    return app

@@ -1,0 +1,787 @@
+"""The one dispatcher behind the six command agents: decoding, validation, dedupe, ordering,
+retries, classification, results, dead letters and offsets.
+
+Consumes the records the agents take from `dastra.commands.<action>.v1` (a thin Faust agent per
+action hands every event to `submit`) and dastra.command-results.v1 (through `ResultIndex`).
+Produces exactly one result per command on dastra.command-results.v1 (CloudEvents binary mode,
+key = command id, `ce_type` eu.dastra.command.succeeded|failed, data = `CommandResult`), plus a
+record on dastra.dead-letter.v1 (original key, bytes and headers untouched, `dlq.*` headers added)
+for every malformed record and every permanent failure. Calls Dastra through the action handlers,
+always with the client's own retries off (`retry=False`): the retry policy lives here.
+
+How it works, and why this shape:
+
+- **Manual acks, in offset order.** Agents read with `stream.noack()`. A record is acked to Faust
+  only once its result (and dead letter) is acknowledged by the broker, and only when every
+  earlier record of its partition is acked too: faust-streaming commits the end of the first run
+  of consecutive acked offsets it holds, without checking that this run starts at the committed
+  offset, so acking out of order could commit past a record still in flight. Faust commits the
+  acked offsets every WORKER_COMMIT_INTERVAL_S, and once more on shutdown.
+- **Ordering by key, not by lane.** Each record gets ordering keys: its Kafka key (per topic),
+  its command id, and for actor commands the normalised e-mail or company (`actor_lane_key`).
+  A record waits for the earlier records sharing any of its keys, then takes one of
+  WORKER_CONCURRENCY slots per Dastra attempt. Same key: in order. Different keys: concurrent,
+  with no head-of-line blocking from a fixed number of lanes. A slow or retrying command delays
+  only its own keys (and the commit point of its partition, never its processing); at most
+  WORKER_MAX_IN_FLIGHT records are taken from Kafka and not finished.
+- **Dedupe.** Before calling Dastra, a command id with a result on the results topic is skipped:
+  acked, no Dastra call, no second result. The index is caught up to the results topic's end
+  offsets after every assignment, before any newly assigned record is processed.
+- **Crash window.** Records below the end offset a partition had when it was assigned may have
+  been started by a previous owner that died before writing their result ("suspects"); so may
+  an attempt whose outcome is unknown (timeout, dropped connection, 500/502/504 on a POST). For
+  those, the handler gets `ctx.recheck` and looks its object up by natural key first.
+- **Retries.** Timeouts, connection errors, 5xx and 429 are retried with jittered exponential
+  backoff (429: at least `Retry-After`) until WORKER_RETRY_DEADLINE_S after the first attempt;
+  then a failed result (`retries-exhausted`) and a dead letter. Invalid records and Dastra's
+  400/401/403/404 fail at once, with a dead letter. Anything else is a bug: it crashes the worker
+  loudly (the record is not acked, so it is redelivered after the fix).
+- **Rebalances and shutdown.** On revocation, commands not started are dropped, and those in
+  flight get WORKER_REVOKE_GRACE_S (WORKER_SHUTDOWN_GRACE_S on SIGTERM) to finish; the rest are
+  cancelled unacked, never writing a result after the partition has moved on. Faust's own
+  `stream_wait_empty` is off, because it would wait for every retry to run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import faust
+import structlog
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, Command, CommandError, CommandResult
+from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
+from bus.envelope import (
+    Envelope,
+    EnvelopeError,
+    RecordHeaders,
+    decode,
+    deterministic_id,
+    encode_binary,
+    header_dict,
+    new_event,
+)
+from bus.settings import DastraSettings, KafkaSettings, WorkerSettings
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
+from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
+from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
+from dastra.client import DastraClient
+from dastra.errors import (
+    DastraAuthError,
+    DastraConfigError,
+    DastraNotFound,
+    DastraRateLimited,
+    DastraRejected,
+    DastraResponseError,
+    DastraRetryable,
+)
+
+__all__ = [
+    "COMPONENT",
+    "AgentMetrics",
+    "Dispatcher",
+    "command_id_of",
+    "fallback_id",
+]
+
+_log = structlog.get_logger(__name__)
+
+COMPONENT = "agents"
+_TP = tuple[str, int]
+_T = TypeVar("_T")
+
+
+def fallback_id(topic: str, partition: int, offset: int) -> str:
+    """The id of a command that carries none: its position, `topic/partition/offset`."""
+    return f"{topic}/{partition}/{offset}"
+
+
+def command_id_of(headers: Any, value: bytes | None, *, fallback: str) -> str:
+    """The command id of a record, even one that cannot be decoded: its CloudEvent id (`ce_id`
+    header, or `id` of a structured event), else the id a `dlq replay` kept for it, else
+    `fallback` (its position)."""
+    try:
+        envelope: Envelope | None = decode(headers, value, fallback_id="")
+    except EnvelopeError:
+        envelope = None
+    return _id_of(envelope, headers, fallback)
+
+
+def _id_of(envelope: Envelope | None, headers: Any, fallback: str) -> str:
+    found = header_dict(headers)
+    if envelope is None:
+        ce_id = found.get("ce_id")
+        if ce_id:
+            return ce_id.decode("utf-8", "replace")
+    elif envelope.mode != "plain":
+        return envelope.id
+    replayed = found.get(REPLAY_COMMAND_ID_HEADER)
+    return replayed.decode("utf-8", "replace") if replayed else fallback
+
+
+class AgentMetrics:
+    """Prometheus metrics of the agents, per action (served at /metrics by the Faust web)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.succeeded = Counter(
+            "dastra_agent_commands_succeeded", "Commands that succeeded", ["action"], registry=r
+        )
+        self.failed = Counter(
+            "dastra_agent_commands_failed",
+            "Commands that ended in a failed result",
+            ["action", "kind"],
+            registry=r,
+        )
+        self.retried = Counter(
+            "dastra_agent_commands_retried",
+            "Dastra attempts retried (timeouts, 5xx, 429)",
+            ["action", "kind"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "dastra_agent_commands_dead_lettered",
+            "Records written to the dead-letter topic",
+            ["action", "kind"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "dastra_agent_commands_duplicate",
+            "Redelivered commands skipped because they already have a result",
+            ["action"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "dastra_agent_command_latency_seconds",
+            "From the command record's timestamp to its result acknowledged by Kafka",
+            ["action", "status"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "dastra_agent_command_duration_seconds",
+            "From the first Dastra attempt to the result acknowledged by Kafka",
+            ["action", "status"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "dastra_agent_commands_in_flight",
+            "Records taken from Kafka and not finished",
+            registry=r,
+        )
+
+
+class _Abandoned(Exception):  # noqa: N818 - control flow, never escapes
+    """The record's partition was revoked (or the worker stops): leave it unacked."""
+
+
+@dataclass(eq=False)
+class _Work:
+    """One consumed record on its way through the dispatcher."""
+
+    spec: ActionSpec
+    event: Any  # faust EventT; released (None) once acked or dropped
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    produced_at: datetime
+    received_at: datetime
+    epoch: int
+    command_id: str
+    replay_id: str | None
+    suspect: bool = False
+    command: Command | None = None
+    workspace_id: int | None = None
+    failure: CommandError | None = None
+    keys: list[str] = field(default_factory=list)
+    started: bool = False
+    done: bool = False
+
+    @property
+    def tp(self) -> _TP:
+        return (self.topic, self.partition)
+
+    def original(self) -> OriginalRecord:
+        return OriginalRecord(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            key=self.key,
+            value=self.value,
+            headers=self.headers,
+        )
+
+
+class _PartitionAcks:
+    """Acks records of one partition in offset order (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._queue: deque[_Work] = deque()
+
+    def add(self, work: _Work) -> None:
+        self._queue.append(work)
+
+    def complete(self, work: _Work) -> list[Any]:
+        work.done = True
+        events = []
+        while self._queue and self._queue[0].done:
+            head = self._queue.popleft()
+            events.append(head.event)
+            head.event = None
+        return events
+
+
+def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(command)"
+        errors.setdefault(where, []).append(str(error["msg"]))
+    return errors
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, DastraNotFound):
+        return ErrorKind.DASTRA_NOT_FOUND
+    if isinstance(exc, DastraAuthError):
+        return ErrorKind.DASTRA_AUTH
+    if isinstance(exc, DastraRejected):
+        return ErrorKind.DASTRA_REJECTED
+    if isinstance(exc, DastraResponseError):
+        return "dastra-invalid-response"
+    if isinstance(exc, CommandRejected):
+        return exc.kind
+    return ErrorKind.INVALID_COMMAND
+
+
+class Dispatcher:
+    """Runs the commands the agents hand over; owns the Dastra client, the result/dead-letter
+    producer and the result index (opened by `start`, closed by `close`).
+
+    dispatcher = Dispatcher(settings.kafka, settings.worker, settings.dastra, on_crash=app.crash)
+    dispatcher.attach(app, create_task.SPEC)      # one thin agent per action
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        worker: WorkerSettings,
+        dastra: DastraSettings,
+        *,
+        on_crash: Callable[[BaseException], Awaitable[None]],
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self._worker = worker
+        self._dastra_settings = dastra
+        self._on_crash = on_crash
+        self.metrics = metrics or AgentMetrics()
+        self._default_workspace = worker.workspace_id or dastra.workspace_id
+        self._areas = AreaDefaults(worker.area_id)
+        self._results_topic = kafka.topic(COMMAND_RESULTS)
+        self._dlq_topic = kafka.topic(DEAD_LETTER)
+        self._command_topics: set[str] = set()
+
+        self._dastra: DastraClient | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._index: ResultIndex | None = None
+
+        self._capacity = asyncio.Semaphore(worker.max_in_flight)
+        self._slots = asyncio.Semaphore(worker.concurrency)
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._tasks: dict[asyncio.Task[None], _Work] = {}
+        self._acks: dict[tuple[_TP, int], _PartitionAcks] = {}
+        self._suspect_below: dict[_TP, int] = {}
+        self._assigned: list[_TP] = []
+        self._epoch = 0
+        self._epoch_over = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._crashed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the Dastra client, the producer and the result index."""
+        self._dastra = DastraClient(self._dastra_settings)
+        await self._dastra.__aenter__()
+        producer = AIOKafkaProducer(
+            **self._kafka.aiokafka_config(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+        )
+        await producer.start()
+        self._producer = producer
+        partitions = await producer.partitions_for(self._results_topic)
+        self._index = ResultIndex(self._kafka, self._results_topic, on_crash=self._crash)
+        await self._index.start(partitions)
+
+    async def drain(self) -> None:
+        """Stop taking records; give those in flight WORKER_SHUTDOWN_GRACE_S to finish."""
+        self._stopping = True
+        await self._end_epoch(self._worker.shutdown_grace_s)
+
+    async def close(self) -> None:
+        """Close what `start` opened (after `drain`)."""
+        index, self._index = self._index, None
+        producer, self._producer = self._producer, None
+        dastra, self._dastra = self._dastra, None
+        if index is not None:
+            await index.stop()
+        if producer is not None:
+            await producer.stop()
+        if dastra is not None:
+            await dastra.aclose()
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned and the result index caught up: records are being processed."""
+        return self._ready.is_set() and not self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def assigned(self) -> list[tuple[str, int]]:
+        """The command topic partitions this worker owns."""
+        return list(self._assigned)
+
+    # --- the agents --------------------------------------------------------------------------
+
+    def attach(self, app: faust.App, spec: ActionSpec) -> None:
+        """Declare `spec`'s command topic and its agent on `app`: a thin loop that hands every
+        event to `submit` without acking it."""
+        name = self._kafka.topic(command_topic(spec.action))
+        self._command_topics.add(name)
+        topic = app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+        async def agent(stream: Any) -> None:
+            async for event in stream.noack().events():
+                await self.submit(spec, event)
+                del event  # Faust tracks unacked messages by weak reference
+
+        agent.__name__ = agent.__qualname__ = f"{spec.action.replace('-', '_')}_agent"
+        app.agent(topic, name=f"{spec.action}-agent")(agent)
+
+    async def submit(self, spec: ActionSpec, event: Any) -> None:
+        """Take one record: prepare it, queue it behind the records sharing its keys, and
+        return (waiting only while WORKER_MAX_IN_FLIGHT records are unfinished)."""
+        epoch = self._epoch
+        if self._stopping or self._crashed:
+            return
+        await self._capacity.acquire()
+        if self._stopping or self._crashed or epoch != self._epoch:
+            # Taken before a rebalance or shutdown: leave it unacked for the next owner.
+            self._capacity.release()
+            return
+        try:
+            work = self._prepare(spec, event)
+        except BaseException:
+            self._capacity.release()
+            raise
+        waits = [self._tails[k] for k in work.keys if k in self._tails]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for key in work.keys:
+            self._tails[key] = done
+        acks = self._acks.get((work.tp, work.epoch))
+        if acks is None:
+            acks = self._acks[(work.tp, work.epoch)] = _PartitionAcks()
+        acks.add(work)
+        task = asyncio.create_task(self._run(work, waits, done), name=f"command {work.command_id}")
+        self._tasks[task] = work
+        self.metrics.in_flight.set(len(self._tasks))
+
+    # --- rebalances --------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Before the partitions move: finish or abandon what is in flight."""
+        _log.info("agents.revoked", partitions=len(revoked), in_flight=len(self._tasks))
+        await self._end_epoch(self._worker.revoke_grace_s)
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        """After an assignment: note the suspects, catch the index up, then process."""
+        index = self._require(self._index, "result index")
+        began = time.monotonic()
+        commands = [(tp.topic, tp.partition) for tp in assigned if tp.topic in self._command_topics]
+        self._assigned = sorted(commands)
+        self._suspect_below = await index.end_offsets(commands)
+        await index.catch_up(self._worker.index_timeout_s)
+        _log.info(
+            "agents.assigned",
+            partitions=len(commands),
+            results_known=len(index),
+            took_s=round(time.monotonic() - began, 3),
+        )
+        if not self._stopping:
+            self._ready.set()
+
+    async def _end_epoch(self, grace: float) -> None:
+        self._ready.clear()
+        self._epoch += 1
+        over, self._epoch_over = self._epoch_over, asyncio.Event()
+        over.set()
+        old = dict(self._tasks)
+        for task, work in old.items():
+            if not work.started:
+                task.cancel()
+        if old:
+            _done, pending = await asyncio.wait(old, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                _log.warning("agents.abandoned", records=len(pending))
+        for key in [k for k in self._acks if k[1] < self._epoch]:
+            del self._acks[key]
+
+    # --- one record --------------------------------------------------------------------------
+
+    def _prepare(self, spec: ActionSpec, event: Any) -> _Work:
+        message = event.message
+        topic, partition, offset = message.topic, message.partition, message.offset
+        headers = [
+            (name, value.encode() if isinstance(value, str) else value)
+            for name, value in (message.headers or ())
+            if value is not None
+        ]
+        value: bytes | None = message.value
+        stamp = message.timestamp
+        now = datetime.now(UTC)
+        found = header_dict(headers)
+        replay = found.get(REPLAY_ID_HEADER)
+        work = _Work(
+            spec=spec,
+            event=event,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=message.key,
+            value=value,
+            headers=headers,
+            produced_at=datetime.fromtimestamp(stamp, UTC) if stamp else now,
+            received_at=now,
+            epoch=self._epoch,
+            command_id=fallback_id(topic, partition, offset),
+            replay_id=replay.decode("utf-8", "replace") if replay else None,
+        )
+        work.keys = [f"id:{work.command_id}"]
+        if value is not None and len(value) > self._worker.max_record_bytes:
+            work.command_id = command_id_of(headers, None, fallback=work.command_id)
+            work.failure = CommandError(
+                kind=ErrorKind.OVERSIZED,
+                message=f"the record value has {len(value)} bytes; the limit is "
+                f"{self._worker.max_record_bytes} (WORKER_MAX_RECORD_BYTES)",
+            )
+            work.keys = [f"id:{work.command_id}"]
+            return work
+        try:
+            envelope: Envelope | None = decode(headers, value, fallback_id="")
+        except EnvelopeError as exc:
+            envelope = None
+            work.failure = CommandError(kind=exc.kind, message=str(exc))
+        work.command_id = _id_of(envelope, headers, work.command_id)
+        work.keys = [f"id:{work.command_id}"]
+        if work.key is not None:
+            work.keys.append(f"key:{topic}:{work.key.hex()}")
+        if envelope is None:
+            return work
+        try:
+            work.command = spec.model.model_validate(envelope.data)
+        except ValidationError as exc:
+            errors = _field_errors(exc)
+            work.failure = CommandError(
+                kind=ErrorKind.INVALID_COMMAND,
+                message=f"not a valid {spec.action} command: "
+                + "; ".join(f"{where}: {', '.join(msgs)}" for where, msgs in errors.items()),
+                field_errors=errors,
+            )
+            return work
+        work.workspace_id = work.command.workspace_id or self._default_workspace
+        if work.workspace_id is None:
+            work.failure = CommandError(
+                kind=ErrorKind.INVALID_COMMAND,
+                message="workspaceId: the command names no workspace and no default is set "
+                "(WORKER_WORKSPACE_ID or DASTRA_WORKSPACE_ID)",
+                field_errors={"workspaceId": ["required: no default workspace"]},
+            )
+            return work
+        work.keys += spec.ordering_keys(work.command, work.workspace_id)
+        return work
+
+    async def _run(
+        self, work: _Work, waits: list[asyncio.Future[None]], done: asyncio.Future[None]
+    ) -> None:
+        try:
+            if waits:
+                await asyncio.wait(waits)  # never gather: it would cancel the predecessors
+            await self._ready.wait()
+            if work.epoch != self._epoch:
+                return
+            work.started = True
+            # Known only once the assignment is processed (`_ready`), not when the record came.
+            work.suspect = work.offset < self._suspect_below.get(work.tp, 0)
+            if await self._process(work):
+                self._complete(work)
+        except (asyncio.CancelledError, _Abandoned):
+            pass
+        except Exception as exc:
+            _log.exception(
+                "agents.crash",
+                action=work.spec.action,
+                command_id=work.command_id,
+                topic=work.topic,
+                partition=work.partition,
+                offset=work.offset,
+            )
+            await self._crash(exc)
+        finally:
+            if not done.done():
+                done.set_result(None)
+            for key in work.keys:
+                if self._tails.get(key) is done:
+                    del self._tails[key]
+            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self.metrics.in_flight.set(len(self._tasks))
+            self._capacity.release()
+
+    def _complete(self, work: _Work) -> None:
+        acks = self._acks.get((work.tp, work.epoch))
+        if acks is None:
+            return
+        for event in acks.complete(work):
+            event.ack()
+
+    async def _process(self, work: _Work) -> bool:
+        """Run one record to its result; False when abandoned (left unacked)."""
+        index = self._require(self._index, "result index")
+        if index.seen(work.command_id, work.replay_id):
+            self.metrics.duplicates.labels(work.spec.action).inc()
+            _log.info(
+                "agents.duplicate",
+                action=work.spec.action,
+                command_id=work.command_id,
+                topic=work.topic,
+                partition=work.partition,
+                offset=work.offset,
+            )
+            return True
+        if work.failure is not None:
+            await self._finish(work, failure=work.failure, attempts=0, started=time.monotonic())
+            return True
+        return await self._execute(work)
+
+    async def _execute(self, work: _Work) -> bool:
+        assert work.command is not None and work.workspace_id is not None
+        dastra = self._require(self._dastra, "Dastra client")
+        action = work.spec.action
+        started = time.monotonic()
+        deadline = started + self._worker.retry_deadline_s
+        recheck = work.suspect
+        attempt = 0
+        while True:
+            if work.epoch != self._epoch:
+                raise _Abandoned
+            attempt += 1
+            ctx = CommandContext(
+                command_id=work.command_id,
+                workspace_id=work.workspace_id,
+                recheck=recheck,
+                produced_at=work.produced_at,
+                lookup_skew=timedelta(seconds=self._worker.lookup_skew_s),
+                areas=self._areas,
+            )
+            try:
+                async with self._slots:
+                    if work.epoch != self._epoch:
+                        raise _Abandoned
+                    result = await work.spec.handle(work.command, dastra, ctx)
+            except DastraRetryable as exc:
+                recheck = recheck or exc.outcome_unknown
+                delay = self._delay(exc, attempt, deadline)
+                if delay is None:
+                    failure = CommandError(
+                        kind=ErrorKind.RETRIES_EXHAUSTED,
+                        message=f"gave up after {attempt} attempts in "
+                        f"{time.monotonic() - started:.1f} s (WORKER_RETRY_DEADLINE_S="
+                        f"{self._worker.retry_deadline_s:g}); last error: {exc.message}",
+                        status=exc.status,
+                    )
+                    await self._finish(work, failure=failure, attempts=attempt, started=started)
+                    return True
+                self.metrics.retried.labels(action, exc.kind).inc()
+                _log.warning(
+                    "agents.retry",
+                    action=action,
+                    command_id=work.command_id,
+                    kind=exc.kind,
+                    status=exc.status,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._epoch_over.wait(), delay)
+                continue
+            except (DastraRejected, DastraResponseError, DastraConfigError, CommandRejected) as exc:
+                failure = CommandError(
+                    kind=_failure_kind(exc),
+                    message=str(exc),
+                    status=getattr(exc, "status", None),
+                    field_errors=getattr(exc, "field_errors", {}),
+                )
+                await self._finish(work, failure=failure, attempts=attempt, started=started)
+                return True
+            await self._finish(work, result=result, attempts=attempt, started=started)
+            return True
+
+    def _delay(self, error: DastraRetryable, attempt: int, deadline: float) -> float | None:
+        left = deadline - time.monotonic()
+        if isinstance(error, DastraRateLimited) and error.retry_after is not None:
+            delay = error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after + 0.1))
+            return delay if delay <= left else None
+        ceiling: float = min(
+            self._worker.retry_backoff_max_s, self._worker.retry_backoff_s * 2.0 ** (attempt - 1)
+        )
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if left <= 0.05:
+            return None
+        return min(delay, left)
+
+    # --- results and dead letters ------------------------------------------------------------
+
+    async def _finish(
+        self,
+        work: _Work,
+        *,
+        result: Result | None = None,
+        failure: CommandError | None = None,
+        attempts: int,
+        started: float,
+    ) -> None:
+        """Write the result (and the dead letter of a failure) and wait for both acks."""
+        producer = self._require(self._producer, "producer")
+        index = self._require(self._index, "result index")
+        action = work.spec.action
+        status: Any = "failed" if failure is not None else "succeeded"
+        completed = datetime.now(UTC)
+        data = CommandResult(
+            command_id=work.command_id,
+            action=action,
+            status=status,
+            workspace_id=work.workspace_id,
+            result=result,
+            error=failure,
+            attempts=attempts,
+            received_at=work.received_at,
+            completed_at=completed,
+            source_topic=work.topic,
+            source_partition=work.partition,
+            source_offset=work.offset,
+        )
+        parts = ["dastra-kafka", "result", work.command_id]
+        if work.replay_id is not None:
+            parts.append(work.replay_id)
+        event = new_event(
+            type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
+            source=(
+                f"dastra://workspaces/{work.workspace_id}"
+                if work.workspace_id is not None
+                else "dastra-kafka://agents"
+            ),
+            id=deterministic_id(*parts),
+            subject=work.command_id,
+            time=completed,
+            data=data.model_dump(mode="json"),
+        )
+        headers, value = encode_binary(event)
+        if work.replay_id is not None:
+            headers.append((REPLAY_ID_HEADER, work.replay_id.encode()))
+        sends = [
+            self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
+        ]
+        if failure is not None:
+            key, dlq_value, dlq_headers = dead_letter(
+                work.original(),
+                kind=failure.kind,
+                message=failure.message,
+                component=COMPONENT,
+                attempts=attempts,
+            )
+            sends.append(self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers))
+        await asyncio.gather(*sends)
+        index.record(work.command_id, succeeded=failure is None, replay_id=work.replay_id)
+
+        elapsed = time.monotonic() - started
+        self.metrics.duration.labels(action, status).observe(elapsed)
+        self.metrics.latency.labels(action, status).observe(
+            max(0.0, (completed - work.produced_at).total_seconds())
+        )
+        where = {
+            "action": action,
+            "command_id": work.command_id,
+            "topic": work.topic,
+            "partition": work.partition,
+            "offset": work.offset,
+            "attempts": attempts,
+        }
+        if failure is None:
+            self.metrics.succeeded.labels(action).inc()
+            _log.debug("agents.succeeded", **where)
+        else:
+            self.metrics.failed.labels(action, failure.kind).inc()
+            self.metrics.dead_lettered.labels(action, failure.kind).inc()
+            _log.warning("agents.failed", kind=failure.kind, status=failure.status, **where)
+
+    async def _send(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | str | None]] | RecordHeaders,
+    ) -> None:
+        record_headers = [
+            (name, item.encode() if isinstance(item, str) else item)
+            for name, item in headers
+            if item is not None
+        ]
+        # aiokafka retries retriable errors itself (idempotently) until its delivery timeout;
+        # what escapes is a real failure: it crashes the worker, the record stays unacked.
+        await producer.send_and_wait(topic, value=value, key=key, headers=record_headers)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _crash(self, exc: BaseException) -> None:
+        if self._crashed:
+            return
+        self._crashed = True
+        self._ready.clear()
+        await self._on_crash(exc)
+
+    @staticmethod
+    def _require(value: _T | None, what: str) -> _T:
+        if value is None:
+            raise RuntimeError(f"the dispatcher's {what} is not open: call `await start()` first")
+        return value

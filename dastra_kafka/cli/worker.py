@@ -1,0 +1,103 @@
+"""`dastra-kafka worker`: run the Faust agents that execute commands against Dastra."""
+
+from __future__ import annotations
+
+import typer
+
+from bus.settings import Settings, WorkerSettings
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
+from dastra_kafka.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    fail,
+    settings_of,
+)
+
+__all__ = ["register"]
+
+
+def worker(
+    ctx: typer.Context,
+    action: list[str] = typer.Option(
+        [], "--action", "-a", help="Run only this action's agent (repeatable; default: all six)."
+    ),
+    web_host: str | None = typer.Option(None, help="Web server interface (WORKER_WEB_HOST)."),
+    web_port: int | None = typer.Option(None, help="Web server port (WORKER_WEB_PORT)."),
+    concurrency: int | None = typer.Option(None, min=1, help="WORKER_CONCURRENCY."),
+) -> None:
+    """Execute commands from dastra.commands.<action>.v1 until SIGTERM or Ctrl-C.
+
+    Every command gets one result on dastra.command-results.v1; bad records and permanent
+    failures also go to dastra.dead-letter.v1. /metrics and /ready are served on the web port.
+    """
+    settings = settings_of(ctx)
+    overrides = {
+        name: value
+        for name, value in (
+            ("actions", action or None),
+            ("web_host", web_host),
+            ("web_port", web_port),
+            ("concurrency", concurrency),
+        )
+        if value is not None
+    }
+    if overrides:
+        try:
+            worker_settings = WorkerSettings(**{**settings.worker.model_dump(), **overrides})
+        except ValueError as exc:
+            fail(f"invalid option: {exc}", EXIT_BAD_INPUT)
+        settings = settings.model_copy(update={"worker": worker_settings})
+    if settings.dastra.base_url is None:
+        fail(
+            "no Dastra API: set DASTRA_BASE_URL (and DASTRA_API_KEY), e.g. to a running "
+            "`dastra-kafka sandbox`",
+            EXIT_BAD_INPUT,
+        )
+    _check_topics(settings)
+    raise typer.Exit(_run(settings))
+
+
+def _check_topics(settings: Settings) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    kafka = settings.kafka
+    wanted = [command_topic(a) for a in settings.worker.selected_actions()]
+    wanted += [COMMAND_RESULTS, DEAD_LETTER]
+    admin = AdminClient(kafka.confluent_config())
+    try:
+        existing = set(admin.list_topics(timeout=15).topics)
+    except KafkaException as exc:
+        fail(f"Kafka is unreachable at {kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
+    missing = [kafka.topic(name) for name in wanted if kafka.topic(name) not in existing]
+    if missing:
+        fail(
+            f"missing topic(s): {', '.join(missing)}; run `dastra-kafka topics apply` first",
+            EXIT_FAILED,
+        )
+
+
+def _run(settings: Settings) -> int:
+    import faust
+
+    from consumers.app import create_app
+
+    app = create_app(settings)
+    runner = faust.Worker(
+        app,
+        loglevel=settings.service.log_level.upper(),
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,  # keep the structlog set-up of the entry point
+    )
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_FAILED
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.command("worker")(worker)
