@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import random
 import secrets
 import signal
@@ -30,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,8 +46,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from bus.admin import apply, plan
-from bus.localkafka import LocalKafka, free_port
-from bus.settings import DastraSettings, KafkaSettings, SandboxSettings, Settings
+from bus.localkafka import LocalKafka, LocalKafkaError, free_port
+from bus.settings import DastraSettings, KafkaSettings, Settings
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
@@ -55,9 +56,9 @@ from bus.topics import (
     TopicCatalogue,
     command_topic,
 )
-from consumers.lag import GroupSelection, LagMonitor, LagSnapshot
+from consumers.lag import GroupSelection, LagMonitor, LagSnapshot, LagUnavailableError
 from dastra.sandbox import SandboxAdmin, SandboxServer
-from dastra_kafka.supervisor import Service, Supervisor
+from dastra_kafka.supervisor import Service, ServiceFailedError, Supervisor
 
 __all__ = ["DemoOptions", "DemoReport", "run"]
 
@@ -74,6 +75,7 @@ class DemoOptions:
     drain_timeout_s: float = 60.0
     as_json: bool = False
     run_dir: Path | None = None
+    recipes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -110,7 +112,9 @@ class DemoReport:
             (
                 "every created item published",
                 not missing,
-                f"{published} of {created} items" + (f"; missing {sorted(missing)[:5]}" if missing else ""),
+                f"{created - len(missing)} of the {created} items created in the app"
+                + (f"; missing {sorted(missing)[:5]}" if missing else "")
+                + f" ({published} created events with the commands' items)",
             ),
             ("no event published twice", not duplicated, f"{len(duplicated)} duplicated ids"),
             (
@@ -163,14 +167,23 @@ def _kafka(settings: Settings, console: Console) -> Iterator[KafkaSettings]:
 
 
 @contextlib.contextmanager
-def _dastra(settings: Settings, console: Console) -> Iterator[tuple[DastraSettings, SandboxAdmin | None]]:
+def _dastra(
+    settings: Settings, console: Console
+) -> Iterator[tuple[DastraSettings, SandboxAdmin | None]]:
     if not settings.dastra.uses_sandbox:
-        console.print(f"Dastra: using [bold]{settings.dastra.base_url}[/] (no traffic is created there)")
+        console.print(
+            f"Dastra: using [bold]{settings.dastra.base_url}[/] (no traffic is created there)"
+        )
         yield settings.dastra, None
         return
     config = settings.sandbox.model_copy(update={"port": 0})
+    # The sandbox runs in this process: its access log would scroll through the live view.
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     with SandboxServer(config) as sandbox:
-        console.print(f"Dastra: sandbox at [bold]{sandbox.base_url}[/] (workspace {sandbox.workspace_id})")
+        console.print(
+            f"Dastra: sandbox at [bold]{sandbox.base_url}[/] (workspace {sandbox.workspace_id})"
+        )
         yield sandbox.dastra_settings(), sandbox.admin
 
 
@@ -203,7 +216,14 @@ def _ok(url: str) -> bool:
     return httpx.get(url, timeout=2).status_code == 200
 
 
-def _services(base: dict[str, str], ports: _Ports, token: str) -> list[Service]:
+# The demo's hook subscriber listens on plain HTTP on loopback, which the SSRF guard refuses
+# unless told otherwise (both where subscriptions are made and where deliveries are sent).
+_LOOPBACK_HOOKS = {"HOOKS_ALLOW_NETWORKS": "127.0.0.0/8", "HOOKS_ALLOW_HTTP": "true"}
+
+
+def _services(
+    base: dict[str, str], ports: _Ports, token: str, recipes: dict[str, str]
+) -> list[Service]:
     return [
         Service(
             "poller",
@@ -214,25 +234,25 @@ def _services(base: dict[str, str], ports: _Ports, token: str) -> list[Service]:
         Service(
             "worker",
             [*_CLI, "worker"],
-            {**base, "WORKER_WEB_PORT": str(ports.worker)},
+            {**base, "WORKER_WEB_PORT": str(ports.worker), **recipes},
             ready=lambda: _ok(f"http://127.0.0.1:{ports.worker}/ready"),
             ready_timeout_s=120,
         ),
         Service(
             "webhook",
             [*_CLI, "webhook"],
-            {**base, "WEBHOOK_PORT": str(ports.webhook), "WEBHOOK_TOKENS": token},
+            {
+                **base,
+                **_LOOPBACK_HOOKS,
+                "WEBHOOK_PORT": str(ports.webhook),
+                "WEBHOOK_TOKENS": token,
+            },
             ready=lambda: _ok(f"http://127.0.0.1:{ports.webhook}/readyz"),
         ),
         Service(
             "hooks",
             [*_CLI, "hooks"],
-            {
-                **base,
-                "HOOKS_ALLOW_NETWORKS": "127.0.0.0/8",
-                "HOOKS_ALLOW_HTTP": "true",
-                "HOOKS_METRICS_PORT": str(ports.hooks_metrics),
-            },
+            {**base, **_LOOPBACK_HOOKS, "HOOKS_METRICS_PORT": str(ports.hooks_metrics)},
             ready=lambda: _ok(f"http://127.0.0.1:{ports.hooks_metrics}/metrics"),
         ),
         Service(
@@ -256,7 +276,7 @@ class _Tail(threading.Thread):
         self._kafka = kafka
         self._report = report
         self._lock = lock
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._names = {
             kafka.topic(RIGHTS_REQUESTS): "rights",
             kafka.topic(TASKS): "tasks",
@@ -283,12 +303,12 @@ class _Tail(threading.Thread):
         self._consumer.assign(start)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 message = self._consumer.poll(0.2)
                 if message is None:
                     continue
@@ -298,12 +318,12 @@ class _Tail(threading.Thread):
                         with self._lock:
                             self._report.errors.append(f"tail: {error.str()}")
                     continue
-                self._record(self._names[message.topic()], message.headers() or [], message.value())
+                topic = message.topic() or ""
+                self._record(self._names[topic], _header_pairs(message.headers()), message.value())
         finally:
             self._consumer.close()
 
-    def _record(self, kind: str, headers: list[tuple[str, bytes | None]], value: bytes | None) -> None:
-        found = {name: raw for name, raw in headers if raw is not None}
+    def _record(self, kind: str, found: dict[str, bytes], value: bytes | None) -> None:
         with self._lock:
             if kind in ("rights", "tasks"):
                 ce_id = found.get("ce_id", b"").decode()
@@ -319,6 +339,15 @@ class _Tail(threading.Thread):
                 self._report.dead_letters += 1
 
 
+def _header_pairs(headers: Any) -> dict[str, bytes]:
+    pairs = headers.items() if isinstance(headers, dict) else (headers or [])
+    return {
+        name: value.encode() if isinstance(value, str) else value
+        for name, value in pairs
+        if value is not None
+    }
+
+
 class _Subscriber:
     """A REST hook subscriber on loopback: verifies each Standard Webhooks signature."""
 
@@ -327,19 +356,18 @@ class _Subscriber:
         subscriber = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 webhook_id = self.headers.get("webhook-id", "")
                 timestamp = self.headers.get("webhook-timestamp", "")
                 signatures = self.headers.get("webhook-signature", "").split()
                 signed = f"{webhook_id}.{timestamp}.".encode() + body
+                expected = {
+                    "v1," + base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()).decode()
+                    for k in subscriber.secrets
+                }
                 valid = any(
-                    hmac.compare_digest(
-                        f"v1,{base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()}",
-                        candidate,
-                    )
-                    for key in subscriber.secrets
-                    for candidate in signatures
+                    hmac.compare_digest(e, candidate) for e in expected for candidate in signatures
                 )
                 with lock:
                     if valid:
@@ -391,13 +419,13 @@ class _Traffic(threading.Thread):
         )
         self._report = report
         self._lock = lock
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._rng = random.Random(2026)
         self._processing: str | None = None
         self._round = 0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(60)
         self._http.close()
 
@@ -406,7 +434,7 @@ class _Traffic(threading.Thread):
             processings = self._admin.objects("processings")
             self._processing = str(processings[0]["id"]) if processings else None
         next_item = next_command = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             now = time.monotonic()
             try:
                 if self._admin is not None and now >= next_item:
@@ -418,7 +446,7 @@ class _Traffic(threading.Thread):
             except Exception as exc:  # one failed step is reported, the demo goes on
                 with self._lock:
                     self._report.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-            self._stop.wait(0.05)
+            self._halt.wait(0.05)
 
     def _create_item(self) -> None:
         assert self._admin is not None
@@ -437,50 +465,69 @@ class _Traffic(threading.Thread):
             item = self._admin.create_task(label=f"Demo task {n}", priority="Medium")
             with self._lock:
                 self._report.created["tasks"].add(int(item["id"]))
+        if n % 3 == 0:
+            # A DPO starts working on an earlier request: an `updated` event follows.
+            with self._lock:
+                earlier = sorted(self._report.created["rights"])
+            if earlier:
+                self._admin.update_rights_request(earlier[0 if n % 2 else -1], state="Processing")
 
     def _send(self, action: str, body: dict[str, Any], wait: float | None = None) -> Any:
+        """POST a command to the webhook; with `wait`, return its result (or None)."""
         params = {"wait": wait} if wait else None
         response = self._http.post(f"/v1/commands/{action}", json=body, params=params)
         if response.status_code not in (200, 202):
-            raise RuntimeError(f"{action}: webhook answered {response.status_code}")
-        answer = response.json()
-        command_id = str(answer.get("command_id") or answer.get("result", {}).get("command_id"))
+            raise RuntimeError(f"{action}: the webhook answered {response.status_code}")
         with self._lock:
-            self._report.commands.add(command_id)
-        return answer
+            self._report.commands.add(response.headers["Command-Id"])
+        return response.json() if response.status_code == 200 else None
 
     def _send_command(self) -> None:
         n = self._round
         kind = self._rng.choice(
-            ["create-task", "create-actor", "find-or-create-actor", "search-actors", "link", "create-rights-request"]
+            [
+                "create-task",
+                "create-actor",
+                "find-or-create-actor",
+                "search-actors",
+                "link-actor-to-processing",
+                "create-rights-request",
+            ]
         )
         if kind == "create-task":
             self._send("create-task", {"label": f"Follow up {n}", "priority": "High"})
         elif kind == "create-actor":
             self._send("create-actor", {"companyName": f"Vendor {n} SAS", "countryCode": "FR"})
         elif kind == "find-or-create-actor":
-            self._send(
-                "find-or-create-actor",
-                {"companyName": "Acme Cloud", "email": "privacy@acme.example", "countryCode": "DE"},
-            )
+            self._send("find-or-create-actor", _ACME)
         elif kind == "search-actors":
-            answer = self._send("search-actors", {"q": "Vendor"}, wait=10)
-            found = answer.get("result") if isinstance(answer, dict) else None
+            found = self._send("search-actors", {"q": "Vendor"}, wait=10)
             with self._lock:
                 self._report.searches.append(len(found) if isinstance(found, list) else -1)
-        elif kind == "link" and self._processing is not None:
-            actor = self._send("find-or-create-actor", {"companyName": "Acme Cloud", "email": "privacy@acme.example"}, wait=10)
-            actor_id = (actor.get("result") or {}).get("id") if isinstance(actor, dict) else None
-            if actor_id:
+        elif kind == "link-actor-to-processing" and self._processing is not None:
+            actor = self._send("find-or-create-actor", _ACME, wait=10)
+            if isinstance(actor, dict) and actor.get("id"):
                 self._send(
                     "link-actor-to-processing",
-                    {"actorIds": [actor_id], "dataProcessingId": self._processing, "type": "Recipient", "recipientType": "Vendor"},
+                    {
+                        "actorIds": [actor["id"]],
+                        "dataProcessingId": self._processing,
+                        "type": "Recipient",
+                        "recipientType": "Vendor",
+                    },
                 )
         else:
             self._send(
                 "create-rights-request",
-                {"title": f"Request from the CRM {n}", "purposes": ["Access"], "email": f"crm{n}@example.org"},
+                {
+                    "title": f"Request from the CRM {n}",
+                    "purposes": ["Access"],
+                    "email": f"crm{n}@example.org",
+                },
             )
+
+
+_ACME = {"companyName": "Acme Cloud", "email": "privacy@acme.example", "countryCode": "DE"}
 
 
 # --- the view ------------------------------------------------------------------------------------
@@ -550,61 +597,43 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
     report = DemoReport()
     lock = threading.Lock()
     stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda _s, _f: stop.set())  # type: ignore[arg-type]
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
     run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="dastra-kafka-demo-"))
-    try:
-        with _kafka(settings, console) as kafka, _dastra(settings, console) as (dastra, admin):
-            admin_client = AdminClient(kafka.confluent_config())
-            apply(admin_client, plan(admin_client, catalogue, kafka.topic_prefix))
+    with _signals(stop), contextlib.ExitStack() as stack:
+        try:
+            kafka = stack.enter_context(_kafka(settings, console))
+            dastra, admin = stack.enter_context(_dastra(settings, console))
+            _apply_topics(kafka, catalogue)
             console.print(f"topics: {len(catalogue)} applied from {catalogue.path.name}")
             token = secrets.token_urlsafe(24)
             ports = _Ports(free_port(), free_port(), free_port(), free_port(), free_port())
-            base = _env(kafka, dastra)
-            with Supervisor(run_dir) as supervisor, _Subscriber(report, lock) as subscriber:
-                for service in _services(base, ports, token):
-                    with console.status(f"starting {service.name}"):
-                        supervisor.start(service)
-                    console.print(f"  {service.name} running (log: {supervisor.log_of(service.name)})")
-                webhook_url = f"http://127.0.0.1:{ports.webhook}"
-                with httpx.Client(base_url=webhook_url, headers={"Authorization": f"Bearer {token}"}) as http:
-                    for event in ("rights_request.created", "task.created"):
-                        answer = http.post("/v1/hooks", json={"event": event, "target_url": subscriber.url})
-                        answer.raise_for_status()
-                        subscriber.add_secret(answer.json()["secret"])
-                tail = _Tail(kafka, report, lock)
-                tail.start()
-                _send_malformed(kafka, report)
-                traffic = _Traffic(options, admin, webhook_url, token, report, lock)
-                traffic.start()
-                urls = {
-                    "webhook": f"{webhook_url}/docs",
-                    "lag page": f"http://127.0.0.1:{ports.lag}/",
-                    "logs": str(run_dir),
-                }
-                started = time.monotonic()
-                with LagMonitor(kafka, settings.lag, GroupSelection.of(kafka, settings.lag)) as monitor:
-                    live = Live(console=console, auto_refresh=False, transient=options.as_json)
-                    with live:
-                        while not stop.is_set() and time.monotonic() - started < options.duration_s:
-                            dead = supervisor.dead()
-                            if dead:
-                                report.errors.append(f"service(s) exited: {', '.join(dead)}")
-                                break
-                            with contextlib.suppress(Exception):
-                                snapshot = monitor.refresh()
-                                with lock:
-                                    report.lag = snapshot
-                            live.update(_view(report, lock, urls, started, options.duration_s), refresh=True)
-                            stop.wait(1.0)
-                        traffic.stop()
-                        _drain(report, lock, options.drain_timeout_s, live, urls, started)
-                tail.stop()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            supervisor = stack.enter_context(Supervisor(run_dir))
+            subscriber = stack.enter_context(_Subscriber(report, lock))
+            enabled = {"RECIPES_ENABLE": ",".join(options.recipes)} if options.recipes else {}
+            for service in _services(_env(kafka, dastra), ports, token, enabled):
+                with console.status(f"starting {service.name}"):
+                    supervisor.start(service)
+                console.print(f"  {service.name} running (log: {supervisor.log_of(service.name)})")
+            webhook_url = f"http://127.0.0.1:{ports.webhook}"
+            _subscribe(webhook_url, token, subscriber, ports)
+            tail = _Tail(kafka, report, lock)
+            tail.start()
+            stack.callback(tail.stop)
+            _send_malformed(kafka, report)
+            traffic = _Traffic(options, admin, webhook_url, token, report, lock)
+            traffic.start()
+            stack.callback(traffic.stop)
+            monitor = stack.enter_context(
+                LagMonitor(kafka, settings.lag, GroupSelection.of(kafka, settings.lag))
+            )
+            urls = {
+                "webhook": f"{webhook_url}/docs",
+                "lag page": f"http://127.0.0.1:{ports.lag}/",
+                "logs": str(run_dir),
+            }
+            _watch(options, report, lock, stop, supervisor, monitor, traffic, urls, console)
+        except (ServiceFailedError, LocalKafkaError, RuntimeError, httpx.HTTPError) as exc:
+            console.print(f"[red]the demo could not run:[/] {exc}")
+            report.errors.append(f"{type(exc).__name__}: {exc}"[:300])
     if options.as_json:
         print(json.dumps(_as_json(report), indent=2))
     else:
@@ -612,24 +641,125 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
     return 0 if report.passed else 1
 
 
+def _apply_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> None:
+    admin = AdminClient(kafka.confluent_config())
+    apply(admin, plan(admin, catalogue, kafka.topic_prefix))
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the traffic early; the summary still follows."""
+    previous = {
+        signum: signal.signal(signum, lambda _s, _f: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _subscribe(webhook_url: str, token: str, subscriber: _Subscriber, ports: _Ports) -> None:
+    """Subscribe the loopback receiver to both created events, through the webhook's REST
+    hooks, and wait until the dispatcher knows the subscriptions."""
+    with httpx.Client(base_url=webhook_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        for event in ("rights_request.created", "task.created"):
+            answer = http.post("/v1/hooks", json={"event": event, "target_url": subscriber.url})
+            if answer.status_code != 201:
+                raise RuntimeError(f"subscribing to {event}: {answer.status_code} {answer.text}")
+            subscriber.add_secret(answer.json()["secret"])
+    metrics = f"http://127.0.0.1:{ports.hooks_metrics}/metrics"
+    _wait_until(
+        lambda: _gauge(metrics, "dastra_hooks_subscriptions") >= 2,
+        30,
+        "the hook dispatcher to know both subscriptions",
+    )
+
+
+def _watch(
+    options: DemoOptions,
+    report: DemoReport,
+    lock: threading.Lock,
+    stop: threading.Event,
+    supervisor: Supervisor,
+    monitor: LagMonitor,
+    traffic: _Traffic,
+    urls: dict[str, str],
+    console: Console,
+) -> None:
+    """The live view while traffic flows, then while the last results drain."""
+    started = time.monotonic()
+    with Live(console=console, auto_refresh=False, transient=options.as_json) as live:
+        while not stop.is_set() and time.monotonic() - started < options.duration_s:
+            dead = supervisor.dead()
+            if dead:
+                with lock:
+                    report.errors.append(f"service(s) exited: {', '.join(dead)}")
+                break
+            try:
+                snapshot = monitor.refresh()
+            except LagUnavailableError:
+                snapshot = None
+            with lock:
+                report.lag = snapshot or report.lag
+            live.update(_view(report, lock, urls, started, options.duration_s), refresh=True)
+            stop.wait(1.0)
+        traffic.stop()
+        _drain(report, lock, options.drain_timeout_s, live, urls, started)
+
+
 def _drain(
-    report: DemoReport, lock: threading.Lock, timeout: float, live: Live, urls: dict[str, str], started: float
+    report: DemoReport,
+    lock: threading.Lock,
+    timeout: float,
+    live: Live,
+    urls: dict[str, str],
+    started: float,
 ) -> None:
     """Wait (with a deadline) until everything sent has come out at the other end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with lock:
             settled = report.passed
-        live.update(_view(report, lock, {**urls, "draining": "waiting for the last results"}, started, 0), refresh=True)
+        live.update(
+            _view(report, lock, {**urls, "draining": "waiting for the last results"}, started, 0),
+            refresh=True,
+        )
         if settled:
             return
         time.sleep(0.5)
 
 
+def _gauge(url: str, name: str) -> float:
+    """The value of an unlabelled gauge on a Prometheus endpoint (0 when absent)."""
+    for line in httpx.get(url, timeout=2).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not _probe(condition):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _probe(condition: Callable[[], bool]) -> bool:
+    try:
+        return condition()
+    except httpx.HTTPError:
+        return False
+
+
 def _send_malformed(kafka: KafkaSettings, report: DemoReport) -> None:
     """One record that is not JSON, straight onto a command topic: it must be dead-lettered."""
     producer = Producer(kafka.confluent_config(**{"enable.idempotence": True}))
-    producer.produce(kafka.topic(command_topic("create-task")), key=b"demo-malformed", value=b"{not json")
+    producer.produce(
+        kafka.topic(command_topic("create-task")), key=b"demo-malformed", value=b"{not json"
+    )
     if producer.flush(15) == 0:
         report.malformed_sent += 1
 
@@ -645,4 +775,3 @@ def _as_json(report: DemoReport) -> dict[str, Any]:
         "dead_letters": report.dead_letters,
         "hook_deliveries": sum(report.deliveries.values()),
     }
-

@@ -86,7 +86,8 @@ class Supervisor:
         while True:
             if process.poll() is not None:
                 raise ServiceFailedError(
-                    f"{service.name} exited with code {process.returncode}:\n{self.tail(service.name)}"
+                    f"{service.name} exited with code {process.returncode}:\n"
+                    + self.tail(service.name)
                 )
             if service.ready is None or _probe(service.ready):
                 return
