@@ -16,7 +16,6 @@ import contextlib
 import json
 import statistics
 import time
-import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
@@ -109,11 +108,7 @@ def _cleanup(kafka: KafkaSettings, topics: list[str]) -> None:
 
 
 def main() -> None:
-    with _common.kafka() as settings:
-        bootstrap = settings.bootstrap_servers
-        kafka = KafkaSettings(
-            bootstrap_servers=bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:8]}."
-        )
+    with _common.kafka() as kafka:
         topics, groups = _setup(kafka)
         try:
             result = _measure(kafka, topics, groups)
