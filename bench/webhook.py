@@ -37,9 +37,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from rich.console import Console
 
+from bench import _common
 from bus.admin import apply, plan
 from bus.envelope import encode_binary, new_event
-from bus.localkafka import LocalKafka, free_port
+from bus.localkafka import free_port
 from bus.logs import configure_logging
 from bus.settings import HooksSettings, KafkaSettings, ServiceSettings
 from bus.subscriptions import HookSubscription
@@ -51,23 +52,6 @@ __all__ = ["main"]
 _console = Console(stderr=True)
 _TOKEN = "bench-token-0123456789"
 _TASK = {"label": "Answer the access request", "priority": "High"}
-
-
-@contextlib.contextmanager
-def _kafka() -> Iterator[KafkaSettings]:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield KafkaSettings(bootstrap_servers=external, topic_prefix=prefix)
-        return
-    with LocalKafka() as broker:
-        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # --- the servers (subprocesses) -----------------------------------------------------------------
@@ -205,8 +189,8 @@ async def _load(url: str, seconds: float, connections: int, keyed: bool) -> dict
         "requests": len(latencies),
         "errors": errors,
         "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2) if latencies else None,
-        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2) if latencies else None,
+        "p50_ms": round(_common.percentile(latencies, 0.50) * 1000, 2) if latencies else None,
+        "p99_ms": round(_common.percentile(latencies, 0.99) * 1000, 2) if latencies else None,
     }
 
 
@@ -276,7 +260,7 @@ async def _deliveries(
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
-    with _kafka() as kafka:
+    with _common.kafka() as kafka:
         admin = AdminClient(kafka.confluent_config())
         catalogue = load_catalogue(default_topics_file())
         apply(admin, plan(admin, catalogue, prefix=kafka.topic_prefix))
