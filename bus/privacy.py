@@ -213,6 +213,9 @@ RESULT_KINDS: dict[str, str] = {
 _EMAIL_FIELDS = frozenset({"email"})
 
 
+_DROP = object()  # a replacement that leaves the member out
+
+
 def _walk(
     kind: str,
     obj: Any,
@@ -236,9 +239,6 @@ def _walk(
         else:
             out[name] = value
     return out
-
-
-_DROP = object()
 
 
 def _normalised(name: str, value: Any) -> bytes:

@@ -27,7 +27,6 @@ from bus.settings import (
     WebhookSettings,
     env_prefixes,
 )
-from bus.topics import TopicCatalogue
 from producers.webhook import WebhookService, create_app
 from tests.kafka_helpers import read_all
 from tests.producers.webhook_support import ServerThread
@@ -39,6 +38,8 @@ __all__ = [
     "Person",
     "PrivateWebhook",
     "Service",
+    "json_of",
+    "kafka_env",
     "leaks",
     "privacy",
     "run_cli",
@@ -133,10 +134,6 @@ def scan_topics(
             yield f"{where} value", record.value
             for header, value in record.headers.items():
                 yield f"{where} header {header}", value
-
-
-def topic_names(catalogue: TopicCatalogue) -> list[str]:
-    return [spec.name for spec in catalogue]
 
 
 def run_cli(
