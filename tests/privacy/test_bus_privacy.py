@@ -188,6 +188,23 @@ def _everything(bus: KafkaSettings, cat: TopicCatalogue) -> list[tuple[str, Any]
     return list(scan_topics(bus, [spec.name for spec in cat]))
 
 
+def _refused_command(dastra: SandboxServer, api: PrivateWebhook, person: Person) -> str:
+    """A create-rights-request command Dastra refuses once: its id (it is dead-lettered)."""
+    dastra.admin.inject_fault(
+        "/v1/ws/*/DataSubjectRequests",
+        method="POST",
+        status=400,
+        body={"errors": {"Email": ["refused"]}},
+        times=1,
+    )
+    refused = api.client.post(
+        "/v1/commands/create-rights-request?wait=25",
+        json={**person.request_fields(), "purposes": ["Erasure"]},
+    )
+    assert refused.status_code == 422, refused.text
+    return refused.headers["command-id"]
+
+
 def _run_pipeline(
     mode: str,
     bus: KafkaSettings,
@@ -217,18 +234,7 @@ def _run_pipeline(
     )
     assert created.status_code == 200, created.text
     assert created.json()["email"] == sent.email  # the webhook decrypts the encrypted result
-    admin.inject_fault(
-        "/v1/ws/*/DataSubjectRequests",
-        method="POST",
-        status=400,
-        body={"errors": {"Email": ["refused"]}},
-        times=1,
-    )
-    refused = client.post(
-        "/v1/commands/create-rights-request?wait=25",
-        json={**seeded.request_fields(), "purposes": ["Erasure"]},
-    )
-    assert refused.status_code == 422, refused.text
+    _refused_command(dastra, api, seeded)
 
     recorder, server = subscriber
     hook = client.post(
@@ -325,6 +331,8 @@ def test_encrypted_mode_erasure_by_email_and_automatic_erasure(
     )
     assert actor.status_code == 200 and actor.json()["email"] == erased.email, actor.text
     other = admin.create_rights_request(**kept.request_fields(), purposes=["Erasure"])
+    refused_erased = _refused_command(dastra, api, erased)
+    refused_kept = _refused_command(dastra, api, kept)
     _poll(bus, cat, dastra, settings)
     recorder, _server = subscriber
     [delivered] = [
@@ -424,10 +432,25 @@ def test_encrypted_mode_erasure_by_email_and_automatic_erasure(
     assert audit["unreadable_records"][RIGHTS_REQUESTS] >= 1
     assert leaks([erased], [("audit", json.dumps(audit))]) == []
 
-    # The sealed dead letter of the erased subject cannot be replayed any more.
-    replay = run_cli("dlq", "replay", "--dry-run", "--json", env=env)
+    # Sealed dead letters: the erased subject's cannot be replayed any more; the other one is
+    # decrypted and re-published, and the agents run it (Dastra no longer refuses it).
+    replay = run_cli("dlq", "replay", "--kind", "dastra-rejected", "--json", env=env)
     assert replay.returncode == 0, replay.stderr
-    assert json.loads(replay.stdout)["erased"] >= 1
+    outcomes = {r["commandId"]: r["outcome"] for r in json.loads(replay.stdout)["records"]}
+    assert outcomes[refused_erased] == "erased" and outcomes[refused_kept] == "replayed"
+
+    def replayed_result() -> list[dict[str, Any]]:
+        return [
+            json_of(r.value)
+            for r in read_all(bus, bus.topic(COMMAND_RESULTS))
+            if r.key == refused_kept.encode() and "dastra.replay.id" in r.headers
+        ]
+
+    wait_for(replayed_result, 30, "the replayed command's result")
+    [again] = replayed_result()
+    assert again["status"] == "succeeded", again
+    now = Decryptor(master, load_ring(bus))
+    assert now.open(again["result"]).data["email"] == kept.email
 
     # Automatic erasure: the other request is closed in Dastra with purpose Erasure.
     admin.update_rights_request(other["id"], state="Closed")
