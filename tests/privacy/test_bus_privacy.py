@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from bus.contracts import validate_record
 from bus.envelope import dumps
 from bus.keystore import load_ring
 from bus.privacy import (
@@ -462,6 +463,16 @@ def test_encrypted_mode_erasure_by_email_and_automatic_erasure(
     for event in _events(bus, RIGHTS_REQUESTS, other["id"]):
         assert final.open(event["data"]).data["email"] == {"$erased": True}
     assert leaks([erased, kept], [("worker log", worker.log_file.read_text())]) == []
+
+    # Every record of every mode this module produced conforms to its topic's contract.
+    problems = []
+    for spec in cat:
+        if spec.name == EXTRA:
+            continue
+        for record in read_all(bus, bus.topic(spec.name)):
+            found = validate_record(cat, spec.name, record.key, record.value, record.headers)
+            problems += [f"{spec.name}/{record.partition}/{record.offset}: {p}" for p in found]
+    assert problems == []
 
 
 def _has_kid(data: Any, kids: list[str]) -> bool:
