@@ -653,16 +653,16 @@ class ErasedField(BaseModel):
     erased: Literal[True] = Field(alias="$erased")
 
 
-def _seal_value(dek: bytes, kid: str, name: str, plaintext: bytes) -> dict[str, str]:
+def _seal_value(aead: AESGCM, kid: str, name: str, plaintext: bytes) -> dict[str, str]:
     iv = secrets.token_bytes(12)
-    ct = AESGCM(dek).encrypt(iv, plaintext, _AAD.format(kid=kid, name=name).encode())
+    ct = aead.encrypt(iv, plaintext, _AAD.format(kid=kid, name=name).encode())
     return {"$enc": ALGORITHM, "kid": kid, "iv": _b64(iv), "ct": _b64(ct)}
 
 
-def _open_value(dek: bytes, envelope: Mapping[str, Any], name: str) -> bytes:
+def _open_value(aead: AESGCM, envelope: Mapping[str, Any], name: str) -> bytes:
     kid = str(envelope.get("kid"))
     try:
-        return AESGCM(dek).decrypt(
+        return aead.decrypt(
             _unb64(str(envelope.get("iv"))),
             _unb64(str(envelope.get("ct"))),
             _AAD.format(kid=kid, name=name).encode(),
@@ -736,11 +736,12 @@ class Batch:
         """`obj` with every personal field encrypted with `subject`'s key (written as erased
         when the subject was erased)."""
         key = self._key(subject)
+        aead = AESGCM(key[1]) if key is not None else None
 
         def encrypt(_policy: ObjectPolicy, name: str, value: Any) -> Any:
-            if key is None:
+            if key is None or aead is None:
                 return dict(ERASED)
-            return _seal_value(key[1], key[0], name, _canonical(value))
+            return _seal_value(aead, key[0], name, _canonical(value))
 
         return _walk(kind, obj, encrypt)
 
@@ -750,7 +751,7 @@ class Batch:
         key = self._key(subject)
         if key is None:
             return None
-        return _canonical(_seal_value(key[1], key[0], "$record", raw))
+        return _canonical(_seal_value(AESGCM(key[1]), key[0], "$record", raw))
 
     def commit(self) -> None:
         """The records are on the key topic: the ring knows them from now on."""
@@ -805,12 +806,12 @@ class Decryptor:
     def open(self, data: Any) -> Opened:
         """Decrypt every envelope in `data` (any JSON: an event, a result, a command)."""
         opened = Opened(data=None)
-        deks: dict[str, bytes | None] = {}
+        deks: dict[str, AESGCM | None] = {}
 
-        def dek(kid: str) -> bytes | None:
+        def dek(kid: str) -> AESGCM | None:
             if kid not in deks:
                 record = self.ring.key(kid)
-                deks[kid] = None if record is None else self.master.unwrap(record)
+                deks[kid] = None if record is None else AESGCM(self.master.unwrap(record))
             return deks[kid]
 
         def visit(node: Any, name: str) -> Any:
@@ -846,7 +847,7 @@ class Decryptor:
         record = self.ring.key(str(envelope.get("kid")))
         if record is None:
             return None
-        return _open_value(self.master.unwrap(record), envelope, "$record")
+        return _open_value(AESGCM(self.master.unwrap(record)), envelope, "$record")
 
 
 # --- one entry point per mode ------------------------------------------------------------------
