@@ -710,10 +710,11 @@ class Batch:
                 )
         if sid in self._new:
             return self._new[sid]
-        existing = ring.keys_of(sid)
-        if existing:
-            record = existing[-1]
-            return record.kid, master.unwrap(record)
+        # A key wrapped by another master key (before a change of PRIVACY_MASTER_KEY) is not
+        # ours to use: the subject gets a new one.
+        usable = [record for record in ring.keys_of(sid) if record.mkid == master.id]
+        if usable:
+            return usable[-1].kid, master.unwrap(usable[-1])
         kid = "k_" + secrets.token_hex(16)
         dek = secrets.token_bytes(32)
         iv, wrapped = master.wrap(kid, dek)
