@@ -23,8 +23,10 @@ __all__ = [
     "DEAD_LETTER",
     "HOOK_SUBSCRIPTIONS",
     "LAG_WINDOW",
+    "NOTIFICATIONS",
     "POLLER_STATE",
     "POLLER_TRIGGERS",
+    "RECIPE_RUNS",
     "RIGHTS_REQUESTS",
     "TASKS",
     "TopicCatalogue",
@@ -43,6 +45,8 @@ POLLER_STATE = "dastra.poller-state.v1"
 HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
 POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 LAG_WINDOW = "dastra.lag-window.v1"
+NOTIFICATIONS = "dastra.notifications.v1"
+RECIPE_RUNS = "dastra.recipe-runs.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",
