@@ -45,7 +45,13 @@ _HOLE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
 class ExpressionError(ValueError):
-    """An expression does not compile, names an unknown function, or fails on its input."""
+    """An expression does not compile, names an unknown function, or fails on its input.
+    `field` is where, inside a template (`with.label`), when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.reason = message
+        self.field = field
 
 
 def parse_datetime(value: str) -> datetime:
@@ -346,7 +352,7 @@ class Template:
             parts = {}
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise ExpressionError(f"{field}: keys must be text, got {key!r}")
+                    raise ExpressionError(f"keys must be text, got {key!r}", field)
                 parts[key] = cls.parse(item, f"{field}.{key}")
             return cls("map", parts)
         if isinstance(value, list):
@@ -355,7 +361,7 @@ class Template:
             holes = list(_HOLE.finditer(value))
             rest = _HOLE.sub("", value)
             if "{{" in rest or "}}" in rest:
-                raise ExpressionError(f"{field}: unbalanced '{{{{' or '}}}}' in {value!r}")
+                raise ExpressionError(f"unbalanced '{{{{' or '}}}}' in {value!r}", field)
             try:
                 if len(holes) == 1 and holes[0].span() == (0, len(value)):
                     return cls("raw", Expression(holes[0].group(1)))
@@ -369,11 +375,11 @@ class Template:
                 if end < len(value):
                     parts_text.append(value[end:])
             except ExpressionError as exc:
-                raise ExpressionError(f"{field}: {exc}") from None
+                raise ExpressionError(str(exc), field) from None
             return cls("text", parts_text)
         if value is None or isinstance(value, str | int | float | bool):
             return cls("literal", value)
-        raise ExpressionError(f"{field}: {type(value).__name__} values are not allowed")
+        raise ExpressionError(f"{type(value).__name__} values are not allowed", field)
 
     @property
     def is_constant(self) -> bool:

@@ -533,7 +533,7 @@ def _pydantic_message(error: Any) -> str:
 class _Scope:
     """What expressions of one place may read."""
 
-    steps: dict[str, Step]  # earlier steps
+    steps: list[str]  # the ids of earlier steps
     foreach: bool = False
     where: str = ""
 
@@ -616,7 +616,7 @@ def _template(
     try:
         template = Template.parse(value, field_name)
     except ExpressionError as exc:
-        problems.add(field_name, str(exc).removeprefix(f"{field_name}: "))
+        problems.add(exc.field or field_name, exc.reason)
         return None
     for below, expression in template.expressions():
         _check_refs(expression, scope, f"{field_name}{below}", problems, valid)
@@ -632,7 +632,7 @@ def _settings_text(
     try:
         template = Template.parse(value, field_name)
     except ExpressionError as exc:
-        problems.add(field_name, str(exc).removeprefix(f"{field_name}: "))
+        problems.add(exc.field or field_name, exc.reason)
         return None
     for _below, expression in template.expressions():
         if any(root[0] != "settings" for root in expression.roots):
@@ -774,7 +774,7 @@ def _compile(
     catalogue: TopicCatalogue,
     problems: _Problems,
 ) -> Recipe | None:
-    top = _Scope(steps={})
+    top = _Scope(steps=[])
     trigger: Trigger | None = None
     schedule: Schedule | None = None
     step_ids = {step.id or f"step{i + 1}" for i, step in enumerate(spec.steps)}
@@ -804,7 +804,7 @@ def _compile(
         _template(spec.once_per, top, "once_per", problems, step_ids) if spec.once_per else None
     )
     steps: list[Step] = []
-    seen: dict[str, Step] = {}
+    seen: list[str] = []
     for index, raw in enumerate(spec.steps):
         where = f"steps[{index}]"
         step_id = raw.id or f"step{index + 1}"
@@ -812,9 +812,11 @@ def _compile(
             problems.add(f"{where}.id", f"{step_id!r}: letters, digits and '_' (a JMESPath name)")
         if step_id in seen:
             problems.add(f"{where}.id", f"duplicate step id {step_id!r}")
-        scope = _Scope(steps=dict(seen))
+        scope = _Scope(steps=list(seen))
+        # Known to later steps even if this one is invalid: one mistake, one problem.
+        seen.append(step_id)
         foreach = _expression(raw.foreach, scope, f"{where}.foreach", problems, step_ids)
-        inner = _Scope(steps=dict(seen), foreach=foreach is not None)
+        inner = _Scope(steps=scope.steps, foreach=raw.foreach is not None)
         when = _expression(raw.when, scope, f"{where}.when", problems, step_ids)
         if (raw.command is None) == (raw.publish is None):
             problems.add(where, "a step is either `command:` (with `with:`) or `publish:`")
@@ -877,7 +879,6 @@ def _compile(
                 when=when,
             )
         steps.append(step)
-        seen[step_id] = step
     if problems.found:
         return None
     recipe = Recipe(

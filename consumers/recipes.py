@@ -622,6 +622,10 @@ class RecipeRunner:
         assert run.state is not None
         recipe = run.recipe
         done = run.state.steps.get(step.id)
+        if done is not None and done.status == "failed":
+            # Recorded before a crash that came before the run's end: the run failed.
+            error = done.error or RunError(kind="step-failed", message="failed", step=step.id)
+            raise _RunFailed(error, dead_letter=False)
         if done is not None:
             run.steps[step.id] = await self._recall(run, step, done)
             return
