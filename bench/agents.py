@@ -39,9 +39,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
+from bench import _common
 from bus.admin import apply, plan
 from bus.envelope import encode_binary, new_event
-from bus.localkafka import LocalKafka, free_port
+from bus.localkafka import free_port
 from bus.settings import KafkaSettings, env_prefixes
 from bus.topics import COMMAND_RESULTS, command_topic, default_topics_file, load_catalogue
 from dastra.sandbox import SandboxAdmin
@@ -51,17 +52,6 @@ __all__ = ["main"]
 _console = Console(stderr=True)
 _SCRIPT = Path(sys.executable).with_name("dastra-kafka")
 _LIMIT_PER_MINUTE = 500
-
-
-@contextlib.contextmanager
-def _kafka() -> Iterator[KafkaSettings]:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield KafkaSettings(bootstrap_servers=external, topic_prefix=prefix)
-        return
-    with LocalKafka() as broker:
-        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix)
 
 
 def _stop(process: subprocess.Popen[bytes], within: float = 20.0) -> None:
@@ -140,11 +130,6 @@ def _worker(
         log.close()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def _run(
     kafka: KafkaSettings, count: int, tag: str, what: str, rate: float | None = None
 ) -> dict[str, Any]:
@@ -217,7 +202,7 @@ def _run(
         "seconds": round(elapsed, 3),
         "commands_per_s": round(count / elapsed, 2),
         "p50_produce_to_result_s": round(statistics.median(latencies), 3),
-        "p99_produce_to_result_s": round(_percentile(latencies, 0.99), 3),
+        "p99_produce_to_result_s": round(_common.percentile(latencies, 0.99), 3),
         "failed": len(failed),
         "failed_because_of_429": sum(
             1 for s in failed if (s.get("error") or {}).get("status") == 429
@@ -239,7 +224,7 @@ def main() -> None:
     sequential_ideal = 1 / args.latency if args.latency > 0 else float("inf")
     with (
         tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp,
-        _kafka() as kafka,
+        _common.kafka() as kafka,
         _sandbox(Path(tmp)) as sandbox,
     ):
         workdir = Path(tmp)

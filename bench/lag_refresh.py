@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from bench import _common
 from bus.admin import apply, plan
-from bus.localkafka import LocalKafka
 from bus.settings import KafkaSettings, LagSettings
 from bus.topics import LAG_WINDOW, default_topics_file, load_catalogue
 from consumers.lag import LagMonitor
@@ -38,25 +35,10 @@ RECORDS = 40  # per partition
 ROUNDS = 30
 
 
-@contextlib.contextmanager
-def _bootstrap() -> Iterator[str]:
-    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if explicit:
-        yield explicit
-        return
-    with LocalKafka() as broker:
-        yield broker.bootstrap_servers
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _summary(values_ms: list[float]) -> dict[str, float]:
     return {
         "p50_ms": round(statistics.median(values_ms), 2),
-        "p95_ms": round(_pct(values_ms, 0.95), 2),
+        "p95_ms": round(_common.percentile(values_ms, 0.95), 2),
         "max_ms": round(max(values_ms), 2),
     }
 
@@ -126,10 +108,7 @@ def _cleanup(kafka: KafkaSettings, topics: list[str]) -> None:
 
 
 def main() -> None:
-    with _bootstrap() as bootstrap:
-        kafka = KafkaSettings(
-            bootstrap_servers=bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:8]}."
-        )
+    with _common.kafka() as kafka:
         topics, groups = _setup(kafka)
         try:
             result = _measure(kafka, topics, groups)

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
 import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
+from bench import _common
 from bus.admin import apply, plan
-from bus.localkafka import LocalKafka
 from bus.logs import configure_logging
 from bus.settings import KafkaSettings, PollerSettings, SandboxSettings, ServiceSettings
 from bus.topics import RIGHTS_REQUESTS, default_topics_file, load_catalogue
@@ -41,23 +38,6 @@ from producers.poller import Poller
 __all__ = ["main"]
 
 _console = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def _kafka() -> Iterator[KafkaSettings]:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield KafkaSettings(bootstrap_servers=external, topic_prefix=prefix)
-        return
-    with LocalKafka() as broker:
-        yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def _fetch_only(sandbox: SandboxServer, ws: int, page_size: int) -> tuple[int, float]:
@@ -168,7 +148,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--latency-items", type=int, default=200)
     args = parser.parse_args()
-    with _kafka() as kafka, SandboxServer(SandboxSettings(rate_limit=False)) as sandbox:
+    with _common.kafka() as kafka, SandboxServer(SandboxSettings(rate_limit=False)) as sandbox:
         admin = AdminClient(kafka.confluent_config())
         apply(admin, plan(admin, load_catalogue(default_topics_file()), kafka.topic_prefix))
         ws = sandbox.workspace_id
@@ -199,7 +179,7 @@ def main() -> None:
                     "items": len(latencies),
                     "lost": args.latency_items - len(latencies),
                     "p50_s": round(statistics.median(latencies), 3),
-                    "p99_s": round(_percentile(latencies, 0.99), 3),
+                    "p99_s": round(_common.percentile(latencies, 0.99), 3),
                     "max_s": round(max(latencies), 3),
                     "settings": PollerSettings().model_dump(
                         include={"interval_min_s", "interval_max_s", "page_size", "batch_size"}

@@ -443,6 +443,37 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
             value=_RECIPE_RUN,
         ),
     ),
+    "dastra.webhook-idempotency.v1": (
+        RecordExample(
+            name="claim",
+            summary="A webhook replica claims an Idempotency-Key before producing the command",
+            key="9f2c4e1b7a3d5f60c8e2b4a6d1f3e5c7a9b0d2f4e6a8c0b1d3f5e7a9c2b4d6e8",
+            value={
+                "state": "claim",
+                "claim_id": "5d0b8f7e2a6c4e19b3d7f1a0c9e8b6d4",
+                "command_id": "2f6c1a3e-8b7d-5f40-9c2e-6a1b3d5f7e90",
+                "action": "create-task",
+                "fingerprint": "b1e4f6a8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4",
+                "at": "2026-03-02T09:14:07.120Z",
+            },
+        ),
+        RecordExample(
+            name="answer",
+            summary="The first answer: every repeat of the key gets this command id back",
+            key="9f2c4e1b7a3d5f60c8e2b4a6d1f3e5c7a9b0d2f4e6a8c0b1d3f5e7a9c2b4d6e8",
+            value={
+                "state": "answer",
+                "claim_id": "5d0b8f7e2a6c4e19b3d7f1a0c9e8b6d4",
+                "command_id": "2f6c1a3e-8b7d-5f40-9c2e-6a1b3d5f7e90",
+                "action": "create-task",
+                "fingerprint": "b1e4f6a8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4",
+                "at": "2026-03-02T09:14:07.131Z",
+                "topic": "dastra.commands.create-task.v1",
+                "partition": 3,
+                "offset": 1184,
+            },
+        ),
+    ),
     "dastra.lag-window.v1": (
         RecordExample(
             name="window",

@@ -59,11 +59,13 @@ from bus.topics import (
     RECIPE_RUNS,
     RIGHTS_REQUESTS,
     TASKS,
+    WEBHOOK_IDEMPOTENCY,
     TopicCatalogue,
     command_topic,
 )
 from consumers.lag import LagWindowKey, LagWindowRecord
 from dastra.models import RightsRequest, Task
+from producers.idempotency import IdempotencyRecord
 from producers.poller import Cursor, PollTrigger
 
 __all__ = [
@@ -176,6 +178,7 @@ SubscriptionKey = Annotated[
 WorkspaceKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
 NotificationKey = Annotated[str, Field(min_length=1)]
 RecipeRunKey = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*:.+$")]
+IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 _LAG_KEY_CONTENT: JsonDict = {
     "oneOf": [
@@ -322,6 +325,23 @@ def _contracts() -> dict[str, Contract]:
             "Poll trigger",
             "Asks the poller to poll a workspace now (sent when Dastra's own webhook announces "
             "a change), so events arrive within seconds instead of the next poll interval.",
+        ),
+        Contract(
+            "idempotency-key",
+            IdempotencyKey,
+            "Idempotency scope",
+            "SHA-256 (hex) of the caller's token and its Idempotency-Key header: neither the "
+            "token nor the key itself is stored.",
+            encoding="text",
+        ),
+        Contract(
+            "idempotency-record",
+            IdempotencyRecord,
+            "Idempotency record",
+            "A webhook replica's claim on an Idempotency-Key, its release, or the first answer "
+            "(the command id and where the command landed). Every replica reads the topic in "
+            "log order: the first claim owns the key (until its lease ends in broker time), "
+            "the first answer is final.",
         ),
         Contract(
             "lag-window-key",
@@ -493,6 +513,15 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.RECIPES,),
             receivers=(Role.RECIPES, Role.OPERATORS),
             examples=EXAMPLES[RECIPE_RUNS],
+        ),
+        TopicContract(
+            WEBHOOK_IDEMPOTENCY,
+            "IdempotencyRecord",
+            "The webhook's Idempotency-Key claims and first answers",
+            "none",
+            senders=(Role.WEBHOOK,),
+            receivers=(Role.WEBHOOK,),
+            examples=EXAMPLES[WEBHOOK_IDEMPOTENCY],
         ),
         TopicContract(
             LAG_WINDOW,

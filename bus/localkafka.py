@@ -419,7 +419,9 @@ class LocalKafka:
         # KRaft cluster ids are 16 bytes in URL-safe base64 without padding.
         cid = base64.urlsafe_b64encode(cluster_id.bytes).decode().rstrip("=")
         result = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)],
+            # `--cluster-id=...`: a random id may start with "-", which a separate argument
+            # would turn into an option.
+            [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(props)],
             capture_output=True,
             text=True,
             timeout=120,

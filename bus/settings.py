@@ -13,19 +13,21 @@ Secrets are `SecretStr`: they never appear in `repr`, logs or error messages.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bus.topics import ACTIONS, NOTIFICATIONS
 
 __all__ = [
     "DastraSettings",
+    "HooksSettings",
     "KafkaSettings",
     "LagSettings",
     "PollerSettings",
@@ -33,6 +35,7 @@ __all__ = [
     "SandboxSettings",
     "ServiceSettings",
     "Settings",
+    "WebhookSettings",
     "WorkerSettings",
     "env_prefixes",
     "load_settings",
@@ -316,6 +319,84 @@ class LagSettings(BaseSettings):
         return self
 
 
+def _list_of_words(value: Any) -> Any:
+    # A JSON list, or words separated by commas: WEBHOOK_TOKENS=tok1,tok2 reads naturally.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [word.strip() for word in text.split(",") if word.strip()]
+    return value
+
+
+class WebhookSettings(BaseSettings):
+    """The webhook service (`WEBHOOK_*`): `dastra-kafka webhook`, the HTTP face for Zapier."""
+
+    model_config = _config("WEBHOOK_")
+
+    # Listens on SERVICE_HOST (127.0.0.1 unless set) and this port.
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Accepted API tokens (`Authorization: Bearer <token>` or `X-API-Key: <token>`): a JSON list
+    # or comma-separated. Several tokens allow rotation and one token per client.
+    tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # `?wait=N` is capped here: Zapier gives an action 30 s in all.
+    wait_max_s: float = Field(default=25.0, ge=0, le=120)
+    # How long a repeat with the same Idempotency-Key gets the first answer.
+    idempotency_retention_s: float = Field(default=86_400.0, gt=0)
+    # How long a replica's claim on an Idempotency-Key holds before another may take it over.
+    idempotency_lease_s: float = Field(default=15.0, gt=0)
+    # A record the broker has not acknowledged by then is given up: 503 with Retry-After.
+    kafka_timeout_s: float = Field(default=5.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
+    # Command results kept in memory for `?wait` (the newest ones).
+    results_cache: int = Field(default=10_000, ge=100)
+    # `GET /v1/hooks/samples/{event}` reads back at most this many records per partition.
+    samples_scan: int = Field(default=200, ge=1, le=10_000)
+
+    _split_tokens = field_validator("tokens", mode="before")(_list_of_words)
+
+
+class HooksSettings(BaseSettings):
+    """REST hook delivery (`HOOKS_*`): `dastra-kafka hooks`, and the subscribe-time URL checks
+    of the webhook service."""
+
+    model_config = _config("HOOKS_")
+
+    timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # The retry budget of one event to one subscriber: attempts and time, whichever ends first;
+    # then the event goes to dastra.dead-letter.v1.
+    max_attempts: int = Field(default=10, ge=1)
+    retry_deadline_s: float = Field(default=3600.0, gt=0)
+    # Jittered exponential backoff: first ceiling, doubling up to the max (Retry-After wins).
+    backoff_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    # Deliveries in flight per subscriber, and requests per second per subscriber (Zapier
+    # accepts about 30 per second per hook).
+    concurrency: int = Field(default=4, ge=1, le=100)
+    rate_per_s: float = Field(default=25.0, gt=0)
+    # Events waiting per subscriber; past it, further events go to the dead-letter topic
+    # for that subscriber, so one dead subscriber never holds the others (or memory).
+    queue_max: int = Field(default=1000, ge=1)
+    # Egress (SSRF) guard: targets must be https and resolve only to public addresses, unless
+    # these networks admit them (e.g. ["10.0.0.0/8"]; tests admit 127.0.0.0/8).
+    allow_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = (
+        Field(default_factory=list)
+    )
+    allow_http: bool = False
+    # Extra CA certificates to trust for subscriber TLS (PEM file), besides the system ones.
+    ca_file: Path | None = None
+    # Redirects are followed only to the same scheme, host and port, and only 307/308.
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    # Where a new consumer group starts: "latest" (no backlog to new subscribers) or "earliest".
+    start_from: Literal["latest", "earliest"] = "latest"
+    group: str = "dastra-hooks"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
+
+    _split_networks = field_validator("allow_networks", mode="before")(_list_of_words)
+
+
 class WorkerSettings(BaseSettings):
     """The command agents (`WORKER_*`): `dastra-kafka worker`, the Faust app of consumers/."""
 
@@ -379,17 +460,7 @@ class WorkerSettings(BaseSettings):
         return tuple(a for a in ACTIONS if not self.actions or a in self.actions)
 
 
-def _comma_list(value: Any) -> Any:
-    """`a,b,c` or a JSON array, from the environment; lists pass through."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-_CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+_CommaList = Annotated[list[str], NoDecode, BeforeValidator(_list_of_words)]
 
 
 class RecipesSettings(BaseSettings):
@@ -455,6 +526,8 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     lag: LagSettings = Field(default_factory=LagSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    hooks: HooksSettings = Field(default_factory=HooksSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     recipes: RecipesSettings = Field(default_factory=RecipesSettings)
 

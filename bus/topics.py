@@ -29,6 +29,7 @@ __all__ = [
     "RECIPE_RUNS",
     "RIGHTS_REQUESTS",
     "TASKS",
+    "WEBHOOK_IDEMPOTENCY",
     "TopicCatalogue",
     "TopicSpec",
     "TopicsFileError",
@@ -47,6 +48,7 @@ POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 LAG_WINDOW = "dastra.lag-window.v1"
 NOTIFICATIONS = "dastra.notifications.v1"
 RECIPE_RUNS = "dastra.recipe-runs.v1"
+WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

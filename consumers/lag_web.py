@@ -339,28 +339,32 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LagCollector(service))
 
-    async def refresh_loop(alerter: _Alerter | None) -> None:
-        while True:
+    async def refresh_loop(alerter: _Alerter | None, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             changes = await asyncio.to_thread(service.refresh)
             if alerter is not None:
                 for change in changes:
                     alerter.submit(change, service.snapshot)
-            await asyncio.sleep(lag.refresh_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), lag.refresh_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         alerter = _Alerter(lag, alert_transport) if lag.alert_url is not None else None
-        tasks = [asyncio.create_task(refresh_loop(alerter), name="lag-refresh")]
-        if alerter is not None:
-            tasks.append(asyncio.create_task(alerter.run(), name="lag-alerts"))
+        stop = asyncio.Event()
+        refreshing = asyncio.create_task(refresh_loop(alerter, stop), name="lag-refresh")
+        alerting = asyncio.create_task(alerter.run(), name="lag-alerts") if alerter else None
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            # Let a refresh running in its thread finish before the monitor is closed under it
+            # (cancelling the task would not stop the thread).
+            stop.set()
+            await refreshing
+            if alerting is not None:
+                alerting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await alerting
             if alerter is not None:
                 await alerter.aclose()
             await asyncio.to_thread(service.close)

@@ -1,68 +1,777 @@
-"""The main job behind `make run`: a local broker (or the configured cluster), the topic
-catalogue applied, and what is on the cluster shown.
+"""The main job behind `make run`: the whole pipeline, live, then checked.
 
-Consumes the settings; produces a running pipeline on the local broker until it ends.
+Consumes the settings. Starts (or reuses, when KAFKA_BOOTSTRAP_SERVERS is set) a Kafka broker
+and the Dastra sandbox (or the Dastra API when DASTRA_BASE_URL is set), applies topics.yaml, and
+runs the poller, the worker (Faust agents), the webhook service, the hook dispatcher and the lag
+server as supervised processes. Then it drives traffic: rights requests and tasks created in the
+sandbox as a Dastra user would, commands sent through the webhook (a search with `?wait`
+included), a REST hook subscriber on loopback, and one malformed command produced straight to
+Kafka. A live terminal view shows events, commands, results, dead letters, hook deliveries and
+lag. At the end (`--duration`, or Ctrl-C) a summary checks that every created item was published
+exactly once, every command has exactly one result, and the hook subscriber received every
+event; the exit code says whether all checks passed.
+
+    code = run(settings, catalogue, DemoOptions(duration_s=60))
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-from collections.abc import Iterator
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
+import httpx
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
 from rich.table import Table
 
-from bus.admin import apply, describe, plan
-from bus.localkafka import LocalKafka
-from bus.settings import KafkaSettings, Settings
-from bus.topics import TopicCatalogue
+from bus.admin import apply, plan
+from bus.localkafka import LocalKafka, LocalKafkaError, free_port
+from bus.settings import DastraSettings, KafkaSettings, Settings
+from bus.topics import (
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    RIGHTS_REQUESTS,
+    TASKS,
+    TopicCatalogue,
+    command_topic,
+)
+from consumers.lag import GroupSelection, LagMonitor, LagSnapshot, LagUnavailableError
+from dastra.sandbox import SandboxAdmin, SandboxServer
+from dastra_kafka.supervisor import Service, ServiceFailedError, Supervisor
 
-__all__ = ["run"]
+__all__ = ["DemoOptions", "DemoReport", "run"]
+
+_CLI = [sys.executable, "-m", "dastra_kafka"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How long and how busy the demo is."""
+
+    duration_s: float = 60.0
+    item_every_s: float = 1.5
+    command_every_s: float = 2.0
+    drain_timeout_s: float = 60.0
+    as_json: bool = False
+    run_dir: Path | None = None
+    recipes: tuple[str, ...] = ()
+
+
+@dataclass
+class DemoReport:
+    """What happened, and whether it is right."""
+
+    created: dict[str, set[int]] = field(default_factory=lambda: {"rights": set(), "tasks": set()})
+    events: Counter[str] = field(default_factory=Counter)  # ce_id -> times seen
+    event_items: dict[str, set[int]] = field(
+        default_factory=lambda: {"rights": set(), "tasks": set()}
+    )
+    commands: set[str] = field(default_factory=set)
+    results: Counter[str] = field(default_factory=Counter)  # command id -> results seen
+    results_failed: int = 0
+    dead_letters: int = 0
+    malformed_sent: int = 0
+    deliveries: Counter[str] = field(default_factory=Counter)  # webhook-id -> deliveries
+    bad_signatures: int = 0
+    searches: list[int] = field(default_factory=list)  # result sizes of ?wait searches
+    errors: list[str] = field(default_factory=list)
+    lag: LagSnapshot | None = None
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        created = len(self.created["rights"]) + len(self.created["tasks"])
+        published = len(self.event_items["rights"]) + len(self.event_items["tasks"])
+        missing = (self.created["rights"] - self.event_items["rights"]) | (
+            self.created["tasks"] - self.event_items["tasks"]
+        )
+        duplicated = [i for i, n in self.events.items() if n > 1]
+        no_result = self.commands - set(self.results)
+        twice = [c for c in self.commands if self.results[c] > 1]
+        undelivered = [ce for ce in self.events if _is_created(ce) and ce not in self.deliveries]
+        return [
+            (
+                "every created item published",
+                not missing,
+                f"{created - len(missing)} of the {created} items created in the app"
+                + (f"; missing {sorted(missing)[:5]}" if missing else "")
+                + f" ({published} created events with the commands' items)",
+            ),
+            ("no event published twice", not duplicated, f"{len(duplicated)} duplicated ids"),
+            (
+                "every command has a result",
+                not no_result,
+                f"{len(self.commands) - len(no_result)} of {len(self.commands)} commands",
+            ),
+            ("no command has two results", not twice, f"{len(twice)} with more than one"),
+            (
+                "malformed records dead-lettered",
+                self.dead_letters >= self.malformed_sent,
+                f"{self.dead_letters} dead letters for {self.malformed_sent} malformed records",
+            ),
+            (
+                "hook subscriber received every created event",
+                not undelivered and self.bad_signatures == 0,
+                f"{sum(1 for ce in self.events if _is_created(ce)) - len(undelivered)} delivered, "
+                f"{self.bad_signatures} bad signatures",
+            ),
+            ("no errors in the traffic", not self.errors, "; ".join(self.errors[:3]) or "none"),
+        ]
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _name, ok, _detail in self.checks())
+
+
+def _is_created(ce_id: str) -> bool:
+    return ".created:" in ce_id
+
+
+# --- the stack -----------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _broker(settings: Settings, console: Console) -> Iterator[KafkaSettings]:
-    """The configured cluster when KAFKA_BOOTSTRAP_SERVERS is set, else a local broker."""
+def _kafka(settings: Settings, console: Console) -> Iterator[KafkaSettings]:
     if "bootstrap_servers" in settings.kafka.model_fields_set:
-        console.print(f"using Kafka at {settings.kafka.bootstrap_servers}")
+        console.print(f"Kafka: using [bold]{settings.kafka.bootstrap_servers}[/]")
         yield settings.kafka
         return
-    with console.status("starting a local Apache Kafka broker"):
+    with console.status("starting a local Apache Kafka broker (KRaft, one node)"):
         broker = LocalKafka(progress=lambda message: console.print(message))
         broker.start()
     try:
-        console.print(f"local Apache Kafka broker ready at {broker.bootstrap_servers}")
+        console.print(f"Kafka: local broker at [bold]{broker.bootstrap_servers}[/]")
         yield settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
     finally:
         with console.status("stopping the broker"):
             broker.stop()
 
 
-def run(settings: Settings, catalogue: TopicCatalogue) -> int:
-    """Run the demo; return the process exit code."""
-    console = Console()
-    with _broker(settings, console) as kafka:
-        admin = AdminClient(kafka.confluent_config())
-        changes = plan(admin, catalogue, prefix=kafka.topic_prefix)
-        apply(admin, [change for change in changes if change.allowed])
-        states = describe(admin, [kafka.topic(spec.name) for spec in catalogue])
-        table = Table(title=f"topics.yaml applied to {kafka.bootstrap_servers}")
-        for column in ("topic", "partitions", "cleanup", "retention ms", "personal data"):
-            table.add_column(column, no_wrap=column == "topic")
-        missing = 0
-        for spec in catalogue:
-            state = states.get(kafka.topic(spec.name))
-            if state is None:
-                missing += 1
-                table.add_row(kafka.topic(spec.name), "[red]missing[/]", "", "", "")
-                continue
-            table.add_row(
-                state.name,
-                str(state.partitions),
-                state.configs.get("cleanup.policy", ""),
-                state.configs.get("retention.ms", ""),
-                "yes" if spec.personal_data else "no",
+@contextlib.contextmanager
+def _dastra(
+    settings: Settings, console: Console
+) -> Iterator[tuple[DastraSettings, SandboxAdmin | None]]:
+    if not settings.dastra.uses_sandbox:
+        console.print(
+            f"Dastra: using [bold]{settings.dastra.base_url}[/] (no traffic is created there)"
+        )
+        yield settings.dastra, None
+        return
+    config = settings.sandbox.model_copy(update={"port": 0})
+    # The sandbox runs in this process: its access log would scroll through the live view.
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with SandboxServer(config) as sandbox:
+        console.print(
+            f"Dastra: sandbox at [bold]{sandbox.base_url}[/] (workspace {sandbox.workspace_id})"
+        )
+        yield sandbox.dastra_settings(), sandbox.admin
+
+
+def _env(kafka: KafkaSettings, dastra: DastraSettings) -> dict[str, str]:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "SERVICE_LOG_JSON": "true",
+    }
+    if dastra.base_url:
+        env["DASTRA_BASE_URL"] = dastra.base_url
+        env["DASTRA_TOKEN_URL"] = dastra.token_url
+    if dastra.api_key is not None:
+        env["DASTRA_API_KEY"] = dastra.api_key.get_secret_value()
+    if dastra.workspace_id is not None:
+        env["DASTRA_WORKSPACE_ID"] = str(dastra.workspace_id)
+    return env
+
+
+@dataclass(frozen=True)
+class _Ports:
+    worker: int
+    webhook: int
+    lag: int
+    poller_metrics: int
+    hooks_metrics: int
+
+
+def _ok(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+# The demo's hook subscriber listens on plain HTTP on loopback, which the SSRF guard refuses
+# unless told otherwise (both where subscriptions are made and where deliveries are sent).
+_LOOPBACK_HOOKS = {"HOOKS_ALLOW_NETWORKS": "127.0.0.0/8", "HOOKS_ALLOW_HTTP": "true"}
+
+
+def _services(
+    base: dict[str, str], ports: _Ports, token: str, recipes: dict[str, str]
+) -> list[Service]:
+    return [
+        Service(
+            "poller",
+            [*_CLI, "poller", "--from", "now"],
+            {**base, "POLLER_METRICS_PORT": str(ports.poller_metrics)},
+            ready=lambda: _ok(f"http://127.0.0.1:{ports.poller_metrics}/metrics"),
+        ),
+        Service(
+            "worker",
+            [*_CLI, "worker"],
+            {**base, "WORKER_WEB_PORT": str(ports.worker), **recipes},
+            ready=lambda: _ok(f"http://127.0.0.1:{ports.worker}/ready"),
+            ready_timeout_s=120,
+        ),
+        Service(
+            "webhook",
+            [*_CLI, "webhook"],
+            {
+                **base,
+                **_LOOPBACK_HOOKS,
+                "WEBHOOK_PORT": str(ports.webhook),
+                "WEBHOOK_TOKENS": token,
+            },
+            ready=lambda: _ok(f"http://127.0.0.1:{ports.webhook}/readyz"),
+        ),
+        Service(
+            "hooks",
+            [*_CLI, "hooks"],
+            {**base, **_LOOPBACK_HOOKS, "HOOKS_METRICS_PORT": str(ports.hooks_metrics)},
+            ready=lambda: _ok(f"http://127.0.0.1:{ports.hooks_metrics}/metrics"),
+        ),
+        Service(
+            "lag",
+            [*_CLI, "lag", "serve"],
+            {**base, "LAG_PORT": str(ports.lag)},
+            ready=lambda: _ok(f"http://127.0.0.1:{ports.lag}/healthz"),
+        ),
+    ]
+
+
+# --- observers -----------------------------------------------------------------------------------
+
+
+class _Tail(threading.Thread):
+    """Reads the event, result and dead-letter topics (read_committed) from where they were
+    when the demo started, into the report."""
+
+    def __init__(self, kafka: KafkaSettings, report: DemoReport, lock: threading.Lock) -> None:
+        super().__init__(name="demo-tail", daemon=True)
+        self._kafka = kafka
+        self._report = report
+        self._lock = lock
+        self._halt = threading.Event()
+        self._names = {
+            kafka.topic(RIGHTS_REQUESTS): "rights",
+            kafka.topic(TASKS): "tasks",
+            kafka.topic(COMMAND_RESULTS): "results",
+            kafka.topic(DEAD_LETTER): "dlq",
+        }
+        self._consumer = Consumer(
+            kafka.confluent_config(
+                **{
+                    "group.id": f"demo-tail-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                }
             )
-        console.print(table)
-        return 1 if missing else 0
+        )
+        start = []
+        for topic in self._names:
+            partitions = self._consumer.list_topics(topic, timeout=15).topics[topic].partitions
+            for partition in partitions:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), 15
+                )
+                start.append(TopicPartition(topic, partition, high))
+        self._consumer.assign(start)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                message = self._consumer.poll(0.2)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        with self._lock:
+                            self._report.errors.append(f"tail: {error.str()}")
+                    continue
+                topic = message.topic() or ""
+                self._record(self._names[topic], _header_pairs(message.headers()), message.value())
+        finally:
+            self._consumer.close()
+
+    def _record(self, kind: str, found: dict[str, bytes], value: bytes | None) -> None:
+        with self._lock:
+            if kind in ("rights", "tasks"):
+                ce_id = found.get("ce_id", b"").decode()
+                self._report.events[ce_id] += 1
+                if _is_created(ce_id):
+                    self._report.event_items[kind].add(int(json.loads(value or b"{}")["id"]))
+            elif kind == "results":
+                data = json.loads(value or b"{}")
+                self._report.results[str(data.get("command_id"))] += 1
+                if data.get("status") == "failed":
+                    self._report.results_failed += 1
+            else:
+                self._report.dead_letters += 1
+
+
+def _header_pairs(headers: Any) -> dict[str, bytes]:
+    pairs = headers.items() if isinstance(headers, dict) else (headers or [])
+    return {
+        name: value.encode() if isinstance(value, str) else value
+        for name, value in pairs
+        if value is not None
+    }
+
+
+class _Subscriber:
+    """A REST hook subscriber on loopback: verifies each Standard Webhooks signature."""
+
+    def __init__(self, report: DemoReport, lock: threading.Lock) -> None:
+        self.secrets: list[bytes] = []
+        subscriber = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                webhook_id = self.headers.get("webhook-id", "")
+                timestamp = self.headers.get("webhook-timestamp", "")
+                signatures = self.headers.get("webhook-signature", "").split()
+                signed = f"{webhook_id}.{timestamp}.".encode() + body
+                expected = {
+                    "v1," + base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest()).decode()
+                    for k in subscriber.secrets
+                }
+                valid = any(
+                    hmac.compare_digest(e, candidate) for e in expected for candidate in signatures
+                )
+                with lock:
+                    if valid:
+                        report.deliveries[webhook_id] += 1
+                    else:
+                        report.bad_signatures += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def add_secret(self, secret: str) -> None:
+        self.secrets.append(base64.b64decode(secret.removeprefix("whsec_")))
+
+    def __enter__(self) -> _Subscriber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --- traffic -------------------------------------------------------------------------------------
+
+
+class _Traffic(threading.Thread):
+    """Creates Dastra items and sends commands on a schedule until stopped."""
+
+    def __init__(
+        self,
+        options: DemoOptions,
+        admin: SandboxAdmin | None,
+        webhook_url: str,
+        token: str,
+        report: DemoReport,
+        lock: threading.Lock,
+    ) -> None:
+        super().__init__(name="demo-traffic", daemon=True)
+        self._options = options
+        self._admin = admin
+        self._http = httpx.Client(
+            base_url=webhook_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        self._report = report
+        self._lock = lock
+        self._halt = threading.Event()
+        self._rng = random.Random(2026)
+        self._processing: str | None = None
+        self._round = 0
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(60)
+        self._http.close()
+
+    def run(self) -> None:
+        if self._admin is not None:
+            processings = self._admin.objects("processings")
+            self._processing = str(processings[0]["id"]) if processings else None
+        next_item = next_command = time.monotonic()
+        while not self._halt.is_set():
+            now = time.monotonic()
+            try:
+                if self._admin is not None and now >= next_item:
+                    self._create_item()
+                    next_item = now + self._options.item_every_s
+                if now >= next_command:
+                    self._send_command()
+                    next_command = now + self._options.command_every_s
+            except Exception as exc:  # one failed step is reported, the demo goes on
+                with self._lock:
+                    self._report.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            self._halt.wait(0.05)
+
+    def _create_item(self) -> None:
+        assert self._admin is not None
+        n = self._round = self._round + 1
+        if self._rng.random() < 0.6:
+            item = self._admin.create_rights_request(
+                title=f"Demo request {n}",
+                email=f"subject{n}@example.org",
+                givenName="Demo",
+                familyName=f"Subject {n}",
+                purposes=[self._rng.choice(["Access", "Erasure", "Rectification"])],
+            )
+            with self._lock:
+                self._report.created["rights"].add(int(item["id"]))
+        else:
+            item = self._admin.create_task(label=f"Demo task {n}", priority="Medium")
+            with self._lock:
+                self._report.created["tasks"].add(int(item["id"]))
+        if n % 3 == 0:
+            # A DPO starts working on an earlier request: an `updated` event follows.
+            with self._lock:
+                earlier = sorted(self._report.created["rights"])
+            if earlier:
+                self._admin.update_rights_request(earlier[0 if n % 2 else -1], state="Processing")
+
+    def _send(self, action: str, body: dict[str, Any], wait: float | None = None) -> Any:
+        """POST a command to the webhook; with `wait`, return its result (or None)."""
+        params = {"wait": wait} if wait else None
+        response = self._http.post(f"/v1/commands/{action}", json=body, params=params)
+        if response.status_code not in (200, 202):
+            raise RuntimeError(f"{action}: the webhook answered {response.status_code}")
+        with self._lock:
+            self._report.commands.add(response.headers["Command-Id"])
+        return response.json() if response.status_code == 200 else None
+
+    def _send_command(self) -> None:
+        n = self._round
+        kind = self._rng.choice(
+            [
+                "create-task",
+                "create-actor",
+                "find-or-create-actor",
+                "search-actors",
+                "link-actor-to-processing",
+                "create-rights-request",
+            ]
+        )
+        if kind == "create-task":
+            self._send("create-task", {"label": f"Follow up {n}", "priority": "High"})
+        elif kind == "create-actor":
+            self._send("create-actor", {"companyName": f"Vendor {n} SAS", "countryCode": "FR"})
+        elif kind == "find-or-create-actor":
+            self._send("find-or-create-actor", _ACME)
+        elif kind == "search-actors":
+            found = self._send("search-actors", {"q": "Vendor"}, wait=10)
+            with self._lock:
+                self._report.searches.append(len(found) if isinstance(found, list) else -1)
+        elif kind == "link-actor-to-processing" and self._processing is not None:
+            actor = self._send("find-or-create-actor", _ACME, wait=10)
+            if isinstance(actor, dict) and actor.get("id"):
+                self._send(
+                    "link-actor-to-processing",
+                    {
+                        "actorIds": [actor["id"]],
+                        "dataProcessingId": self._processing,
+                        "type": "Recipient",
+                        "recipientType": "Vendor",
+                    },
+                )
+        else:
+            self._send(
+                "create-rights-request",
+                {
+                    "title": f"Request from the CRM {n}",
+                    "purposes": ["Access"],
+                    "email": f"crm{n}@example.org",
+                },
+            )
+
+
+_ACME = {"companyName": "Acme Cloud", "email": "privacy@acme.example", "countryCode": "DE"}
+
+
+# --- the view ------------------------------------------------------------------------------------
+
+
+def _view(
+    report: DemoReport,
+    lock: threading.Lock,
+    urls: dict[str, str],
+    started: float,
+    duration: float,
+) -> Group:
+    with lock:
+        flow = Table(title="what flows", expand=True)
+        flow.add_column("")
+        flow.add_column("count", justify="right")
+        created = len(report.created["rights"]) + len(report.created["tasks"])
+        published = len(report.event_items["rights"]) + len(report.event_items["tasks"])
+        rows = [
+            ("items created in Dastra (sandbox)", created),
+            ("created events on Kafka", published),
+            ("updated events on Kafka", sum(1 for ce in report.events if not _is_created(ce))),
+            ("commands sent through the webhook", len(report.commands)),
+            ("results", sum(report.results.values())),
+            ("  of which failed", report.results_failed),
+            ("dead letters", report.dead_letters),
+            ("hook deliveries (signature verified)", sum(report.deliveries.values())),
+        ]
+        for name, value in rows:
+            flow.add_row(name, str(value))
+        lag = Table(title="consumer lag", expand=True)
+        for column in ("group", "status", "lag", "time lag"):
+            lag.add_column(column)
+        if report.lag is not None:
+            for group in report.lag.groups:
+                lag.add_row(
+                    group.group,
+                    str(group.status),
+                    str(group.lag),
+                    f"{group.max_time_lag_s:.1f} s",
+                )
+    links = "  ".join(f"{name}: {url}" for name, url in urls.items())
+    remaining = max(0.0, duration - (time.monotonic() - started))
+    return Group(
+        Panel(links, title=f"dastra-kafka demo: {remaining:.0f} s left (Ctrl-C ends it early)"),
+        flow,
+        lag,
+    )
+
+
+def _summary(report: DemoReport, console: Console) -> None:
+    table = Table(title="summary")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for name, ok, detail in report.checks():
+        table.add_row(name, "[green]PASS[/]" if ok else "[red]FAIL[/]", detail)
+    console.print(table)
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> int:
+    """Run the demo; return the process exit code (0 when every check passed)."""
+    console = Console(stderr=options.as_json)
+    report = DemoReport()
+    lock = threading.Lock()
+    stop = threading.Event()
+    run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="dastra-kafka-demo-"))
+    with _signals(stop), contextlib.ExitStack() as stack:
+        try:
+            kafka = stack.enter_context(_kafka(settings, console))
+            dastra, admin = stack.enter_context(_dastra(settings, console))
+            _apply_topics(kafka, catalogue)
+            console.print(f"topics: {len(catalogue)} applied from {catalogue.path.name}")
+            token = secrets.token_urlsafe(24)
+            ports = _Ports(free_port(), free_port(), free_port(), free_port(), free_port())
+            supervisor = stack.enter_context(Supervisor(run_dir))
+            subscriber = stack.enter_context(_Subscriber(report, lock))
+            enabled = {"RECIPES_ENABLE": ",".join(options.recipes)} if options.recipes else {}
+            for service in _services(_env(kafka, dastra), ports, token, enabled):
+                with console.status(f"starting {service.name}"):
+                    supervisor.start(service)
+                console.print(f"  {service.name} running (log: {supervisor.log_of(service.name)})")
+            webhook_url = f"http://127.0.0.1:{ports.webhook}"
+            _subscribe(webhook_url, token, subscriber, ports)
+            tail = _Tail(kafka, report, lock)
+            tail.start()
+            stack.callback(tail.stop)
+            _send_malformed(kafka, report)
+            traffic = _Traffic(options, admin, webhook_url, token, report, lock)
+            traffic.start()
+            stack.callback(traffic.stop)
+            monitor = stack.enter_context(
+                LagMonitor(kafka, settings.lag, GroupSelection.of(kafka, settings.lag))
+            )
+            urls = {
+                "webhook": f"{webhook_url}/docs",
+                "lag page": f"http://127.0.0.1:{ports.lag}/",
+                "logs": str(run_dir),
+            }
+            _watch(options, report, lock, stop, supervisor, monitor, traffic, urls, console)
+        except (ServiceFailedError, LocalKafkaError, RuntimeError, httpx.HTTPError) as exc:
+            console.print(f"[red]the demo could not run:[/] {exc}")
+            report.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+    if options.as_json:
+        print(json.dumps(_as_json(report), indent=2))
+    else:
+        _summary(report, console)
+    return 0 if report.passed else 1
+
+
+def _apply_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> None:
+    admin = AdminClient(kafka.confluent_config())
+    apply(admin, plan(admin, catalogue, kafka.topic_prefix))
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the traffic early; the summary still follows."""
+    previous = {
+        signum: signal.signal(signum, lambda _s, _f: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _subscribe(webhook_url: str, token: str, subscriber: _Subscriber, ports: _Ports) -> None:
+    """Subscribe the loopback receiver to both created events, through the webhook's REST
+    hooks, and wait until the dispatcher knows the subscriptions."""
+    with httpx.Client(base_url=webhook_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        for event in ("rights_request.created", "task.created"):
+            answer = http.post("/v1/hooks", json={"event": event, "target_url": subscriber.url})
+            if answer.status_code != 201:
+                raise RuntimeError(f"subscribing to {event}: {answer.status_code} {answer.text}")
+            subscriber.add_secret(answer.json()["secret"])
+    metrics = f"http://127.0.0.1:{ports.hooks_metrics}/metrics"
+    _wait_until(
+        lambda: _gauge(metrics, "dastra_hooks_subscriptions") >= 2,
+        30,
+        "the hook dispatcher to know both subscriptions",
+    )
+
+
+def _watch(
+    options: DemoOptions,
+    report: DemoReport,
+    lock: threading.Lock,
+    stop: threading.Event,
+    supervisor: Supervisor,
+    monitor: LagMonitor,
+    traffic: _Traffic,
+    urls: dict[str, str],
+    console: Console,
+) -> None:
+    """The live view while traffic flows, then while the last results drain."""
+    started = time.monotonic()
+    with Live(console=console, auto_refresh=False, transient=options.as_json) as live:
+        while not stop.is_set() and time.monotonic() - started < options.duration_s:
+            dead = supervisor.dead()
+            if dead:
+                with lock:
+                    report.errors.append(f"service(s) exited: {', '.join(dead)}")
+                break
+            try:
+                snapshot = monitor.refresh()
+            except LagUnavailableError:
+                snapshot = None
+            with lock:
+                report.lag = snapshot or report.lag
+            live.update(_view(report, lock, urls, started, options.duration_s), refresh=True)
+            stop.wait(1.0)
+        traffic.stop()
+        _drain(report, lock, options.drain_timeout_s, live, urls, started)
+
+
+def _drain(
+    report: DemoReport,
+    lock: threading.Lock,
+    timeout: float,
+    live: Live,
+    urls: dict[str, str],
+    started: float,
+) -> None:
+    """Wait (with a deadline) until everything sent has come out at the other end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with lock:
+            settled = report.passed
+        live.update(
+            _view(report, lock, {**urls, "draining": "waiting for the last results"}, started, 0),
+            refresh=True,
+        )
+        if settled:
+            return
+        time.sleep(0.5)
+
+
+def _gauge(url: str, name: str) -> float:
+    """The value of an unlabelled gauge on a Prometheus endpoint (0 when absent)."""
+    for line in httpx.get(url, timeout=2).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not _probe(condition):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _probe(condition: Callable[[], bool]) -> bool:
+    try:
+        return condition()
+    except httpx.HTTPError:
+        return False
+
+
+def _send_malformed(kafka: KafkaSettings, report: DemoReport) -> None:
+    """One record that is not JSON, straight onto a command topic: it must be dead-lettered."""
+    producer = Producer(kafka.confluent_config(**{"enable.idempotence": True}))
+    producer.produce(
+        kafka.topic(command_topic("create-task")), key=b"demo-malformed", value=b"{not json"
+    )
+    if producer.flush(15) == 0:
+        report.malformed_sent += 1
+
+
+def _as_json(report: DemoReport) -> dict[str, Any]:
+    return {
+        "passed": report.passed,
+        "checks": [{"check": n, "passed": ok, "detail": d} for n, ok, d in report.checks()],
+        "created": {k: len(v) for k, v in report.created.items()},
+        "events": sum(report.events.values()),
+        "commands": len(report.commands),
+        "results": sum(report.results.values()),
+        "dead_letters": report.dead_letters,
+        "hook_deliveries": sum(report.deliveries.values()),
+    }

@@ -376,7 +376,9 @@ class _WorkspacePoller:
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(10)
+            # A fenced producer raises on flush; nothing of ours is pending then.
+            with contextlib.suppress(KafkaException):
+                producer.flush(10)
 
     def _publish(
         self, resource: Resource, events: Sequence[tuple[str, _Change]], cursor: Cursor

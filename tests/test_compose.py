@@ -81,5 +81,5 @@ def test_services_with_published_ports_listen_on_every_interface() -> None:
         if "ports" not in service or name == "kafka":
             continue
         env = service.get("environment", {})
-        hosts = {env.get("SERVICE_HOST"), env.get("SANDBOX_HOST")}
+        hosts = {value for key, value in env.items() if key.endswith("_HOST")}
         assert "0.0.0.0" in hosts, f"{name} publishes ports but binds 127.0.0.1 in its container"

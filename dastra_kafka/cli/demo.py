@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from dastra_kafka.cli._common import catalogue_of, settings_of
@@ -9,12 +11,33 @@ from dastra_kafka.cli._common import catalogue_of, settings_of
 __all__ = ["register"]
 
 
-def demo(ctx: typer.Context) -> None:
-    """Start (or reuse) Kafka, apply topics.yaml and show the pipeline."""
-    from dastra_kafka.demo import run
+def demo(
+    ctx: typer.Context,
+    duration: float = typer.Option(60.0, min=5, help="Seconds of traffic before the summary."),
+    item_every: float = typer.Option(1.5, min=0.1, help="Seconds between items created in Dastra."),
+    command_every: float = typer.Option(2.0, min=0.1, help="Seconds between webhook commands."),
+    run_dir: Path | None = typer.Option(
+        None, help="Where the services' logs go (default: a temp dir)."
+    ),
+    recipe: list[str] = typer.Option(
+        [], "--recipe", help="Switch a shipped recipe on (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Run the whole pipeline on a local broker and the Dastra sandbox, drive traffic, show it
+    live, then check that nothing was lost or duplicated (exit 1 when a check fails)."""
+    from dastra_kafka.demo import DemoOptions, run
 
     settings = settings_of(ctx)
-    raise typer.Exit(run(settings, catalogue_of(settings)))
+    options = DemoOptions(
+        duration_s=duration,
+        item_every_s=item_every,
+        command_every_s=command_every,
+        run_dir=run_dir,
+        recipes=tuple(recipe),
+        as_json=as_json,
+    )
+    raise typer.Exit(run(settings, catalogue_of(settings), options))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,225 @@
+"""An asyncio face on one idempotent, acks=all confluent-kafka producer.
+
+Consumes records to write. Produces them and resolves each `await produce(...)` only when the
+broker acknowledged the record (all in-sync replicas), with its partition and offset, or raises
+`KafkaUnavailableError` when it did not within `timeout_s` (the record is then given up by
+librdkafka: never written later) or when the cluster is known to be down (the request fails
+fast; nothing is queued). A background thread serves delivery reports and, while the cluster
+is down, probes it every second.
+
+    async with AsyncProducer(settings.kafka, timeout_s=5) as producer:
+        delivered = await producer.produce(topic, key=b"k", value=b"{}")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from bus.envelope import RecordHeaders
+from bus.settings import KafkaSettings
+
+__all__ = ["AsyncProducer", "Delivered", "KafkaUnavailableError"]
+
+_log = structlog.get_logger(__name__)
+
+
+class KafkaUnavailableError(RuntimeError):
+    """The record was not acknowledged by the broker (and will not be written later)."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where an acknowledged record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class AsyncProducer:
+    """Owns one confluent-kafka Producer (idempotent, acks=all) and its poll thread."""
+
+    def __init__(self, kafka: KafkaSettings, *, timeout_s: float, linger_ms: int = 1) -> None:
+        self._kafka = kafka
+        self._timeout_s = timeout_s
+        self._linger_ms = linger_ms
+        self._producer: Producer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._producer is not None:
+            raise RuntimeError("the producer is already open")
+        timeout_ms = int(self._timeout_s * 1000)
+        self._producer = Producer(
+            self._kafka.confluent_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": self._linger_ms,
+                    "message.timeout.ms": timeout_ms,
+                    "request.timeout.ms": max(1000, min(timeout_ms, 30_000)),
+                    "socket.connection.setup.timeout.ms": max(1000, min(timeout_ms, 30_000)),
+                    "reconnect.backoff.max.ms": 1000,
+                    "error_cb": self._on_error,
+                }
+            )
+        )
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, name="producer-poll", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        producer, self._producer = self._producer, None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        if producer is not None:
+            remaining = producer.flush(timeout_s)
+            if remaining:
+                _log.warning("producer.unflushed_on_close", records=remaining)
+
+    async def __aenter__(self) -> Self:
+        self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """False while the cluster is known to be unreachable."""
+        return self._down_since is None
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            with self._lock:
+                if self._down_since is None and error.code() == KafkaError._ALL_BROKERS_DOWN:
+                    self._down_since = time.monotonic()
+                    _log.warning("producer.kafka_down")
+        elif error.fatal():
+            _log.error("producer.fatal", code=error.code())
+
+    def _mark_up(self) -> None:
+        with self._lock:
+            if self._down_since is not None:
+                _log.info("producer.kafka_back")
+            self._down_since = None
+
+    def _serve(self) -> None:
+        next_probe = 0.0
+        while not self._stop.is_set():
+            producer = self._producer
+            if producer is None:
+                return
+            producer.poll(0.05)
+            if self._down_since is not None and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + 1.0
+                try:
+                    metadata = producer.list_topics(timeout=1.0)
+                    if metadata.brokers:
+                        self._mark_up()
+                except KafkaException:
+                    pass
+
+    def probe(self, timeout_s: float = 2.0) -> bool:
+        """Ask the cluster for metadata (blocking; run it in a thread)."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            metadata = producer.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        if metadata.brokers:
+            self._mark_up()
+            return True
+        return False
+
+    # --- producing ---------------------------------------------------------------------------
+
+    async def produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: RecordHeaders | None = None,
+        partition: int | None = None,
+    ) -> Delivered:
+        """Write one record and wait for the broker's acknowledgement."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the producer is not open: use `async with AsyncProducer(...)`")
+        if self._down_since is not None:
+            raise KafkaUnavailableError("Kafka is unreachable")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivered] = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                self._mark_up()
+                result = Delivered(
+                    message.topic() or topic,
+                    message.partition() or 0,
+                    message.offset() or 0,
+                    message.timestamp()[1],
+                )
+                loop.call_soon_threadsafe(_settle, future, result, None)
+            else:
+                loop.call_soon_threadsafe(
+                    _settle, future, None, KafkaUnavailableError(f"not acknowledged: {error.str()}")
+                )
+
+        try:
+            if partition is None:
+                producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+                )
+            else:
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    partition=partition,
+                    on_delivery=on_delivery,
+                )
+        except BufferError as exc:
+            raise KafkaUnavailableError("the producer queue is full") from exc
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"not accepted: {exc.args[0].str()}") from exc
+        return await future
+
+
+def _settle(
+    future: asyncio.Future[Delivered], result: Delivered | None, error: Exception | None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)

@@ -1,0 +1,270 @@
+"""Topic tailer: one topic read in a background thread, every record handed to a callback.
+
+Consumes any topic, by manual assignment (no consumer group, no commits): from the beginning
+(optionally from a time), so a process can rebuild a table such as the hook subscriptions, or
+from the current end, to follow new records such as command results. Produces nothing; callers
+await `reached(partition, offset)` to read their own writes and `caught_up` to know the table is
+complete.
+
+    tailer = TopicTailer(kafka, kafka.topic(HOOK_SUBSCRIPTIONS), table.apply, start="beginning")
+    tailer.start()                    # returns once the topic was read to its end
+    await tailer.reached(partition, offset, within=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Literal
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from bus.settings import KafkaSettings
+
+__all__ = ["TailerError", "TopicTailer"]
+
+_log = structlog.get_logger(__name__)
+
+
+class TailerError(RuntimeError):
+    """The tailer could not start: the topic is missing or Kafka did not answer in time."""
+
+
+class TopicTailer:
+    """Reads one topic in a daemon thread; `apply(message)` runs in that thread, in log order
+    per partition. Survives broker restarts (librdkafka reconnects)."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        apply: Callable[[Message], None],
+        *,
+        start: Literal["beginning", "end"],
+        name: str,
+        since_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self.topic = topic
+        self._apply = apply
+        self._start = start
+        self._name = name
+        self._since_ms = since_ms
+        self._positions: dict[int, int] = {}
+        self._targets: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._caught_up = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.started_at_ms = 0
+
+    @property
+    def caught_up(self) -> bool:
+        """Every record present when the tailer started has been applied."""
+        return self._caught_up.is_set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start reading; return once assigned (and, from the beginning, caught up)."""
+        if self._thread is not None:
+            raise RuntimeError(f"tailer {self._name} already started")
+        self.started_at_ms = int(time.time() * 1000)
+        self._thread = threading.Thread(target=self._run, name=f"tail-{self._name}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            self.stop()
+            raise TailerError(f"could not start reading {self.topic}: {self._error or 'timeout'}")
+        deadline = time.monotonic() + timeout
+        while not self._caught_up.wait(0.05):
+            if self._error is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TailerError(
+                    f"could not read {self.topic} to its end: {self._error or 'timeout'}"
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(10)
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for _p, _o, loop, future in waiters:
+            loop.call_soon_threadsafe(_cancel, future)
+
+    def position(self, partition: int) -> int:
+        with self._lock:
+            return self._positions.get(partition, 0)
+
+    async def reached(self, partition: int, offset: int, within: float) -> bool:
+        """Wait until the record at `offset` of `partition` was applied; False on timeout."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._positions.get(partition, 0) > offset:
+                return True
+            self._waiters.append((partition, offset, loop, future))
+        try:
+            await asyncio.wait_for(future, within)
+            return True
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if self._stop.is_set():
+                return False
+            raise
+        finally:
+            with self._lock:
+                self._waiters = [w for w in self._waiters if w[3] is not future]
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            self._kafka.confluent_config(
+                **{
+                    # Never joins a group (manual assignment) and never commits.
+                    "group.id": self._kafka.topic(f"dastra-tail-{self._name}-{uuid.uuid4().hex}"),
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "fetch.wait.max.ms": 20,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
+
+    def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
+        metadata = consumer.list_topics(self.topic, timeout=10)
+        info = metadata.topics.get(self.topic)
+        if info is None or info.error is not None:
+            raise TailerError(f"topic {self.topic} does not exist")
+        partitions = sorted(info.partitions)
+        starts: dict[int, int] = {}
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), 10)
+            self._targets[partition] = high
+            starts[partition] = high if self._start == "end" else low
+        if self._start == "beginning" and self._since_ms is not None:
+            since = self._since_ms()
+            found = consumer.offsets_for_times(
+                [TopicPartition(self.topic, p, since) for p in partitions], timeout=10
+            )
+            for tp in found:
+                if tp.offset >= 0:
+                    starts[tp.partition] = max(starts[tp.partition], tp.offset)
+                else:  # nothing that recent: start at the end
+                    starts[tp.partition] = self._targets[tp.partition]
+        with self._lock:
+            self._positions = dict(starts)
+        return [TopicPartition(self.topic, p, starts[p]) for p in partitions]
+
+    def _assign_with_retries(self, consumer: Consumer) -> list[TopicPartition]:
+        # A topic created a moment ago may not have a leader yet: retry what can be retried.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return self._assignment(consumer)
+            except (KafkaException, TailerError) as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) else None
+                retriable = isinstance(error, KafkaError) and (
+                    error.retriable()
+                    or error.code()
+                    in (
+                        KafkaError.NOT_LEADER_FOR_PARTITION,
+                        KafkaError.LEADER_NOT_AVAILABLE,
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        KafkaError._TRANSPORT,
+                        KafkaError._TIMED_OUT,
+                    )
+                )
+                if isinstance(exc, TailerError) or not retriable:
+                    raise
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise
+                time.sleep(0.2)
+
+    def _check_caught_up(self) -> None:
+        if self._caught_up.is_set():
+            return
+        with self._lock:
+            done = all(self._positions.get(p, 0) >= high for p, high in self._targets.items())
+        if done:
+            self._caught_up.set()
+
+    def _run(self) -> None:
+        consumer = self._consumer()
+        try:
+            assignment = self._assign_with_retries(consumer)
+            consumer.assign(assignment)
+            self._ready.set()
+            self._check_caught_up()
+            self._notify()
+            while not self._stop.is_set():
+                message = consumer.poll(0.1)
+                if message is None:
+                    # Transaction markers take offsets no message shows: trust the position.
+                    self._advance(consumer.position(assignment))
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        _log.debug("tailer.error", topic=self.topic, code=error.code())
+                    continue
+                try:
+                    self._apply(message)
+                except Exception:
+                    # One bad record must not stop the table; it is skipped, by offset.
+                    _log.exception(
+                        "tailer.apply_failed",
+                        topic=self.topic,
+                        partition=message.partition(),
+                        offset=message.offset(),
+                    )
+                with self._lock:
+                    self._positions[message.partition() or 0] = (message.offset() or 0) + 1
+                self._check_caught_up()
+                self._notify()
+        except (KafkaException, TailerError) as exc:
+            self._error = exc
+            _log.error("tailer.stopped", topic=self.topic, error=str(exc))
+        finally:
+            self._ready.set()
+            consumer.close()
+
+    def _advance(self, positions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in positions:
+                if tp.offset >= 0 and tp.offset > self._positions.get(tp.partition, 0):
+                    self._positions[tp.partition] = tp.offset
+        self._check_caught_up()
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._lock:
+            done = [w for w in self._waiters if self._positions.get(w[0], 0) > w[1]]
+            if not done:
+                return
+            self._waiters = [w for w in self._waiters if w not in done]
+        for _p, _o, loop, future in done:
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _cancel(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.cancel()

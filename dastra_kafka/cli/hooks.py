@@ -1,0 +1,47 @@
+"""`dastra-kafka hooks`: deliver Dastra events to REST hook subscribers (Standard Webhooks
+signatures, retries, 410 unsubscribes, dead letters) until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+
+from bus.settings import Settings
+from dastra_kafka.cli._common import EXIT_UNAVAILABLE, fail, settings_of
+
+__all__ = ["register"]
+
+
+def hooks(ctx: typer.Context) -> None:
+    """Run the REST hook dispatcher (a member of consumer group HOOKS_GROUP)."""
+    from bus.tailer import TailerError
+
+    settings = settings_of(ctx)
+    try:
+        asyncio.run(_run(settings))
+    except TailerError as exc:
+        fail(f"Kafka is not reachable or topics are missing: {exc}", EXIT_UNAVAILABLE)
+
+
+async def _run(settings: Settings) -> None:
+    from consumers.hooks import HookDispatcher
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with HookDispatcher(
+        settings.kafka, settings.hooks, host=settings.service.host
+    ) as dispatcher:
+        typer.echo(
+            f"delivering to {len(dispatcher.table.all())} subscription(s); Ctrl-C stops",
+            err=True,
+        )
+        await dispatcher.run(stop=stop)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.command("hooks")(hooks)

@@ -1,0 +1,63 @@
+"""`dastra-kafka webhook`: the HTTP API for Zapier and any HTTP client (commands, REST hooks,
+Dastra's own webhooks), on SERVICE_HOST:WEBHOOK_PORT."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import typer
+
+from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, settings_of
+
+__all__ = ["register"]
+
+
+def webhook(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, help="Listen address (default SERVICE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default WEBHOOK_PORT)."),
+) -> None:
+    """Serve the webhook API (OpenAPI at /openapi.json, docs at /docs) until Ctrl-C/SIGTERM."""
+    import uvicorn
+
+    from bus.tailer import TailerError
+    from producers.webhook import WebhookService, create_app
+
+    _Server = _server_class()  # noqa: N806 - a class
+    settings = settings_of(ctx)
+    if not settings.webhook.tokens:
+        fail("no API token: set WEBHOOK_TOKENS (comma-separated or a JSON list)", EXIT_BAD_INPUT)
+    service = WebhookService(settings.kafka, settings.webhook, settings.hooks, settings.dastra)
+    config = uvicorn.Config(
+        create_app(service),
+        host=host or settings.service.host,
+        port=settings.webhook.port if port is None else port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    try:
+        _Server(config).run()
+    except TailerError as exc:
+        fail(f"Kafka is not reachable or topics are missing: {exc}", EXIT_UNAVAILABLE)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # SIGTERM or Ctrl-C is the normal way to stop a service: exit code 0 after the
+            # graceful shutdown, not uvicorn's re-raised signal.
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    return Server
+
+
+def register(app: typer.Typer) -> None:
+    """Add this verb to the `dastra-kafka` command line."""
+    app.command("webhook")(webhook)

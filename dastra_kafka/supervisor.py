@@ -1,0 +1,147 @@
+"""Supervised child processes for the demo (and anything else that runs the stack locally).
+
+Consumes service definitions (argv, environment, a readiness probe). Produces running processes,
+each in its own process group with its output in a log file, started in order and stopped in
+reverse order: SIGTERM, then SIGKILL after a deadline, so nothing ever hangs on shutdown.
+
+    with Supervisor(run_dir) as supervisor:
+        supervisor.start(Service("poller", [...], env, ready=lambda: True))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["Service", "ServiceFailedError", "Supervisor"]
+
+
+class ServiceFailedError(RuntimeError):
+    """A service exited or did not become ready; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """A child process: its name, command line, environment and readiness probe."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None
+    ready_timeout_s: float = 90.0
+    stop_timeout_s: float = 15.0
+
+
+@dataclass
+class _Running:
+    service: Service
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class Supervisor:
+    """Starts services in order, watches them, stops them in reverse order."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._running: list[_Running] = []
+
+    def __enter__(self) -> Supervisor:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+    def log_of(self, name: str) -> Path:
+        return self.run_dir / f"{name}.log"
+
+    def start(self, service: Service) -> None:
+        """Start `service` and wait until its probe answers (or fail with its log tail)."""
+        log = self.log_of(service.name)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                service.argv,
+                env={**os.environ, **service.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        running = _Running(service, process, log)
+        self._running.append(running)
+        deadline = time.monotonic() + service.ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise ServiceFailedError(
+                    f"{service.name} exited with code {process.returncode}:\n"
+                    + self.tail(service.name)
+                )
+            if service.ready is None or _probe(service.ready):
+                return
+            if time.monotonic() > deadline:
+                raise ServiceFailedError(
+                    f"{service.name} was not ready after {service.ready_timeout_s:.0f} s:\n"
+                    + self.tail(service.name)
+                )
+            time.sleep(0.2)
+
+    def dead(self) -> list[str]:
+        """Names of services that exited on their own."""
+        return [r.service.name for r in self._running if r.process.poll() is not None]
+
+    def pid(self, name: str) -> int:
+        for running in self._running:
+            if running.service.name == name:
+                return running.process.pid
+        raise KeyError(name)
+
+    def tail(self, name: str, lines: int = 25) -> str:
+        path = self.log_of(name)
+        if not path.is_file():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, name: str) -> None:
+        for running in list(self._running):
+            if running.service.name == name:
+                _terminate(running)
+                self._running.remove(running)
+
+    def stop_all(self) -> None:
+        """SIGTERM every service, newest first; SIGKILL what outlives its deadline."""
+        while self._running:
+            _terminate(self._running.pop())
+
+
+def _probe(ready: Callable[[], bool]) -> bool:
+    try:
+        return ready()
+    except Exception:  # a probe that cannot connect yet simply says "not ready"
+        return False
+
+
+def _terminate(running: _Running) -> None:
+    process = running.process
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=running.service.stop_timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
