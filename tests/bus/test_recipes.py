@@ -374,3 +374,11 @@ def test_rendering_drops_nulls_fills_the_workspace_and_checks_notifications(
     context["steps"] = {"task": {"status": "succeeded", "result": {"id": "x" * 600}}}
     with pytest.raises(ValueError, match="not a valid notification: title"):
         render_message(recipe, notify, context)
+
+
+def test_the_readme_example_recipe_validates(tmp_path: Path, catalogue: TopicCatalogue) -> None:
+    readme = (shipped_recipes_dir().parent / "README.md").read_text()
+    start = readme.index("name: dsr-from-web-form")
+    text = readme[start : readme.index("```", start)]
+    found = load_recipes(RecipesSettings(), catalogue, [_write(tmp_path, text)])
+    assert found.problems == [] and [r.name for r in found.recipes] == ["dsr-from-web-form"]
