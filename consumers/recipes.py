@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -230,7 +230,7 @@ class RecipeRunner:
         settings: Settings,
         recipes: Sequence[Recipe],
         *,
-        on_crash: Any,
+        on_crash: Callable[[BaseException], Awaitable[None]],
         registry: CollectorRegistry | None = None,
     ) -> None:
         self._settings = settings
