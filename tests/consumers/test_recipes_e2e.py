@@ -556,13 +556,46 @@ def test_tasks_are_announced_and_high_priority_ones_flagged(
     assert only.headers["ce_type"] == b"eu.dastra.recipe.task.created"
 
 
-def test_a_run_cut_by_a_crash_resumes_without_duplicates(env: Env) -> None:
+def test_after_a_crash_runs_resume_without_repeating_what_was_done(env: Env) -> None:
+    # A vendor onboarded before the crash: its actor step's result is on the results topic.
+    tag = unique("v")
+    vendor = {"name": f"Globex {tag}", "privacyEmail": f"dpo@{tag}.example"}
+    first = env.user_event("procurement.vendor-onboarded", vendor, event_id=unique("proc"))
+    env.run("vendor-onboarded-link-processing", first)
+    actor_command = step_command_id("vendor-onboarded-link-processing", first, "actor")
+    actor = env.result(actor_command)["result"]
+
+    # An erasure run cut by SIGKILL while its tasks are being created (1.5 s each).
     env.admin.inject_fault("/v1/ws/*/Tasks", method="POST", latency_s=1.5, times=3)
     request = _request(env.admin, purposes=["Erasure"])
     event_id = env.dastra_event("rights_request", "created", request)
     wait_for(lambda: len(env.tasks_of(request["id"])) >= 1, 30, "the first task")
     env.worker.kill()
     env.admin.clear_faults()
+    env.runs.poll(0.5)
+    cut = env.runs.by_key().get(f"erasure-task-per-system:{event_id}", [])
+    assert [json.loads(r.value or b"{}")["status"] for r in cut] in ([], ["running"])
+
+    # Another run that, as far as dastra.recipe-runs.v1 says, had finished its first step
+    # (with the command above) when the worker died; its trigger is delivered again.
+    second = unique("proc")
+    now = datetime.now(UTC).isoformat()
+    state = {
+        "recipe": "vendor-onboarded-link-processing",
+        "run_key": second,
+        "status": "running",
+        "trigger": {"event_id": second},
+        "steps": {"actor": {"status": "succeeded", "command_ids": [actor_command],
+                            "completed_at": now}},
+        "started_at": now,
+        "updated_at": now,
+    }  # fmt: skip
+    key = f"vendor-onboarded-link-processing:{second}"
+    env.producer.send(RECIPE_RUNS, [(key.encode(), [], json.dumps(state).encode())])
+    other = {"name": f"Initech {tag}", "privacyEmail": f"dpo@initech-{tag}.example"}
+    env.user_event("procurement.vendor-onboarded", other, event_id=second)
+    finds = env.admin.call_counts().get("GET /v1/ws/{ws}/Actors", 0)
+
     env.worker.start()
 
     env.run("erasure-task-per-system", event_id)
@@ -570,3 +603,14 @@ def test_a_run_cut_by_a_crash_resumes_without_duplicates(env: Env) -> None:
     tasks = env.tasks_of(request["id"])
     systems = sorted(t["additionalDatas"].get("erasureSystem") or "dpo" for t in tasks)
     assert systems == sorted([*SYSTEMS, "dpo"]), textwrap.shorten(str(tasks), 500)
+
+    done = env.run("vendor-onboarded-link-processing", second)
+    assert done["steps"]["actor"]["command_ids"] == [actor_command]
+    link = env.result(step_command_id("vendor-onboarded-link-processing", second, "link"))
+    assert link["result"]["actorIds"] == [actor["id"]]
+    env.results.poll(0.5)
+    assert step_command_id("vendor-onboarded-link-processing", second, "actor") not in (
+        env.results.by_key()
+    )
+    assert env.admin.call_counts().get("GET /v1/ws/{ws}/Actors", 0) == finds
+    assert not [a for a in env.admin.objects("actors") if a["email"] == other["privacyEmail"]]
