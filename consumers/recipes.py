@@ -165,6 +165,7 @@ class _Record:
     headers: list[tuple[str, bytes]]
     timestamp_ms: int | None
     epoch: int
+    started: bool = False
     done: bool = False
 
     @property
@@ -380,6 +381,9 @@ class RecipeRunner:
         self._ready.clear()
         self._epoch += 1
         old = dict(self._tasks)
+        for task, record in old.items():
+            if not record.started:
+                task.cancel()  # queued, nothing done yet: the next owner gets the record
         if old:
             _done, pending = await asyncio.wait(old, timeout=grace)
             for task in pending:
@@ -448,6 +452,7 @@ class RecipeRunner:
             await self._ready.wait()
             if record.epoch != self._epoch:
                 return
+            record.started = True
             await self._handle(record)
             acks = self._acks.get((record.tp, record.epoch))
             if acks is not None:
