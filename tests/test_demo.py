@@ -8,10 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bus.contracts import validate_record
 from bus.settings import KafkaSettings
+from bus.topics import TopicCatalogue
+from tests.kafka_helpers import delete_topics, read_all
 
 
-def test_the_demo_runs_to_a_passing_summary(kafka: KafkaSettings, tmp_path: Path) -> None:
+def test_the_demo_runs_to_a_passing_summary(
+    kafka: KafkaSettings, catalogue: TopicCatalogue, tmp_path: Path
+) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -49,3 +54,18 @@ def test_the_demo_runs_to_a_passing_summary(kafka: KafkaSettings, tmp_path: Path
     assert summary["results"] == summary["commands"] + summary["dead_letters"]
     assert summary["dead_letters"] >= 1
     assert summary["hook_deliveries"] >= sum(summary["created"].values())
+
+    # Every record the running services really produced (poller, agents, webhook, hooks, lag
+    # monitor) conforms to the published contracts of its topic: keys, values and headers.
+    checked = 0
+    problems: list[str] = []
+    for spec in catalogue:
+        for record in read_all(kafka, kafka.topic(spec.name), read_committed=False):
+            if spec.name.startswith("dastra.commands.") and record.key == b"demo-malformed":
+                continue  # the deliberately malformed record: it must not conform
+            checked += 1
+            found = validate_record(catalogue, spec.name, record.key, record.value, record.headers)
+            problems += [f"{spec.name}@{record.partition}:{record.offset}: {p}" for p in found]
+    assert checked > 100
+    assert problems == []
+    delete_topics(kafka, [kafka.topic(spec.name) for spec in catalogue])
