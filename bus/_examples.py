@@ -285,6 +285,40 @@ _TASK_THIN = {
     "dataref": "/v1/ws/101/Tasks/918",
 }
 
+_RECIPE_RUN = {
+    "recipe": "vendor-onboarded-link-processing",
+    "run_key": "procurement:onboarding:V-311",
+    "status": "succeeded",
+    "trigger": {
+        "event_id": "procurement:onboarding:V-311",
+        "event_type": "com.acme.procurement.vendor.onboarded",
+        "topic": "procurement.vendor-onboarded",
+        "partition": 0,
+        "offset": 57,
+        "timestamp_ms": 1772442000000,
+    },
+    "steps": {
+        "actor": {
+            "status": "succeeded",
+            "command_ids": [
+                "recipe:vendor-onboarded-link-processing:procurement:onboarding:V-311:actor"
+            ],
+            "completed_at": "2026-03-02T10:00:00.871Z",
+        },
+        "link": {
+            "status": "succeeded",
+            "command_ids": [
+                "recipe:vendor-onboarded-link-processing:procurement:onboarding:V-311:link"
+            ],
+            "completed_at": "2026-03-02T10:00:01.402Z",
+        },
+    },
+    "error": None,
+    "started_at": "2026-03-02T10:00:00.112Z",
+    "updated_at": "2026-03-02T10:00:01.405Z",
+    "finished_at": "2026-03-02T10:00:01.405Z",
+}
+
 EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
     "dastra.rights-requests.v1": (
         RecordExample(
@@ -438,6 +472,48 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
                 "reason": "DataSubjectCreation",
                 "at": "2026-03-02T09:14:08.002Z",
             },
+        ),
+    ),
+    "dastra.notifications.v1": (
+        RecordExample(
+            name="high-priority-task",
+            summary="The recipe high-priority-task-notification announces a new urgent task",
+            key="101:918",
+            value={
+                "title": "High-priority task #918: Send the access report to Jeanne Dupont",
+                "severity": "warning",
+                "recipe": "high-priority-task-notification",
+                "event": "task.created",
+                "workspace_id": 101,
+                "object_type": "Task",
+                "object_id": "918",
+                "data": {
+                    "label": "Send the access report to Jeanne Dupont",
+                    "deadline": "2026-03-20T17:00:00Z",
+                    "assignedToUserId": 58,
+                    "objectType": "DataSubject",
+                    "objectId": "4521",
+                },
+            },
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": (
+                    "recipe:high-priority-task-notification:dastra:101:task.created:918:notify"
+                ),
+                "ce_source": "dastra-kafka://recipes/high-priority-task-notification",
+                "ce_type": "eu.dastra.recipe.task.high_priority",
+                "ce_time": "2026-03-02T09:20:43.118Z",
+                "ce_subject": "918",
+                "content-type": "application/json",
+            },
+        ),
+    ),
+    "dastra.recipe-runs.v1": (
+        RecordExample(
+            name="run-succeeded",
+            summary="A vendor onboarding run: the actor found or created, then linked",
+            key="vendor-onboarded-link-processing:procurement:onboarding:V-311",
+            value=_RECIPE_RUN,
         ),
     ),
     "dastra.webhook-idempotency.v1": (

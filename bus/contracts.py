@@ -48,6 +48,7 @@ from bus.deadletter import (
 from bus.envelope import Headers, header_dict
 from bus.erasure import AUDIT_EVENT_TYPE, ErasureAudit
 from bus.privacy import PAYLOAD_HEADER, KeyRecord, event_model, private_model
+from bus.recipe_records import Notification, RecipeRun
 from bus.subscriptions import HookSubscription
 from bus.topics import (
     ACTIONS,
@@ -55,10 +56,12 @@ from bus.topics import (
     DEAD_LETTER,
     HOOK_SUBSCRIPTIONS,
     LAG_WINDOW,
+    NOTIFICATIONS,
     POLLER_STATE,
     POLLER_TRIGGERS,
     PRIVACY_AUDIT,
     PRIVACY_KEYS,
+    RECIPE_RUNS,
     RIGHTS_REQUESTS,
     TASKS,
     WEBHOOK_IDEMPOTENCY,
@@ -125,6 +128,7 @@ class Role(StrEnum):
     WEBHOOK = "webhook"
     HOOKS = "hooks"
     LAG_MONITOR = "lag-monitor"
+    RECIPES = "recipes"
     OPERATORS = "operators"
     ANY_PRODUCER = "any-producer"
     ANY_CONSUMER = "any-consumer"
@@ -140,6 +144,8 @@ _ROLE_DESCRIPTIONS = {
     Role.WEBHOOK: "producers/webhook: the HTTP API (commands, REST hooks, Dastra's webhooks)",
     Role.HOOKS: "consumers/hooks: deliver events to REST hook subscribers (Standard Webhooks)",
     Role.LAG_MONITOR: "consumers/lag: consumer lag monitor, keeps its window on Kafka",
+    Role.RECIPES: "consumers/recipes (in the worker): run recipes, events in, commands and "
+    "messages out",
     Role.OPERATORS: "people and tools: `dastra-kafka dlq replay`, inspection",
     Role.ANY_PRODUCER: "any enterprise system producing commands in its own language",
     Role.ANY_CONSUMER: "any enterprise system consuming events or results",
@@ -175,6 +181,8 @@ SubscriptionKey = Annotated[
     str, Field(pattern=HookSubscription.model_fields["id"].metadata[0].pattern)
 ]
 WorkspaceKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
+NotificationKey = Annotated[str, Field(min_length=1)]
+RecipeRunKey = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*:.+$")]
 IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 PrivacyKeyId = Annotated[
     str,
@@ -419,6 +427,40 @@ def _contracts() -> dict[str, Contract]:
             "topic, how many records became unreadable, when and by whom. Carries no personal "
             "data (an e-mail is recorded as its subject id).",
         ),
+        Contract(
+            "notification-key",
+            NotificationKey,
+            "Notification key",
+            "What the notification is about, e.g. the Dastra object's `<workspaceId>:<id>` (the "
+            "recipe chooses; by default the key of the event that triggered it).",
+            encoding="text",
+        ),
+        Contract(
+            "notification",
+            Notification,
+            "Notification",
+            "A message from a recipe: a one-line title, a severity, what it is about (REST hook "
+            "event name, Dastra object type and id) and free details in `data`. CloudEvents "
+            "binary mode; `ce_type` is chosen by the recipe, `ce_source` is "
+            "`dastra-kafka://recipes/<name>`, `ce_id` is stable per run and step.",
+        ),
+        Contract(
+            "recipe-run-key",
+            RecipeRunKey,
+            "Recipe run key",
+            "`<recipe>:<run key>`: the recipe's name and the id of the event that triggered it "
+            "(or the recipe's `once_per` value).",
+            encoding="text",
+        ),
+        Contract(
+            "recipe-run",
+            RecipeRun,
+            "Recipe run",
+            "The progress and outcome of one recipe run: running, succeeded or failed, each "
+            "finished step with its command ids (results are on dastra.command-results.v1) or "
+            "published records, and the error of a failed run. Compacted: the latest per key "
+            "counts; written at the start, after each step and at the end.",
+        ),
     ]
     return {entry.name: entry for entry in entries}
 
@@ -427,7 +469,7 @@ CONTRACTS: dict[str, Contract] = _contracts()
 
 # --- topics ----------------------------------------------------------------------------------
 
-_EVERYONE_ELSE = (Role.HOOKS, Role.ANY_CONSUMER)
+_EVERYONE_ELSE = (Role.HOOKS, Role.RECIPES, Role.ANY_CONSUMER)
 
 
 def _topic_contracts() -> dict[str, TopicContract]:
@@ -460,7 +502,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
                 "".join(part.capitalize() for part in action.split("-")) + "Command",
                 f"Ask the agents to {action.replace('-', ' ')} in Dastra",
                 "cloudevents-optional",
-                senders=(Role.WEBHOOK, Role.ANY_PRODUCER, Role.OPERATORS),
+                senders=(Role.WEBHOOK, Role.RECIPES, Role.ANY_PRODUCER, Role.OPERATORS),
                 receivers=(Role.AGENTS,),
                 examples=EXAMPLES[command_topic(action)],
                 structured=True,
@@ -473,7 +515,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             "The outcome of one command",
             "cloudevents",
             senders=(Role.AGENTS,),
-            receivers=(Role.WEBHOOK, Role.ANY_CONSUMER),
+            receivers=(Role.WEBHOOK, Role.RECIPES, Role.ANY_CONSUMER),
             examples=EXAMPLES[COMMAND_RESULTS],
             event_types=(RESULT_SUCCEEDED, RESULT_FAILED),
         ),
@@ -482,7 +524,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             "DeadLetter",
             "A record that could not be processed, kept unchanged with the reason",
             "dead-letter",
-            senders=(Role.AGENTS, Role.HOOKS),
+            senders=(Role.AGENTS, Role.HOOKS, Role.RECIPES),
             receivers=(Role.OPERATORS,),
             examples=EXAMPLES[DEAD_LETTER],
         ),
@@ -514,6 +556,24 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.WEBHOOK,),
             receivers=(Role.POLLER,),
             examples=EXAMPLES[POLLER_TRIGGERS],
+        ),
+        TopicContract(
+            NOTIFICATIONS,
+            "Notification",
+            "A recipe tells people or systems about something",
+            "cloudevents",
+            senders=(Role.RECIPES,),
+            receivers=(Role.ANY_CONSUMER, Role.RECIPES),
+            examples=EXAMPLES[NOTIFICATIONS],
+        ),
+        TopicContract(
+            RECIPE_RUNS,
+            "RecipeRun",
+            "The state of one recipe run",
+            "none",
+            senders=(Role.RECIPES,),
+            receivers=(Role.RECIPES, Role.OPERATORS),
+            examples=EXAMPLES[RECIPE_RUNS],
         ),
         TopicContract(
             WEBHOOK_IDEMPOTENCY,

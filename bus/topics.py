@@ -23,10 +23,12 @@ __all__ = [
     "DEAD_LETTER",
     "HOOK_SUBSCRIPTIONS",
     "LAG_WINDOW",
+    "NOTIFICATIONS",
     "POLLER_STATE",
     "POLLER_TRIGGERS",
     "PRIVACY_AUDIT",
     "PRIVACY_KEYS",
+    "RECIPE_RUNS",
     "RIGHTS_REQUESTS",
     "TASKS",
     "WEBHOOK_IDEMPOTENCY",
@@ -46,6 +48,8 @@ POLLER_STATE = "dastra.poller-state.v1"
 HOOK_SUBSCRIPTIONS = "dastra.hook-subscriptions.v1"
 POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 LAG_WINDOW = "dastra.lag-window.v1"
+NOTIFICATIONS = "dastra.notifications.v1"
+RECIPE_RUNS = "dastra.recipe-runs.v1"
 WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
 PRIVACY_KEYS = "dastra.privacy-keys.v1"
 PRIVACY_AUDIT = "dastra.privacy-audit.v1"

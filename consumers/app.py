@@ -2,12 +2,16 @@
 
 Consumes the six `dastra.commands.<action>.v1` topics (one thin agent per action, see
 `consumers/<action>.py`) and dastra.command-results.v1 (the dedupe index). Produces
-dastra.command-results.v1 and dastra.dead-letter.v1 through the shared `Dispatcher`. Serves, on
-the Faust web server (WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
+dastra.command-results.v1 and dastra.dead-letter.v1 through the shared `Dispatcher`. With
+enabled recipes (RECIPES_ENABLE), also runs them (`consumers/recipes.py`): their trigger topics
+are consumed by this app too. Serves, on the Faust web server (WORKER_WEB_HOST:WORKER_WEB_PORT,
+loopback by default):
 
     GET /metrics   Prometheus metrics of the agents (per action: succeeded, failed, retried,
-                   dead-lettered, duplicates; latency and duration histograms; in flight)
-    GET /ready     200 once partitions are assigned and the result index is caught up, else 503
+                   dead-lettered, duplicates; latency and duration histograms; in flight) and
+                   of the recipes (runs, steps, dead letters, periodic checks)
+    GET /ready     200 once partitions are assigned and the result index (and the recipes'
+                   run state) is caught up, else 503
 
 Nothing happens at import time: `create_app(settings)` builds the app, and starting it (a
 `faust.Worker`, as `dastra-kafka worker` does) opens the Dastra client, the producer and the
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ import faust
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bus.recipes import Recipe, runnable_recipes
 from bus.settings import KafkaSettings, Settings
 from consumers import (
     create_actor,
@@ -38,6 +44,7 @@ from consumers import (
     search_actors,
 )
 from consumers.dispatcher import Dispatcher
+from consumers.recipes import RecipeRunner
 
 __all__ = ["AgentsApp", "create_app"]
 
@@ -59,9 +66,11 @@ _REGISTER = {
 
 
 class AgentsApp(faust.App):
-    """A Faust app whose lifecycle also starts, drains and closes its dispatcher."""
+    """A Faust app whose lifecycle also starts, drains and closes its dispatcher (and its
+    recipe runner, when recipes are enabled)."""
 
     dispatcher: Dispatcher
+    recipes: RecipeRunner | None = None
 
     async def on_first_start(self) -> None:
         await asyncio.to_thread(Path(self.conf.datadir).mkdir, parents=True, exist_ok=True)
@@ -70,16 +79,24 @@ class AgentsApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         await self.dispatcher.start()
+        if self.recipes is not None:
+            await self.recipes.start(self.dispatcher.index, self.dispatcher.dastra)
 
     async def on_stop(self) -> None:
         try:
+            if self.recipes is not None:
+                await self.recipes.drain()
             await self.dispatcher.drain()
             await self._commit_acked()
         finally:
             try:
                 await super().on_stop()
             finally:
-                await self.dispatcher.close()
+                try:
+                    if self.recipes is not None:
+                        await self.recipes.close()
+                finally:
+                    await self.dispatcher.close()
 
     async def _commit_acked(self) -> None:
         # Faust's own final commit happens only with stream_wait_empty, which we turn off.
@@ -109,12 +126,15 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
-def create_app(settings: Settings) -> AgentsApp:
-    """The Faust app of the agents selected by WORKER_ACTIONS (default: all six).
+def create_app(settings: Settings, recipes: Sequence[Recipe] | None = None) -> AgentsApp:
+    """The Faust app of the agents selected by WORKER_ACTIONS (default: all six), and of the
+    enabled `recipes` (default: those the settings enable; `RecipeError` when one is invalid).
 
     Its id, which is also its consumer group, is KAFKA_TOPIC_PREFIX + WORKER_APP_ID; it declares
     no internal topic (no tables, no leader topic).
     """
+    if recipes is None:
+        recipes = runnable_recipes(settings)
     kafka, worker = settings.kafka, settings.worker
     app_id = kafka.topic(worker.app_id)
     data_dir = worker.data_dir or Path(tempfile.gettempdir()) / "dastra-kafka-agents" / app_id
@@ -148,12 +168,23 @@ def create_app(settings: Settings) -> AgentsApp:
     app.dispatcher = dispatcher
     for action in worker.selected_actions():
         _REGISTER[action](app, dispatcher)
+    runner: RecipeRunner | None = None
+    if recipes:
+        runner = RecipeRunner(
+            settings, recipes, on_crash=app.crash, registry=dispatcher.metrics.registry
+        )
+        runner.attach(app)
+    app.recipes = runner
 
     async def revoked(_sender: Any, *args: Any, **_kwargs: Any) -> None:
+        if runner is not None:
+            await runner.on_partitions_revoked(set(args[0]))
         await dispatcher.on_partitions_revoked(set(args[0]))
 
     async def assigned(_sender: Any, *args: Any, **_kwargs: Any) -> None:
         await dispatcher.on_partitions_assigned(set(args[0]))
+        if runner is not None:
+            await runner.on_partitions_assigned(set(args[0]))
 
     # mode's handler type (SignalHandlerT) does not accept a coroutine function as written.
     app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
@@ -165,11 +196,15 @@ def create_app(settings: Settings) -> AgentsApp:
 
     @app.page("/ready")
     async def ready(web: Any, _request: Any) -> Any:
-        body = {
-            "ready": dispatcher.ready,
+        is_ready = dispatcher.ready and (runner is None or runner.ready)
+        body: dict[str, Any] = {
+            "ready": is_ready,
             "inFlight": dispatcher.in_flight,
             "partitions": [f"{topic}/{partition}" for topic, partition in dispatcher.assigned],
         }
-        return web.json(body, status=200 if dispatcher.ready else 503)
+        if runner is not None:
+            body["recipes"] = [recipe.name for recipe in runner.recipes]
+            body["recipeTriggersInFlight"] = runner.in_flight
+        return web.json(body, status=200 if is_ready else 503)
 
     return app

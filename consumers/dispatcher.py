@@ -367,6 +367,17 @@ class Dispatcher:
         return len(self._tasks)
 
     @property
+    def index(self) -> ResultIndex:
+        """The result index (open between `start` and `close`); the recipe runner shares it."""
+        return self._require(self._index, "result index")
+
+    @property
+    def dastra(self) -> DastraClient:
+        """The Dastra client (open between `start` and `close`), shared with the recipe runner
+        so that one rate limiter covers every call of the worker."""
+        return self._require(self._dastra, "Dastra client")
+
+    @property
     def assigned(self) -> list[tuple[str, int]]:
         """The command topic partitions this worker owns."""
         return list(self._assigned)

@@ -71,6 +71,7 @@ class ResultIndex:
         self._succeeded: dict[str, bool] = {}
         self._replays: set[tuple[str, str]] = set()
         self._progress = asyncio.Event()
+        self._listeners: list[Callable[[ConsumerRecord[bytes, bytes]], None]] = []
 
     def __len__(self) -> int:
         return len(self._succeeded)
@@ -108,6 +109,11 @@ class ResultIndex:
             if client is not None:
                 await client.stop()
         self._consumer = self._lookup = None
+
+    def add_listener(self, listener: Callable[[ConsumerRecord[bytes, bytes]], None]) -> None:
+        """Also hand every result record read to `listener` (synchronous, quick: the recipe
+        runner waits for its steps' results this way instead of reading the topic again)."""
+        self._listeners.append(listener)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -180,6 +186,8 @@ class ResultIndex:
             succeeded=headers.get("ce_type") == RESULT_SUCCEEDED.encode(),
             replay_id=replay.decode("utf-8", "replace") if replay is not None else None,
         )
+        for listener in self._listeners:
+            listener(record)
 
     async def _run(self) -> None:
         consumer = self._open()

@@ -1,15 +1,18 @@
-"""`dastra-kafka worker`: run the Faust agents that execute commands against Dastra."""
+"""`dastra-kafka worker`: run the Faust agents that execute commands against Dastra, and the
+enabled recipes (RECIPES_ENABLE)."""
 
 from __future__ import annotations
 
 import typer
 
+from bus.recipes import Recipe, RecipeError, runnable_recipes
 from bus.settings import Settings, WorkerSettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, command_topic
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, RECIPE_RUNS, command_topic
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
+    catalogue_of,
     fail,
     settings_of,
 )
@@ -30,6 +33,7 @@ def worker(
 
     Every command gets one result on dastra.command-results.v1; bad records and permanent
     failures also go to dastra.dead-letter.v1. /metrics and /ready are served on the web port.
+    Enabled recipes (RECIPES_ENABLE=name,...) run here too; an invalid one stops the start.
     """
     settings = settings_of(ctx)
     overrides = {
@@ -54,11 +58,15 @@ def worker(
             "`dastra-kafka sandbox`",
             EXIT_BAD_INPUT,
         )
-    _check_topics(settings)
-    raise typer.Exit(_run(settings))
+    try:
+        recipes = runnable_recipes(settings, catalogue_of(settings))
+    except RecipeError as exc:
+        fail(f"recipes that cannot run:\n{exc}", EXIT_BAD_INPUT)
+    _check_topics(settings, recipes)
+    raise typer.Exit(_run(settings, recipes))
 
 
-def _check_topics(settings: Settings) -> None:
+def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -67,6 +75,10 @@ def _check_topics(settings: Settings) -> None:
     wanted += [COMMAND_RESULTS, DEAD_LETTER]
     if settings.privacy.uses_keys or settings.privacy.master_key is not None:
         wanted.append(PRIVACY_KEYS)
+    if recipes:
+        wanted += [RECIPE_RUNS, *(topic for recipe in recipes for topic in recipe.topics())]
+        wanted += [command_topic(step.action) for r in recipes for step in r.steps if step.action]
+    wanted = list(dict.fromkeys(wanted))
     admin = AdminClient(kafka.confluent_config())
     try:
         existing = set(admin.list_topics(timeout=15).topics)
@@ -75,19 +87,20 @@ def _check_topics(settings: Settings) -> None:
     missing = [kafka.topic(name) for name in wanted if kafka.topic(name) not in existing]
     if missing:
         fail(
-            f"missing topic(s): {', '.join(missing)}; run `dastra-kafka topics apply` first",
+            f"missing topic(s): {', '.join(missing)}; run `dastra-kafka topics apply` first "
+            "(topics of yours that recipes name are not in topics.yaml: create them yourself)",
             EXIT_FAILED,
         )
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, recipes: list[Recipe]) -> int:
     import faust
 
     from bus.privacy import PrivacyError
     from consumers.app import create_app
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, recipes)
     except PrivacyError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     runner = faust.Worker(

@@ -1,0 +1,974 @@
+"""Recipe runner: the enabled recipes, run by the worker next to the command agents.
+
+Consumes the trigger topics of the enabled recipes (one thin Faust agent per topic, in the
+worker's consumer group: `dastra.rights-requests.v1`, `dastra.tasks.v1`, or topics of yours such
+as `crm.customer-deleted`), dastra.command-results.v1 (through the agents' result index, see
+`consumers/recipe_results.py`) and dastra.recipe-runs.v1 (`consumers/recipe_state.py`); for
+periodic recipes, Dastra's rights requests or tasks (GET, every RECIPES_SCHEDULE_INTERVAL_S).
+Produces commands on `dastra.commands.<action>.v1` (CloudEvents binary mode, deterministic
+`ce_id`), messages on `dastra.notifications.v1` or topics of yours, the run state on
+dastra.recipe-runs.v1 (start, after each step, end), and dead letters (component `recipes`) for
+trigger records a recipe could not process (not JSON, an expression failing on its data, a step
+timing out).
+
+A run, for one recipe and one triggering event:
+
+1. The run key is the event's id (or the recipe's `once_per` value). A finished run with that key
+   on dastra.recipe-runs.v1 means: skip. An unfinished one: resume after its last finished step.
+2. Each step renders its command (or message) from the event and earlier steps' results. A
+   command gets the id `recipe:<name>:<run key>:<step>[:<item>]`. If that id already has a result
+   (a resumed run), the result is read back; otherwise the command is sent and its result
+   awaited. A redelivered command is skipped by the agents' dedupe, so a repeated run repeats no
+   Dastra call. A failed command (its failed result and dead letter come from the agents) fails
+   the run; the other recipes go on.
+3. The trigger record's offset is acknowledged once every run it started is finished (records
+   in offset order per partition, as the agents do), so a crash redelivers it and step 1
+   resumes it.
+
+Records with the same key run in order; other records run concurrently, at most
+RECIPES_MAX_IN_FLIGHT taken from Kafka and unfinished. On a rebalance, runs in flight get
+WORKER_REVOKE_GRACE_S, then are abandoned unacknowledged; the new owner reads
+dastra.recipe-runs.v1 to its end before it starts, and resumes them. Periodic recipes run in
+every worker (each run is idempotent by its key and command ids, so several workers checking
+at once create nothing twice).
+
+    runner = RecipeRunner(settings, recipes, on_crash=app.crash, registry=registry)
+    runner.attach(app)                       # the trigger agents
+    await runner.start(dispatcher.index, dispatcher.dastra)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+import faust
+import structlog
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bus.commands import CommandResult
+from bus.deadletter import OriginalRecord, dead_letter
+from bus.envelope import (
+    EnvelopeError,
+    decode,
+    deterministic_id,
+    encode_binary,
+    new_event,
+)
+from bus.expressions import ExpressionError
+from bus.recipe_records import (
+    PublishedRecord,
+    RecipeRun,
+    RunError,
+    StepState,
+    TriggerRef,
+    run_state_key,
+)
+from bus.recipes import (
+    Recipe,
+    Step,
+    build_context,
+    event_context,
+    iterations,
+    render_command,
+    render_message,
+    step_command_id,
+)
+from bus.settings import Settings
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECIPE_RUNS, command_topic
+from consumers.dispatcher import fallback_id
+from consumers.recipe_results import StepResults
+from consumers.recipe_state import RunStore
+from consumers.result_index import ResultIndex
+from dastra.client import DastraClient
+from dastra.errors import DastraError
+
+__all__ = ["COMPONENT", "RecipeMetrics", "RecipeRunner"]
+
+_log = structlog.get_logger(__name__)
+
+COMPONENT = "recipes"
+_TP = tuple[str, int]
+_SCHEDULE_CONCURRENCY = 8
+_T = TypeVar("_T")
+
+
+class RecipeMetrics:
+    """Prometheus metrics of the recipe runner (served with the agents' at /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs = Counter(
+            "dastra_recipe_runs",
+            "Recipe runs that ended: succeeded, failed, or skipped (already finished)",
+            ["recipe", "status"],
+            registry=r,
+        )
+        self.steps = Counter(
+            "dastra_recipe_steps",
+            "Recipe steps that ended: succeeded, failed or skipped (their `when` was false)",
+            ["recipe", "step", "status"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "dastra_recipe_triggers_dead_lettered",
+            "Trigger records written to the dead-letter topic by the recipe runner",
+            ["recipe", "kind"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "dastra_recipe_run_duration_seconds",
+            "From the start (or resumption) of a run to its end",
+            ["recipe", "status"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "dastra_recipe_triggers_in_flight",
+            "Trigger records taken from Kafka and not finished",
+            registry=r,
+        )
+        self.checks = Counter(
+            "dastra_recipe_schedule_checks",
+            "Periodic checks of scheduled recipes (ok, or error when Dastra failed)",
+            ["recipe", "outcome"],
+            registry=r,
+        )
+
+
+class _RunFailed(Exception):  # noqa: N818 - control flow inside a run
+    def __init__(self, error: RunError, *, dead_letter: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.dead_letter = dead_letter
+
+
+@dataclass(eq=False)
+class _Record:
+    """One trigger record on its way through the runner."""
+
+    event: Any  # the Faust event, acked when done
+    name: str  # the topic as recipes name it (no prefix)
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int | None
+    epoch: int
+    started: bool = False
+    done: bool = False
+
+    @property
+    def tp(self) -> _TP:
+        return (self.topic, self.partition)
+
+    def original(self) -> OriginalRecord:
+        return OriginalRecord(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            key=self.key,
+            value=self.value,
+            headers=self.headers,
+        )
+
+
+class _PartitionAcks:
+    """Acks a partition's records in offset order (see consumers/dispatcher.py for why)."""
+
+    def __init__(self) -> None:
+        self._queue: deque[_Record] = deque()
+
+    def add(self, record: _Record) -> None:
+        self._queue.append(record)
+
+    def complete(self, record: _Record) -> list[Any]:
+        record.done = True
+        events = []
+        while self._queue and self._queue[0].done:
+            head = self._queue.popleft()
+            events.append(head.event)
+            head.event = None
+        return events
+
+
+@dataclass
+class _Run:
+    """One run in progress."""
+
+    recipe: Recipe
+    event: dict[str, Any]
+    trigger: TriggerRef
+    run_key: str
+    record: _Record | None
+    state: RecipeRun | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return run_state_key(self.recipe.name, self.run_key)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecipeRunner:
+    """Runs the enabled recipes in the worker; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        recipes: Sequence[Recipe],
+        *,
+        on_crash: Callable[[BaseException], Awaitable[None]],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._settings = settings
+        self._kafka = settings.kafka
+        self._options = settings.recipes
+        self._worker = settings.worker
+        self._recipes = list(recipes)
+        self._on_crash = on_crash
+        self.metrics = RecipeMetrics(registry)
+        self._by_topic: dict[str, list[Recipe]] = {}
+        for recipe in self._recipes:
+            if recipe.trigger is not None:
+                self._by_topic.setdefault(recipe.trigger.topic, []).append(recipe)
+        self._physical = {self._kafka.topic(name): name for name in self._by_topic}
+        workspaces = settings.dastra.watched_workspaces()
+        default = settings.worker.workspace_id or settings.dastra.workspace_id
+        self._workspaces = workspaces or ([default] if default else [])
+
+        self._producer: AIOKafkaProducer | None = None
+        self._store: RunStore | None = None
+        self._results: StepResults | None = None
+        self._dastra: DastraClient | None = None
+        self._capacity = asyncio.Semaphore(self._options.max_in_flight)
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._tasks: dict[asyncio.Task[None], _Record] = {}
+        self._acks: dict[tuple[_TP, int], _PartitionAcks] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._schedules: list[asyncio.Task[None]] = []
+        self._epoch = 0
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._crashed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def recipes(self) -> list[Recipe]:
+        return list(self._recipes)
+
+    @property
+    def trigger_topics(self) -> list[str]:
+        """The topics the recipe agents consume (as recipes name them, without the prefix)."""
+        return list(self._by_topic)
+
+    @property
+    def ready(self) -> bool:
+        """The run state is caught up after the last assignment: records are being processed."""
+        return self._ready.is_set() and not self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def attach(self, app: faust.App) -> None:
+        """Declare one agent per trigger topic: a thin loop handing every event to `submit`."""
+        for name in self._by_topic:
+            topic = app.topic(
+                self._kafka.topic(name),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+
+            async def agent(stream: Any, _name: str = name) -> None:
+                async for event in stream.noack().events():
+                    await self.submit(_name, event)
+                    del event  # Faust tracks unacked messages by weak reference
+
+            agent.__name__ = agent.__qualname__ = "recipes_" + name.replace(".", "_").replace(
+                "-", "_"
+            )
+            app.agent(topic, name=f"recipes:{name}")(agent)
+
+    async def start(self, index: ResultIndex, dastra: DastraClient) -> None:
+        """Open the producer, the run store and the step results; start periodic recipes."""
+        self._dastra = dastra
+        producer = AIOKafkaProducer(
+            **self._kafka.aiokafka_config(), acks="all", enable_idempotence=True, linger_ms=5
+        )
+        await producer.start()
+        self._producer = producer
+        self._store = RunStore(self._kafka, on_crash=self._crash)
+        await self._store.start(await producer.partitions_for(self._kafka.topic(RECIPE_RUNS)))
+        self._results = StepResults(self._kafka, index)
+        await self._results.start(await producer.partitions_for(self._kafka.topic(COMMAND_RESULTS)))
+        for recipe in self._recipes:
+            if recipe.schedule is not None:
+                self._schedules.append(
+                    asyncio.create_task(self._schedule(recipe), name=f"schedule {recipe.name}")
+                )
+        _log.info(
+            "recipes.started",
+            recipes=[recipe.name for recipe in self._recipes],
+            topics=self.trigger_topics,
+        )
+
+    async def drain(self) -> None:
+        """Stop taking records and periodic checks; give runs in flight
+        WORKER_SHUTDOWN_GRACE_S to finish."""
+        self._stopping = True
+        self._stop.set()
+        await self._end_epoch(self._worker.shutdown_grace_s)
+        for task in self._schedules:
+            task.cancel()
+        if self._schedules:
+            await asyncio.wait(self._schedules)
+        self._schedules = []
+
+    async def close(self) -> None:
+        """Close what `start` opened (after `drain`)."""
+        results, self._results = self._results, None
+        store, self._store = self._store, None
+        producer, self._producer = self._producer, None
+        if results is not None:
+            await results.stop()
+        if store is not None:
+            await store.stop()
+        if producer is not None:
+            await producer.stop()
+
+    # --- rebalances --------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Before the partitions move: finish or abandon the runs in flight."""
+        if self._tasks:
+            _log.info("recipes.revoked", partitions=len(revoked), in_flight=len(self._tasks))
+        await self._end_epoch(self._worker.revoke_grace_s)
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        """After an assignment: read the run state to its end, then process."""
+        store = self._require(self._store, "run store")
+        began = time.monotonic()
+        await store.catch_up(self._options.state_timeout_s)
+        mine = [tp for tp in assigned if tp.topic in self._physical]
+        _log.info(
+            "recipes.assigned",
+            partitions=len(mine),
+            runs_known=len(store),
+            took_s=round(time.monotonic() - began, 3),
+        )
+        if not self._stopping:
+            self._ready.set()
+
+    async def _end_epoch(self, grace: float) -> None:
+        self._ready.clear()
+        self._epoch += 1
+        old = dict(self._tasks)
+        for task, record in old.items():
+            if not record.started:
+                task.cancel()  # queued, nothing done yet: the next owner gets the record
+        if old:
+            _done, pending = await asyncio.wait(old, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                _log.warning("recipes.abandoned", records=len(pending))
+        for key in [k for k in self._acks if k[1] < self._epoch]:
+            del self._acks[key]
+
+    # --- trigger records ---------------------------------------------------------------------
+
+    async def submit(self, name: str, event: Any) -> None:
+        """Take one trigger record: queue it behind the records with its key, and return
+        (waiting only while RECIPES_MAX_IN_FLIGHT records are unfinished)."""
+        epoch = self._epoch
+        if self._stopping or self._crashed:
+            return
+        await self._capacity.acquire()
+        if self._stopping or self._crashed or epoch != self._epoch:
+            self._capacity.release()  # taken before a rebalance: the next owner gets it
+            return
+        message = event.message
+        stamp = message.timestamp
+        record = _Record(
+            event=event,
+            name=name,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=[
+                (header, value.encode() if isinstance(value, str) else value)
+                for header, value in (message.headers or ())
+                if value is not None
+            ],
+            timestamp_ms=int(stamp * 1000) if stamp else None,
+            epoch=epoch,
+        )
+        lane = f"{record.topic}:{record.key.hex()}" if record.key is not None else None
+        waits = [self._tails[lane]] if lane is not None and lane in self._tails else []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if lane is not None:
+            self._tails[lane] = done
+        acks = self._acks.get((record.tp, epoch))
+        if acks is None:
+            acks = self._acks[(record.tp, epoch)] = _PartitionAcks()
+        acks.add(record)
+        task = asyncio.create_task(
+            self._process(record, waits, done, lane), name=f"recipes {record.topic}"
+        )
+        self._tasks[task] = record
+        self.metrics.in_flight.set(len(self._tasks))
+
+    async def _process(
+        self,
+        record: _Record,
+        waits: list[asyncio.Future[None]],
+        done: asyncio.Future[None],
+        lane: str | None,
+    ) -> None:
+        try:
+            if waits:
+                await asyncio.wait(waits)
+            await self._ready.wait()
+            if record.epoch != self._epoch:
+                return
+            record.started = True
+            await self._handle(record)
+            acks = self._acks.get((record.tp, record.epoch))
+            if acks is not None:
+                for event in acks.complete(record):
+                    event.ack()
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            _log.exception(
+                "recipes.crash",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            await self._crash(exc)
+        finally:
+            if not done.done():
+                done.set_result(None)
+            if lane is not None and self._tails.get(lane) is done:
+                del self._tails[lane]
+            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self.metrics.in_flight.set(len(self._tasks))
+            self._capacity.release()
+
+    async def _handle(self, record: _Record) -> None:
+        """Start every recipe this record triggers and wait for their runs."""
+        recipes = self._by_topic.get(record.name, [])
+        try:
+            envelope = decode(
+                record.headers,
+                record.value,
+                fallback_id=fallback_id(record.topic, record.partition, record.offset),
+            )
+        except EnvelopeError as exc:
+            await self._dead_letter(record, recipes[0].name if recipes else "", exc.kind, str(exc))
+            return
+        key_text = record.key.decode("utf-8", "replace") if record.key is not None else None
+        event = event_context(
+            id=envelope.id,
+            data=envelope.data,
+            type=envelope.type,
+            source=envelope.source,
+            subject=envelope.subject,
+            time=envelope.time,
+            key=key_text,
+            topic=record.name,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        runs = []
+        for recipe in recipes:
+            wanted = recipe.trigger.type if recipe.trigger is not None else None
+            if wanted is not None and envelope.type != wanted:
+                continue
+            try:
+                run_key = self._select(recipe, event)
+            except ExpressionError as exc:
+                await self._dead_letter(
+                    record, recipe.name, "recipe-expression", f"recipe {recipe.name}: {exc}"
+                )
+                continue
+            if run_key is None:
+                continue
+            trigger = TriggerRef(
+                event_id=envelope.id,
+                event_type=envelope.type,
+                topic=record.name,
+                partition=record.partition,
+                offset=record.offset,
+                timestamp_ms=record.timestamp_ms,
+            )
+            runs.append(self._run(_Run(recipe, event, trigger, run_key, record)))
+        if runs:
+            await asyncio.gather(*runs)
+
+    def _select(self, recipe: Recipe, event: dict[str, Any]) -> str | None:
+        """The run key when the recipe's filter takes the event, else None."""
+        context = build_context(recipe, event, self._options, run_key="")
+        condition = recipe.trigger.filter if recipe.trigger else recipe.schedule.filter  # type: ignore[union-attr]
+        if condition is not None and not condition.matches(context):
+            return None
+        if recipe.once_per is None:
+            return str(event["id"])
+        value = recipe.once_per.render(context)
+        if value is None or value == "" or isinstance(value, dict | list):
+            raise ExpressionError(f"once_per gives {type(value).__name__}, not a key")
+        return str(value)
+
+    # --- one run -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _run(self, run: _Run) -> None:
+        store = self._require(self._store, "run store")
+        recipe = run.recipe
+        where = {"recipe": recipe.name, "run_key": run.run_key}
+        async with self._one_at_a_time(run.key):
+            outcome = store.outcome(run.key)
+            if outcome is not None:
+                self.metrics.runs.labels(recipe.name, "skipped").inc()
+                _log.info("recipes.skipped", outcome=outcome, **where)
+                return
+            began = time.monotonic()
+            now = _now()
+            run.state = store.get(run.key)
+            if run.state is None:
+                run.state = RecipeRun(
+                    recipe=recipe.name,
+                    run_key=run.run_key,
+                    status="running",
+                    trigger=run.trigger,
+                    started_at=now,
+                    updated_at=now,
+                )
+                await self._save(run.state)
+                _log.info("recipes.started_run", event_id=run.trigger.event_id, **where)
+            else:
+                _log.info("recipes.resumed", steps_done=len(run.state.steps), **where)
+            try:
+                for step in recipe.steps:
+                    await self._step(run, step)
+            except _RunFailed as failure:
+                await self._finish(run, "failed", failure.error)
+                if failure.dead_letter and run.record is not None:
+                    await self._dead_letter(
+                        run.record,
+                        recipe.name,
+                        failure.error.kind,
+                        f"recipe {recipe.name}: step {failure.error.step}: {failure.error.message}",
+                    )
+                self.metrics.runs.labels(recipe.name, "failed").inc()
+                self.metrics.duration.labels(recipe.name, "failed").observe(
+                    time.monotonic() - began
+                )
+                _log.warning(
+                    "recipes.failed",
+                    kind=failure.error.kind,
+                    step=failure.error.step,
+                    command_id=failure.error.command_id,
+                    **where,
+                )
+                return
+            await self._finish(run, "succeeded", None)
+            self.metrics.runs.labels(recipe.name, "succeeded").inc()
+            self.metrics.duration.labels(recipe.name, "succeeded").observe(time.monotonic() - began)
+            _log.info("recipes.succeeded", **where)
+
+    def _context(self, run: _Run) -> dict[str, Any]:
+        context = build_context(run.recipe, run.event, self._options, run.run_key, run.steps)
+        return context
+
+    def _since_ms(self, run: _Run) -> int:
+        assert run.state is not None
+        started = int(run.state.started_at.timestamp() * 1000)
+        stamp = run.trigger.timestamp_ms
+        earliest = min(started, stamp) if stamp is not None else started
+        return max(0, earliest - int(self._worker.lookup_skew_s * 1000))
+
+    async def _step(self, run: _Run, step: Step) -> None:
+        assert run.state is not None
+        recipe = run.recipe
+        done = run.state.steps.get(step.id)
+        if done is not None and done.status == "failed":
+            # Recorded before a crash that came before the run's end: the run failed.
+            error = done.error or RunError(kind="step-failed", message="failed", step=step.id)
+            raise _RunFailed(error, dead_letter=False)
+        if done is not None:
+            run.steps[step.id] = await self._recall(run, step, done)
+            return
+        context = self._context(run)
+        try:
+            if step.when is not None and not step.when.matches(context):
+                run.steps[step.id] = {"status": "skipped", "result": None}
+                self.metrics.steps.labels(recipe.name, step.id, "skipped").inc()
+                await self._record_step(run, step, StepState(status="skipped", completed_at=_now()))
+                return
+            rounds = iterations(step, context)
+        except ExpressionError as exc:
+            raise self._expression_failure(recipe, step, exc) from None
+        if step.kind == "command":
+            await self._command_step(run, step, rounds)
+        else:
+            await self._publish_step(run, step, rounds)
+
+    def _expression_failure(self, recipe: Recipe, step: Step, exc: Exception) -> _RunFailed:
+        self.metrics.steps.labels(recipe.name, step.id, "failed").inc()
+        return _RunFailed(
+            RunError(kind="recipe-expression", message=str(exc), step=step.id), dead_letter=True
+        )
+
+    async def _command_step(
+        self, run: _Run, step: Step, rounds: list[tuple[int | None, dict[str, Any]]]
+    ) -> None:
+        assert step.action is not None
+        recipe = run.recipe
+        results = self._require(self._results, "step results")
+        try:
+            commands = [
+                (step_command_id(recipe.name, run.run_key, step.id, index), render_command(step, c))
+                for index, c in rounds
+            ]
+        except ExpressionError as exc:
+            raise self._expression_failure(recipe, step, exc) from None
+        since = self._since_ms(run)
+
+        async def one(command_id: str, data: dict[str, Any]) -> CommandResult:
+            async def send() -> None:
+                await self._send_command(recipe, step.action or "", command_id, data)
+
+            return await results.result(
+                command_id, send=send, since_ms=since, wait_s=self._options.step_timeout_s
+            )
+
+        ids = [command_id for command_id, _ in commands]
+        try:
+            outcomes = await asyncio.gather(*(one(cid, data) for cid, data in commands))
+        except TimeoutError:
+            self.metrics.steps.labels(recipe.name, step.id, "failed").inc()
+            error = RunError(
+                kind="step-timeout",
+                message=f"no result for {step.action} within {self._options.step_timeout_s:g} s "
+                "(RECIPES_STEP_TIMEOUT_S): is a worker running this action?",
+                step=step.id,
+            )
+            await self._record_step(
+                run,
+                step,
+                StepState(status="failed", command_ids=ids, error=error, completed_at=_now()),
+            )
+            raise _RunFailed(error, dead_letter=True) from None
+        failed = [outcome for outcome in outcomes if outcome.status != "succeeded"]
+        if failed:
+            first = failed[0]
+            reason = first.error
+            error = RunError(
+                kind="step-failed",
+                message=f"{step.action} command failed"
+                + (f": {reason.kind}: {reason.message}" if reason else ""),
+                step=step.id,
+                command_id=first.command_id,
+            )
+            self.metrics.steps.labels(recipe.name, step.id, "failed").inc()
+            await self._record_step(
+                run,
+                step,
+                StepState(status="failed", command_ids=ids, error=error, completed_at=_now()),
+            )
+            raise _RunFailed(error, dead_letter=False)
+        values = [outcome.result for outcome in outcomes]
+        run.steps[step.id] = {
+            "status": "succeeded",
+            "result": values if step.foreach is not None else values[0],
+        }
+        self.metrics.steps.labels(recipe.name, step.id, "succeeded").inc()
+        await self._record_step(
+            run, step, StepState(status="succeeded", command_ids=ids, completed_at=_now())
+        )
+
+    async def _publish_step(
+        self, run: _Run, step: Step, rounds: list[tuple[int | None, dict[str, Any]]]
+    ) -> None:
+        recipe = run.recipe
+        published: list[PublishedRecord] = []
+        for index, context in rounds:
+            try:
+                key, data = render_message(recipe, step, context)
+            except (ExpressionError, ValueError) as exc:
+                kind = (
+                    "recipe-expression" if isinstance(exc, ExpressionError) else "invalid-message"
+                )
+                raise _RunFailed(
+                    RunError(kind=kind, message=str(exc), step=step.id), dead_letter=True
+                ) from None
+            message_id = step_command_id(recipe.name, run.run_key, step.id, index)
+            published.append(await self._publish(run, step, message_id, key, data))
+        run.steps[step.id] = {
+            "status": "succeeded",
+            "result": [p.model_dump() for p in published]
+            if step.foreach is not None
+            else (published[0].model_dump() if published else None),
+        }
+        self.metrics.steps.labels(recipe.name, step.id, "succeeded").inc()
+        await self._record_step(
+            run, step, StepState(status="succeeded", published=published, completed_at=_now())
+        )
+
+    async def _recall(self, run: _Run, step: Step, done: StepState) -> dict[str, Any]:
+        """The view of a step an earlier attempt of this run finished."""
+        if done.status == "skipped":
+            return {"status": "skipped", "result": None}
+        if step.kind == "publish":
+            values = [p.model_dump() for p in done.published]
+            return {
+                "status": done.status,
+                "result": values if step.foreach is not None else (values[0] if values else None),
+            }
+        results = self._require(self._results, "step results")
+        found = []
+        for command_id in done.command_ids:
+            result = await results.lookup(command_id, self._since_ms(run))
+            if result is None:
+                raise _RunFailed(
+                    RunError(
+                        kind="result-expired",
+                        message="the result of a finished step is no longer on "
+                        "dastra.command-results.v1 (retention)",
+                        step=step.id,
+                        command_id=command_id,
+                    ),
+                    dead_letter=True,
+                )
+            found.append(result.result)
+        return {
+            "status": done.status,
+            "result": found if step.foreach is not None else (found[0] if found else None),
+        }
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def _record_step(self, run: _Run, step: Step, state: StepState) -> None:
+        assert run.state is not None
+        run.state = run.state.model_copy(
+            update={"steps": {**run.state.steps, step.id: state}, "updated_at": _now()}
+        )
+        await self._save(run.state)
+
+    async def _finish(self, run: _Run, status: str, error: RunError | None) -> None:
+        assert run.state is not None
+        now = _now()
+        run.state = run.state.model_copy(
+            update={"status": status, "error": error, "updated_at": now, "finished_at": now}
+        )
+        await self._save(run.state)
+
+    async def _save(self, state: RecipeRun) -> None:
+        producer = self._require(self._producer, "producer")
+        store = self._require(self._store, "run store")
+        await producer.send_and_wait(
+            self._kafka.topic(RECIPE_RUNS),
+            key=state.key.encode(),
+            value=state.model_dump_json().encode(),
+        )
+        store.note(state)
+
+    async def _send_command(
+        self, recipe: Recipe, action: str, command_id: str, data: dict[str, Any]
+    ) -> None:
+        producer = self._require(self._producer, "producer")
+        event = new_event(
+            type=f"eu.dastra.command.{action}",
+            source=f"dastra-kafka://recipes/{recipe.name}",
+            id=command_id,
+            data=data,
+        )
+        headers, value = encode_binary(event)
+        await producer.send_and_wait(
+            self._kafka.topic(command_topic(action)),
+            key=command_id.encode(),
+            value=value,
+            headers=_record_headers(headers),
+        )
+        _log.debug("recipes.command_sent", recipe=recipe.name, action=action, command_id=command_id)
+
+    async def _publish(
+        self, run: _Run, step: Step, message_id: str, key: str | None, data: dict[str, Any]
+    ) -> PublishedRecord:
+        producer = self._require(self._producer, "producer")
+        assert step.topic is not None and step.event_type is not None
+        subject = run.event.get("subject")
+        event = new_event(
+            type=step.event_type,
+            source=f"dastra-kafka://recipes/{run.recipe.name}",
+            id=message_id,
+            subject=str(subject) if subject is not None else None,
+            data=data,
+        )
+        headers, value = encode_binary(event)
+        if key is None:
+            key = run.event.get("key") or run.run_key
+        metadata = await producer.send_and_wait(
+            self._kafka.topic(step.topic),
+            key=key.encode(),
+            value=value,
+            headers=_record_headers(headers),
+        )
+        return PublishedRecord(
+            topic=step.topic, partition=metadata.partition, offset=metadata.offset, id=message_id
+        )
+
+    async def _dead_letter(self, record: _Record, recipe: str, kind: str, message: str) -> None:
+        producer = self._require(self._producer, "producer")
+        key, value, headers = dead_letter(
+            record.original(), kind=kind, message=message, component=COMPONENT
+        )
+        await producer.send_and_wait(
+            self._kafka.topic(DEAD_LETTER), key=key, value=value, headers=headers
+        )
+        self.metrics.dead_lettered.labels(recipe, kind).inc()
+        _log.warning(
+            "recipes.dead_lettered",
+            recipe=recipe,
+            kind=kind,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+    # --- periodic recipes --------------------------------------------------------------------
+
+    async def _schedule(self, recipe: Recipe) -> None:
+        assert recipe.schedule is not None
+        every = recipe.schedule.every_s or self._options.schedule_interval_s
+        store = self._require(self._store, "run store")
+        try:
+            await store.catch_up(self._options.state_timeout_s)
+            while not self._stopping:
+                began = time.monotonic()
+                try:
+                    runs = await self._check(recipe)
+                except DastraError as exc:
+                    self.metrics.checks.labels(recipe.name, "error").inc()
+                    _log.warning("recipes.check_failed", recipe=recipe.name, kind=exc.kind)
+                else:
+                    self.metrics.checks.labels(recipe.name, "ok").inc()
+                    _log.info("recipes.checked", recipe=recipe.name, runs=runs)
+                left = every - (time.monotonic() - began)
+                if left > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), left)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log.exception("recipes.crash", recipe=recipe.name)
+            await self._crash(exc)
+
+    async def _check(self, recipe: Recipe) -> int:
+        """One periodic check: run the recipe for each matching item; the number of runs."""
+        assert recipe.schedule is not None
+        dastra = self._require(self._dastra, "Dastra client")
+        store = self._require(self._store, "run store")
+        if not self._workspaces:
+            _log.error("recipes.no_workspace", recipe=recipe.name)
+            return 0
+        entity = "rights_request" if recipe.schedule.resource == "rights-requests" else "task"
+        today = date.today().isoformat()
+        runs: list[_Run] = []
+        for workspace in self._workspaces:
+            items: Any = (
+                dastra.iter_rights_requests(workspace)
+                if entity == "rights_request"
+                else dastra.iter_tasks(workspace)
+            )
+            async for item in items:
+                event_id = deterministic_id("dastra", workspace, f"{entity}.check", item.id, today)
+                event = event_context(
+                    id=event_id,
+                    data=item.raw,
+                    source=f"dastra://workspaces/{workspace}",
+                    subject=str(item.id),
+                    time=_now(),
+                    workspace_id=workspace,
+                )
+                try:
+                    run_key = self._select(recipe, event)
+                except ExpressionError as exc:
+                    _log.warning(
+                        "recipes.check_item_failed",
+                        recipe=recipe.name,
+                        item=item.id,
+                        error=str(exc),
+                    )
+                    continue
+                if run_key is None or store.outcome(run_state_key(recipe.name, run_key)):
+                    continue
+                trigger = TriggerRef(event_id=event_id, event_type=None)
+                runs.append(_Run(recipe, event, trigger, run_key, None))
+        slots = asyncio.Semaphore(_SCHEDULE_CONCURRENCY)
+
+        async def bounded(run: _Run) -> None:
+            async with slots:
+                await self._run(run)
+
+        await asyncio.gather(*(bounded(run) for run in runs))
+        return len(runs)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _crash(self, exc: BaseException) -> None:
+        if self._crashed:
+            return
+        self._crashed = True
+        self._ready.clear()
+        await self._on_crash(exc)
+
+    @staticmethod
+    def _require(value: _T | None, what: str) -> _T:
+        if value is None:
+            raise RuntimeError(f"the recipe runner's {what} is not open: call `start()` first")
+        return value
+
+
+def _record_headers(headers: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    return [
+        (name, value.encode() if isinstance(value, str) else value)
+        for name, value in headers
+        if value is not None
+    ]
