@@ -241,6 +241,50 @@ _RESULT_FAILED = {
     "source_offset": 77,
 }
 
+_KID = "k_6a0f3c9e1b7d4e2a8c5f0b3d9e7a1c4f"
+_SUBJECT = "s_9c1e7a3f5b0d2e4a6c8f1b3d5e7a9c0e"
+_EMAIL_SUBJECT = "s_2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e0b"
+
+
+def _sealed(iv: str, ct: str) -> dict[str, str]:
+    return {"$enc": "aes-256-gcm", "kid": _KID, "iv": iv, "ct": ct}
+
+
+_RIGHTS_REQUEST_ENCRYPTED = {
+    **_RIGHTS_REQUEST,
+    "title": _sealed("4Vq0c2Hk1xGf9Lmb", "pJ1cQ0n7yJb3ZqkqLk8m0m3b2H6f1Dq9Xr0Yw4Qe0Vp6Uq=="),
+    "email": _sealed("m7Pq2Rb0c9XkT1Zd", "Qm3c8Yd1Vb6Hn2Lk9Fw0Tz4Rr7Ap5Ce1Dx0=="),
+    "givenName": _sealed("Hq1Wc7Pz0Lm3Vb8N", "cHJpdmFjeS1leGFtcGxlLWNpcGhlcg=="),
+    "familyName": _sealed("Zt5Yk2Qm9Cx4Rb1L", "ZXhhbXBsZS1jaXBoZXJ0ZXh0LTI="),
+    "description": {"$erased": True},
+    "creator": {
+        **_USER,
+        "displayName": _sealed("Rb3Vn8Mq1Lc6Xz0K", "dXNlci1kaXNwbGF5LW5hbWU="),
+        "givenName": _sealed("Pk0Wz5Yt2Qm7Cn4H", "dXNlci1naXZlbi1uYW1l"),
+        "familyName": _sealed("Lc9Xb4Rn1Vm6Kq3T", "dXNlci1mYW1pbHktbmFtZQ=="),
+        "email": _sealed("Nq2Hz7Wc0Pk5Yb8M", "dXNlci1lbWFpbC1hZGRyZXNz"),
+    },
+}
+
+_TASK_THIN = {
+    "id": 918,
+    "state": "Active",
+    "priority": "High",
+    "deadline": "2026-03-20T17:00:00Z",
+    "areaId": 12,
+    "workspaceId": 101,
+    "ownerId": 58,
+    "assignedToUserId": 58,
+    "objectType": "DataSubject",
+    "objectId": "4521",
+    "workFlowStepId": 7,
+    "archived": False,
+    "dateCreation": "2026-03-02T09:20:41.002Z",
+    "dateUpdate": "2026-03-03T11:02:13.540Z",
+    "dateActivated": "2026-03-03T11:02:13.540Z",
+    "dataref": "/v1/ws/101/Tasks/918",
+}
+
 _RECIPE_RUN = {
     "recipe": "vendor-onboarded-link-processing",
     "run_key": "procurement:onboarding:V-311",
@@ -286,6 +330,17 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
                 "rights_request", "created", 101, 4521, "2026-03-02T09:14:07.31Z"
             ),
         ),
+        RecordExample(
+            name="rights-request-encrypted",
+            summary="The same request in the encrypted payload mode: personal fields sealed with "
+            "the data key of its subject (the description shows a field already erased)",
+            key="101:4521",
+            value=_RIGHTS_REQUEST_ENCRYPTED,
+            headers={
+                **_event_headers("rights_request", "created", 101, 4521, "2026-03-02T09:14:07.31Z"),
+                "ce_dastrapayload": "encrypted",
+            },
+        ),
     ),
     "dastra.tasks.v1": (
         RecordExample(
@@ -296,6 +351,24 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
             headers=_event_headers(
                 "task", "updated", 101, 918, "2026-03-03T11:02:13.54Z", ":2026-03-03T11:02:13.540Z"
             ),
+        ),
+        RecordExample(
+            name="task-updated-thin",
+            summary="The same change in the thin payload mode: ids, state and dates, and the "
+            "Dastra API path to fetch the task with your own credentials",
+            key="101:918",
+            value=_TASK_THIN,
+            headers={
+                **_event_headers(
+                    "task",
+                    "updated",
+                    101,
+                    918,
+                    "2026-03-03T11:02:13.54Z",
+                    ":2026-03-03T11:02:13.540Z",
+                ),
+                "ce_dastrapayload": "thin",
+            },
         ),
     ),
     **{f"dastra.commands.{action}.v1": _command(action) for action in _COMMANDS},
@@ -471,6 +544,90 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
                 "topic": "dastra.commands.create-task.v1",
                 "partition": 3,
                 "offset": 1184,
+            },
+        ),
+    ),
+    "dastra.privacy-keys.v1": (
+        RecordExample(
+            name="data-key",
+            summary="The data key of one data subject, wrapped by the master key",
+            key=f"key:{_KID}",
+            value={
+                "type": "data-key",
+                "kid": _KID,
+                "subject": _SUBJECT,
+                "scope": "object",
+                "mkid": "mk_3f9a1c7e5b2d4f60",
+                "alg": "aes-256-gcm",
+                "iv": "yq3Lm0Pc8Vb1Xz6N",
+                "wrapped": "7Hc2Qn9Rb4Wm1Lz6Xk0Pv3Yt8Cd5Fe2Ga9Jb4Nm7Qs1Ur6Vw3Xy0Zt5Bc8Df==",
+                "created_at": "2026-03-02T09:14:09.120Z",
+                "created_by": "poller",
+            },
+        ),
+        RecordExample(
+            name="alias",
+            summary="The subject's e-mail (as a keyed hash) names the same person",
+            key=f"alias:{_EMAIL_SUBJECT}:{_SUBJECT}",
+            value={
+                "type": "alias",
+                "alias": _EMAIL_SUBJECT,
+                "subject": _SUBJECT,
+                "created_at": "2026-03-02T09:14:09.120Z",
+            },
+        ),
+        RecordExample(
+            name="erased-key",
+            summary="A tombstone: the data key was deleted by `privacy erase`",
+            key=f"key:{_KID}",
+            value=None,
+        ),
+        RecordExample(
+            name="erased-marker",
+            summary="The subject was erased: new data about it is written as erased",
+            key=f"erased:{_SUBJECT}",
+            value={
+                "type": "erased",
+                "subject": _SUBJECT,
+                "erased_at": "2026-04-02T08:00:00Z",
+                "audit_id": "0c7d2e9a-4b1f-4e63-9a58-2d1c3b4a5f60",
+            },
+        ),
+    ),
+    "dastra.privacy-audit.v1": (
+        RecordExample(
+            name="erased",
+            summary="The requester of rights request 4521 was erased from the bus",
+            key="0c7d2e9a-4b1f-4e63-9a58-2d1c3b4a5f60",
+            value={
+                "audit_id": "0c7d2e9a-4b1f-4e63-9a58-2d1c3b4a5f60",
+                "at": "2026-04-02T08:00:00Z",
+                "by": "dpo-team",
+                "trigger": "manual",
+                "request": {
+                    "kind": "rights-request",
+                    "subject": _SUBJECT,
+                    "workspace_id": 101,
+                    "rights_request_id": 4521,
+                },
+                "subjects": [_EMAIL_SUBJECT, _SUBJECT],
+                "key_ids": [_KID],
+                "erased_markers": 1,
+                "tombstones": {"dastra.privacy-keys.v1": 2},
+                "unreadable_records": {
+                    "dastra.rights-requests.v1": 3,
+                    "dastra.tasks.v1": 2,
+                    "dastra.command-results.v1": 1,
+                },
+            },
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": "0c7d2e9a-4b1f-4e63-9a58-2d1c3b4a5f60",
+                "ce_source": "dastra-kafka://privacy",
+                "ce_type": "eu.dastra.privacy.erased",
+                "ce_time": "2026-04-02T08:00:00Z",
+                "ce_subject": _SUBJECT,
+                "content-type": "application/json",
             },
         ),
     ),

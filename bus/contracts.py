@@ -42,9 +42,12 @@ from bus.deadletter import (
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
+    DLQ_VALUE_ENCRYPTED,
     ErrorKind,
 )
 from bus.envelope import Headers, header_dict
+from bus.erasure import AUDIT_EVENT_TYPE, ErasureAudit
+from bus.privacy import PAYLOAD_HEADER, KeyRecord, event_model, private_model
 from bus.recipe_records import Notification, RecipeRun
 from bus.subscriptions import HookSubscription
 from bus.topics import (
@@ -56,6 +59,8 @@ from bus.topics import (
     NOTIFICATIONS,
     POLLER_STATE,
     POLLER_TRIGGERS,
+    PRIVACY_AUDIT,
+    PRIVACY_KEYS,
     RECIPE_RUNS,
     RIGHTS_REQUESTS,
     TASKS,
@@ -64,7 +69,7 @@ from bus.topics import (
     command_topic,
 )
 from consumers.lag import LagWindowKey, LagWindowRecord
-from dastra.models import RightsRequest, Task
+from dastra.models import RightsRequest, Task, UserLight
 from producers.idempotency import IdempotencyRecord
 from producers.poller import Cursor, PollTrigger
 
@@ -179,6 +184,13 @@ WorkspaceKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
 NotificationKey = Annotated[str, Field(min_length=1)]
 RecipeRunKey = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*:.+$")]
 IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+PrivacyKeyId = Annotated[
+    str,
+    Field(
+        pattern=r"^(key:k_[0-9a-f]{32}|alias:s_[0-9a-f]{32}:s_[0-9a-f]{32}|erased:s_[0-9a-f]{32})$"
+    ),
+]
+AuditIdKey = Annotated[str, Field(min_length=1)]
 
 _LAG_KEY_CONTENT: JsonDict = {
     "oneOf": [
@@ -203,6 +215,16 @@ _EVENT_NOTE = (
     " The record value is the object exactly as Dastra's API returned it (camelCase field names); "
     "unknown fields are kept and enumerations may carry values newer than this schema, so "
     "consumers must tolerate both. Keyed `<workspaceId>:<id>`; CloudEvents binary mode."
+    " Payload modes (PRIVACY_MODE_*; the `ce_dastrapayload` header names the mode, absent = "
+    "full): `redacted` replaces personal fields by `hmac-sha256:<hex>` keyed hashes (or leaves "
+    "them out); `thin` keeps ids, state and dates plus `dataref`, the Dastra API path of the "
+    "object; `encrypted` replaces each personal field by an EncryptedField (AES-256-GCM with the "
+    "data key of the record's data subject, see dastra.privacy-keys.v1), or by an ErasedField "
+    "once the subject was erased."
+)
+_COMMAND_NOTE = (
+    " Sent by the webhook with PRIVACY_MODE_COMMANDS=encrypted, personal fields are "
+    "EncryptedFields (`ce_dastrapayload: encrypted`); the agents decrypt them."
 )
 
 
@@ -218,14 +240,14 @@ def _contracts() -> dict[str, Contract]:
         ),
         Contract(
             "rights-request",
-            RightsRequest,
+            event_model("rights_request", RightsRequest, UserLight),
             "Rights request",
             "A Dastra data subject rights request (DataSubjectRequestDto)." + _EVENT_NOTE,
             lenient=True,
         ),
         Contract(
             "task",
-            Task,
+            event_model("task", Task, UserLight),
             "Task",
             "A Dastra task, an action of the action plan (TaskDto)." + _EVENT_NOTE,
             lenient=True,
@@ -241,12 +263,12 @@ def _contracts() -> dict[str, Contract]:
         *(
             Contract(
                 f"command.{action}",
-                model,
+                private_model(f"command.{action}", model, {}),
                 f"Command {action}",
                 (model.__doc__ or "").strip()
                 + " Dastra's DTO field names (camelCase) plus an optional `workspaceId`; "
                 "unknown fields are refused. Plain JSON, or the data of a CloudEvent (binary "
-                "or structured mode).",
+                "or structured mode)." + _COMMAND_NOTE,
             )
             for action, model in COMMAND_MODELS.items()
         ),
@@ -263,7 +285,9 @@ def _contracts() -> dict[str, Contract]:
             CommandResult,
             "Command result",
             "The one result of a command: succeeded (with the Dastra object, or a list for a "
-            "search, best match first) or failed (with the error). Keyed by command id.",
+            "search, best match first) or failed (with the error). Keyed by command id. With "
+            "PRIVACY_MODE_RESULTS the Dastra objects are redacted, thin or encrypted as on the "
+            "event topics (`ce_dastrapayload` names the mode).",
         ),
         Contract(
             "original-key",
@@ -279,7 +303,11 @@ def _contracts() -> dict[str, Contract]:
             "Dead letter",
             "The value of the record that failed, byte for byte: not necessarily JSON, possibly "
             "empty. The original headers are kept and the `dlq.*` headers say what failed, where "
-            "and when (see the dead-letter message headers).",
+            "and when (see the dead-letter message headers). With "
+            "PRIVACY_MODE_DEAD_LETTERS=encrypted, a command's value is sealed whole: the value "
+            'is `{"$enc": "aes-256-gcm", "kid", "iv", "ct"}` (additional data '
+            "`dastra-kafka:v1:<kid>:$record`) and `dlq.value.encrypted` says so; `dlq replay` "
+            "decrypts it.",
             encoding="bytes",
         ),
         Contract(
@@ -365,6 +393,39 @@ def _contracts() -> dict[str, Contract]:
             "The lag monitor's state, so a restart keeps its evaluation window: the recent "
             "samples of one group and topic, or a group's last status (compacted; a tombstone "
             "drops a window whose samples all aged out).",
+        ),
+        Contract(
+            "privacy-key-id",
+            PrivacyKeyId,
+            "Privacy key record id",
+            "`key:<kid>` (a data key), `alias:<subject id>:<subject id>` (two ids of one "
+            "person) or `erased:<subject id>`. Subject ids are keyed hashes (HMAC-SHA256 under "
+            "a key derived from the master key): they reveal no e-mail or name.",
+            encoding="text",
+        ),
+        Contract(
+            "privacy-key-record",
+            KeyRecord,
+            "Privacy key record",
+            "A data subject's data key (AES-256, wrapped with AES-256-GCM by the master key, "
+            "additional data `dastra-kafka:v1:dek:<kid>`), an alias linking two subject ids of "
+            "one person, or an erasure marker. Compacted: `privacy erase` tombstones a subject's "
+            "keys, which makes their encrypted fields unreadable everywhere.",
+        ),
+        Contract(
+            "audit-id-key",
+            AuditIdKey,
+            "Audit id",
+            "The id of an erasure (a UUID), also its `ce_id`.",
+            encoding="text",
+        ),
+        Contract(
+            "privacy-erasure",
+            ErasureAudit,
+            "Erasure audit event",
+            "What one erasure did: which subject ids and data keys, how many tombstones per "
+            "topic, how many records became unreadable, when and by whom. Carries no personal "
+            "data (an e-mail is recorded as its subject id).",
         ),
         Contract(
             "notification-key",
@@ -524,6 +585,26 @@ def _topic_contracts() -> dict[str, TopicContract]:
             examples=EXAMPLES[WEBHOOK_IDEMPOTENCY],
         ),
         TopicContract(
+            PRIVACY_KEYS,
+            "PrivacyKeyRecord",
+            "A data key, an alias, an erasure marker, or (a tombstone) an erased key",
+            "none",
+            senders=(Role.POLLER, Role.AGENTS, Role.WEBHOOK, Role.OPERATORS),
+            receivers=(Role.POLLER, Role.AGENTS, Role.WEBHOOK, Role.HOOKS, Role.ANY_CONSUMER),
+            examples=EXAMPLES[PRIVACY_KEYS],
+            tombstones=True,
+        ),
+        TopicContract(
+            PRIVACY_AUDIT,
+            "ErasureAudit",
+            "A data subject was erased from the bus",
+            "cloudevents",
+            senders=(Role.OPERATORS, Role.POLLER),
+            receivers=(Role.OPERATORS, Role.ANY_CONSUMER),
+            examples=EXAMPLES[PRIVACY_AUDIT],
+            event_types=(AUDIT_EVENT_TYPE,),
+        ),
+        TopicContract(
             LAG_WINDOW,
             "LagWindowRecord",
             "The lag monitor's window or a group's status",
@@ -605,6 +686,11 @@ _CE_PROPERTIES: dict[str, dict[str, Any]] = {
     "ce_type": {"type": "string", "minLength": 1, "description": "Event type"},
     "ce_time": {"type": "string", "format": "date-time", "description": "When it happened"},
     "ce_subject": {"type": "string", "description": "The Dastra object id, for events"},
+    PAYLOAD_HEADER: {
+        "type": "string",
+        "description": "CloudEvents extension attribute `dastrapayload`: the payload mode of "
+        "the data (full, redacted, thin, encrypted); absent means full",
+    },
     "content-type": {
         "type": "string",
         "pattern": "^application/json",
@@ -629,6 +715,11 @@ _DLQ_PROPERTIES: dict[str, dict[str, Any]] = {
     DLQ_FAILED_AT: {"type": "string", "format": "date-time"},
     DLQ_COMPONENT: {"type": "string", "description": "The component that gave up (agents, hooks)"},
     DLQ_ATTEMPTS: {"type": "string", "pattern": "^[0-9]+$", "description": "Attempts made"},
+    DLQ_VALUE_ENCRYPTED: {
+        "type": "string",
+        "description": "Present (`aes-256-gcm`) when the value is the original value sealed "
+        "whole with its data subject's key (PRIVACY_MODE_DEAD_LETTERS=encrypted)",
+    },
 }
 _DLQ_REQUIRED = [
     DLQ_ERROR_KIND,

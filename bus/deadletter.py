@@ -24,6 +24,7 @@ __all__ = [
     "DLQ_ORIGINAL_OFFSET",
     "DLQ_ORIGINAL_PARTITION",
     "DLQ_ORIGINAL_TOPIC",
+    "DLQ_VALUE_ENCRYPTED",
     "DeadLetterInfo",
     "ErrorKind",
     "OriginalRecord",
@@ -39,6 +40,8 @@ DLQ_ORIGINAL_OFFSET = "dlq.original.offset"
 DLQ_FAILED_AT = "dlq.failed.at"
 DLQ_COMPONENT = "dlq.component"
 DLQ_ATTEMPTS = "dlq.attempts"
+# The value is the original value sealed whole with its data subject's key (bus/privacy.py).
+DLQ_VALUE_ENCRYPTED = "dlq.value.encrypted"
 _DLQ_HEADERS = {
     DLQ_ERROR_KIND,
     DLQ_ERROR_MESSAGE,
@@ -48,6 +51,7 @@ _DLQ_HEADERS = {
     DLQ_FAILED_AT,
     DLQ_COMPONENT,
     DLQ_ATTEMPTS,
+    DLQ_VALUE_ENCRYPTED,
 }
 _MAX_MESSAGE = 1000
 
@@ -125,6 +129,7 @@ class DeadLetterInfo:
     component: str
     attempts: int
     original_headers: list[tuple[str, bytes]]
+    encrypted: bool = False
 
 
 def read_dead_letter(headers: Headers) -> DeadLetterInfo:
@@ -150,6 +155,7 @@ def read_dead_letter(headers: Headers) -> DeadLetterInfo:
             component=found.get(DLQ_COMPONENT, b"").decode(),
             attempts=int(found.get(DLQ_ATTEMPTS, b"1")),
             original_headers=original,
+            encrypted=DLQ_VALUE_ENCRYPTED in found,
         )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"not a dead-letter record: missing or bad header {exc}") from exc

@@ -68,3 +68,8 @@ def configure_logging(service: ServiceSettings) -> None:
     root.setLevel(level)
     # httpx logs every request URL at INFO; URLs can carry search terms (e-mails).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # At DEBUG, aiokafka (under Faust) logs whole requests and responses, record bytes included
+    # (FetchResponse message_set, ProduceRequest), and httpcore logs request details: never
+    # below INFO, whatever SERVICE_LOG_LEVEL says.
+    for chatty in ("aiokafka", "kafka", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(level, logging.INFO))

@@ -13,6 +13,8 @@ Secrets are `SecretStr`: they never appear in `repr`, logs or error messages.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import ssl
@@ -23,14 +25,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bus.topics import ACTIONS, NOTIFICATIONS
+from bus.topics import ACTIONS, COMMAND_RESULTS, NOTIFICATIONS, RIGHTS_REQUESTS, TASKS
 
 __all__ = [
     "DastraSettings",
     "HooksSettings",
     "KafkaSettings",
     "LagSettings",
+    "PayloadMode",
     "PollerSettings",
+    "PrivacySettings",
     "RecipesSettings",
     "SandboxSettings",
     "ServiceSettings",
@@ -460,6 +464,89 @@ class WorkerSettings(BaseSettings):
         return tuple(a for a in ACTIONS if not self.actions or a in self.actions)
 
 
+PayloadMode = Literal["full", "redacted", "thin", "encrypted"]
+
+
+class PrivacySettings(BaseSettings):
+    """Privacy of the bus (`PRIVACY_*`): how much personal data each topic carries, the keys that
+    hash and encrypt it, and erasure. See README "Privacy" and `bus/privacy.py`."""
+
+    model_config = _config("PRIVACY_")
+
+    # Payload mode of each event topic (poller, hook deliveries, samples) and of the agents'
+    # results: full (unchanged), redacted (keyed hashes), thin (ids, state, dates + dataref),
+    # encrypted (personal fields encrypted per data subject; erasable).
+    mode_rights_requests: PayloadMode = "full"
+    mode_tasks: PayloadMode = "full"
+    mode_results: PayloadMode = "full"
+    # Commands the webhook produces, and the agents' dead letters of commands.
+    mode_commands: Literal["full", "encrypted"] = "full"
+    mode_dead_letters: Literal["full", "encrypted"] = "full"
+    # redacted mode: personal fields replaced by HMAC-SHA256 (hash) or left out (remove).
+    redaction: Literal["hash", "remove"] = "hash"
+    hash_key: SecretStr | None = None
+    # Base64 of 32 random bytes (`dastra-kafka privacy keygen`): wraps every data key.
+    master_key: SecretStr | None = None
+    # Erase a subject when the poller sees their Erasure rights request closed.
+    auto_erase: bool = False
+    # How long a reader waits for an unknown key id to reach it before calling it erased.
+    key_wait_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("master_key")
+    @classmethod
+    def _check_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("PRIVACY_MASTER_KEY must be base64 (of 32 random bytes)") from None
+        if len(raw) != 32:
+            raise ValueError("PRIVACY_MASTER_KEY must decode to exactly 32 bytes")
+        return value
+
+    @field_validator("hash_key")
+    @classmethod
+    def _check_hash_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("PRIVACY_HASH_KEY must have at least 16 characters")
+        return value
+
+    def mode_of(self, topic: str) -> PayloadMode:
+        """The payload mode of an event topic or the results topic (catalogue name)."""
+        modes: dict[str, PayloadMode] = {
+            RIGHTS_REQUESTS: self.mode_rights_requests,
+            TASKS: self.mode_tasks,
+            COMMAND_RESULTS: self.mode_results,
+        }
+        return modes.get(topic, "full")
+
+    def master_key_bytes(self) -> bytes | None:
+        """The master key, decoded; None when not configured."""
+        if self.master_key is None:
+            return None
+        return base64.b64decode(self.master_key.get_secret_value())
+
+    def hash_key_bytes(self) -> bytes | None:
+        """The redaction key as bytes; None when not configured."""
+        return None if self.hash_key is None else self.hash_key.get_secret_value().encode()
+
+    @property
+    def uses_keys(self) -> bool:
+        """Does any mode of this process's settings encrypt (or may erasure run)?"""
+        return (
+            "encrypted"
+            in (
+                self.mode_rights_requests,
+                self.mode_tasks,
+                self.mode_results,
+                self.mode_commands,
+                self.mode_dead_letters,
+            )
+            or self.auto_erase
+        )
+
+
 _CommaList = Annotated[list[str], NoDecode, BeforeValidator(_list_of_words)]
 
 
@@ -529,6 +616,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     recipes: RecipesSettings = Field(default_factory=RecipesSettings)
 
 

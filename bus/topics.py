@@ -26,6 +26,8 @@ __all__ = [
     "NOTIFICATIONS",
     "POLLER_STATE",
     "POLLER_TRIGGERS",
+    "PRIVACY_AUDIT",
+    "PRIVACY_KEYS",
     "RECIPE_RUNS",
     "RIGHTS_REQUESTS",
     "TASKS",
@@ -49,6 +51,8 @@ LAG_WINDOW = "dastra.lag-window.v1"
 NOTIFICATIONS = "dastra.notifications.v1"
 RECIPE_RUNS = "dastra.recipe-runs.v1"
 WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
+PRIVACY_KEYS = "dastra.privacy-keys.v1"
+PRIVACY_AUDIT = "dastra.privacy-audit.v1"
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

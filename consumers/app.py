@@ -162,7 +162,9 @@ def create_app(settings: Settings, recipes: Sequence[Recipe] | None = None) -> A
         web_stats_enabled=False,
         worker_redirect_stdouts=False,
     )
-    dispatcher = Dispatcher(kafka, worker, settings.dastra, on_crash=app.crash)
+    dispatcher = Dispatcher(
+        kafka, worker, settings.dastra, on_crash=app.crash, privacy=settings.privacy
+    )
     app.dispatcher = dispatcher
     for action in worker.selected_actions():
         _REGISTER[action](app, dispatcher)

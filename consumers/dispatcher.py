@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections import deque
@@ -72,9 +73,11 @@ from bus.envelope import (
     header_dict,
     new_event,
 )
-from bus.settings import DastraSettings, KafkaSettings, WorkerSettings
+from bus.privacy import PrivacyError
+from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerSettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
+from consumers.agent_privacy import AgentPrivacy
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
 from dastra.client import DastraClient
 from dastra.errors import (
@@ -285,8 +288,11 @@ class Dispatcher:
         *,
         on_crash: Callable[[BaseException], Awaitable[None]],
         metrics: AgentMetrics | None = None,
+        privacy: PrivacySettings | None = None,
     ) -> None:
         self._kafka = kafka
+        # Raises PrivacyError on a privacy setup that cannot work (e.g. no master key).
+        self._privacy = AgentPrivacy(kafka, privacy or PrivacySettings())
         self._worker = worker
         self._dastra_settings = dastra
         self._on_crash = on_crash
@@ -331,6 +337,7 @@ class Dispatcher:
         partitions = await producer.partitions_for(self._results_topic)
         self._index = ResultIndex(self._kafka, self._results_topic, on_crash=self._crash)
         await self._index.start(partitions)
+        await self._privacy.start()
 
     async def drain(self) -> None:
         """Stop taking records; give those in flight WORKER_SHUTDOWN_GRACE_S to finish."""
@@ -344,6 +351,7 @@ class Dispatcher:
         dastra, self._dastra = self._dastra, None
         if index is not None:
             await index.stop()
+        await self._privacy.stop()
         if producer is not None:
             await producer.stop()
         if dastra is not None:
@@ -404,6 +412,11 @@ class Dispatcher:
         if self._stopping or self._crashed:
             return
         await self._capacity.acquire()
+        try:
+            await self._privacy.prepare(event.message.value)
+        except BaseException:
+            self._capacity.release()
+            raise
         if self._stopping or self._crashed or epoch != self._epoch:
             # Taken before a rebalance or shutdown: leave it unacked for the next owner.
             self._capacity.release()
@@ -519,8 +532,22 @@ class Dispatcher:
             work.keys.append(f"key:{topic}:{work.key.hex()}")
         if envelope is None:
             return work
+        data = envelope.data
         try:
-            work.command = spec.model.model_validate(envelope.data)
+            opened = self._privacy.open_command(data)
+        except PrivacyError as exc:
+            work.failure = CommandError(kind=ErrorKind.INVALID_COMMAND, message=str(exc))
+            return work
+        if opened is not None:
+            if opened.is_erased:
+                work.failure = CommandError(
+                    kind=ErrorKind.INVALID_COMMAND,
+                    message="the command's personal fields were erased (privacy erase)",
+                )
+                return work
+            data = opened.data
+        try:
+            work.command = spec.model.model_validate(data)
         except ValidationError as exc:
             errors = _field_errors(exc)
             work.failure = CommandError(
@@ -696,13 +723,32 @@ class Dispatcher:
         index = self._require(self._index, "result index")
         action = work.spec.action
         status: Any = "failed" if failure is not None else "succeeded"
+        sealed = self._privacy.seal(
+            action=action,
+            workspace_id=work.workspace_id,
+            command_id=work.command_id,
+            command_data=(
+                work.command.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                if work.command is not None
+                else None
+            ),
+            result=result,
+            dead_letter_value=work.value if failure is not None else None,
+        )
+        if sealed.key_records:
+            # The keys first: a reader of the result must find them.
+            await asyncio.gather(
+                *(self._send(producer, t, k, v, []) for t, k, v in sealed.key_records)
+            )
+        if sealed.batch is not None:
+            sealed.batch.commit()
         completed = datetime.now(UTC)
         data = CommandResult(
             command_id=work.command_id,
             action=action,
             status=status,
             workspace_id=work.workspace_id,
-            result=result,
+            result=sealed.result,
             error=failure,
             attempts=attempts,
             received_at=work.received_at,
@@ -725,6 +771,7 @@ class Dispatcher:
             subject=work.command_id,
             time=completed,
             data=data.model_dump(mode="json"),
+            extensions=sealed.extensions,
         )
         headers, value = encode_binary(event)
         if work.replay_id is not None:
@@ -734,12 +781,13 @@ class Dispatcher:
         ]
         if failure is not None:
             key, dlq_value, dlq_headers = dead_letter(
-                work.original(),
+                dataclasses.replace(work.original(), value=sealed.dead_letter_value),
                 kind=failure.kind,
                 message=failure.message,
                 component=COMPONENT,
                 attempts=attempts,
             )
+            dlq_headers += sealed.dead_letter_headers
             sends.append(self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers))
         await asyncio.gather(*sends)
         index.record(work.command_id, succeeded=failure is None, replay_id=work.replay_id)

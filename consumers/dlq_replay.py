@@ -11,6 +11,11 @@ Idempotent where it can be: a command that already succeeded is not re-published
 would skip it anyway); a command dead-lettered twice is re-published once per run; the agents
 skip a replayed record redelivered to them (its replay id has a result).
 
+A dead letter sealed whole (`dlq.value.encrypted`, PRIVACY_MODE_DEAD_LETTERS=encrypted) is
+decrypted with the keys of `dastra.privacy-keys.v1` and PRIVACY_MASTER_KEY before it is
+re-published; one whose data subject was erased is not replayed (`erased`), nor one this run
+cannot decrypt (`undecryptable`: no or another master key).
+
     summary = replay_dead_letters(settings.kafka, ReplayFilter(kind="dastra-rejected"))
     print(summary.replayed, [r.dlq_offset for r in summary.records])
 """
@@ -24,12 +29,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from bus.commands import RESULT_SUCCEEDED
 from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict
-from bus.settings import KafkaSettings
+from bus.keystore import load_ring
+from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
+from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER
 from consumers.dispatcher import command_id_of, fallback_id
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER
@@ -42,7 +56,9 @@ __all__ = [
     "replay_dead_letters",
 ]
 
-Outcome = Literal["replayed", "would-replay", "already-succeeded", "duplicate"]
+Outcome = Literal[
+    "replayed", "would-replay", "already-succeeded", "duplicate", "erased", "undecryptable"
+]
 Progress = Callable[[int, int], None]  # (records scanned, records to scan)
 
 
@@ -119,6 +135,8 @@ class ReplaySummary:
             "replayed": self.replayed,
             "alreadySucceeded": self.count("already-succeeded"),
             "duplicates": self.count("duplicate"),
+            "erased": self.count("erased"),
+            "undecryptable": self.count("undecryptable"),
             "notDeadLetters": self.not_dead_letters,
             "records": [record.as_json() for record in self.records],
         }
@@ -221,9 +239,28 @@ def replay_dead_letters(
     dry_run: bool = False,
     on_progress: Progress | None = None,
     timeout_s: float = 120.0,
+    privacy: PrivacySettings | None = None,
 ) -> ReplaySummary:
     """Re-publish the matching dead letters to their original topics (see the module doc)."""
     summary = ReplaySummary(replay_id=str(uuid.uuid4()), dry_run=dry_run)
+    raw_master = (privacy or PrivacySettings()).master_key_bytes()
+    rings: list[KeyRing] = []
+
+    def opened(value: bytes | None) -> bytes | Literal["erased", "undecryptable"]:
+        """The original value of an encrypted dead letter."""
+        if raw_master is None or value is None:
+            return "undecryptable"
+        if not rings:
+            try:
+                rings.append(load_ring(kafka, timeout=timeout_s))
+            except KafkaException as exc:
+                raise ReplayError(f"could not read the privacy keys: {exc}") from exc
+        try:
+            found = Decryptor(MasterKey(raw_master), rings[0]).open_bytes(value)
+        except PrivacyError:
+            return "undecryptable"
+        return "erased" if found is None else found
+
     succeeded = _succeeded_commands(kafka, timeout_s)
     producer = (
         None
@@ -263,13 +300,23 @@ def replay_dead_letters(
             for name, value in info.original_headers
             if name not in (REPLAY_ID_HEADER, REPLAY_COMMAND_ID_HEADER)
         ]
+        original = message.value()
+        sealed: Outcome | None = None
+        if info.encrypted:
+            found = opened(original)
+            if found == "erased" or found == "undecryptable":
+                sealed, original = found, None
+            else:
+                original = found
         command_id = command_id_of(
             info.original_headers,
-            message.value(),
+            original,
             fallback=fallback_id(info.topic, info.partition, info.offset),
         )
         outcome: Outcome
-        if command_id in succeeded:
+        if sealed is not None:
+            outcome = sealed
+        elif command_id in succeeded:
             outcome = "already-succeeded"
         elif command_id in seen:
             outcome = "duplicate"
@@ -284,7 +331,7 @@ def replay_dead_letters(
             producer.produce(
                 info.topic,
                 key=message.key(),
-                value=message.value(),
+                value=original,
                 headers=headers,
                 partition=partition_of(info.topic, info.partition),
                 on_delivery=delivered,

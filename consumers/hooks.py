@@ -3,7 +3,10 @@
 Consumes `dastra.rights-requests.v1` and `dastra.tasks.v1` (consumer group `dastra-hooks`) and
 the whole compacted `dastra.hook-subscriptions.v1` (every dispatcher reads every subscription).
 Produces, for each event and each matching subscription, an HTTPS POST of
-`{"id", "type", "timestamp", "workspace_id", "data"}` (data = the Dastra object) signed per
+`{"id", "type", "timestamp", "workspace_id", "data"}` (data = the Dastra object in the payload
+mode of its topic, plus `payload_mode` when that is not full; an `encrypted` payload is
+decrypted when this process has PRIVACY_MASTER_KEY, erased subjects' fields as
+`{"$erased": true}`, and delivered as it is otherwise) signed per
 Standard Webhooks (`webhook-id` = the event's `ce_id`, stable across retries); tombstones on
 `dastra.hook-subscriptions.v1` for subscribers that answer 410 Gone; and `dastra.dead-letter.v1`
 records (the original event record plus `dlq.*` headers naming the subscription) when the retry
@@ -41,8 +44,10 @@ from pydantic import ValidationError
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.egress import EgressRefusedError, Target, client_for, post, resolve_target
 from bus.envelope import Envelope, EnvelopeError, decode, dumps
+from bus.keystore import KeyStore
+from bus.privacy import PAYLOAD_EXTENSION, PrivacyError
 from bus.producer import AsyncProducer, KafkaUnavailableError
-from bus.settings import HooksSettings, KafkaSettings
+from bus.settings import HooksSettings, KafkaSettings, PrivacySettings
 from bus.signatures import standard_webhook_headers
 from bus.subscriptions import HookSubscription
 from bus.tailer import TopicTailer
@@ -52,6 +57,7 @@ __all__ = [
     "EVENT_TOPICS",
     "HookDispatcher",
     "SubscriptionTable",
+    "event_keys",
     "hook_event_of",
     "hook_payload",
     "record_headers",
@@ -92,16 +98,33 @@ def workspace_of(envelope: Envelope, key: bytes | None) -> int | None:
     return None
 
 
-def hook_payload(envelope: Envelope, key: bytes | None) -> dict[str, Any]:
-    """What a subscriber receives (and what `GET /v1/hooks/samples/{event}` lists)."""
+def hook_payload(
+    envelope: Envelope, key: bytes | None, keys: KeyStore | None = None
+) -> dict[str, Any]:
+    """What a subscriber receives (and what `GET /v1/hooks/samples/{event}` lists): the data
+    in its topic's payload mode, decrypted with `keys` when it is encrypted and they can."""
     when = envelope.time or datetime.now(UTC)
-    return {
+    mode = envelope.attributes.get(PAYLOAD_EXTENSION)
+    data = envelope.data
+    if mode == "encrypted" and keys is not None and keys.can_decrypt:
+        data = keys.decryptor().open(data).data
+    payload = {
         "id": envelope.id,
         "type": hook_event_of(envelope.type),
         "timestamp": when.isoformat().replace("+00:00", "Z"),
         "workspace_id": workspace_of(envelope, key),
-        "data": envelope.data,
+        "data": data,
     }
+    if mode and mode != "full":
+        payload["payload_mode"] = mode
+    return payload
+
+
+def event_keys(kafka: KafkaSettings, privacy: PrivacySettings | None, name: str) -> KeyStore | None:
+    """A key store to decrypt encrypted events with, when PRIVACY_MASTER_KEY is set."""
+    if privacy is None or privacy.master_key is None:
+        return None
+    return KeyStore(kafka, privacy, name=name)
 
 
 class SubscriptionTable:
@@ -323,9 +346,11 @@ class HookDispatcher:
         registry: CollectorRegistry | None = None,
         host: str = "127.0.0.1",
         client: httpx.AsyncClient | None = None,
+        privacy: PrivacySettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.settings = settings
+        self.keys = event_keys(kafka, privacy, "hooks")
         self._host = host
         self.registry = registry or CollectorRegistry()
         self._metrics = _Metrics(self.registry)
@@ -348,6 +373,8 @@ class HookDispatcher:
         self._producer.open()
         if self._client is None:
             self._client = client_for(self.settings)
+        if self.keys is not None:
+            await asyncio.to_thread(self.keys.start)
         await asyncio.to_thread(self.table.start)
         self.table.listen(self._on_change)
         for subscription in self.table.all():
@@ -364,6 +391,8 @@ class HookDispatcher:
             subscriber.stop()
         self._subscribers.clear()
         self.table.stop()
+        if self.keys is not None:
+            await asyncio.to_thread(self.keys.stop)
         if self._owns_client and self._client is not None:
             await self._client.aclose()
         await asyncio.to_thread(self._producer.close)
@@ -510,6 +539,7 @@ class HookDispatcher:
                 if ready is not None and self.assigned.is_set() and not ready.is_set():
                     ready.set()
                 if message is not None:
+                    await self._await_keys(message)
                     self._take(message)
                 if time.monotonic() - last_commit >= 0.5:
                     last_commit = time.monotonic()
@@ -524,6 +554,15 @@ class HookDispatcher:
             self._consumer = None
             if server is not None:
                 server.shutdown()
+
+    async def _await_keys(self, message: Message) -> None:
+        """An encrypted event whose key this process has not read yet: wait for it (the
+        poller writes the key in the same transaction, just before the event)."""
+        value = message.value()
+        if self.keys is None or not value or b'"$enc"' not in value:
+            return
+        if self.keys.decryptor().unknown(value):
+            await self.keys.async_sync(self.keys.wait_s)
 
     def _take(self, message: Message) -> None:
         error = message.error()
@@ -563,7 +602,15 @@ class HookDispatcher:
             self._tracker.seen(topic, partition, offset)
             return
         assert event is not None
-        item = _Event(record, envelope, event, dumps(hook_payload(envelope, record.key)))
+        try:
+            payload = hook_payload(envelope, record.key, self.keys)
+        except PrivacyError:
+            # Made with another master key: deliver it as it is on the topic.
+            _log.warning(
+                "hooks.undecryptable_event", topic=topic, partition=partition, offset=offset
+            )
+            payload = hook_payload(envelope, record.key)
+        item = _Event(record, envelope, event, dumps(payload))
         self._tracker.add(topic, partition, offset)
         for subscription in subscriptions:
             subscriber = self._ensure(subscription)

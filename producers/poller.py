@@ -4,8 +4,13 @@ Consumes Dastra's API per workspace (`GET /v1/ws/{ws}/DataSubjectRequests` and `
 `dateCreation` and `dateUpdate` order) and `dastra.poller-triggers.v1` (poll a workspace now).
 Produces `eu.dastra.rights_request.created|updated` on `dastra.rights-requests.v1` and
 `eu.dastra.task.created|updated` on `dastra.tasks.v1` (CloudEvents binary mode, key
-`<workspaceId>:<id>`, data = the Dastra object unchanged), and its cursor on the compacted
-`dastra.poller-state.v1`, in one Kafka transaction per batch. A fixed `transactional.id` per
+`<workspaceId>:<id>`, data = the Dastra object in the topic's payload mode, PRIVACY_MODE_*: full
+= unchanged; redacted, thin and encrypted minimise personal data, see `bus/privacy.py`; the
+mode travels in the `ce_dastrapayload` header when not full), and its cursor on the compacted
+`dastra.poller-state.v1`, in one Kafka transaction per batch. In the same transaction: the data
+keys and aliases on `dastra.privacy-keys.v1` that encrypted events need, and, with
+PRIVACY_AUTO_ERASE, the erasure of a subject whose Erasure rights request is closed (key
+tombstones, markers, an event on `dastra.privacy-audit.v1`). A fixed `transactional.id` per
 workspace fences a second poller of the same workspace.
 
 All events of a workspace go to one partition of their topic (chosen from the workspace id), so a
@@ -27,6 +32,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,9 +45,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from bus.envelope import deterministic_id, encode_binary, new_event
+from bus.erasure import ErasureAudit, ErasurePlan, ErasureRequest, audit_record, plan_erasure
+from bus.keystore import KeyStore, key_record, master_key_of
+from bus.privacy import PAYLOAD_EXTENSION, Batch, PrivacyError, shape
 from bus.reading import TopicMissingError, end_offsets, read_latest
-from bus.settings import KafkaSettings, PollerSettings
-from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
+from bus.settings import KafkaSettings, PayloadMode, PollerSettings, PrivacySettings
+from bus.tailer import TailerError
+from bus.topics import (
+    POLLER_STATE,
+    POLLER_TRIGGERS,
+    PRIVACY_AUDIT,
+    PRIVACY_KEYS,
+    RIGHTS_REQUESTS,
+    TASKS,
+    TopicCatalogue,
+)
 from dastra.client import DastraClient
 from dastra.errors import (
     DastraConfigError,
@@ -101,7 +119,7 @@ class Resource:
 
     name: str  # part of the cursor key: "<workspaceId>:<name>"
     topic: str  # catalogue name of the event topic
-    entity: str  # in event types: eu.dastra.<entity>.created
+    entity: str  # in event types: eu.dastra.<entity>.created; the kind in bus/privacy.py
     collection: str  # Dastra's collection: /v1/ws/{ws}/<collection>
 
 
@@ -307,6 +325,98 @@ class _Window:
         )
 
 
+_Erasure = tuple[ErasurePlan, ErasureAudit]
+
+
+class _EventPrivacy:
+    """The payload mode of each event topic, and the keys and erasures it needs."""
+
+    def __init__(self, kafka: KafkaSettings, privacy: PrivacySettings) -> None:
+        self.settings = privacy
+        self.modes: dict[str, PayloadMode] = {r.topic: privacy.mode_of(r.topic) for r in RESOURCES}
+        self._hash_key = privacy.hash_key_bytes()
+        if (
+            "redacted" in self.modes.values()
+            and privacy.redaction == "hash"
+            and self._hash_key is None
+        ):
+            raise PrivacyError("PRIVACY_MODE_*=redacted needs PRIVACY_HASH_KEY")
+        self.store: KeyStore | None = None
+        if "encrypted" in self.modes.values() or privacy.auto_erase:
+            master_key_of(privacy, "the encrypted payload mode (or PRIVACY_AUTO_ERASE)")
+            self.store = KeyStore(kafka, privacy, name="poller")
+
+    def start(self) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.start()
+        except TailerError as exc:
+            if "does not exist" in str(exc):
+                raise TopicMissingError(
+                    KafkaError(
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        f"topic {self.store.topic} does not exist "
+                        "(run `dastra-kafka topics apply`)",
+                    )
+                ) from exc
+            raise KafkaUnavailableError(f"the key topic could not be read: {exc}") from exc
+
+    def stop(self) -> None:
+        if self.store is not None:
+            self.store.stop()
+
+    def batch(self) -> Batch | None:
+        return self.store.encryptor().batch() if self.store is not None else None
+
+    def extensions(self, resource: Resource) -> dict[str, str] | None:
+        mode = self.modes[resource.topic]
+        return None if mode == "full" else {PAYLOAD_EXTENSION: mode}
+
+    def shape(self, resource: Resource, workspace_id: int, raw: Any, batch: Batch | None) -> Any:
+        return shape(
+            self.modes[resource.topic],
+            resource.entity,
+            raw,
+            workspace_id=workspace_id,
+            hash_key=self._hash_key,
+            remove=self.settings.redaction == "remove",
+            batch=batch,
+        )
+
+    def erasures(
+        self, resource: Resource, workspace_id: int, items: Sequence[_Change], batch: Batch | None
+    ) -> list[_Erasure]:
+        """Closed Erasure rights requests in `items` not erased yet (PRIVACY_AUTO_ERASE): their
+        plans, and their subjects marked erased in `batch` so this batch seals nothing new."""
+        if not self.settings.auto_erase or resource.name != "rights-requests":
+            return []
+        assert self.store is not None and self.store.master is not None and batch is not None
+        master, ring = self.store.master, self.store.ring
+        found: list[_Erasure] = []
+        planned: set[str] = set()
+        for item in items:
+            raw = item.raw
+            purposes = raw.get("purposes") or []
+            if raw.get("state") != "Closed" or "Erasure" not in purposes:
+                continue
+            request = ErasureRequest(
+                "rights-request", f"rr:{workspace_id}:{item.id}", workspace_id, item.id
+            )
+            target = master.subject_id(request.ref)
+            if ring.is_erased(target) or target in planned:
+                continue
+            plan = plan_erasure(ring, master, request)
+            planned.add(target)
+            for subject in plan.subjects:
+                batch.mark_erased(subject)
+            audit = plan.audit(
+                audit_id=str(uuid.uuid4()), at=datetime.now(UTC), by="poller", trigger="auto"
+            )
+            found.append((plan, audit))
+        return found
+
+
 class _WorkspacePoller:
     """Polls one workspace; owns its transactional producer."""
 
@@ -318,8 +428,10 @@ class _WorkspacePoller:
         dastra: DastraClient,
         metrics: _Metrics,
         start: StartFrom,
+        privacy: _EventPrivacy,
     ) -> None:
         self.workspace_id = workspace_id
+        self._privacy = privacy
         self._kafka = kafka
         self._settings = settings
         self._dastra = dastra
@@ -393,12 +505,33 @@ class _WorkspacePoller:
             raise RuntimeError("the poller is not open")
         topic = self._kafka.topic(resource.topic)
         partition = self._partitions[resource.topic]
+        privacy = self._privacy
+        batch = privacy.batch()
+        erasures = privacy.erasures(resource, self.workspace_id, [i for _k, i in events], batch)
+        shaped = [
+            (kind, item, privacy.shape(resource, self.workspace_id, item.raw, batch))
+            for kind, item in events
+        ]
         began = False
         try:
             producer.begin_transaction()
             began = True
-            for kind, item in events:
-                self._produce_event(producer, topic, partition, resource, kind, item)
+            keys_topic = self._kafka.topic(PRIVACY_KEYS)
+            for record in batch.records if batch is not None else []:
+                key, value = key_record(record)
+                producer.produce(keys_topic, key=key, value=value)
+            for kind, item, data in shaped:
+                self._produce_event(producer, topic, partition, resource, kind, item, data)
+            for plan, audit in erasures:
+                for key, tomb in plan.key_topic_records(audit.audit_id, audit.at):
+                    producer.produce(keys_topic, key=key, value=tomb)
+                audit_key, audit_value, audit_headers = audit_record(audit)
+                producer.produce(
+                    self._kafka.topic(PRIVACY_AUDIT),
+                    key=audit_key,
+                    value=audit_value,
+                    headers=audit_headers,
+                )
             producer.produce(
                 self._kafka.topic(POLLER_STATE),
                 key=cursor.key.encode(),
@@ -408,6 +541,19 @@ class _WorkspacePoller:
         except (KafkaException, BufferError) as exc:
             self._recover(producer, exc, began)
             raise
+        if batch is not None:
+            batch.commit()
+        for plan, audit in erasures:
+            assert privacy.store is not None
+            for key, tomb in plan.key_topic_records(audit.audit_id, audit.at):
+                privacy.store.ring.apply(key, tomb)
+            _log.info(
+                "poller.auto_erased",
+                workspace=self.workspace_id,
+                rights_request=plan.request.rights_request_id,
+                audit_id=audit.audit_id,
+                keys=len(plan.key_ids),
+            )
 
     def _produce_event(
         self,
@@ -417,8 +563,10 @@ class _WorkspacePoller:
         resource: Resource,
         kind: str,
         item: _Change,
+        data: Any,
     ) -> None:
-        headers, value = encode_binary(self._event(resource, kind, item, item.raw))
+        extensions = self._privacy.extensions(resource)
+        headers, value = encode_binary(self._event(resource, kind, item, data, extensions))
         key = f"{self.workspace_id}:{item.id}".encode()
         try:
             producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
@@ -440,7 +588,9 @@ class _WorkspacePoller:
                 "dataref": f"/v1/ws/{self.workspace_id}/{resource.collection}/{item.id}",
                 "truncated": True,
             }
-            headers, value = encode_binary(self._event(resource, kind, item, thin))
+            headers, value = encode_binary(
+                self._event(resource, kind, item, thin, {PAYLOAD_EXTENSION: "thin"})
+            )
             producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
         producer.poll(0)
 
@@ -489,7 +639,14 @@ class _WorkspacePoller:
         # A commit that failed with an unknown outcome may still have landed: trust Kafka.
         self._cursors = _load_cursors(self._kafka, [self.workspace_id])[self.workspace_id]
 
-    def _event(self, resource: Resource, kind: str, item: _Change, data: Any) -> Any:
+    def _event(
+        self,
+        resource: Resource,
+        kind: str,
+        item: _Change,
+        data: Any,
+        extensions: dict[str, str] | None = None,
+    ) -> Any:
         if kind == "created":
             when = _stamp(item, "dateCreation")
             event_id = deterministic_id(
@@ -508,6 +665,7 @@ class _WorkspacePoller:
             subject=str(item.id),
             time=when or datetime.now(UTC),
             data=data,
+            extensions=extensions,
         )
 
     # --- Dastra side -------------------------------------------------------------------------
@@ -730,7 +888,9 @@ class Poller:
         start: StartFrom | None = None,
         host: str = "127.0.0.1",
         registry: CollectorRegistry | None = None,
+        privacy: PrivacySettings | None = None,
     ) -> None:
+        """Raises `ValueError` (`PrivacyError` for the privacy settings) on a bad setup."""
         if not workspaces:
             raise ValueError("the poller needs at least one workspace (DASTRA_WORKSPACE_ID)")
         missing = [r.topic for r in RESOURCES if r.topic not in catalogue.names]
@@ -742,8 +902,9 @@ class Poller:
         self.registry = registry or CollectorRegistry()
         self._metrics = _Metrics(self.registry)
         chosen = start if start is not None else parse_start(settings.start_from)
+        self._privacy = _EventPrivacy(kafka, privacy or PrivacySettings())
         self._workspaces = {
-            ws: _WorkspacePoller(ws, kafka, settings, dastra, self._metrics, chosen)
+            ws: _WorkspacePoller(ws, kafka, settings, dastra, self._metrics, chosen, self._privacy)
             for ws in dict.fromkeys(workspaces)
         }
 
@@ -776,6 +937,7 @@ class Poller:
                 )
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.open)
+            await asyncio.to_thread(self._privacy.start)
             cursors = await asyncio.to_thread(_load_cursors, self._kafka, list(self._workspaces))
             for ws, worker in self._workspaces.items():
                 worker.restore(cursors[ws])
@@ -792,6 +954,7 @@ class Poller:
             await asyncio.to_thread(triggers.stop)
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.close)
+            await asyncio.to_thread(self._privacy.stop)
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()

@@ -10,9 +10,14 @@ the broker (`acks=all`, idempotent producer) before any 2xx answer:
 - Idempotency-Key claims and answers on `dastra.webhook-idempotency.v1`;
 - poll triggers on `dastra.poller-triggers.v1`.
 
+With PRIVACY_MODE_COMMANDS=encrypted the personal fields of each command are encrypted with the
+key of its data subject (`bus/privacy.py`), whose key records go to `dastra.privacy-keys.v1`
+first; with PRIVACY_MASTER_KEY, encrypted results (`?wait`) and samples are decrypted.
+
 Also reads: `dastra.command-results.v1` from its end (one tailer per process) for `?wait=N`,
-`dastra.hook-subscriptions.v1` and `dastra.webhook-idempotency.v1` from the beginning (every
-replica holds the same tables), and the event topics' newest records for hook samples.
+`dastra.hook-subscriptions.v1`, `dastra.webhook-idempotency.v1` and `dastra.privacy-keys.v1`
+from the beginning (every replica holds the same tables), and the event topics' newest records
+for hook samples.
 Kafka unavailable: 503 with Retry-After and nothing written. Logs carry ids, never bodies,
 names, e-mails, target URLs or secrets.
 
@@ -57,8 +62,16 @@ from starlette.types import Message as ASGIMessage
 from bus.commands import COMMAND_MODELS, Command, CommandResult
 from bus.egress import EgressRefusedError, resolve_target
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event
+from bus.keystore import KeyStore, key_record, master_key_of
+from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, command_subject
 from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError
-from bus.settings import DastraSettings, HooksSettings, KafkaSettings, WebhookSettings
+from bus.settings import (
+    DastraSettings,
+    HooksSettings,
+    KafkaSettings,
+    PrivacySettings,
+    WebhookSettings,
+)
 from bus.signatures import verify_dastra_signature
 from bus.subscriptions import HOOK_EVENTS, HookEvent, HookSubscription
 from bus.tailer import TopicTailer
@@ -66,6 +79,7 @@ from bus.topics import ACTIONS, COMMAND_RESULTS, POLLER_TRIGGERS, command_topic
 from consumers.hooks import (
     EVENT_TOPICS,
     SubscriptionTable,
+    event_keys,
     hook_event_of,
     hook_payload,
     record_headers,
@@ -360,9 +374,14 @@ class WebhookService:
         dastra: DastraSettings,
         *,
         registry: CollectorRegistry | None = None,
+        privacy: PrivacySettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.settings = webhook
+        self.privacy = privacy or PrivacySettings()
+        if self.privacy.mode_commands == "encrypted":
+            master_key_of(self.privacy, "PRIVACY_MODE_COMMANDS=encrypted")
+        self.keys: KeyStore | None = event_keys(kafka, self.privacy, "webhook")
         self.hooks = hooks
         self.dastra = dastra
         self.registry = registry or CollectorRegistry()
@@ -382,6 +401,7 @@ class WebhookService:
                 asyncio.to_thread(self.results.tailer.start),
                 asyncio.to_thread(self.subscriptions.start),
                 asyncio.to_thread(self.idempotency.start),
+                *([asyncio.to_thread(self.keys.start)] if self.keys is not None else []),
             )
         except BaseException:
             await self.stop()
@@ -397,6 +417,8 @@ class WebhookService:
         await asyncio.to_thread(self.results.tailer.stop)
         await asyncio.to_thread(self.subscriptions.stop)
         await asyncio.to_thread(self.idempotency.stop)
+        if self.keys is not None:
+            await asyncio.to_thread(self.keys.stop)
         await asyncio.to_thread(self.producer.close)
         self.started = False
 
@@ -419,7 +441,11 @@ class WebhookService:
     # --- commands -------------------------------------------------------------------------
 
     async def produce_command(self, action: str, command: Command, command_id: str) -> Delivered:
-        data = command.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        data: Any = command.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        extensions = None
+        if self.privacy.mode_commands == "encrypted":
+            data = await self._seal_command(action, command, command_id, data)
+            extensions = {PAYLOAD_EXTENSION: "encrypted"}
         headers, value = encode_binary(
             new_event(
                 type=command_event_type(action),
@@ -427,6 +453,7 @@ class WebhookService:
                 id=command_id,
                 subject=action,
                 data=data,
+                extensions=extensions,
             )
         )
         delivered = await self.producer.produce(
@@ -438,16 +465,50 @@ class WebhookService:
         self.metrics.commands.labels(action).inc()
         return delivered
 
+    async def _seal_command(
+        self, action: str, command: Command, command_id: str, data: dict[str, Any]
+    ) -> Any:
+        """The command's personal fields encrypted; their key records written first."""
+        if self.keys is None:
+            raise PrivacyError("PRIVACY_MODE_COMMANDS=encrypted needs PRIVACY_MASTER_KEY")
+        workspace = command.workspace_id or self.dastra.workspace_id
+        batch = self.keys.encryptor().batch()
+        sealed = batch.seal(
+            f"command.{action}", data, command_subject(action, data, workspace, command_id)
+        )
+        for record in batch.records:
+            key, value = key_record(record)
+            await self.producer.produce(self.keys.topic, key=key, value=value)
+        batch.commit()
+        return sealed
+
+    async def open_result(self, result: CommandResult) -> Any:
+        """The Dastra object(s) of a result, decrypted when they are encrypted and we can."""
+        if self.keys is None or result.result is None:
+            return result.result
+        try:
+            return (await self.keys.open(result.result)).data
+        except PrivacyError:  # made with another master key: as it is on the topic
+            return result.result
+
     async def samples(self, event: str, limit: int) -> list[dict[str, Any]]:
         entity = event.split(".", 1)[0]
         topic = self.kafka.topic(EVENT_TOPICS[entity])
+        keys = self.keys
+        if keys is not None:
+            await keys.async_sync(keys.wait_s)
         return await asyncio.to_thread(
-            _newest_events, self.kafka, topic, event, limit, self.settings.samples_scan
+            _newest_events, self.kafka, topic, event, limit, self.settings.samples_scan, keys
         )
 
 
 def _newest_events(
-    kafka: KafkaSettings, topic: str, event: str, limit: int, per_partition: int
+    kafka: KafkaSettings,
+    topic: str,
+    event: str,
+    limit: int,
+    per_partition: int,
+    keys: KeyStore | None = None,
 ) -> list[dict[str, Any]]:
     """The newest `limit` events of type `event` among the last records of each partition."""
     consumer = Consumer(
@@ -494,7 +555,11 @@ def _newest_events(
                 continue
             stamp = envelope.time.timestamp() if envelope.time else 0.0
             order = int(stamp * 1000) or message.timestamp()[1]
-            found.append((order, hook_payload(envelope, message.key())))
+            try:
+                payload = hook_payload(envelope, message.key(), keys)
+            except PrivacyError:  # made with another master key: as it is on the topic
+                payload = hook_payload(envelope, message.key())
+            found.append((order, payload))
     except KafkaException as exc:
         raise KafkaUnavailableError(str(exc)) from exc
     finally:
@@ -592,13 +657,16 @@ def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
     return errors
 
 
-def _fingerprint(action: str, command: Command) -> str:
+def _fingerprint(action: str, command: Command, token: str) -> str:
+    """The body's fingerprint on the idempotency topic: keyed by the caller's token, so that a
+    reader of the topic cannot confirm a guessed body (an e-mail search, say)."""
     canonical = json.dumps(
         command.model_dump(mode="json", by_alias=True, exclude_unset=True),
         sort_keys=True,
         separators=(",", ":"),
     )
-    return hashlib.sha256(f"{action}\0{canonical}".encode()).hexdigest()
+    key = hashlib.sha256(token.encode()).digest()
+    return hmac.new(key, f"{action}\0{canonical}".encode(), hashlib.sha256).hexdigest()
 
 
 def _token_id(token: str) -> str:
@@ -777,7 +845,7 @@ def create_app(service: WebhookService) -> FastAPI:
 
             try:
                 outcome = await service.idempotency.run(
-                    scope, action, _fingerprint(action, command), produce
+                    scope, action, _fingerprint(action, command, matched), produce
                 )
             except IdempotencyConflictError as exc:
                 raise _Refused(422, "idempotency-key-reused", str(exc)) from None
@@ -822,7 +890,7 @@ def create_app(service: WebhookService) -> FastAPI:
             result = await service.results.wait(accepted.command_id, wait, since_ms)
             if result is not None:
                 metrics.waits.labels(result.status).inc()
-                return _result_response(result, headers)
+                return _result_response(result, headers, await service.open_result(result))
             metrics.waits.labels("timeout").inc()
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
 
@@ -1058,10 +1126,10 @@ def create_app(service: WebhookService) -> FastAPI:
     return app
 
 
-def _result_response(result: CommandResult, headers: dict[str, str]) -> JSONResponse:
+def _result_response(result: CommandResult, headers: dict[str, str], opened: Any) -> JSONResponse:
     headers = {**headers, "Command-Status": result.status}
     if result.status == "succeeded":
-        body: Any = result.result
+        body: Any = opened
         if body is None:
             body = {"command_id": result.command_id, "status": "succeeded"}
         return JSONResponse(body, status_code=200, headers=headers)

@@ -75,6 +75,7 @@ def replay(
                 flt,
                 dry_run=dry_run,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                privacy=settings.privacy,
             )
     except ReplayError as exc:
         code = EXIT_UNAVAILABLE if "unreachable" in str(exc) else EXIT_FAILED
@@ -104,7 +105,8 @@ def replay(
     console.print(
         f"scanned {summary.scanned} dead letters; {verb} {summary.replayed}, "
         f"already succeeded {summary.count('already-succeeded')}, "
-        f"duplicates {summary.count('duplicate')}"
+        f"duplicates {summary.count('duplicate')}, erased subjects {summary.count('erased')}, "
+        f"undecryptable {summary.count('undecryptable')}"
     )
 
 

@@ -33,7 +33,7 @@ async def _run(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with HookDispatcher(
-        settings.kafka, settings.hooks, host=settings.service.host
+        settings.kafka, settings.hooks, host=settings.service.host, privacy=settings.privacy
     ) as dispatcher:
         typer.echo(
             f"delivering to {len(dispatcher.table.all())} subscription(s); Ctrl-C stops",

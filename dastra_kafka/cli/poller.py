@@ -73,6 +73,7 @@ async def _run(
     max_cycles: int | None,
     as_json: bool,
 ) -> int:
+    from bus.privacy import PrivacyError
     from bus.reading import TopicMissingError
     from dastra.client import DastraClient
     from producers.poller import KafkaUnavailableError, Poller, PollerFencedError
@@ -101,15 +102,20 @@ async def _run(
             live.update(view(), refresh=True)
 
     async with DastraClient(settings.dastra) as dastra:
-        poller = Poller(
-            settings.kafka,
-            settings.poller,
-            catalogue,
-            dastra,
-            workspaces=workspaces,
-            start=start,  # type: ignore[arg-type]
-            host=settings.service.host,
-        )
+        try:
+            poller = Poller(
+                settings.kafka,
+                settings.poller,
+                catalogue,
+                dastra,
+                workspaces=workspaces,
+                start=start,  # type: ignore[arg-type]
+                host=settings.service.host,
+                privacy=settings.privacy,
+            )
+        except PrivacyError as exc:
+            typer.echo(str(exc), err=True)
+            return EXIT_BAD_INPUT
         if live is not None:
             live.start()
         try:

@@ -39,7 +39,11 @@ def _plan(settings: Settings) -> list[TopicChange]:
 
 
 def _show(
-    changes: list[TopicChange], as_json: bool, title: str, unknown_schemas: Sequence[str] = ()
+    changes: list[TopicChange],
+    as_json: bool,
+    title: str,
+    unknown_schemas: Sequence[str] = (),
+    warnings: Sequence[str] = (),
 ) -> None:
     if as_json:
         rows = [{"topic": c.topic, "action": c.action, "detail": c.detail} for c in changes]
@@ -47,6 +51,8 @@ def _show(
             {"topic": p.split(":")[0], "action": "unknown-schema", "detail": p}
             for p in unknown_schemas
         ]
+        # Warnings do not change the exit code: the cluster may well match topics.yaml.
+        rows += [{"topic": w.split(":")[0], "action": "warning", "detail": w} for w in warnings]
         typer.echo(json.dumps(rows, indent=2))
         return
     console = Console()
@@ -63,10 +69,13 @@ def _show(
     console.print(table)
 
 
-def _warn_retention(settings: Settings, as_json: bool) -> None:
-    for warning in retention_warnings(catalogue_of(settings)):
-        if not as_json:
+def _warn_retention(settings: Settings, as_json: bool) -> list[str]:
+    """Topics that can carry personal data but keep it forever: printed (stderr), returned."""
+    warnings = retention_warnings(catalogue_of(settings))
+    if not as_json:
+        for warning in warnings:
             typer.echo(f"warning: {warning}", err=True)
+    return warnings
 
 
 @_app.command("apply")
@@ -77,9 +86,9 @@ def apply_command(
 ) -> None:
     """Create missing topics, raise partition counts, alter configs. Never deletes anything."""
     settings = settings_of(ctx)
-    _warn_retention(settings, as_json)
+    warnings = _warn_retention(settings, as_json)
     changes = _plan(settings)
-    _show(changes, as_json, "planned changes (dry run)" if dry_run else "changes")
+    _show(changes, as_json, "planned changes (dry run)" if dry_run else "changes", (), warnings)
     if not dry_run:
         allowed = [change for change in changes if change.allowed]
         try:
@@ -96,15 +105,16 @@ def check_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Exit non-zero when the cluster differs from topics.yaml in any way, or when topics.yaml
-    names a key or value schema that no contract defines (bus/contracts.py)."""
+    names a key or value schema that no contract defines (bus/contracts.py). Warns (exit code
+    unchanged) about topics that can carry personal data with unbounded retention."""
     settings = settings_of(ctx)
-    _warn_retention(settings, as_json)
+    warnings = _warn_retention(settings, as_json)
     unknown = unknown_schema_names(catalogue_of(settings))
     if not as_json:
         for problem in unknown:
             typer.echo(f"error: {problem}", err=True)
     changes = _plan(settings)
-    _show(changes, as_json, "mismatches", unknown_schemas=unknown)
+    _show(changes, as_json, "mismatches", unknown_schemas=unknown, warnings=warnings)
     if changes or unknown:
         raise typer.Exit(EXIT_FAILED)
 

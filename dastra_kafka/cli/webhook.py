@@ -21,6 +21,7 @@ def webhook(
     """Serve the webhook API (OpenAPI at /openapi.json, docs at /docs) until Ctrl-C/SIGTERM."""
     import uvicorn
 
+    from bus.privacy import PrivacyError
     from bus.tailer import TailerError
     from producers.webhook import WebhookService, create_app
 
@@ -28,7 +29,16 @@ def webhook(
     settings = settings_of(ctx)
     if not settings.webhook.tokens:
         fail("no API token: set WEBHOOK_TOKENS (comma-separated or a JSON list)", EXIT_BAD_INPUT)
-    service = WebhookService(settings.kafka, settings.webhook, settings.hooks, settings.dastra)
+    try:
+        service = WebhookService(
+            settings.kafka,
+            settings.webhook,
+            settings.hooks,
+            settings.dastra,
+            privacy=settings.privacy,
+        )
+    except PrivacyError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
     config = uvicorn.Config(
         create_app(service),
         host=host or settings.service.host,

@@ -7,7 +7,7 @@ import typer
 
 from bus.recipes import Recipe, RecipeError, runnable_recipes
 from bus.settings import Settings, WorkerSettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECIPE_RUNS, command_topic
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, RECIPE_RUNS, command_topic
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -73,6 +73,8 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
     kafka = settings.kafka
     wanted = [command_topic(a) for a in settings.worker.selected_actions()]
     wanted += [COMMAND_RESULTS, DEAD_LETTER]
+    if settings.privacy.uses_keys or settings.privacy.master_key is not None:
+        wanted.append(PRIVACY_KEYS)
     if recipes:
         wanted += [RECIPE_RUNS, *(topic for recipe in recipes for topic in recipe.topics())]
         wanted += [command_topic(step.action) for r in recipes for step in r.steps if step.action]
@@ -94,9 +96,13 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
 def _run(settings: Settings, recipes: list[Recipe]) -> int:
     import faust
 
+    from bus.privacy import PrivacyError
     from consumers.app import create_app
 
-    app = create_app(settings, recipes)
+    try:
+        app = create_app(settings, recipes)
+    except PrivacyError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
     runner = faust.Worker(
         app,
         loglevel=settings.service.log_level.upper(),

@@ -38,6 +38,10 @@ from bus.topics import TopicCatalogue
 from dastra.models import Task
 from tests.conftest import PROJECT_ROOT
 
+# The task contract's model: dastra.models.Task whose personal fields may also be encrypted or
+# erased (bus/privacy.py payload modes).
+TaskEvent: type[Task] = CONTRACTS["task"].type
+
 ASYNCAPI_TOOLS = PROJECT_ROOT / "tools" / "asyncapi"
 ASYNCAPI_SPEC = ASYNCAPI_TOOLS / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0.json"
 
@@ -346,7 +350,7 @@ def _with_task(model: type[Task]) -> dict[str, Contract]:
 def test_a_model_changed_without_regeneration_is_drift_and_a_new_required_field_breaks(
     catalogue: TopicCatalogue,
 ) -> None:
-    changed = create_model("Task", __base__=Task, riskScore=(int, Field(ge=0)))
+    changed = create_model("Task", __base__=TaskEvent, riskScore=(int, Field(ge=0)))
     files = generate(catalogue, contracts=_with_task(changed))
 
     problems = drift(PROJECT_ROOT, files)
@@ -362,7 +366,7 @@ def test_a_model_changed_without_regeneration_is_drift_and_a_new_required_field_
 
 
 def test_an_additive_model_change_is_drift_but_not_breaking(catalogue: TopicCatalogue) -> None:
-    changed = create_model("Task", __base__=Task, risk_score=(int | None, None))
+    changed = create_model("Task", __base__=TaskEvent, risk_score=(int | None, None))
     files = generate(catalogue, contracts=_with_task(changed))
     assert schema_path("task") in {p.path for p in drift(PROJECT_ROOT, files)}
     assert breaking_changes(committed_files(PROJECT_ROOT), files) == {}

@@ -19,7 +19,13 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from bus.deadletter import read_dead_letter
 from bus.envelope import encode_binary, new_event
-from bus.settings import DastraSettings, HooksSettings, KafkaSettings, PollerSettings
+from bus.settings import (
+    DastraSettings,
+    HooksSettings,
+    KafkaSettings,
+    PollerSettings,
+    PrivacySettings,
+)
 from bus.subscriptions import HookSubscription
 from bus.topics import DEAD_LETTER, HOOK_SUBSCRIPTIONS, TASKS, TopicCatalogue
 from consumers.hooks import HookDispatcher
@@ -34,9 +40,15 @@ from tests.producers.webhook_support import ServerThread, Subscriber, TLSFiles
 class DispatcherThread:
     """A HookDispatcher in its own thread and event loop, started and stopped by the test."""
 
-    def __init__(self, kafka: KafkaSettings, settings: HooksSettings) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: HooksSettings,
+        privacy: PrivacySettings | None = None,
+    ) -> None:
         self._kafka = kafka
         self._settings = settings
+        self._privacy = privacy
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -49,7 +61,9 @@ class DispatcherThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             ready = asyncio.Event()
-            async with HookDispatcher(self._kafka, self._settings) as dispatcher:
+            async with HookDispatcher(
+                self._kafka, self._settings, privacy=self._privacy
+            ) as dispatcher:
                 self.dispatcher = dispatcher
                 waiter = asyncio.create_task(ready.wait())
                 waiter.add_done_callback(lambda _t: self._ready.set())
