@@ -11,6 +11,12 @@ lag. At the end (`--duration`, or Ctrl-C) a summary checks that every created it
 exactly once, every command has exactly one result, and the hook subscriber received every
 event; the exit code says whether all checks passed.
 
+With a privacy mode (`--privacy redacted|thin|encrypted`, README "Privacy") the services run in
+that mode (keys made for the run unless PRIVACY_* configures them); the summary also checks that
+no requester's e-mail or name is in clear on the event and result topics, and in `encrypted`
+mode erases one requester (`privacy erase`, by e-mail) and checks that their records now read as
+erased while every other requester's still decrypt.
+
     code = run(settings, catalogue, DemoOptions(duration_s=60))
 """
 
@@ -23,6 +29,7 @@ import hmac
 import json
 import logging
 import random
+import re
 import secrets
 import signal
 import sys
@@ -46,8 +53,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from bus.admin import apply, plan
+from bus.erasure import erase, parse_subject
+from bus.keystore import load_ring
 from bus.localkafka import LocalKafka, LocalKafkaError, free_port
-from bus.settings import DastraSettings, KafkaSettings, Settings
+from bus.privacy import Decryptor, MasterKey
+from bus.settings import DastraSettings, KafkaSettings, PayloadMode, PrivacySettings, Settings
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
@@ -60,7 +70,7 @@ from consumers.lag import GroupSelection, LagMonitor, LagSnapshot, LagUnavailabl
 from dastra.sandbox import SandboxAdmin, SandboxServer
 from dastra_kafka.supervisor import Service, ServiceFailedError, Supervisor
 
-__all__ = ["DemoOptions", "DemoReport", "run"]
+__all__ = ["DemoOptions", "DemoReport", "run", "scan_for_personal_data"]
 
 _CLI = [sys.executable, "-m", "dastra_kafka"]
 
@@ -76,6 +86,7 @@ class DemoOptions:
     as_json: bool = False
     run_dir: Path | None = None
     recipes: tuple[str, ...] = ()
+    privacy: PayloadMode = "full"
 
 
 @dataclass
@@ -97,8 +108,45 @@ class DemoReport:
     searches: list[int] = field(default_factory=list)  # result sizes of ?wait searches
     errors: list[str] = field(default_factory=list)
     lag: LagSnapshot | None = None
+    # Privacy (`--privacy`): the mode, the requesters' e-mails by rights request id, the records
+    # scanned for personal data in clear and those found with some, the encrypted rights
+    # request events (id -> data) and the outcome of the erasure.
+    privacy: PayloadMode = "full"
+    requesters: dict[int, str] = field(default_factory=dict)
+    scanned: int = 0
+    in_clear: Counter[str] = field(default_factory=Counter)  # topic kind -> records
+    sealed: dict[int, list[Any]] = field(default_factory=dict)
+    erasure: tuple[bool, str] | None = None
 
     def checks(self) -> list[tuple[str, bool, str]]:
+        return self._flow_checks() + self._privacy_checks()
+
+    @property
+    def settled(self) -> bool:
+        """Has everything sent come out at the other end?"""
+        return all(ok for _name, ok, _detail in self._flow_checks())
+
+    def _privacy_checks(self) -> list[tuple[str, bool, str]]:
+        if self.privacy == "full":
+            return []
+        where = ", ".join(f"{n} on {kind}" for kind, n in sorted(self.in_clear.items()))
+        checks = [
+            (
+                "no personal data in clear on the bus",
+                not self.in_clear and self.scanned > 0,
+                f"{self.scanned} records scanned in {self.privacy} mode; "
+                + (f"a requester's e-mail or name in clear: {where}" if where else "none in clear"),
+            )
+        ]
+        if self.privacy == "encrypted":
+            checks.append(
+                ("an erased requester is unreadable, the others are not", *self.erasure)
+                if self.erasure is not None
+                else ("an erased requester is unreadable, the others are not", False, "not run")
+            )
+        return checks
+
+    def _flow_checks(self) -> list[tuple[str, bool, str]]:
         created = len(self.created["rights"]) + len(self.created["tasks"])
         published = len(self.event_items["rights"]) + len(self.event_items["tasks"])
         missing = (self.created["rights"] - self.event_items["rights"]) | (
@@ -203,6 +251,38 @@ def _env(kafka: KafkaSettings, dastra: DastraSettings) -> dict[str, str]:
     return env
 
 
+def _privacy(
+    settings: PrivacySettings, mode: PayloadMode
+) -> tuple[dict[str, str], PrivacySettings]:
+    """The services' PRIVACY_* environment for `--privacy mode`, and the settings the demo reads
+    with: the configured keys, or keys made for this run (never printed)."""
+    if mode == "full":
+        return {}, settings
+    master = (
+        settings.master_key.get_secret_value()
+        if settings.master_key is not None
+        else base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+    hash_key = (
+        settings.hash_key.get_secret_value()
+        if settings.hash_key is not None
+        else secrets.token_urlsafe(32)
+    )
+    sealed = "encrypted" if mode == "encrypted" else "full"
+    env = {
+        "PRIVACY_MODE_RIGHTS_REQUESTS": mode,
+        "PRIVACY_MODE_TASKS": mode,
+        "PRIVACY_MODE_RESULTS": mode,
+        "PRIVACY_MODE_COMMANDS": sealed,
+        "PRIVACY_MODE_DEAD_LETTERS": sealed,
+        "PRIVACY_MASTER_KEY": master,
+        "PRIVACY_HASH_KEY": hash_key,
+    }
+    return env, PrivacySettings.model_validate(
+        {**settings.model_dump(), **{k.removeprefix("PRIVACY_").lower(): v for k, v in env.items()}}
+    )
+
+
 @dataclass(frozen=True)
 class _Ports:
     worker: int
@@ -267,9 +347,13 @@ def _services(
 # --- observers -----------------------------------------------------------------------------------
 
 
+# The demo's requesters: `subject<n>@example.org` "Demo" "Subject <n>", and `crm<n>@example.org`.
+_PERSONAL = re.compile(rb"(?:subject|crm)[0-9]+@example\.org|Subject [0-9]+")
+
+
 class _Tail(threading.Thread):
     """Reads the event, result and dead-letter topics (read_committed) from where they were
-    when the demo started, into the report."""
+    when the demo started, into the report; in a privacy mode, scans them for personal data."""
 
     def __init__(self, kafka: KafkaSettings, report: DemoReport, lock: threading.Lock) -> None:
         super().__init__(name="demo-tail", daemon=True)
@@ -325,6 +409,7 @@ class _Tail(threading.Thread):
 
     def _record(self, kind: str, found: dict[str, bytes], value: bytes | None) -> None:
         with self._lock:
+            scan_for_personal_data(self._report, kind, found, value or b"")
             if kind in ("rights", "tasks"):
                 ce_id = found.get("ce_id", b"").decode()
                 self._report.events[ce_id] += 1
@@ -337,6 +422,23 @@ class _Tail(threading.Thread):
                     self._report.results_failed += 1
             else:
                 self._report.dead_letters += 1
+
+
+def scan_for_personal_data(
+    report: DemoReport, kind: str, found: dict[str, bytes], value: bytes
+) -> None:
+    """Count a record holding a requester's e-mail or name in clear (events and results in a
+    privacy mode; dead letters too when they are sealed), and keep encrypted rights request
+    events for the erasure check. The caller holds the report's lock."""
+    mode = report.privacy
+    if mode == "full" or (kind == "dlq" and mode != "encrypted"):
+        return
+    report.scanned += 1
+    if _PERSONAL.search(value):
+        report.in_clear[kind] += 1
+    if mode == "encrypted" and kind == "rights" and _is_created(found.get("ce_id", b"").decode()):
+        data = json.loads(value)
+        report.sealed.setdefault(int(data["id"]), []).append(data)
 
 
 def _header_pairs(headers: Any) -> dict[str, bytes]:
@@ -452,15 +554,17 @@ class _Traffic(threading.Thread):
         assert self._admin is not None
         n = self._round = self._round + 1
         if self._rng.random() < 0.6:
+            email = f"subject{n}@example.org"
             item = self._admin.create_rights_request(
                 title=f"Demo request {n}",
-                email=f"subject{n}@example.org",
+                email=email,
                 givenName="Demo",
                 familyName=f"Subject {n}",
                 purposes=[self._rng.choice(["Access", "Erasure", "Rectification"])],
             )
             with self._lock:
                 self._report.created["rights"].add(int(item["id"]))
+                self._report.requesters[int(item["id"])] = email
         else:
             item = self._admin.create_task(label=f"Demo task {n}", priority="Medium")
             with self._lock:
@@ -594,7 +698,8 @@ def _summary(report: DemoReport, console: Console) -> None:
 def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> int:
     """Run the demo; return the process exit code (0 when every check passed)."""
     console = Console(stderr=options.as_json)
-    report = DemoReport()
+    report = DemoReport(privacy=options.privacy)
+    privacy_env, privacy = _privacy(settings.privacy, options.privacy)
     lock = threading.Lock()
     stop = threading.Event()
     run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="dastra-kafka-demo-"))
@@ -604,12 +709,15 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
             dastra, admin = stack.enter_context(_dastra(settings, console))
             _apply_topics(kafka, catalogue)
             console.print(f"topics: {len(catalogue)} applied from {catalogue.path.name}")
+            if privacy_env:
+                console.print(f'privacy: {options.privacy} mode (README "Privacy")')
             token = secrets.token_urlsafe(24)
             ports = _Ports(free_port(), free_port(), free_port(), free_port(), free_port())
             supervisor = stack.enter_context(Supervisor(run_dir))
             subscriber = stack.enter_context(_Subscriber(report, lock))
             enabled = {"RECIPES_ENABLE": ",".join(options.recipes)} if options.recipes else {}
-            for service in _services(_env(kafka, dastra), ports, token, enabled):
+            base = {**_env(kafka, dastra), **privacy_env}
+            for service in _services(base, ports, token, enabled):
                 with console.status(f"starting {service.name}"):
                     supervisor.start(service)
                 console.print(f"  {service.name} running (log: {supervisor.log_of(service.name)})")
@@ -631,6 +739,8 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
                 "logs": str(run_dir),
             }
             _watch(options, report, lock, stop, supervisor, monitor, traffic, urls, console)
+            if options.privacy == "encrypted" and not stop.is_set():
+                _erase_one(kafka, privacy, catalogue, report, lock, console)
         except (ServiceFailedError, LocalKafkaError, RuntimeError, httpx.HTTPError) as exc:
             console.print(f"[red]the demo could not run:[/] {exc}")
             report.errors.append(f"{type(exc).__name__}: {exc}"[:300])
@@ -721,7 +831,7 @@ def _drain(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with lock:
-            settled = report.passed
+            settled = report.settled
         live.update(
             _view(report, lock, {**urls, "draining": "waiting for the last results"}, started, 0),
             refresh=True,
@@ -729,6 +839,63 @@ def _drain(
         if settled:
             return
         time.sleep(0.5)
+
+
+def _erase_one(
+    kafka: KafkaSettings,
+    privacy: PrivacySettings,
+    catalogue: TopicCatalogue,
+    report: DemoReport,
+    lock: threading.Lock,
+    console: Console,
+) -> None:
+    """`privacy erase` of the first requester whose request reached Kafka, then every encrypted
+    rights request event opened with the key topic as it is now."""
+    with lock:
+        sealed = {rid: list(events) for rid, events in report.sealed.items()}
+        requesters = dict(report.requesters)
+    targets = [rid for rid in sorted(sealed) if rid in requesters]
+    if len(targets) < 2:
+        report.erasure = (False, "fewer than two requesters reached Kafka: run the demo longer")
+        return
+    erased_id = targets[0]
+    master = privacy.master_key_bytes()
+    assert master is not None  # `_privacy` sets it in encrypted mode
+    try:
+        with console.status(f"privacy erase: the requester of rights request {erased_id}"):
+            plan, _audit = erase(
+                kafka,
+                privacy,
+                catalogue,
+                parse_subject(requesters[erased_id], None),
+                by="dastra-kafka demo",
+                count=False,
+            )
+            decryptor = Decryptor(MasterKey(master), load_ring(kafka))
+    except (RuntimeError, ValueError) as exc:  # ErasureError, PrivacyError
+        report.erasure = (False, f"privacy erase failed: {exc}"[:300])
+        return
+    theirs = [decryptor.open(data) for data in sealed[erased_id]]
+    others = [
+        (rid, decryptor.open(data))
+        for rid, events in sealed.items()
+        if rid != erased_id
+        for data in events
+    ]
+    # Requests the webhook created (`crm<n>@`) are not in `requesters`: readable is enough.
+    readable = [
+        opened
+        for rid, opened in others
+        if not opened.is_erased
+        and opened.data.get("email") == requesters.get(rid, opened.data.get("email"))
+    ]
+    ok = bool(plan.key_ids) and all(o.is_erased for o in theirs) and len(readable) == len(others)
+    report.erasure = (
+        ok,
+        f"{len(plan.key_ids)} data key(s) of the requester of request {erased_id} deleted: "
+        f"{sum(o.is_erased for o in theirs)} of their {len(theirs)} events read as erased; "
+        f"{len(readable)} of {len(others)} events of other requesters decrypt",
+    )
 
 
 def _gauge(url: str, name: str) -> float:
@@ -774,4 +941,5 @@ def _as_json(report: DemoReport) -> dict[str, Any]:
         "results": sum(report.results.values()),
         "dead_letters": report.dead_letters,
         "hook_deliveries": sum(report.deliveries.values()),
+        "privacy": report.privacy,
     }

@@ -1,4 +1,6 @@
-"""`dastra-kafka demo` (behind `make run`) runs the whole pipeline to a passing summary."""
+"""`dastra-kafka demo` (behind `make run`) runs the whole pipeline to a passing summary, in the
+default payload mode and in `encrypted` mode (which ends by erasing one requester); the demo's
+check for personal data in clear is itself checked on records that hold some."""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bus.contracts import validate_record
 from bus.settings import KafkaSettings
-from bus.topics import TopicCatalogue
+from bus.topics import RIGHTS_REQUESTS, TopicCatalogue
+from dastra_kafka.demo import DemoReport, scan_for_personal_data
 from tests.kafka_helpers import delete_topics, read_all
 
 
+@pytest.mark.parametrize("privacy", ["full", "encrypted"])
 def test_the_demo_runs_to_a_passing_summary(
-    kafka: KafkaSettings, catalogue: TopicCatalogue, tmp_path: Path
+    kafka: KafkaSettings, catalogue: TopicCatalogue, tmp_path: Path, privacy: str
 ) -> None:
     result = subprocess.run(
         [
@@ -31,6 +37,8 @@ def test_the_demo_runs_to_a_passing_summary(
             "1",
             "--run-dir",
             str(tmp_path),
+            "--privacy",
+            privacy,
             "--json",
         ],
         env={
@@ -54,6 +62,12 @@ def test_the_demo_runs_to_a_passing_summary(
     assert summary["results"] == summary["commands"] + summary["dead_letters"]
     assert summary["dead_letters"] >= 1
     assert summary["hook_deliveries"] >= sum(summary["created"].values())
+    names = {check["check"] for check in summary["checks"]}
+    privacy_checks = {
+        "no personal data in clear on the bus",
+        "an erased requester is unreadable, the others are not",
+    }
+    assert names >= privacy_checks if privacy == "encrypted" else not names & privacy_checks
 
     # Every record the running services really produced (poller, agents, webhook, hooks, lag
     # monitor) conforms to the published contracts of its topic: keys, values and headers.
@@ -68,4 +82,19 @@ def test_the_demo_runs_to_a_passing_summary(
             problems += [f"{spec.name}@{record.partition}:{record.offset}: {p}" for p in found]
     assert checked > 100
     assert problems == []
+    if privacy == "encrypted":  # the encrypted fields are on the bus, not the requesters
+        events = read_all(kafka, kafka.topic(RIGHTS_REQUESTS))
+        assert events and all(b'"$enc"' in (r.value or b"") for r in events)
+        assert not any(b"@example.org" in (r.value or b"") for r in events)
     delete_topics(kafka, [kafka.topic(spec.name) for spec in catalogue])
+
+
+def test_the_personal_data_check_finds_a_requester_in_clear() -> None:
+    report = DemoReport(privacy="thin")
+    event = b'{"id": 7, "email": "subject3@example.org", "familyName": "Subject 3"}'
+    scan_for_personal_data(report, "rights", {"ce_id": b"rr-7"}, event)
+    scan_for_personal_data(report, "results", {}, b'{"command_id": "c1", "result": {"id": 7}}')
+    scan_for_personal_data(report, "dlq", {}, event)  # dead letters are `full` in thin mode
+    [check] = [c for c in report.checks() if c[0] == "no personal data in clear on the bus"]
+    assert check[1] is False and "1 on rights" in check[2] and report.scanned == 2
+    assert report.settled  # a privacy failure does not hold the drain back

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast, get_args
 
 import typer
 
-from dastra_kafka.cli._common import catalogue_of, settings_of
+from bus.settings import PayloadMode
+from dastra_kafka.cli._common import EXIT_BAD_INPUT, catalogue_of, fail, settings_of
 
 __all__ = ["register"]
 
@@ -22,12 +24,20 @@ def demo(
     recipe: list[str] = typer.Option(
         [], "--recipe", help="Switch a shipped recipe on (repeatable)."
     ),
+    privacy: str = typer.Option(
+        "full",
+        "--privacy",
+        help="Payload mode of events and results: full, redacted, thin or encrypted (then one "
+        'requester is erased at the end and checked unreadable). README "Privacy".',
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Run the whole pipeline on a local broker and the Dastra sandbox, drive traffic, show it
     live, then check that nothing was lost or duplicated (exit 1 when a check fails)."""
     from dastra_kafka.demo import DemoOptions, run
 
+    if privacy not in get_args(PayloadMode):
+        fail(f"--privacy: one of {', '.join(get_args(PayloadMode))}", EXIT_BAD_INPUT)
     settings = settings_of(ctx)
     options = DemoOptions(
         duration_s=duration,
@@ -35,6 +45,7 @@ def demo(
         command_every_s=command_every,
         run_dir=run_dir,
         recipes=tuple(recipe),
+        privacy=cast(PayloadMode, privacy),
         as_json=as_json,
     )
     raise typer.Exit(run(settings, catalogue_of(settings), options))
