@@ -36,6 +36,7 @@ __all__ = [
     "apply",
     "describe",
     "plan",
+    "retention_text",
     "retention_warnings",
 ]
 
@@ -97,6 +98,16 @@ def describe(
             configs={key: entry.value for key, entry in entries.items() if entry.value is not None},
         )
     return states
+
+
+def retention_text(retention_ms: object) -> str:
+    """`retention.ms` for people: "30 days", "unbounded", or "" when unknown."""
+    if retention_ms is None:
+        return ""
+    millis = int(str(retention_ms))
+    if millis < 0:
+        return "unbounded"
+    return f"{millis / 86_400_000:g} days"
 
 
 def plan(admin: AdminClient, catalogue: TopicCatalogue, prefix: str = "") -> list[TopicChange]:

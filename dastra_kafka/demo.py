@@ -52,7 +52,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from bus.admin import apply, plan
+from bus.admin import apply, describe, plan, retention_text
 from bus.erasure import erase, parse_subject
 from bus.keystore import load_ring
 from bus.localkafka import LocalKafka, LocalKafkaError, free_port
@@ -713,8 +713,7 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
         try:
             kafka = stack.enter_context(_kafka(settings, console))
             dastra, admin = stack.enter_context(_dastra(settings, console))
-            _apply_topics(kafka, catalogue)
-            console.print(f"topics: {len(catalogue)} applied from {catalogue.path.name}")
+            console.print(_apply_topics(kafka, catalogue))
             if privacy_env:
                 console.print(f'privacy: {options.privacy} mode (README "Privacy")')
             token = secrets.token_urlsafe(24)
@@ -757,9 +756,25 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
     return 0 if report.passed else 1
 
 
-def _apply_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> None:
+def _apply_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> Table:
+    """Apply topics.yaml; the topics as the cluster now has them."""
     admin = AdminClient(kafka.confluent_config())
     apply(admin, plan(admin, catalogue, kafka.topic_prefix))
+    states = describe(admin, [kafka.topic(spec.name) for spec in catalogue])
+    table = Table(title=f"topics: {len(catalogue)} applied from {catalogue.path.name}")
+    for column in ("topic", "partitions", "cleanup", "retention", "personal data"):
+        table.add_column(column)
+    for spec in catalogue:
+        state = states.get(kafka.topic(spec.name))
+        configs = state.configs if state else {}
+        table.add_row(
+            spec.name,
+            str(state.partitions) if state else "[red]missing[/]",
+            configs.get("cleanup.policy", ""),
+            retention_text(configs.get("retention.ms")),
+            "yes" if spec.personal_data else "",
+        )
+    return table
 
 
 @contextlib.contextmanager

@@ -10,7 +10,15 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
-from bus.admin import KafkaUnreachableError, TopicChange, apply, describe, plan, retention_warnings
+from bus.admin import (
+    KafkaUnreachableError,
+    TopicChange,
+    apply,
+    describe,
+    plan,
+    retention_text,
+    retention_warnings,
+)
 from bus.contracts import unknown_schema_names
 from bus.settings import Settings
 from dastra_kafka.cli._common import (
@@ -158,21 +166,12 @@ def list_command(
                 str(row["partitions"]) if row["exists"] else "[red]missing[/]",
                 str(row["replication_factor"] or ""),
                 str(row["cleanup_policy"] or ""),
-                _retention(row["retention_ms"]),
+                retention_text(row["retention_ms"]),
                 "yes" if row["personal_data"] else "no",
             )
         Console().print(table)
     if not all(row["exists"] for row in rows):
         raise typer.Exit(EXIT_FAILED)
-
-
-def _retention(value: object) -> str:
-    if value is None:
-        return ""
-    millis = int(str(value))
-    if millis < 0:
-        return "unbounded"
-    return f"{millis / 86_400_000:g} days"
 
 
 def register(app: typer.Typer) -> None:
