@@ -9,7 +9,8 @@ is waited for up to PRIVACY_KEY_WAIT_S; fields of an erased subject stay `{"$era
 through the worker's client (the claim check of `bus.privacy.resolve_dataref`; retryable errors
 are retried by the client up to DASTRA_RETRY_DEADLINE_S). The full object lives in memory only,
 for the recipe's filter and mapping. Produces, with PRIVACY_MODE_COMMANDS=encrypted, the sealed
-data of the commands recipe steps send, and the key records to write before them.
+data of the commands recipe steps send, and the key records to write before them; and decrypts
+encrypted command results (PRIVACY_MODE_RESULTS=encrypted) for the steps that follow.
 
     privacy = RecipePrivacy(settings.kafka, settings.privacy, trigger_topics)
     await privacy.start()
@@ -157,6 +158,17 @@ class RecipePrivacy:
             raise TriggerUnreadable(_error_kind(exc), f"could not fetch {dataref}: {exc}") from None
         _log.debug("recipes.trigger_resolved", dataref=dataref)
         return full
+
+    async def open_result(self, result: Any) -> Any:
+        """A command result as later steps see it: decrypted when the agents encrypted it
+        (PRIVACY_MODE_RESULTS=encrypted) and this worker has the master key; else as it is
+        (thin or redacted results keep their ids, which is what steps usually map)."""
+        if self.store is None or not self.store.can_decrypt or result is None:
+            return result
+        try:
+            return (await self.store.open(result)).data
+        except PrivacyError:  # made with another master key: as it is on the topic
+            return result
 
     # --- commands out ------------------------------------------------------------------------
 

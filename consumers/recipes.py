@@ -30,7 +30,8 @@ non-full payload mode is first made whole in memory (`consumers/recipe_privacy.p
 fields are decrypted with the key topic's keys, thin or redacted objects are fetched from Dastra
 by id; an event that cannot be made whole is dead-lettered with the reason. With
 PRIVACY_MODE_COMMANDS=encrypted the commands steps send are sealed as the webhook seals its own
-(key records first). Messages steps publish carry what the recipe maps into them.
+(key records first), and encrypted step results (PRIVACY_MODE_RESULTS=encrypted) are decrypted
+for the next steps. Messages steps publish carry what the recipe maps into them.
 
 Records with the same key run in order; other records run concurrently, at most
 RECIPES_MAX_IN_FLIGHT taken from Kafka and unfinished. On a rebalance, runs in flight get
@@ -758,7 +759,7 @@ class RecipeRunner:
                 StepState(status="failed", command_ids=ids, error=error, completed_at=_now()),
             )
             raise _RunFailed(error, dead_letter=False)
-        values = [outcome.result for outcome in outcomes]
+        values = [await self._privacy.open_result(outcome.result) for outcome in outcomes]
         run.steps[step.id] = {
             "status": "succeeded",
             "result": values if step.foreach is not None else values[0],
@@ -821,7 +822,7 @@ class RecipeRunner:
                     ),
                     dead_letter=True,
                 )
-            found.append(result.result)
+            found.append(await self._privacy.open_result(result.result))
         return {
             "status": done.status,
             "result": found if step.foreach is not None else (found[0] if found else None),
