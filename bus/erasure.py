@@ -16,6 +16,7 @@ by whom, without any personal data (subject ids are keyed hashes).
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.envelope import RecordHeaders, encode_binary, new_event
@@ -49,6 +50,13 @@ __all__ = [
 AUDIT_EVENT_TYPE = "eu.dastra.privacy.erased"
 _AUDIT_SOURCE = "dastra-kafka://privacy"
 Progress = Callable[[str, int], None]  # (topic, records scanned so far)
+# How long `erase` waits for the cluster's first answer before it says Kafka is unreachable.
+_PROBE_TIMEOUT_S = 5.0
+# librdkafka's own log lines (one per failed connection attempt) go nowhere: an unreachable
+# cluster is reported once, by the exception.
+_QUIET = logging.getLogger("dastra_kafka.erasure.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 class ErasureError(RuntimeError):
@@ -264,6 +272,7 @@ def erase(
     """Erase `request` (see the module docstring); with `dry_run`, only say what would be done.
     Idempotent: a second run finds no keys left and writes an audit event saying so."""
     master = master_key_of(privacy, "privacy erase")
+    _probe(kafka, min(timeout, _PROBE_TIMEOUT_S))
     try:
         ring = load_ring(kafka, timeout=timeout)
     except KafkaException as exc:
@@ -281,6 +290,23 @@ def erase(
         return plan, audit
     _write(kafka, plan, audit)
     return plan, audit
+
+
+def _probe(kafka: KafkaSettings, timeout: float) -> None:
+    """Fail fast, and quietly, when the cluster does not answer (`ErasureError`)."""
+    consumer = Consumer(
+        kafka.confluent_config(**{"group.id": f"dastra-erase-probe-{uuid.uuid4().hex}"}),
+        logger=_QUIET,
+    )
+    try:
+        consumer.list_topics(kafka.topic(PRIVACY_KEYS), timeout=timeout)
+    except KafkaException as exc:
+        raise ErasureError(
+            f"could not reach Kafka at {kafka.bootstrap_servers} within {timeout:g} s: "
+            f"{exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc}"
+        ) from exc
+    finally:
+        consumer.close()
 
 
 def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None:
