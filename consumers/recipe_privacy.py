@@ -37,6 +37,7 @@ from bus.privacy import (
     dataref_of,
     resolve_dataref,
     seal_command,
+    subject_of,
 )
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_KEYS, RIGHTS_REQUESTS, TASKS
@@ -169,6 +170,18 @@ class RecipePrivacy:
             return (await self.store.open(result)).data
         except PrivacyError:  # made with another master key: as it is on the topic
             return result
+
+    def subjects(self, topic: str, data: Any, workspace_id: int | None) -> list[str]:
+        """The keyed-hash ids of the data subject of an event of `topic` (its ref and e-mail
+        alias), for the run records, so `privacy erase` finds the runs; [] without a master
+        key or for topics that are not Dastra event topics."""
+        kind = EVENT_KINDS.get(topic)
+        if self.store is None or self.store.master is None or kind is None:
+            return []
+        if not isinstance(data, Mapping):
+            return []
+        found = subject_of(kind, data, workspace_id)
+        return sorted({self.store.master.subject_id(ref) for ref in (found.ref, *found.aliases)})
 
     # --- commands out ------------------------------------------------------------------------
 

@@ -92,8 +92,16 @@ from bus.recipes import (
     step_command_id,
 )
 from bus.settings import Settings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECIPE_RUNS, command_topic
+from bus.topics import (
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    RECIPE_RUNS,
+    RIGHTS_REQUESTS,
+    TASKS,
+    command_topic,
+)
 from consumers.dispatcher import fallback_id
+from consumers.hooks import workspace_of
 from consumers.recipe_privacy import RecipePrivacy, TriggerUnreadable
 from consumers.recipe_results import StepResults
 from consumers.recipe_state import RunStore
@@ -224,6 +232,7 @@ class _Run:
     record: _Record | None
     state: RecipeRun | None = None
     steps: dict[str, Any] = field(default_factory=dict)
+    subjects: list[str] = field(default_factory=list)  # keyed-hash ids, for privacy erase
 
     @property
     def key(self) -> str:
@@ -518,6 +527,9 @@ class RecipeRunner:
         if data is None:
             return
         key_text = record.key.decode("utf-8", "replace") if record.key is not None else None
+        subjects = self._privacy.subjects(
+            record.name, data, workspace_of(envelope, record.key) or self._default_workspace
+        )
         event = event_context(
             id=envelope.id,
             data=data,
@@ -549,7 +561,8 @@ class RecipeRunner:
                 offset=record.offset,
                 timestamp_ms=record.timestamp_ms,
             )
-            runs.append(self._run(_Run(recipe, event, trigger, run_key, record)))
+            run = _Run(recipe, event, trigger, run_key, record, subjects=subjects)
+            runs.append(self._run(run))
         if runs:
             await asyncio.gather(*runs)
 
@@ -622,6 +635,7 @@ class RecipeRunner:
                     run_key=run.run_key,
                     status="running",
                     trigger=run.trigger,
+                    subjects=run.subjects,
                     started_at=now,
                     updated_at=now,
                 )
@@ -999,7 +1013,9 @@ class RecipeRunner:
                 if run_key is None or store.outcome(run_state_key(recipe.name, run_key)):
                     continue
                 trigger = TriggerRef(event_id=event_id, event_type=None)
-                runs.append(_Run(recipe, event, trigger, run_key, None))
+                topic = RIGHTS_REQUESTS if entity == "rights_request" else TASKS
+                subjects = self._privacy.subjects(topic, item.raw, workspace)
+                runs.append(_Run(recipe, event, trigger, run_key, None, subjects=subjects))
         slots = asyncio.Semaphore(_SCHEDULE_CONCURRENCY)
 
         async def bounded(run: _Run) -> None:

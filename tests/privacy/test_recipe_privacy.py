@@ -1,8 +1,9 @@
 """Recipes under the bus's payload modes: one real `dastra-kafka worker` (recipes on, commands
 and results encrypted), the session broker, the sandbox over HTTP, and the real poller
 publishing rights requests in `encrypted` or `thin` mode. The recipes must see the whole
-request (decrypted, or fetched by id), the commands they send must be sealed, and an event whose
-object cannot be fetched is dead-lettered with the reason."""
+request (decrypted, or fetched by id), the commands they send must be sealed, an event whose
+object cannot be fetched is dead-lettered with the reason, and `privacy erase` tombstones the
+runs of the erased subject (they name it by keyed hashes only)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from dastra.sandbox import SandboxAdmin, SandboxServer
 from producers.poller import Poller
 from tests.consumers.agents_support import RecordProducer, Tail, WorkerProcess
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique
-from tests.privacy.support import MASTER_KEY, Person, leaks, privacy
+from tests.privacy.support import MASTER_KEY, Person, kafka_env, leaks, privacy, run_cli
 
 DPO = 302
 RECIPES = ("new-request-dpo-task", "new-request-enrich-actors")
@@ -260,3 +261,38 @@ def test_a_thin_event_whose_object_is_gone_is_dead_lettered_with_the_reason(env:
     assert "could not fetch" in letter.message and "new-request-dpo-task" in letter.message
     env.runs.poll(0.5)
     assert not [k for k in env.runs.by_key() if k.endswith(event_id)]
+
+
+def test_privacy_erase_tombstones_the_recipe_runs_of_the_erased_subject(env: Env) -> None:
+    erased, kept = Person.new(), Person.new()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    requests = {
+        person: env.admin.create_rights_request(purposes=["Access"], **person.request_fields())
+        for person in (erased, kept)
+    }
+    env.poll(since, privacy(mode_rights_requests="thin"))
+    keys: dict[Person, list[str]] = {}
+    for person, request in requests.items():
+        event_id = f"dastra:{env.ws}:rights_request.created:{request['id']}"
+        keys[person] = [f"{recipe}:{event_id}" for recipe in RECIPES]
+        for recipe in RECIPES:
+            # The run names its subject by keyed hashes only: no e-mail, no name.
+            state = env.run(recipe, event_id)
+            assert state["subjects"] and all(s.startswith("s_") for s in state["subjects"])
+            assert leaks([person], [("run", json.dumps(state))]) == []
+
+    erase = run_cli(
+        "privacy", "erase", "--subject", erased.email, "--json", env=kafka_env(env.kafka)
+    )
+    assert erase.returncode == 0, erase.stderr
+    assert json.loads(erase.stdout)["tombstones"][RECIPE_RUNS] == len(RECIPES)
+
+    # The last record of each (key, partition): a tombstone must land on its record's
+    # partition (whatever partitioner wrote the run), or compaction keeps the record.
+    last: dict[tuple[str, int], bytes | None] = {}
+    for record in read_all(env.kafka, env.kafka.topic(RECIPE_RUNS)):
+        last[((record.key or b"").decode(), record.partition)] = record.value
+    erased_runs = [value for (key, _p), value in last.items() if key in keys[erased]]
+    kept_runs = [value for (key, _p), value in last.items() if key in keys[kept]]
+    assert len(erased_runs) == len(RECIPES) and all(v is None for v in erased_runs), erased_runs
+    assert len(kept_runs) == len(RECIPES) and all(v is not None for v in kept_runs)
