@@ -61,7 +61,14 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, Command, CommandError, CommandResult
+from bus.commands import (
+    RESULT_FAILED,
+    RESULT_SUCCEEDED,
+    Command,
+    CommandError,
+    CommandResult,
+    command_type,
+)
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import (
     Envelope,
@@ -531,6 +538,15 @@ class Dispatcher:
         if work.key is not None:
             work.keys.append(f"key:{topic}:{work.key.hex()}")
         if envelope is None:
+            return work
+        expected = command_type(spec.action)
+        if envelope.mode != "plain" and envelope.type != expected:
+            # Another action's command (or an event) on this topic: never run it as this action.
+            work.failure = CommandError(
+                kind=ErrorKind.UNKNOWN_ACTION,
+                message=f"the CloudEvent type {(envelope.type or '')[:120]!r} is not a command "
+                f"of this topic: {topic} takes {expected!r} only",
+            )
             return work
         data = envelope.data
         try:

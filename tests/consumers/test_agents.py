@@ -235,9 +235,18 @@ def test_a_command_succeeds_with_one_result_and_the_object_in_dastra(env: Env, a
     assert env.worker.metric("dastra_agent_commands_succeeded_total", action=action) >= 1
 
 
+def _as_bytes(headers: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    return [(n, v.encode() if isinstance(v, str) else v) for n, v in headers]
+
+
 def _malformed(action: str, valid: dict[str, Any]) -> list[tuple[str, list[Any], bytes | None]]:
     """(expected dlq.error.kind, headers, value) of every kind of bad record."""
     ce = [("ce_specversion", b"1.0"), ("ce_id", unique("bad").encode())]  # no source, no type
+    # A valid command of another action, and an event, sent to this action's topic.
+    other = ACTIONS[(ACTIONS.index(action) + 1) % len(ACTIONS)]
+    misrouted = command_record(valid, command_id=unique("other"), action=other)
+    event = command_record(valid, command_id=unique("event"), mode="structured", action="x")
+    event_value = json.dumps({**json.loads(event[1]), "type": "eu.dastra.task.created"}).encode()
     return [
         ("not-json", [], b"{this is not json"),
         ("not-json", [], b"\xff\xfe binary"),
@@ -249,12 +258,18 @@ def _malformed(action: str, valid: dict[str, Any]) -> list[tuple[str, list[Any],
         ("invalid-command", [], b"[1, 2, 3]"),  # wrong type
         ("invalid-command", [], json.dumps({**valid, "workspaceId": "twelve"}).encode()),
         ("oversized", [], json.dumps({**valid, "pad": "x" * MAX_RECORD_BYTES}).encode()),
+        ("unknown-action", _as_bytes(misrouted[0]), misrouted[1]),
+        ("unknown-action", _as_bytes(event[0]), event_value),
     ]
 
 
-def _bad_id(headers: list[Any], topic: str, offset: int) -> str:
-    """A bad record's command id: its ce_id header if it has one, else its position."""
-    ce_id = dict(headers).get("ce_id")
+def _bad_id(headers: list[Any], value: bytes | None, topic: str, offset: int) -> str:
+    """A bad record's command id: its CloudEvent id (ce_id header, or the id of a structured
+    event) if it has one, else its position."""
+    found = dict(headers)
+    if found.get("content-type", b"").startswith(b"application/cloudevents"):
+        return str(json.loads(value or b"")["id"])
+    ce_id = found.get("ce_id")
     return ce_id.decode() if ce_id else f"{topic}/0/{offset}"
 
 
@@ -273,7 +288,9 @@ def test_malformed_records_are_dead_lettered_and_later_commands_complete(
     )
     good = env.send(action, valid, partition=0)
 
-    ids = [_bad_id(headers, topic, before + i) for i, (_, headers, _) in enumerate(bad)]
+    ids = [_bad_id(headers, value, topic, before + i) for i, (_, headers, value) in enumerate(bad)]
+    assert {kind for kind, _, _ in bad} == {"not-json", "empty", "bad-envelope", "invalid-command",
+                                           "oversized", "unknown-action"}  # fmt: skip
     found = env.results.wait_for_keys([*ids, good])
     assert results_of(found[good])[0]["status"] == "succeeded"
 
@@ -302,6 +319,8 @@ def test_malformed_records_are_dead_lettered_and_later_commands_complete(
         assert result["status"] == "failed" and result["error"]["kind"] == kind
     unknown = results_of(found[ids[6]])[0]["error"]
     assert "bogusField" in unknown["field_errors"]
+    # Another action's valid command is refused, not run as this topic's action.
+    assert command_topic(action) in results_of(found[ids[-2]])[0]["error"]["message"]
 
 
 @pytest.mark.parametrize("action", ACTIONS)
