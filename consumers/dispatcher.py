@@ -27,6 +27,11 @@ How it works, and why this shape:
 - **Dedupe.** Before calling Dastra, a command id with a result on the results topic is skipped:
   acked, no Dastra call, no second result. The index is caught up to the results topic's end
   offsets after every assignment, before any newly assigned record is processed.
+- **Dead letter, then result.** A failure's dead letter is written and acknowledged before its
+  result is sent: the result is what dedupe trusts, so it must never exist without its dead
+  letter. If the dead letter cannot be written, the worker crashes with no result and the record
+  unacked; a crash between the two re-processes the record, so a dead letter may appear twice
+  (same command id: dead letters are at least once, dedupe them by command id).
 - **Crash window.** Records below the end offset a partition had when it was assigned may have
   been started by a previous owner that died before writing their result ("suspects"); so may
   an attempt whose outcome is unknown (timeout, dropped connection, 500/502/504 on a POST). For
@@ -734,7 +739,7 @@ class Dispatcher:
         attempts: int,
         started: float,
     ) -> None:
-        """Write the result (and the dead letter of a failure) and wait for both acks."""
+        """Write the dead letter of a failure and wait for its ack; then the result, and wait."""
         producer = self._require(self._producer, "producer")
         index = self._require(self._index, "result index")
         action = work.spec.action
@@ -792,10 +797,11 @@ class Dispatcher:
         headers, value = encode_binary(event)
         if work.replay_id is not None:
             headers.append((REPLAY_ID_HEADER, work.replay_id.encode()))
-        sends = [
-            self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
-        ]
         if failure is not None:
+            # The dead letter first, acknowledged, then the result: a result on the topic means
+            # "done" (a redelivery is skipped as a duplicate), so it must never exist without its
+            # dead letter. A crash between the two re-processes the record: its dead letter may
+            # then be written twice (same command id), never lost.
             key, dlq_value, dlq_headers = dead_letter(
                 dataclasses.replace(work.original(), value=sealed.dead_letter_value),
                 kind=failure.kind,
@@ -804,8 +810,8 @@ class Dispatcher:
                 attempts=attempts,
             )
             dlq_headers += sealed.dead_letter_headers
-            sends.append(self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers))
-        await asyncio.gather(*sends)
+            await self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers)
+        await self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
         index.record(work.command_id, succeeded=failure is None, replay_id=work.replay_id)
 
         elapsed = time.monotonic() - started
