@@ -323,26 +323,54 @@ def test_malformed_records_are_dead_lettered_and_later_commands_complete(
     assert command_topic(action) in results_of(found[ids[-2]])[0]["error"]["message"]
 
 
+_PERMANENT = {
+    400: ("dastra-rejected", {"title": "Bad Request", "errors": {"Label": ["Too long."]}}),
+    404: ("dastra-not-found", {"title": "Not Found", "status": 404}),
+}
+
+
+@pytest.mark.parametrize("status", sorted(_PERMANENT))
 @pytest.mark.parametrize("action", ACTIONS)
-def test_dastra_400_gives_a_failed_result_and_a_dead_letter_at_once(env: Env, action: str) -> None:
+def test_dastra_400_or_404_gives_a_failed_result_and_a_dead_letter_at_once(
+    env: Env, action: str, status: int
+) -> None:
+    kind, problem = _PERMANENT[status]
     data = CASES[action].make(env.admin, unique("rejected"))
-    problem = {"title": "Bad Request", "errors": {"Label": ["Too long."]}}
-    env.admin.inject_fault("/v1/ws/*", status=400, body=problem)
+    env.admin.inject_fault("/v1/ws/*", status=status, body=problem)
     command_id = env.send(action, data)
     result = env.result(command_id)
-    assert result["status"] == "failed" and result["attempts"] == 1
-    assert result["error"]["kind"] == "dastra-rejected" and result["error"]["status"] == 400
-    assert result["error"]["field_errors"] == {"Label": ["Too long."]}
+    assert result["status"] == "failed" and result["attempts"] == 1, result
+    assert result["error"]["kind"] == kind and result["error"]["status"] == status
+    if status == 400:
+        assert result["error"]["field_errors"] == {"Label": ["Too long."]}
     env.dlq.wait(lambda t: any(r.headers.get("ce_id") == command_id.encode()
                                for r in t.records), 30, "the dead letter")  # fmt: skip
     [letter] = [r for r in env.dlq.records if r.headers.get("ce_id") == command_id.encode()]
-    assert letter.headers["dlq.error.kind"] == b"dastra-rejected"
+    assert letter.headers["dlq.error.kind"] == kind.encode()
     assert json.loads(letter.value or b"") == data
+    assert env.worker.metric("dastra_agent_commands_dead_lettered_total", action=action, kind=kind)
+    [fault] = env.admin.faults()
+    assert fault["hits"] == 1  # failed at once: not one retry
+
+
+def test_a_dastra_429_waits_its_retry_after_then_succeeds(env: Env) -> None:
+    env.admin.inject_fault("/v1/ws/*/Tasks", method="POST", status=429, retry_after=1, times=2)
+    data = _make_task(env.admin, unique("limited"))
+    command_id = env.send("create-task", data)
+    result = env.result(command_id)
+    assert result["status"] == "succeeded" and result["attempts"] == 3, result
+    _check_task(env.admin, data, result["result"], command_id)
+    waited = datetime.fromisoformat(result["completed_at"]) - datetime.fromisoformat(
+        result["received_at"]
+    )
+    assert waited.total_seconds() >= 2  # twice at least its Retry-After of 1 s
+    statuses = env.admin.status_counts()["POST /v1/ws/{ws}/Tasks"]
+    assert statuses["429"] == 2 and sum(statuses.values()) == 3
     assert (
         env.worker.metric(
-            "dastra_agent_commands_dead_lettered_total", action=action, kind="dastra-rejected"
+            "dastra_agent_commands_retried_total", action="create-task", kind="rate_limited"
         )
-        >= 1
+        >= 2
     )
 
 
