@@ -475,8 +475,9 @@ def test_binary_structured_and_plain_commands_and_their_ids(env: Env) -> None:
                           mode="structured")  # fmt: skip
     topic = env.kafka.topic(command_topic("create-task"))
     before = end_offsets(env.kafka, [command_topic("create-task")])[(topic, 1)]
-    env.send("create-task", {"label": "Plain", "workspaceId": env.admin.info()["workspaces"][0]},
-             mode="plain", partition=1)  # fmt: skip
+    # (A command's workspaceId overriding the default: tests/consumers/test_agents_workspaces.py,
+    # with a sandbox of two workspaces.)
+    env.send("create-task", {"label": "Plain"}, mode="plain", partition=1)
     plain = f"{topic}/1/{before}"
     found = env.results.wait_for_keys([binary, structured, plain])
     for command_id in (binary, structured, plain):
