@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "COMMAND_MODELS",
+    "COMMAND_TYPE_PREFIX",
     "RESULT_FAILED",
     "RESULT_SUCCEEDED",
     "Command",
@@ -38,6 +39,7 @@ __all__ = [
     "FindOrCreateActor",
     "LinkActorToProcessing",
     "SearchActors",
+    "command_type",
     "parse_command",
 ]
 
@@ -342,6 +344,16 @@ def parse_command(action: str, data: Any) -> Command:
     """Validate `data` as a command of `action`; raise `KeyError` (unknown action) or
     `ValidationError` (field errors)."""
     return COMMAND_MODELS[action].model_validate(data)
+
+
+# A command's CloudEvents type is `eu.dastra.command.<action>`; a command topic accepts its own.
+COMMAND_TYPE_PREFIX = "eu.dastra.command."
+
+
+def command_type(action: str) -> str:
+    """The CloudEvents type (`ce_type`) of a command of `action`, e.g.
+    `eu.dastra.command.create-task`: the only type `dastra.commands.<action>.v1` accepts."""
+    return COMMAND_TYPE_PREFIX + action
 
 
 RESULT_SUCCEEDED = "eu.dastra.command.succeeded"

@@ -27,6 +27,11 @@ How it works, and why this shape:
 - **Dedupe.** Before calling Dastra, a command id with a result on the results topic is skipped:
   acked, no Dastra call, no second result. The index is caught up to the results topic's end
   offsets after every assignment, before any newly assigned record is processed.
+- **Dead letter, then result.** A failure's dead letter is written and acknowledged before its
+  result is sent: the result is what dedupe trusts, so it must never exist without its dead
+  letter. If the dead letter cannot be written, the worker crashes with no result and the record
+  unacked; a crash between the two re-processes the record, so a dead letter may appear twice
+  (same command id: dead letters are at least once, dedupe them by command id).
 - **Crash window.** Records below the end offset a partition had when it was assigned may have
   been started by a previous owner that died before writing their result ("suspects"); so may
   an attempt whose outcome is unknown (timeout, dropped connection, 500/502/504 on a POST). For
@@ -61,7 +66,14 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, Command, CommandError, CommandResult
+from bus.commands import (
+    RESULT_FAILED,
+    RESULT_SUCCEEDED,
+    Command,
+    CommandError,
+    CommandResult,
+    command_type,
+)
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import (
     Envelope,
@@ -532,6 +544,15 @@ class Dispatcher:
             work.keys.append(f"key:{topic}:{work.key.hex()}")
         if envelope is None:
             return work
+        expected = command_type(spec.action)
+        if envelope.mode != "plain" and envelope.type != expected:
+            # Another action's command (or an event) on this topic: never run it as this action.
+            work.failure = CommandError(
+                kind=ErrorKind.UNKNOWN_ACTION,
+                message=f"the CloudEvent type {(envelope.type or '')[:120]!r} is not a command "
+                f"of this topic: {topic} takes {expected!r} only",
+            )
+            return work
         data = envelope.data
         try:
             opened = self._privacy.open_command(data)
@@ -718,7 +739,7 @@ class Dispatcher:
         attempts: int,
         started: float,
     ) -> None:
-        """Write the result (and the dead letter of a failure) and wait for both acks."""
+        """Write the dead letter of a failure and wait for its ack; then the result, and wait."""
         producer = self._require(self._producer, "producer")
         index = self._require(self._index, "result index")
         action = work.spec.action
@@ -776,10 +797,11 @@ class Dispatcher:
         headers, value = encode_binary(event)
         if work.replay_id is not None:
             headers.append((REPLAY_ID_HEADER, work.replay_id.encode()))
-        sends = [
-            self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
-        ]
         if failure is not None:
+            # The dead letter first, acknowledged, then the result: a result on the topic means
+            # "done" (a redelivery is skipped as a duplicate), so it must never exist without its
+            # dead letter. A crash between the two re-processes the record: its dead letter may
+            # then be written twice (same command id), never lost.
             key, dlq_value, dlq_headers = dead_letter(
                 dataclasses.replace(work.original(), value=sealed.dead_letter_value),
                 kind=failure.kind,
@@ -788,8 +810,8 @@ class Dispatcher:
                 attempts=attempts,
             )
             dlq_headers += sealed.dead_letter_headers
-            sends.append(self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers))
-        await asyncio.gather(*sends)
+            await self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers)
+        await self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
         index.record(work.command_id, succeeded=failure is None, replay_id=work.replay_id)
 
         elapsed = time.monotonic() - started
