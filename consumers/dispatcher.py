@@ -96,7 +96,6 @@ from dastra.errors import (
     DastraAuthError,
     DastraConfigError,
     DastraNotFound,
-    DastraRateLimited,
     DastraRejected,
     DastraResponseError,
     DastraRetryable,
@@ -717,7 +716,7 @@ class Dispatcher:
 
     def _delay(self, error: DastraRetryable, attempt: int, deadline: float) -> float | None:
         left = deadline - time.monotonic()
-        if isinstance(error, DastraRateLimited) and error.retry_after is not None:
+        if error.retry_after is not None:  # Dastra said how long (429, 503, ...)
             delay = error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after + 0.1))
             return delay if delay <= left else None
         ceiling: float = min(
