@@ -265,6 +265,10 @@ class PollerSettings(BaseSettings):
     late_window_s: float = Field(default=60.0, ge=0)
     # At most this many recently published ids are remembered for that check.
     late_max_tracked: int = Field(default=5000, ge=0)
+    # That re-read runs at most this often per stream (0: every cycle). After a burst of items
+    # it reads up to `late_max_tracked` of them again: the poller's main cost, and requests
+    # taken from Dastra's rate limit.
+    late_every_s: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> PollerSettings:
