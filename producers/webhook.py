@@ -5,7 +5,9 @@ Consumes HTTP requests: commands (`POST /v1/commands/{action}`), REST hook manag
 the broker (`acks=all`, idempotent producer) before any 2xx answer:
 
 - a CloudEvent (binary mode, `ce_type` `eu.dastra.command.<action>`, `ce_id` = the command id,
-  key = the command id) on `dastra.commands.<action>.v1`;
+  key = the command id, or for actor commands the actor's pseudonymous identity
+  `actor:<sha256>` so that commands for one actor share a partition) on
+  `dastra.commands.<action>.v1`;
 - subscriptions and tombstones on the compacted `dastra.hook-subscriptions.v1`;
 - Idempotency-Key claims and answers on `dastra.webhook-idempotency.v1`;
 - poll triggers on `dastra.poller-triggers.v1`.
@@ -59,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from bus.commands import COMMAND_MODELS, Command, CommandResult
+from bus.commands import COMMAND_MODELS, Command, CommandResult, command_record_key
 from bus.egress import EgressRefusedError, resolve_target
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event
 from bus.keystore import KeyStore, key_record, master_key_of
@@ -458,7 +460,7 @@ class WebhookService:
         )
         delivered = await self.producer.produce(
             self.kafka.topic(command_topic(action)),
-            key=command_id.encode(),
+            key=command_record_key(action, command, command_id),
             value=value,
             headers=headers,
         )

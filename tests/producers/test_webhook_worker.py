@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from bus.commands import FindOrCreateActor, actor_record_key
 from bus.settings import (
     DastraSettings,
     HooksSettings,
@@ -20,7 +23,7 @@ from bus.settings import (
     PollerSettings,
     WebhookSettings,
 )
-from bus.topics import TASKS, TopicCatalogue
+from bus.topics import TASKS, TopicCatalogue, command_topic
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
 from producers.poller import Poller
@@ -161,3 +164,73 @@ def test_a_zapier_loop_command_to_dastra_to_poller_to_signed_hook(
     assert payload["data"]["label"] == "Call back the data subject"
     events = [json.loads(r.value or b"{}") for r in read_all(e2e_kafka, e2e_kafka.topic(TASKS))]
     assert [e["id"] for e in events] == [created.json()["id"]]
+
+
+def test_two_workers_racing_on_one_new_actor_create_it_once(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    """Issue 5: concurrent find-or-create commands for one actor, sent through the webhook to
+    two workers of one group, create one actor: the webhook keys them by the actor, so they
+    share a partition and one worker runs them one after the other."""
+    sandbox.admin.configure(rate_limit=False)
+    # Slow searches and creates widen the window in which two workers would both miss.
+    sandbox.admin.inject_fault("/v1/ws/*/Actors", latency_s=0.1)
+    api = start_webhook(
+        kafka,
+        WebhookSettings(tokens=[SecretStr(TOKEN)]),
+        HooksSettings(allow_networks=LOOPBACK),
+        DastraSettings(workspace_id=sandbox.workspace_id),
+    )
+    first = WorkerProcess(kafka, sandbox, tmp_path, name="first")
+    second = WorkerProcess(kafka, sandbox, tmp_path, name="second")
+    try:
+        first.start()
+        second.start()
+        topic = kafka.topic(command_topic("find-or-create-actor"))
+
+        def owned(worker: WorkerProcess) -> list[str]:
+            return [p for p in worker.partitions() if p.startswith(f"{topic}/")]
+
+        wait_for(
+            lambda: (
+                len(owned(first)) + len(owned(second)) == 6
+                and bool(owned(first))
+                and bool(owned(second))
+            ),
+            60,
+            "the find-or-create partitions shared by both workers",
+        )
+        tag = unique("race")
+        spellings = [f"dpo@{tag}.example", f"DPO@{tag}.EXAMPLE", f"  Dpo@{tag}.example "]
+        bodies = [{"email": spellings[i % 3], "companyName": f"Race {tag} {i}"} for i in range(12)]
+
+        def send(body: dict[str, str]) -> tuple[int, str, str]:
+            answer = api.client.post("/v1/commands/find-or-create-actor?wait=25", json=body)
+            return answer.status_code, answer.headers.get("command-id", ""), answer.text
+
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(send, bodies))
+        assert all(status == 200 for status, _id, _text in answers), answers
+        actor_ids = {json.loads(text)["id"] for _status, _id, text in answers}
+        assert len(actor_ids) == 1
+        actors = [
+            a for a in sandbox.admin.objects("actors") if (a["email"] or "").lower() == spellings[0]
+        ]
+        assert [a["id"] for a in actors] == list(actor_ids)
+
+        # One key (a pseudonym, not the e-mail), one partition; the command ids are the
+        # CloudEvent ids the webhook answered with, not derived from the key.
+        records = read_all(kafka, topic)
+        key = actor_record_key(FindOrCreateActor(email=spellings[0], companyName="Any"))
+        assert {r.key for r in records} == {key} and len({r.partition for r in records}) == 1
+        assert all(tag.encode() not in (r.key or b"") for r in records)
+        assert sorted(r.headers["ce_id"].decode() for r in records) == sorted(
+            command_id for _status, command_id, _text in answers
+        )
+    finally:
+        first.stop()
+        second.stop()
+        stop_webhook(api)
