@@ -75,7 +75,7 @@ from bus.envelope import (
 )
 from bus.privacy import PrivacyError
 from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerSettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
@@ -331,6 +331,8 @@ class Dispatcher:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # A dead letter carries a command record up to its topic's limit, plus dlq.* headers.
+            max_request_size=RECORD_MAX_BYTES,
         )
         await producer.start()
         self._producer = producer

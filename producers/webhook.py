@@ -66,7 +66,7 @@ from bus.egress import EgressRefusedError, resolve_target
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, command_subject
-from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError
+from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
 from bus.settings import (
     DastraSettings,
     HooksSettings,
@@ -388,7 +388,9 @@ class WebhookService:
         self.dastra = dastra
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
-        self.producer = AsyncProducer(kafka, timeout_s=webhook.kafka_timeout_s)
+        self.producer = AsyncProducer(
+            kafka, timeout_s=webhook.kafka_timeout_s, max_record_bytes=webhook.max_record_bytes
+        )
         self.idempotency = IdempotencyStore(kafka, webhook, self.producer)
         self.results = _Results(kafka, webhook.results_cache)
         self.subscriptions = SubscriptionTable(kafka)
@@ -760,6 +762,17 @@ def create_app(service: WebhookService) -> FastAPI:
             "kafka-unavailable",
             "Kafka did not acknowledge; nothing was written. Retry later.",
             {"Retry-After": str(settings.retry_after_s)},
+        )
+
+    @app.exception_handler(RecordTooLargeError)
+    async def _too_large(_request: Request, exc: RecordTooLargeError) -> JSONResponse:
+        _log.warning("webhook.record_too_large", reason=str(exc)[:200])
+        return _problem(
+            413,
+            "too-large",
+            "the command's Kafka record is larger than the command topic accepts "
+            f"({settings.max_record_bytes} bytes with its envelope; an encrypted command grows "
+            "by about a third); nothing was written. Send a smaller body.",
         )
 
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")

@@ -23,7 +23,7 @@ from bus.settings import (
     PollerSettings,
     WebhookSettings,
 )
-from bus.topics import TASKS, TopicCatalogue, command_topic
+from bus.topics import DEAD_LETTER, TASKS, TopicCatalogue, command_topic
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
 from producers.poller import Poller
@@ -123,6 +123,63 @@ def test_a_command_dastra_refuses_comes_back_as_an_error(
     assert problem["error"] == "dastra-rejected"
     assert problem["command_id"] == refused.headers["command-id"]
     assert refused.headers["command-status"] == "failed"
+
+
+def _body_of_size(size: int, label: str) -> bytes:
+    """A create-task body of exactly `size` bytes (its bulk in additionalDatas)."""
+    empty = json.dumps({"label": label, "additionalDatas": {"blob": ""}}).encode()
+    body = json.dumps({"label": label, "additionalDatas": {"blob": "x" * (size - len(empty))}})
+    assert len(body.encode()) == size
+    return body.encode()
+
+
+def test_a_body_at_the_size_limit_is_accepted_and_run_and_one_byte_more_is_413(
+    api: Running, worker: WorkerProcess, dastra: SandboxServer, e2e_kafka: KafkaSettings
+) -> None:
+    """Issue 6: the webhook's limit (1 MiB) is one the whole pipeline takes: the command record
+    (over librdkafka's 1 000 000 default) reaches its topic, the worker runs it (not
+    `oversized`), its result and its dead letter (carrying the original bytes) are written."""
+    limit = api.service.settings.max_body_bytes
+    assert limit == 1_048_576
+    client = api.client
+    json_type = {"content-type": "application/json"}
+
+    over = client.post("/v1/commands/create-task", content=_body_of_size(limit + 1, "Over"),
+                       headers=json_type)  # fmt: skip
+    assert over.status_code == 413 and over.json()["error"] == "too-large", over.text
+
+    # At the limit, and Dastra refuses it: a failed result and a dead letter for that reason.
+    rejection = {"errors": {"AdditionalDatas": ["too much"]}}
+    dastra.admin.inject_fault("/v1/ws/*/Tasks", method="POST", status=400, body=rejection, times=1)
+    refused_body = _body_of_size(limit, f"Refused {unique()}")
+    refused = client.post("/v1/commands/create-task?wait=25", content=refused_body,
+                          headers=json_type)  # fmt: skip
+    assert refused.status_code == 422, refused.text[:300]
+    assert refused.json()["error"] == "dastra-rejected"
+    # At the limit, and Dastra takes it: the task, with all of it.
+    label = f"Accepted {unique()}"
+    accepted = client.post("/v1/commands/create-task?wait=25",
+                           content=_body_of_size(limit, label), headers=json_type)  # fmt: skip
+    assert accepted.status_code == 200, accepted.text[:300]
+    task = accepted.json()
+    assert task["label"] == label and len(task["additionalDatas"]["blob"]) > 1_000_000
+    [stored] = [t for t in dastra.admin.objects("tasks") if t["label"] == label]
+    assert stored["additionalDatas"]["blob"] == task["additionalDatas"]["blob"]
+
+    commands = {
+        r.headers["ce_id"].decode(): r
+        for r in read_all(e2e_kafka, e2e_kafka.topic(command_topic("create-task")))
+    }
+    refused_record = commands[refused.headers["command-id"]]
+    assert len(refused_record.value or b"") > 1_000_000  # over librdkafka's default limit
+    assert accepted.headers["command-id"] in commands
+    letters = [
+        r for r in read_all(e2e_kafka, e2e_kafka.topic(DEAD_LETTER))
+        if r.headers.get("ce_id") == refused.headers["command-id"].encode()
+    ]  # fmt: skip
+    [letter] = letters
+    assert letter.headers["dlq.error.kind"] == b"dastra-rejected"  # not oversized
+    assert letter.value == refused_record.value  # the original bytes, all of them
 
 
 def test_a_zapier_loop_command_to_dastra_to_poller_to_signed_hook(
