@@ -187,6 +187,18 @@ class AgentMetrics:
         )
 
 
+# A result value larger than this (the results topic's limit, less room for the headers) is
+# written with its Dastra object(s) reduced to their ids (`_truncated`).
+_MAX_RESULT_BYTES = RECORD_MAX_BYTES - 50_000
+
+
+def _truncated(result: Result) -> Result:
+    """Dastra objects reduced to their ids, marked `truncated`."""
+    if isinstance(result, list):
+        return [{"id": item.get("id"), "truncated": True} for item in result]
+    return {"id": result.get("id"), "truncated": True}
+
+
 class _Abandoned(Exception):  # noqa: N818 - control flow, never escapes
     """The record's partition was revoked (or the worker stops): leave it unacked."""
 
@@ -762,20 +774,31 @@ class Dispatcher:
         parts = ["dastra-kafka", "result", work.command_id]
         if work.replay_id is not None:
             parts.append(work.replay_id)
-        event = new_event(
-            type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
-            source=(
-                f"dastra://workspaces/{work.workspace_id}"
-                if work.workspace_id is not None
-                else "dastra-kafka://agents"
-            ),
-            id=deterministic_id(*parts),
-            subject=work.command_id,
-            time=completed,
-            data=data.model_dump(mode="json"),
-            extensions=sealed.extensions,
-        )
-        headers, value = encode_binary(event)
+
+        def encoded(data: CommandResult) -> tuple[RecordHeaders, bytes | None]:
+            return encode_binary(
+                new_event(
+                    type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
+                    source=(
+                        f"dastra://workspaces/{work.workspace_id}"
+                        if work.workspace_id is not None
+                        else "dastra-kafka://agents"
+                    ),
+                    id=deterministic_id(*parts),
+                    subject=work.command_id,
+                    time=completed,
+                    data=data.model_dump(mode="json"),
+                    extensions=sealed.extensions,
+                )
+            )
+
+        headers, value = encoded(data)
+        if value is not None and len(value) > _MAX_RESULT_BYTES and data.result is not None:
+            # Dastra's object does not fit the results topic (a task returns a long description
+            # twice): the result names it by id, and the worker does not crash on it.
+            _log.warning("agents.result_truncated", command_id=work.command_id, size=len(value))
+            data = data.model_copy(update={"result": _truncated(data.result)})
+            headers, value = encoded(data)
         if work.replay_id is not None:
             headers.append((REPLAY_ID_HEADER, work.replay_id.encode()))
         sends = [
