@@ -58,10 +58,11 @@ PRIVACY_AUDIT = "dastra.privacy-audit.v1"
 
 # Record sizes the catalogue is built for (topics.yaml `max.message.bytes`, README "Record
 # sizes"): a command topic takes a 1 MiB webhook body with its envelope and batch overhead; the
-# results and dead-letter topics take a command record at that limit plus their own headers.
+# results and dead-letter topics take a command record at that limit, encrypted whole
+# (PRIVACY_MODE_DEAD_LETTERS=encrypted: base64 adds a third), plus their own headers.
 # Writers and readers of those records (webhook, worker, `dlq replay`) allow as much.
 COMMAND_RECORD_MAX_BYTES = 1_150_000
-RECORD_MAX_BYTES = 1_250_000
+RECORD_MAX_BYTES = 1_600_000
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

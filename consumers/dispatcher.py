@@ -18,7 +18,8 @@ How it works, and why this shape:
   offset, so acking out of order could commit past a record still in flight. Faust commits the
   acked offsets every WORKER_COMMIT_INTERVAL_S, and once more on shutdown.
 - **Ordering by key, not by lane.** Each record gets ordering keys: its Kafka key (per topic),
-  its command id, and for actor commands the normalised e-mail or company (`actor_lane_key`).
+  its command id, and for actor commands the normalised e-mail, company or names
+  (`actor_lane_key`).
   A record waits for the earlier records sharing any of its keys, then takes one of
   WORKER_CONCURRENCY slots per Dastra attempt. Same key: in order. Different keys: concurrent,
   with no head-of-line blocking from a fixed number of lanes. A slow or retrying command delays
@@ -343,7 +344,8 @@ class Dispatcher:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
-            # A dead letter carries a command record up to its topic's limit, plus dlq.* headers.
+            # A dead letter carries a command record up to its topic's limit (perhaps encrypted
+            # whole), plus dlq.* headers.
             max_request_size=RECORD_MAX_BYTES,
         )
         await producer.start()

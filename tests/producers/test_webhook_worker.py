@@ -185,11 +185,11 @@ def test_a_body_at_the_size_limit_is_accepted_and_run_and_one_byte_more_is_413(
 def test_a_dastra_object_too_large_for_the_results_topic_comes_back_as_its_id(
     api: Running, worker: WorkerProcess, dastra: SandboxServer
 ) -> None:
-    """Dastra returns a task's description twice (HTML and plain text): 2 x 700 kB does not fit
+    """Dastra returns a task's description twice (HTML and plain text): 2 x 1 MB does not fit
     the results topic. The result names the task by id instead of crashing the worker (which
     would redeliver the command for ever)."""
     label = f"Long {unique()}"
-    body = {"label": label, "descriptionHtml": "<p>" + "word " * 140_000 + "</p>"}
+    body = {"label": label, "descriptionHtml": "<p>" + "word " * 200_000 + "</p>"}
     answer = api.client.post("/v1/commands/create-task?wait=25", json=body)
     assert answer.status_code == 200, answer.text[:300]
     [task] = [t for t in dastra.admin.objects("tasks") if t["label"] == label]
