@@ -18,7 +18,8 @@ How it works, and why this shape:
   offset, so acking out of order could commit past a record still in flight. Faust commits the
   acked offsets every WORKER_COMMIT_INTERVAL_S, and once more on shutdown.
 - **Ordering by key, not by lane.** Each record gets ordering keys: its Kafka key (per topic),
-  its command id, and for actor commands the normalised e-mail or company (`actor_lane_key`).
+  its command id, and for actor commands the normalised e-mail, company or names
+  (`actor_lane_key`).
   A record waits for the earlier records sharing any of its keys, then takes one of
   WORKER_CONCURRENCY slots per Dastra attempt. Same key: in order. Different keys: concurrent,
   with no head-of-line blocking from a fixed number of lanes. A slow or retrying command delays
@@ -87,7 +88,7 @@ from bus.envelope import (
 )
 from bus.privacy import PrivacyError
 from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerSettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
@@ -196,6 +197,18 @@ class AgentMetrics:
             "Records taken from Kafka and not finished",
             registry=r,
         )
+
+
+# A result value larger than this (the results topic's limit, less room for the headers) is
+# written with its Dastra object(s) reduced to their ids (`_truncated`).
+_MAX_RESULT_BYTES = RECORD_MAX_BYTES - 50_000
+
+
+def _truncated(result: Result) -> Result:
+    """Dastra objects reduced to their ids, marked `truncated`."""
+    if isinstance(result, list):
+        return [{"id": item.get("id"), "truncated": True} for item in result]
+    return {"id": result.get("id"), "truncated": True}
 
 
 class _Abandoned(Exception):  # noqa: N818 - control flow, never escapes
@@ -342,6 +355,9 @@ class Dispatcher:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # A dead letter carries a command record up to its topic's limit (perhaps encrypted
+            # whole), plus dlq.* headers.
+            max_request_size=RECORD_MAX_BYTES,
         )
         await producer.start()
         self._producer = producer
@@ -780,20 +796,31 @@ class Dispatcher:
         parts = ["dastra-kafka", "result", work.command_id]
         if work.replay_id is not None:
             parts.append(work.replay_id)
-        event = new_event(
-            type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
-            source=(
-                f"dastra://workspaces/{work.workspace_id}"
-                if work.workspace_id is not None
-                else "dastra-kafka://agents"
-            ),
-            id=deterministic_id(*parts),
-            subject=work.command_id,
-            time=completed,
-            data=data.model_dump(mode="json"),
-            extensions=sealed.extensions,
-        )
-        headers, value = encode_binary(event)
+
+        def encoded(data: CommandResult) -> tuple[RecordHeaders, bytes | None]:
+            return encode_binary(
+                new_event(
+                    type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
+                    source=(
+                        f"dastra://workspaces/{work.workspace_id}"
+                        if work.workspace_id is not None
+                        else "dastra-kafka://agents"
+                    ),
+                    id=deterministic_id(*parts),
+                    subject=work.command_id,
+                    time=completed,
+                    data=data.model_dump(mode="json"),
+                    extensions=sealed.extensions,
+                )
+            )
+
+        headers, value = encoded(data)
+        if value is not None and len(value) > _MAX_RESULT_BYTES and data.result is not None:
+            # Dastra's object does not fit the results topic (a task returns a long description
+            # twice): the result names it by id, and the worker does not crash on it.
+            _log.warning("agents.result_truncated", command_id=work.command_id, size=len(value))
+            data = data.model_copy(update={"result": _truncated(data.result)})
+            headers, value = encoded(data)
         if work.replay_id is not None:
             headers.append((REPLAY_ID_HEADER, work.replay_id.encode()))
         if failure is not None:

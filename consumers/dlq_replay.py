@@ -50,7 +50,7 @@ from bus.envelope import header_dict
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
 from bus.settings import KafkaSettings, PrivacySettings
-from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, command_topic
+from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.dispatcher import command_id_of, fallback_id
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER
 
@@ -321,7 +321,16 @@ def replay_dead_letters(
     producer = (
         None
         if dry_run
-        else Producer(kafka.confluent_config(**{"enable.idempotence": True, "linger.ms": 5}))
+        else Producer(
+            kafka.confluent_config(
+                **{
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    # An original record may be as large as its command topic allows.
+                    "message.max.bytes": RECORD_MAX_BYTES,
+                }
+            )
+        )
     )
     partitions: dict[str, int] = {}
     seen: set[str] = set()

@@ -18,7 +18,13 @@ from pydantic import ValidationError
 
 from bus.localkafka import LocalKafka
 from bus.logs import configure_logging
-from bus.settings import KafkaSettings, ServiceSettings, load_settings
+from bus.settings import (
+    KafkaSettings,
+    ServiceSettings,
+    WebhookSettings,
+    WorkerSettings,
+    load_settings,
+)
 
 PASSWORD = "s3cr3t-Pa55word"
 
@@ -199,3 +205,14 @@ def test_ssl_settings_reach_both_client_configurations(
 
     plaintext = KafkaSettings(security_protocol="PLAINTEXT", ssl_cafile=files["cafile"])
     assert "ssl_context" not in plaintext.aiokafka_config()  # PLAINTEXT: no TLS
+def test_webhook_and_worker_limits_agree_and_are_checked() -> None:
+    webhook, worker = WebhookSettings(), WorkerSettings()
+    # What the webhook accepts (a 1 MiB body and its envelope) the worker does not call oversized.
+    assert webhook.max_body_bytes == 1_048_576
+    assert webhook.max_record_bytes == worker.max_record_bytes == 1_100_000
+    # ?wait stays inside Zapier's 30 s.
+    assert WebhookSettings(wait_max_s=25).wait_max_s == 25
+    with pytest.raises(ValidationError, match="less than or equal to 25"):
+        WebhookSettings(wait_max_s=26)
+    with pytest.raises(ValidationError, match="WORKER_ACTIONS: unknown action"):
+        WorkerSettings(actions=["create-task", "nope"])
