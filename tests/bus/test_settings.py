@@ -205,6 +205,8 @@ def test_ssl_settings_reach_both_client_configurations(
 
     plaintext = KafkaSettings(security_protocol="PLAINTEXT", ssl_cafile=files["cafile"])
     assert "ssl_context" not in plaintext.aiokafka_config()  # PLAINTEXT: no TLS
+
+
 def test_webhook_and_worker_limits_agree_and_are_checked() -> None:
     webhook, worker = WebhookSettings(), WorkerSettings()
     # What the webhook accepts (a 1 MiB body and its envelope) the worker does not call oversized.

@@ -232,7 +232,8 @@ def test_pages_that_shift_while_being_read_lose_and_duplicate_nothing(
             deleted.append(item_id)
         inserted.extend(admin.create_rights_request(title=f"new {i}")["id"] for i in range(3))
         oldest = datetime.fromisoformat(read[0]["dateCreation"].replace("Z", "+00:00"))
-        backdate = (datetime.now(UTC) - oldest).total_seconds() + 0.05
+        # A margin for the request's own travel to the sandbox (seconds under load).
+        backdate = (datetime.now(UTC) - oldest).total_seconds() + 2.0
         early = admin.create_rights_request(title="before the read pages", backdate_s=backdate)
         assert early["dateCreation"] < read[0]["dateCreation"]
         inserted.append(early["id"])
