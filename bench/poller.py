@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -32,6 +32,7 @@ from bus.settings import KafkaSettings, PollerSettings, SandboxSettings, Service
 from bus.topics import RIGHTS_REQUESTS, default_topics_file, load_catalogue
 from dastra.client import DastraClient
 from dastra.filters import Rule
+from dastra.models import DastraModel
 from dastra.sandbox import SandboxServer
 from producers.poller import Poller
 
@@ -40,22 +41,74 @@ __all__ = ["main"]
 _console = Console(stderr=True)
 
 
-async def _fetch_only(sandbox: SandboxServer, ws: int, page_size: int) -> tuple[int, float]:
-    """The baseline: the same keyset page requests, nothing produced."""
-    count = 0
+class _Lenient(DastraModel):
+    """What the poller parses of each item (the same fields as its own lenient model)."""
+
+    id: int
+    date_creation: datetime | None = None
+    date_update: datetime | None = None
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _fetch_only(
+    sandbox: SandboxServer, ws: int, settings: PollerSettings
+) -> tuple[int, float]:
+    """The baseline: the page requests the poller makes for a `--from beginning` backfill of
+    the creations, parsed with the same lenient model, nothing produced. The keyset is the
+    poller's: `dateCreation >= after` from page 1, skipping the ids already taken at `after`,
+    the next page number while `after` does not move, page 1 again after each batch."""
+    taken = 0
     after: datetime | None = None
+    seen: set[int] = set()
     began = time.perf_counter()
     async with DastraClient(sandbox.dastra_settings()) as client:
-        while True:
-            rule = Rule("dateCreation", "greaterThan", after) if after else None
-            page = await client.rights_requests_page(
-                ws, page=1, size=page_size, sort_by="dateCreation", asc=True, filters=rule
-            )
-            count += len(page.items)
-            if len(page.items) < page_size:
-                break
-            after = max(i.date_creation for i in page.items if i.date_creation)
-    return count, time.perf_counter() - began
+        while True:  # one batch (one transaction in the poller) per turn
+            in_batch = 0
+            page_number = 1
+            while True:
+                rule = Rule("dateCreation", "greaterThanInclusive", after) if after else None
+                before = after
+                page = await client.collection_page(
+                    ws,
+                    "DataSubjectRequests",
+                    _Lenient,
+                    page=page_number,
+                    size=settings.page_size,
+                    sort_by="dateCreation",
+                    asc=True,
+                    filters=rule,
+                )
+                stamped = sorted(
+                    (_utc(item.date_creation), item.id)
+                    for item in page.items
+                    if item.date_creation is not None
+                )
+                for stamp, item_id in stamped:
+                    if after is None or stamp > after:
+                        after, seen = stamp, {item_id}
+                    elif stamp < after or item_id in seen:
+                        continue
+                    else:
+                        seen.add(item_id)
+                    taken += 1
+                    in_batch += 1
+                if len(page.items) < settings.page_size:
+                    return taken, time.perf_counter() - began
+                if in_batch >= settings.batch_size:
+                    break
+                page_number = 1 if after != before else page_number + 1
+
+
+def _list_calls(sandbox: SandboxServer) -> int:
+    """GET requests on the rights request collection the sandbox answered."""
+    return sum(
+        count
+        for endpoint, count in sandbox.admin.call_counts().items()
+        if endpoint.startswith("GET ") and endpoint.endswith("/DataSubjectRequests")
+    )
 
 
 async def _backfill(kafka: KafkaSettings, sandbox: SandboxServer, ws: int) -> tuple[int, float]:
@@ -157,10 +210,18 @@ def main() -> None:
                 sandbox.admin.bulk_create(
                     "rightsRequests", min(5000, args.items - start), title="bench {n}"
                 )
+        sandbox.admin.reset_calls()
         with _console.status("baseline: fetching every page without producing"):
-            fetched, fetch_s = asyncio.run(_fetch_only(sandbox, ws, PollerSettings().page_size))
+            fetched, fetch_s = asyncio.run(_fetch_only(sandbox, ws, PollerSettings()))
+        fetch_calls = _list_calls(sandbox)
+        if fetched != args.items:
+            raise SystemExit(f"the baseline fetched {fetched} items, not {args.items}")
+        sandbox.admin.reset_calls()
         with _console.status(f"backfill: publishing {args.items} events"):
             published, publish_s = asyncio.run(_backfill(kafka, sandbox, ws))
+        backfill_calls = _list_calls(sandbox)
+        if published != args.items:
+            raise SystemExit(f"the backfill published {published} events, not {args.items}")
         latencies = asyncio.run(_latency(kafka, sandbox, ws, args.latency_items))
     fetch_rate = fetched / fetch_s
     publish_rate = published / publish_s
@@ -173,6 +234,9 @@ def main() -> None:
                     "seconds": round(publish_s, 3),
                     "events_per_s": round(publish_rate, 1),
                     "baseline_fetch_items_per_s": round(fetch_rate, 1),
+                    "baseline_fetch_seconds": round(fetch_s, 3),
+                    "baseline_list_requests": fetch_calls,
+                    "backfill_list_requests": backfill_calls,
                     "ratio_to_fetch_only": round(publish_rate / fetch_rate, 3),
                 },
                 "trigger_latency": {

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.commands import actor_record_key, parse_command
+
 __all__ = ["EXAMPLES", "RecordExample"]
 
 
@@ -175,6 +177,9 @@ _COMMANDS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 def _command(action: str) -> tuple[RecordExample, ...]:
     key, summary, data = _COMMANDS[action]
+    if action in ("create-actor", "find-or-create-actor"):
+        # Actor commands are keyed by the actor (a pseudonym of its e-mail), as the webhook does.
+        key = (actor_record_key(parse_command(action, data)) or key.encode()).decode()
     binary = RecordExample(
         name=f"{action}-binary",
         summary=summary + " (CloudEvents binary mode)",

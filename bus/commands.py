@@ -10,7 +10,9 @@ JSON Schemas under schemas/ are generated from them.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 from uuid import UUID
@@ -20,13 +22,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "ACTOR_ACTIONS",
     "COMMAND_MODELS",
+    "COMMAND_TYPE_PREFIX",
     "RESULT_FAILED",
     "RESULT_SUCCEEDED",
     "Command",
@@ -38,6 +43,10 @@ __all__ = [
     "FindOrCreateActor",
     "LinkActorToProcessing",
     "SearchActors",
+    "actor_identity",
+    "actor_record_key",
+    "command_record_key",
+    "command_type",
     "parse_command",
 ]
 
@@ -252,6 +261,62 @@ class FindOrCreateActor(_ActorFields):
         return self
 
 
+def actor_identity(command: Any) -> str | None:
+    """The natural key of an actor command, normalised: `email:<address>` (stripped,
+    case-folded), else `company:<name>` (runs of spaces made one, case-folded), else
+    `names:<given>/<family>` (the same); None when the command names no actor.
+
+    The one definition of "the same actor": the agents run commands with the same identity one
+    after the other (`consumers.actions.actor_lane_key`) and the webhook keys their records by
+    it (`actor_record_key`), so that they share a partition whichever worker owns it.
+    """
+    email = getattr(command, "email", None)
+    if email:
+        return f"email:{email.strip().casefold()}"
+    company = getattr(command, "company_name", None)
+    if company:
+        return f"company:{_folded(company)}"
+    given = getattr(command, "given_name", None)
+    family = getattr(command, "family_name", None)
+    if given or family:
+        return f"names:{_folded(given or '')}/{_folded(family or '')}"
+    return None
+
+
+def actor_record_key(command: Any) -> bytes | None:
+    """The Kafka key of a create-actor or find-or-create-actor command: `actor:` and the hex
+    SHA-256 of its `actor_identity` (a pseudonym: no e-mail or name in clear in the key);
+    None when the command names no actor. Other producers key actor commands the same way."""
+    identity = actor_identity(command)
+    if identity is None:
+        return None
+    return f"actor:{hashlib.sha256(identity.encode()).hexdigest()}".encode()
+
+
+ACTOR_ACTIONS = frozenset({"create-actor", "find-or-create-actor"})
+
+
+def command_record_key(action: str, command: Command | Mapping[str, Any], command_id: str) -> bytes:
+    """The Kafka key our producers (webhook, recipes) give a command: the actor's
+    `actor_record_key` for create-actor and find-or-create-actor, so that commands for one actor
+    share a partition and so one worker; otherwise (or when the command is invalid or names no
+    actor) the command id."""
+    if action in ACTOR_ACTIONS:
+        if not isinstance(command, Command):
+            try:
+                command = parse_command(action, command)
+            except ValidationError:
+                return command_id.encode()
+        key = actor_record_key(command)
+        if key is not None:
+            return key
+    return command_id.encode()
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 class CreateRightsRequest(Command):
     """Create a data subject rights request."""
 
@@ -342,6 +407,16 @@ def parse_command(action: str, data: Any) -> Command:
     """Validate `data` as a command of `action`; raise `KeyError` (unknown action) or
     `ValidationError` (field errors)."""
     return COMMAND_MODELS[action].model_validate(data)
+
+
+# A command's CloudEvents type is `eu.dastra.command.<action>`; a command topic accepts its own.
+COMMAND_TYPE_PREFIX = "eu.dastra.command."
+
+
+def command_type(action: str) -> str:
+    """The CloudEvents type (`ce_type`) of a command of `action`, e.g.
+    `eu.dastra.command.create-task`: the only type `dastra.commands.<action>.v1` accepts."""
+    return COMMAND_TYPE_PREFIX + action
 
 
 RESULT_SUCCEEDED = "eu.dastra.command.succeeded"

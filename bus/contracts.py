@@ -256,8 +256,12 @@ def _contracts() -> dict[str, Contract]:
             "command-key",
             CommandKey,
             "Command key",
-            "The command's natural key (e.g. your CRM ticket id, the actor's e-mail) or its id. "
-            "Commands with the same key run in order; a key is strongly recommended.",
+            "The command's natural key (e.g. your CRM ticket id) or its id. Commands with the "
+            "same key run in order; a key is strongly recommended. Key create-actor and "
+            "find-or-create-actor commands by the actor, as the webhook does: `actor:` and the "
+            "hex SHA-256 of `email:<e-mail, stripped and lower-cased>` (else `company:<company "
+            "name, spaces collapsed, lower-cased>`, else `names:<given>/<family>`): commands for "
+            "one actor then share a partition, so two workers never both create it.",
             encoding="text",
         ),
         *(

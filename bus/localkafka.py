@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ __all__ = [
     "KAFKA_VERSION",
     "LocalKafka",
     "LocalKafkaError",
+    "LocalKafkaInterruptedError",
+    "LocalKafkaPortInUseError",
     "cache_dir",
     "ensure_jars",
     "free_port",
@@ -48,6 +51,21 @@ Progress = Callable[[str], None]
 
 class LocalKafkaError(RuntimeError):
     """The local broker could not be prepared or started; the message says what to do."""
+
+
+class LocalKafkaPortInUseError(LocalKafkaError):
+    """The port asked for is already taken (bad input, not an outage)."""
+
+
+class LocalKafkaInterruptedError(LocalKafkaError):
+    """Ctrl-C, SIGTERM or the caller's stop event ended the download or the start-up."""
+
+
+# How a child ends when Ctrl-C (same process group) or SIGTERM reached it: killed by the signal,
+# or exiting with 128 + the signal number as the JVM and shells do.
+_INTERRUPTED_CODES = frozenset(
+    {-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM}
+)
 
 
 def cache_dir() -> Path:
@@ -137,11 +155,52 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_jars(cache: Path | None = None, progress: Progress | None = None) -> Path:
+def _run_maven(
+    command: list[str], stop: threading.Event | None, timeout_s: float
+) -> tuple[int, str]:
+    """Run Maven to its end (return code, output), or stop it when `stop` is set."""
+    deadline = time.monotonic() + timeout_s
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            while True:
+                try:
+                    output, _ = process.communicate(timeout=0.25)
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.is_set():
+                        raise LocalKafkaInterruptedError(
+                            "stopped while fetching Kafka's jars; nothing was kept"
+                        ) from None
+                    if time.monotonic() > deadline:
+                        raise
+                    continue
+                return process.returncode, output
+        finally:
+            if process.poll() is None:  # stopped, timed out or KeyboardInterrupt
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+def ensure_jars(
+    cache: Path | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> Path:
     """Return the directory of Kafka's jars, downloading them with Maven if needed.
 
     A download lands in a temporary directory and is published only after Maven succeeded and
-    every jar was listed in a manifest; an interrupted or failed download is never used.
+    every jar was listed in a manifest; an interrupted or failed download is never used. A Maven
+    run ended by Ctrl-C or SIGTERM, or a set `stop` event, raises `LocalKafkaInterruptedError`
+    instead of retrying.
 
         libs = ensure_jars()
     """
@@ -169,7 +228,7 @@ def ensure_jars(cache: Path | None = None, progress: Progress | None = None) -> 
                         bversion=_LOG4J_BINDING[2],
                     )
                 )
-                result = subprocess.run(
+                returncode, output = _run_maven(
                     [
                         mvn,
                         "-q",
@@ -180,12 +239,15 @@ def ensure_jars(cache: Path | None = None, progress: Progress | None = None) -> 
                         f"-DoutputDirectory={staging / 'libs'}",
                         "-DincludeScope=runtime",
                     ],
-                    capture_output=True,
-                    text=True,
-                    timeout=900,
-                    check=False,
+                    stop,
+                    timeout_s=900,
                 )
-                if result.returncode == 0:
+                if returncode in _INTERRUPTED_CODES or (stop is not None and stop.is_set()):
+                    raise LocalKafkaInterruptedError(
+                        f"Maven was interrupted (exit {returncode}) while fetching Kafka's "
+                        "jars; nothing was kept"
+                    )
+                if returncode == 0:
                     jars = {p.name: p.stat().st_size for p in (staging / "libs").glob("*.jar")}
                     (staging / "COMPLETE.json").write_text(
                         json.dumps({"kafka": KAFKA_VERSION, "jars": jars}, indent=1)
@@ -197,7 +259,7 @@ def ensure_jars(cache: Path | None = None, progress: Progress | None = None) -> 
                         return target / "libs"
                     last_error = "Maven finished but the Kafka jar is missing from its output"
                 else:
-                    last_error = (result.stdout + result.stderr).strip()[-2000:]
+                    last_error = output.strip()[-2000:]
             except subprocess.TimeoutExpired:
                 last_error = "Maven did not finish within 15 minutes"
             finally:
@@ -330,12 +392,18 @@ class LocalKafka:
     ) -> None:
         self.stop()
 
-    def start(self) -> str:
-        """Start the broker and return its bootstrap address once it answers metadata."""
+    def start(self, stop: threading.Event | None = None) -> str:
+        """Start the broker and return its bootstrap address once it answers metadata.
+
+        Setting `stop` (a signal handler does) before the broker is ready ends the download or
+        the start-up: the broker is stopped and `LocalKafkaInterruptedError` raised.
+        """
         if self._process is not None:
             raise LocalKafkaError("the broker is already running")
         java = _require("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre)")
-        libs = ensure_jars(progress=self.progress)
+        libs = ensure_jars(progress=self.progress, stop=stop)
+        if stop is not None and stop.is_set():
+            raise LocalKafkaInterruptedError("stopped before the broker was started")
         if self.data_dir is not None:
             self._workdir = self.data_dir.resolve()
             self._workdir.mkdir(parents=True, exist_ok=True)
@@ -381,7 +449,17 @@ class LocalKafka:
             finally:
                 log.close()
             self._port = port
-            self._wait_ready()
+            self._wait_ready(stop)
+        except LocalKafkaError as exc:
+            self.stop()
+            if (
+                stop is not None
+                and stop.is_set()
+                and not isinstance(exc, LocalKafkaInterruptedError)
+            ):
+                # e.g. the storage formatter killed by the same Ctrl-C
+                raise LocalKafkaInterruptedError("stopped before the broker was ready") from exc
+            raise
         except BaseException:
             self.stop()
             raise
@@ -395,7 +473,7 @@ class LocalKafka:
                 previous = json.loads(remembered.read_text())
         if self.port is not None:
             if _port_in_use(self.port):
-                raise LocalKafkaError(
+                raise LocalKafkaPortInUseError(
                     f"port {self.port} on 127.0.0.1 is already in use: stop what listens there, "
                     "or leave out --port to pick a free one"
                 )
@@ -433,12 +511,18 @@ class LocalKafka:
                 + (result.stdout + result.stderr).strip()[-2000:]
             )
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, stop: threading.Event | None = None) -> None:
         from confluent_kafka.admin import AdminClient
 
         assert self._process is not None and self._port is not None
+
+        def _check_stop() -> None:
+            if stop is not None and stop.is_set():
+                raise LocalKafkaInterruptedError("stopped before the broker was ready")
+
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
+            _check_stop()
             if self._process.poll() is not None:
                 raise LocalKafkaError(
                     f"the broker exited with code {self._process.returncode} during start-up:\n"
@@ -462,6 +546,7 @@ class LocalKafka:
             )
         admin = AdminClient(conf)
         while time.monotonic() < deadline:
+            _check_stop()
             if self._process.poll() is not None:
                 raise LocalKafkaError(
                     f"the broker exited with code {self._process.returncode} during start-up:\n"

@@ -4,8 +4,9 @@ Consumes records to write. Produces them and resolves each `await produce(...)` 
 broker acknowledged the record (all in-sync replicas), with its partition and offset, or raises
 `KafkaUnavailableError` when it did not within `timeout_s` (the record is then given up by
 librdkafka: never written later) or when the cluster is known to be down (the request fails
-fast; nothing is queued). A background thread serves delivery reports and, while the cluster
-is down, probes it every second.
+fast; nothing is queued), or `RecordTooLargeError` when the record is larger than the producer
+or the topic accepts (permanent: a retry cannot succeed). A background thread serves delivery
+reports and, while the cluster is down, probes it every second.
 
     async with AsyncProducer(settings.kafka, timeout_s=5) as producer:
         delivered = await producer.produce(topic, key=b"k", value=b"{}")
@@ -26,13 +27,23 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from bus.envelope import RecordHeaders
 from bus.settings import KafkaSettings
 
-__all__ = ["AsyncProducer", "Delivered", "KafkaUnavailableError"]
+__all__ = ["AsyncProducer", "Delivered", "KafkaUnavailableError", "RecordTooLargeError"]
 
 _log = structlog.get_logger(__name__)
 
 
 class KafkaUnavailableError(RuntimeError):
     """The record was not acknowledged by the broker (and will not be written later)."""
+
+
+class RecordTooLargeError(ValueError):
+    """The record is larger than the producer (`message.max.bytes`) or the topic
+    (`max.message.bytes`) accepts: permanent, retrying cannot help. Nothing was written."""
+
+
+# MSG_SIZE_TOO_LARGE: librdkafka's own check at produce time, or the broker's MESSAGE_TOO_LARGE
+# (same code); RECORD_LIST_TOO_LARGE: the broker refused the batch for its size.
+_TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
 
 
 @dataclass(frozen=True)
@@ -48,10 +59,20 @@ class Delivered:
 class AsyncProducer:
     """Owns one confluent-kafka Producer (idempotent, acks=all) and its poll thread."""
 
-    def __init__(self, kafka: KafkaSettings, *, timeout_s: float, linger_ms: int = 1) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        timeout_s: float,
+        linger_ms: int = 1,
+        max_record_bytes: int | None = None,
+    ) -> None:
         self._kafka = kafka
         self._timeout_s = timeout_s
         self._linger_ms = linger_ms
+        # librdkafka's `message.max.bytes` (default 1 000 000): a larger record is refused at
+        # once with RecordTooLargeError.
+        self._max_record_bytes = max_record_bytes
         self._producer: Producer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -64,8 +85,12 @@ class AsyncProducer:
         if self._producer is not None:
             raise RuntimeError("the producer is already open")
         timeout_ms = int(self._timeout_s * 1000)
+        sizes = (
+            {} if self._max_record_bytes is None else {"message.max.bytes": self._max_record_bytes}
+        )
         self._producer = Producer(
             self._kafka.confluent_config(
+                **sizes,
                 **{
                     "enable.idempotence": True,
                     "acks": "all",
@@ -75,7 +100,7 @@ class AsyncProducer:
                     "socket.connection.setup.timeout.ms": max(1000, min(timeout_ms, 30_000)),
                     "reconnect.backoff.max.ms": 1000,
                     "error_cb": self._on_error,
-                }
+                },
             )
         )
         self._stop.clear()
@@ -187,6 +212,10 @@ class AsyncProducer:
                     message.timestamp()[1],
                 )
                 loop.call_soon_threadsafe(_settle, future, result, None)
+            elif error.code() in _TOO_LARGE:
+                loop.call_soon_threadsafe(
+                    _settle, future, None, RecordTooLargeError(f"refused: {error.str()}")
+                )
             else:
                 loop.call_soon_threadsafe(
                     _settle, future, None, KafkaUnavailableError(f"not acknowledged: {error.str()}")
@@ -209,7 +238,13 @@ class AsyncProducer:
         except BufferError as exc:
             raise KafkaUnavailableError("the producer queue is full") from exc
         except KafkaException as exc:
-            raise KafkaUnavailableError(f"not accepted: {exc.args[0].str()}") from exc
+            error = exc.args[0]
+            if error.code() in _TOO_LARGE:
+                raise RecordTooLargeError(
+                    f"the record ({len(value or b'') + len(key or b'')} bytes with its key) is "
+                    f"larger than the producer accepts: {error.str()}"
+                ) from exc
+            raise KafkaUnavailableError(f"not accepted: {error.str()}") from exc
         return await future
 
 

@@ -265,6 +265,10 @@ class PollerSettings(BaseSettings):
     late_window_s: float = Field(default=60.0, ge=0)
     # At most this many recently published ids are remembered for that check.
     late_max_tracked: int = Field(default=5000, ge=0)
+    # That re-read runs at most this often per stream (0: every cycle). After a burst of items
+    # it reads up to `late_max_tracked` of them again: the poller's main cost, and requests
+    # taken from Dastra's rate limit.
+    late_every_s: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> PollerSettings:
@@ -343,9 +347,13 @@ class WebhookSettings(BaseSettings):
     # Accepted API tokens (`Authorization: Bearer <token>` or `X-API-Key: <token>`): a JSON list
     # or comma-separated. Several tokens allow rotation and one token per client.
     tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # A larger body gets 413. Its command record (the body re-encoded, CloudEvent headers, key)
+    # may take up to this plus WEBHOOK_RECORD_OVERHEAD_BYTES (the producer's message.max.bytes);
+    # the command topics (max.message.bytes) and WORKER_MAX_RECORD_BYTES take that much.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    record_overhead_bytes: int = Field(default=51_424, ge=1024)
     # `?wait=N` is capped here: Zapier gives an action 30 s in all.
-    wait_max_s: float = Field(default=25.0, ge=0, le=120)
+    wait_max_s: float = Field(default=25.0, ge=0, le=25)
     # How long a repeat with the same Idempotency-Key gets the first answer.
     idempotency_retention_s: float = Field(default=86_400.0, gt=0)
     # How long a replica's claim on an Idempotency-Key holds before another may take it over.
@@ -359,6 +367,11 @@ class WebhookSettings(BaseSettings):
     samples_scan: int = Field(default=200, ge=1, le=10_000)
 
     _split_tokens = field_validator("tokens", mode="before")(_list_of_words)
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest command record the webhook produces (1 100 000 by default)."""
+        return self.max_body_bytes + self.record_overhead_bytes
 
 
 class HooksSettings(BaseSettings):
@@ -417,8 +430,9 @@ class WorkerSettings(BaseSettings):
     concurrency: int = Field(default=16, ge=1, le=1000)
     # Records taken from Kafka and not finished yet; the agents stop reading beyond this.
     max_in_flight: int = Field(default=2000, ge=1)
-    # A record value larger than this goes to the dead-letter topic as `oversized`.
-    max_record_bytes: int = Field(default=1_000_000, ge=1)
+    # A record value larger than this goes to the dead-letter topic as `oversized`. At least
+    # what the webhook produces (WEBHOOK_MAX_BODY_BYTES + WEBHOOK_RECORD_OVERHEAD_BYTES).
+    max_record_bytes: int = Field(default=1_100_000, ge=1)
     # Defaults for commands without workspaceId / areaId (else DASTRA_WORKSPACE_ID; the area of
     # a rights request is then the workspace's first area).
     workspace_id: int | None = Field(default=None, ge=1)
@@ -450,7 +464,7 @@ class WorkerSettings(BaseSettings):
         unknown = sorted(set(self.actions) - set(ACTIONS))
         if unknown:
             raise ValueError(
-                f"WORKERACTIONS: unknown action(s) {', '.join(unknown)}; known: "
+                f"WORKER_ACTIONS: unknown action(s) {', '.join(unknown)}; known: "
                 + ", ".join(ACTIONS)
             )
         if self.retry_backoff_max_s < self.retry_backoff_s:

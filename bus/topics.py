@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "ACTIONS",
+    "COMMAND_RECORD_MAX_BYTES",
     "COMMAND_RESULTS",
     "DEAD_LETTER",
     "HOOK_SUBSCRIPTIONS",
@@ -29,6 +30,7 @@ __all__ = [
     "PRIVACY_AUDIT",
     "PRIVACY_KEYS",
     "RECIPE_RUNS",
+    "RECORD_MAX_BYTES",
     "RIGHTS_REQUESTS",
     "TASKS",
     "WEBHOOK_IDEMPOTENCY",
@@ -53,6 +55,14 @@ RECIPE_RUNS = "dastra.recipe-runs.v1"
 WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
 PRIVACY_KEYS = "dastra.privacy-keys.v1"
 PRIVACY_AUDIT = "dastra.privacy-audit.v1"
+
+# Record sizes the catalogue is built for (topics.yaml `max.message.bytes`, README "Record
+# sizes"): a command topic takes a 1 MiB webhook body with its envelope and batch overhead; the
+# results and dead-letter topics take a command record at that limit, encrypted whole
+# (PRIVACY_MODE_DEAD_LETTERS=encrypted: base64 adds a third), plus their own headers.
+# Writers and readers of those records (webhook, worker, `dlq replay`) allow as much.
+COMMAND_RECORD_MAX_BYTES = 1_150_000
+RECORD_MAX_BYTES = 1_600_000
 
 ACTIONS: tuple[str, ...] = (
     "create-task",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bus.commands import Command
+from bus.commands import Command, actor_identity
 from dastra.client import DastraClient
 from dastra.filters import Rule, RuleGroup
 
@@ -109,18 +109,15 @@ class ActionSpec:
 
 
 def actor_lane_key(command: Any, workspace_id: int) -> list[str]:
-    """The natural key of an actor command: its normalised e-mail, else its company name.
+    """The natural key of an actor command in its workspace (`bus.commands.actor_identity`:
+    normalised e-mail, else company name, else names).
 
     Different producers may use different Kafka keys for the same actor; this key makes
     create-actor and find-or-create-actor commands for one actor run one at a time in a worker.
+    Across workers, the webhook's record key (`actor_record_key`) puts them on one partition.
     """
-    email = getattr(command, "email", None)
-    if email:
-        return [f"actor:{workspace_id}:email:{email.strip().casefold()}"]
-    company = getattr(command, "company_name", None)
-    if company:
-        return [f"actor:{workspace_id}:company:{' '.join(company.split()).casefold()}"]
-    return []
+    identity = actor_identity(command)
+    return [f"actor:{workspace_id}:{identity}"] if identity else []
 
 
 def created_since(ctx: CommandContext, *rules: Rule) -> Rule | RuleGroup:

@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus.recipes import Recipe, runnable_recipes
 from bus.settings import KafkaSettings, Settings
+from bus.topics import RECORD_MAX_BYTES
 from consumers import (
     create_actor,
     create_rights_request,
@@ -147,6 +148,8 @@ def create_app(settings: Settings, recipes: Sequence[Recipe] | None = None) -> A
         broker_heartbeat_interval=worker.heartbeat_interval_s,
         broker_commit_interval=worker.commit_interval_s,
         consumer_auto_offset_reset="earliest",
+        # Per partition; a command record may take up to its topic's max.message.bytes.
+        consumer_max_fetch_size=RECORD_MAX_BYTES,
         processing_guarantee="at_least_once",
         stream_wait_empty=False,
         topic_disable_leader=True,

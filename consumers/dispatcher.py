@@ -18,7 +18,8 @@ How it works, and why this shape:
   offset, so acking out of order could commit past a record still in flight. Faust commits the
   acked offsets every WORKER_COMMIT_INTERVAL_S, and once more on shutdown.
 - **Ordering by key, not by lane.** Each record gets ordering keys: its Kafka key (per topic),
-  its command id, and for actor commands the normalised e-mail or company (`actor_lane_key`).
+  its command id, and for actor commands the normalised e-mail, company or names
+  (`actor_lane_key`).
   A record waits for the earlier records sharing any of its keys, then takes one of
   WORKER_CONCURRENCY slots per Dastra attempt. Same key: in order. Different keys: concurrent,
   with no head-of-line blocking from a fixed number of lanes. A slow or retrying command delays
@@ -27,6 +28,11 @@ How it works, and why this shape:
 - **Dedupe.** Before calling Dastra, a command id with a result on the results topic is skipped:
   acked, no Dastra call, no second result. The index is caught up to the results topic's end
   offsets after every assignment, before any newly assigned record is processed.
+- **Dead letter, then result.** A failure's dead letter is written and acknowledged before its
+  result is sent: the result is what dedupe trusts, so it must never exist without its dead
+  letter. If the dead letter cannot be written, the worker crashes with no result and the record
+  unacked; a crash between the two re-processes the record, so a dead letter may appear twice
+  (same command id: dead letters are at least once, dedupe them by command id).
 - **Crash window.** Records below the end offset a partition had when it was assigned may have
   been started by a previous owner that died before writing their result ("suspects"); so may
   an attempt whose outcome is unknown (timeout, dropped connection, 500/502/504 on a POST). For
@@ -61,7 +67,14 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, Command, CommandError, CommandResult
+from bus.commands import (
+    RESULT_FAILED,
+    RESULT_SUCCEEDED,
+    Command,
+    CommandError,
+    CommandResult,
+    command_type,
+)
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import (
     Envelope,
@@ -75,7 +88,7 @@ from bus.envelope import (
 )
 from bus.privacy import PrivacyError
 from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerSettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, command_topic
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
@@ -84,7 +97,6 @@ from dastra.errors import (
     DastraAuthError,
     DastraConfigError,
     DastraNotFound,
-    DastraRateLimited,
     DastraRejected,
     DastraResponseError,
     DastraRetryable,
@@ -185,6 +197,18 @@ class AgentMetrics:
             "Records taken from Kafka and not finished",
             registry=r,
         )
+
+
+# A result value larger than this (the results topic's limit, less room for the headers) is
+# written with its Dastra object(s) reduced to their ids (`_truncated`).
+_MAX_RESULT_BYTES = RECORD_MAX_BYTES - 50_000
+
+
+def _truncated(result: Result) -> Result:
+    """Dastra objects reduced to their ids, marked `truncated`."""
+    if isinstance(result, list):
+        return [{"id": item.get("id"), "truncated": True} for item in result]
+    return {"id": result.get("id"), "truncated": True}
 
 
 class _Abandoned(Exception):  # noqa: N818 - control flow, never escapes
@@ -331,6 +355,9 @@ class Dispatcher:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # A dead letter carries a command record up to its topic's limit (perhaps encrypted
+            # whole), plus dlq.* headers.
+            max_request_size=RECORD_MAX_BYTES,
         )
         await producer.start()
         self._producer = producer
@@ -532,6 +559,15 @@ class Dispatcher:
             work.keys.append(f"key:{topic}:{work.key.hex()}")
         if envelope is None:
             return work
+        expected = command_type(spec.action)
+        if envelope.mode != "plain" and envelope.type != expected:
+            # Another action's command (or an event) on this topic: never run it as this action.
+            work.failure = CommandError(
+                kind=ErrorKind.UNKNOWN_ACTION,
+                message=f"the CloudEvent type {(envelope.type or '')[:120]!r} is not a command "
+                f"of this topic: {topic} takes {expected!r} only",
+            )
+            return work
         data = envelope.data
         try:
             opened = self._privacy.open_command(data)
@@ -696,7 +732,7 @@ class Dispatcher:
 
     def _delay(self, error: DastraRetryable, attempt: int, deadline: float) -> float | None:
         left = deadline - time.monotonic()
-        if isinstance(error, DastraRateLimited) and error.retry_after is not None:
+        if error.retry_after is not None:  # Dastra said how long (429, 503, ...)
             delay = error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after + 0.1))
             return delay if delay <= left else None
         ceiling: float = min(
@@ -718,7 +754,7 @@ class Dispatcher:
         attempts: int,
         started: float,
     ) -> None:
-        """Write the result (and the dead letter of a failure) and wait for both acks."""
+        """Write the dead letter of a failure and wait for its ack; then the result, and wait."""
         producer = self._require(self._producer, "producer")
         index = self._require(self._index, "result index")
         action = work.spec.action
@@ -760,26 +796,38 @@ class Dispatcher:
         parts = ["dastra-kafka", "result", work.command_id]
         if work.replay_id is not None:
             parts.append(work.replay_id)
-        event = new_event(
-            type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
-            source=(
-                f"dastra://workspaces/{work.workspace_id}"
-                if work.workspace_id is not None
-                else "dastra-kafka://agents"
-            ),
-            id=deterministic_id(*parts),
-            subject=work.command_id,
-            time=completed,
-            data=data.model_dump(mode="json"),
-            extensions=sealed.extensions,
-        )
-        headers, value = encode_binary(event)
+
+        def encoded(data: CommandResult) -> tuple[RecordHeaders, bytes | None]:
+            return encode_binary(
+                new_event(
+                    type=RESULT_FAILED if failure is not None else RESULT_SUCCEEDED,
+                    source=(
+                        f"dastra://workspaces/{work.workspace_id}"
+                        if work.workspace_id is not None
+                        else "dastra-kafka://agents"
+                    ),
+                    id=deterministic_id(*parts),
+                    subject=work.command_id,
+                    time=completed,
+                    data=data.model_dump(mode="json"),
+                    extensions=sealed.extensions,
+                )
+            )
+
+        headers, value = encoded(data)
+        if value is not None and len(value) > _MAX_RESULT_BYTES and data.result is not None:
+            # Dastra's object does not fit the results topic (a task returns a long description
+            # twice): the result names it by id, and the worker does not crash on it.
+            _log.warning("agents.result_truncated", command_id=work.command_id, size=len(value))
+            data = data.model_copy(update={"result": _truncated(data.result)})
+            headers, value = encoded(data)
         if work.replay_id is not None:
             headers.append((REPLAY_ID_HEADER, work.replay_id.encode()))
-        sends = [
-            self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
-        ]
         if failure is not None:
+            # The dead letter first, acknowledged, then the result: a result on the topic means
+            # "done" (a redelivery is skipped as a duplicate), so it must never exist without its
+            # dead letter. A crash between the two re-processes the record: its dead letter may
+            # then be written twice (same command id), never lost.
             key, dlq_value, dlq_headers = dead_letter(
                 dataclasses.replace(work.original(), value=sealed.dead_letter_value),
                 kind=failure.kind,
@@ -788,8 +836,8 @@ class Dispatcher:
                 attempts=attempts,
             )
             dlq_headers += sealed.dead_letter_headers
-            sends.append(self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers))
-        await asyncio.gather(*sends)
+            await self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers)
+        await self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
         index.record(work.command_id, succeeded=failure is None, replay_id=work.replay_id)
 
         elapsed = time.monotonic() - started

@@ -7,6 +7,12 @@ the original key, value and headers (minus the `dlq.*` headers), plus two header
 understand: `dastra.replay.id` (this run) and `dastra.replay.command-id` (the command id the
 original record had, so a plain-JSON command keeps its id although its position changes).
 
+By default only dead letters of commands are replayed (original topic a `dastra.commands.*`
+topic): the others are events the hook dispatcher could not deliver or records a recipe could not
+use, and re-publishing them onto their event topic (`dastra.tasks.v1`, ...) would hand them to
+every consumer of that topic again. `include_events` opts in to those; `component` narrows the
+run to the dead letters of one writer (`agents`, `hooks`, `recipes`).
+
 Idempotent where it can be: a command that already succeeded is not re-published (and the agents
 would skip it anyway); a command dead-lettered twice is re-published once per run; the agents
 skip a replayed record redelivered to them (its replay id has a result).
@@ -44,7 +50,7 @@ from bus.envelope import header_dict
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
 from bus.settings import KafkaSettings, PrivacySettings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER
+from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.dispatcher import command_id_of, fallback_id
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER
 
@@ -53,6 +59,7 @@ __all__ = [
     "ReplayFilter",
     "ReplaySummary",
     "ReplayedRecord",
+    "is_command_topic",
     "replay_dead_letters",
 ]
 
@@ -69,21 +76,38 @@ class ReplayError(RuntimeError):
 @dataclass(frozen=True)
 class ReplayFilter:
     """Which dead letters to replay: by original topic (catalogue or physical name), error
-    kind, and failure time (`since` inclusive, `until` exclusive)."""
+    kind, the component that wrote it (`dlq.component`), and failure time (`since` inclusive,
+    `until` exclusive). Only commands unless `include_events` (see the module doc)."""
 
     topic: str | None = None
     kind: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    component: str | None = None
+    include_events: bool = False
 
-    def matches(self, info: DeadLetterInfo, kafka: KafkaSettings) -> bool:
+    def selects(self, info: DeadLetterInfo, kafka: KafkaSettings) -> bool:
+        """The filters other than the commands-only default."""
         if self.topic is not None and info.topic not in (self.topic, kafka.topic(self.topic)):
             return False
         if self.kind is not None and info.kind != self.kind:
             return False
+        if self.component is not None and info.component != self.component:
+            return False
         if self.since is not None and info.failed_at < self.since:
             return False
         return not (self.until is not None and info.failed_at >= self.until)
+
+    def matches(self, info: DeadLetterInfo, kafka: KafkaSettings) -> bool:
+        """Replay this dead letter: selected, and a command's unless events are included."""
+        return self.selects(info, kafka) and (
+            self.include_events or is_command_topic(info.topic, kafka)
+        )
+
+
+def is_command_topic(topic: str, kafka: KafkaSettings) -> bool:
+    """`topic` (a physical name) is one of the six command topics."""
+    return topic in {kafka.topic(command_topic(action)) for action in ACTIONS}
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,8 @@ class ReplaySummary:
     dry_run: bool
     scanned: int = 0
     not_dead_letters: int = 0
+    # Selected by the filters but not commands, so left alone (no `include_events`).
+    events_skipped: int = 0
     records: list[ReplayedRecord] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
@@ -138,6 +164,7 @@ class ReplaySummary:
             "erased": self.count("erased"),
             "undecryptable": self.count("undecryptable"),
             "notDeadLetters": self.not_dead_letters,
+            "eventsSkipped": self.events_skipped,
             "records": [record.as_json() for record in self.records],
         }
 
@@ -152,6 +179,35 @@ def _headers(message: Message) -> list[tuple[str, bytes | str | None]]:
     if isinstance(found, dict):
         return list(found.items())
     return list(found or [])
+
+
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    """A partition's low and high offsets, retrying transient errors (e.g. a leader not known
+    yet, just after a topic was created) until `deadline`."""
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=15)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _TRANSIENT
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise ReplayError(
+                    f"could not read the offsets of {partition.topic}: {exc}"
+                ) from exc
+            time.sleep(0.2)
 
 
 def _read_to_end(
@@ -183,8 +239,9 @@ def _read_to_end(
             raise ReplayError(f"topic {topic} does not exist: run `dastra-kafka topics apply`")
         ends: dict[int, int] = {}
         total = 0
+        deadline = time.monotonic() + timeout_s
         for partition in described.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
                 total += high - low
@@ -192,7 +249,6 @@ def _read_to_end(
             return
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         scanned = 0
-        deadline = time.monotonic() + timeout_s
         pending = dict(ends)
         while pending:
             if time.monotonic() > deadline:
@@ -265,7 +321,16 @@ def replay_dead_letters(
     producer = (
         None
         if dry_run
-        else Producer(kafka.confluent_config(**{"enable.idempotence": True, "linger.ms": 5}))
+        else Producer(
+            kafka.confluent_config(
+                **{
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    # An original record may be as large as its command topic allows.
+                    "message.max.bytes": RECORD_MAX_BYTES,
+                }
+            )
+        )
     )
     partitions: dict[str, int] = {}
     seen: set[str] = set()
@@ -294,11 +359,15 @@ def replay_dead_letters(
             summary.not_dead_letters += 1
             return
         if not flt.matches(info, kafka):
+            if flt.selects(info, kafka):
+                summary.events_skipped += 1
             return
         headers: list[tuple[str, str | bytes | None]] = [
             (name, value)
             for name, value in info.original_headers
+            # dlq.* headers of a writer's own (e.g. the hooks' dlq.hook.id) are not the original's
             if name not in (REPLAY_ID_HEADER, REPLAY_COMMAND_ID_HEADER)
+            and not name.startswith("dlq.")
         ]
         original = message.value()
         sealed: Outcome | None = None

@@ -5,8 +5,10 @@ returned it), or dastra.dead-letter.v1 on permanent failure. Calls GET and POST
 
 Searches by e-mail (exact, case-insensitive) when the command has one, else by company name, and
 creates the actor when nothing matches (the oldest match wins when there are several). The
-dispatcher runs commands for the same normalised e-mail or company one at a time in a worker
-(`actor_lane_key`), whatever their Kafka keys, so concurrent commands create one actor.
+dispatcher runs commands for the same actor (normalised e-mail, else company, else names) one at
+a time in a worker (`actor_lane_key`), whatever their Kafka keys; the webhook keys them by the
+actor (`bus.commands.actor_record_key`), so they share a partition and so a worker: concurrent
+commands create one actor.
 
     actor = await handle(FindOrCreateActor(email="dpo@acme.eu", companyName="Acme"), dastra, ctx)
 """

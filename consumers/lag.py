@@ -701,7 +701,9 @@ class _TimestampReader:
                 self._kafka.confluent_config(
                     **{
                         # Needed by librdkafka; assign() never joins the group nor commits.
-                        "group.id": "lag-monitor.timestamps",
+                        # Under the prefix like every group of ours (outside "dastra*", so
+                        # never one the monitor lists as the project's).
+                        "group.id": self._kafka.topic("lag-monitor.timestamps"),
                         "enable.auto.commit": False,
                         "enable.partition.eof": True,
                         # Deleted by retention: go to the first record still there.

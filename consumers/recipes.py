@@ -61,7 +61,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bus.commands import CommandResult
+from bus.commands import CommandResult, command_record_key
 from bus.deadletter import OriginalRecord, dead_letter
 from bus.envelope import (
     Envelope,
@@ -895,7 +895,7 @@ class RecipeRunner:
         headers, value = encode_binary(event)
         await producer.send_and_wait(
             self._kafka.topic(command_topic(action)),
-            key=command_id.encode(),
+            key=command_record_key(action, data, command_id),
             value=value,
             headers=_record_headers(headers),
         )

@@ -98,9 +98,10 @@ def error_for_response(response: httpx.Response, method: str, path: str) -> Dast
     status = response.status_code
     where = f"{method} {path}"
     reason = response.reason_phrase or ""
+    # Dastra may ask for a wait on any retryable status (429, 503, ...), not only on 429.
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    hint = f", retry after {retry_after:g} s" if retry_after is not None else ""
     if status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        hint = f", retry after {retry_after:g} s" if retry_after is not None else ""
         return DastraRateLimited(
             f"{where}: rate limited by Dastra (429{hint})",
             retry_after=retry_after,
@@ -109,19 +110,21 @@ def error_for_response(response: httpx.Response, method: str, path: str) -> Dast
         )
     if status == 408:
         return DastraTimeout(
-            f"{where}: Dastra timed out reading the request (408)",
+            f"{where}: Dastra timed out reading the request (408{hint})",
             method=method,
             path=path,
             status=status,
+            retry_after=retry_after,
         )
     if status >= 500:
         return DastraServerError(
-            f"{where}: Dastra answered {status} {reason}".rstrip(),
+            f"{where}: Dastra answered {status} {reason}".rstrip() + hint,
             method=method,
             path=path,
             status=status,
             # 503 is an explicit "not now": the request was not processed.
             outcome_unknown=status != 503,
+            retry_after=retry_after,
         )
     title, field_errors = _problem(response)
     message = f"{where}: Dastra answered {status} {reason}".rstrip()

@@ -45,7 +45,6 @@ from dastra._auth import Auth, auth_from_settings
 from dastra._http import error_for_response, error_for_transport
 from dastra.errors import (
     DastraConfigError,
-    DastraRateLimited,
     DastraResponseError,
     DastraRetryable,
 )
@@ -257,7 +256,7 @@ class DastraClient:
             self._settings.retry_backoff_max_s, self._settings.retry_backoff_s * 2**attempt
         )
         delay = random.uniform(0, ceiling)
-        if isinstance(error, DastraRateLimited) and error.retry_after is not None:
+        if error.retry_after is not None:
             # At least what Dastra asked for, plus a little jitter so callers do not stampede.
             delay = error.retry_after + random.uniform(0, min(1.0, 0.1 * max(error.retry_after, 1)))
         return delay

@@ -5,11 +5,11 @@ at the boundary (`raise ... from exc`). Callers classify with `isinstance` or `.
 
     DastraError                        base; .kind, .method, .path, .status
     ├── DastraConfigError              no base URL, no credentials, a bad argument (ValueError)
-    ├── DastraRetryable                worth retrying later; .outcome_unknown
+    ├── DastraRetryable                worth retrying later; .outcome_unknown, .retry_after
     │   ├── DastraTimeout              connect/read/write/pool timeout, 408
     │   ├── DastraConnectionError      refused, reset, dropped before the response
     │   ├── DastraServerError          5xx
-    │   └── DastraRateLimited          429; .retry_after (seconds) from Retry-After
+    │   └── DastraRateLimited          429
     ├── DastraRejected                 permanent 4xx; .status, .title, .field_errors
     │   ├── DastraAuthError            401, 403, or the token endpoint refusing the credentials
     │   └── DastraNotFound             404
@@ -73,7 +73,11 @@ class DastraConfigError(DastraError, ValueError):
 
 
 class DastraRetryable(DastraError):  # noqa: N818 - the name other modules use
-    """A transient failure: the same call may succeed later."""
+    """A transient failure: the same call may succeed later.
+
+    `retry_after` is the wait Dastra asked for with `Retry-After` (seconds; 429, 503, any
+    retryable status), None when it did not say.
+    """
 
     kind = "retryable"
 
@@ -85,9 +89,11 @@ class DastraRetryable(DastraError):  # noqa: N818 - the name other modules use
         path: str | None = None,
         status: int | None = None,
         outcome_unknown: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, method=method, path=path, status=status)
         self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after
 
 
 class DastraTimeout(DastraRetryable):
@@ -121,8 +127,14 @@ class DastraRateLimited(DastraRetryable):
         method: str | None = None,
         path: str | None = None,
     ) -> None:
-        super().__init__(message, method=method, path=path, status=429, outcome_unknown=False)
-        self.retry_after = retry_after
+        super().__init__(
+            message,
+            method=method,
+            path=path,
+            status=429,
+            outcome_unknown=False,
+            retry_after=retry_after,
+        )
 
 
 class DastraRejected(DastraError):  # noqa: N818 - the name other modules use

@@ -38,7 +38,7 @@ import structlog
 from confluent_kafka import Message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError
+from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
 from bus.settings import KafkaSettings, WebhookSettings
 from bus.tailer import TopicTailer
 from bus.topics import WEBHOOK_IDEMPOTENCY
@@ -280,7 +280,7 @@ class IdempotencyStore:
                 continue  # another replica's claim came first: wait for its answer
             try:
                 delivered = await produce(command_id)
-            except KafkaUnavailableError:
+            except (KafkaUnavailableError, RecordTooLargeError):
                 release = claim.model_copy(update={"state": "release", "at": datetime.now(UTC)})
                 with contextlib.suppress(KafkaUnavailableError):  # else the lease runs out
                     await self._write(scope, release)

@@ -439,6 +439,7 @@ class _WorkspacePoller:
         self._metrics = metrics
         self._start = start
         self._late_window = timedelta(seconds=settings.late_window_s)
+        self._late_due: dict[tuple[str, str], float] = {}  # (resource, stream) -> monotonic
         self._cursors: dict[str, Cursor] = {}
         self._partitions: dict[str, int] = {}
         self._producer: Producer | None = None
@@ -818,7 +819,7 @@ class _WorkspacePoller:
         self, resource: Resource, stream: _Stream, kind: str, stop: asyncio.Event
     ) -> int:
         published = 0
-        late_pass = True
+        late_pass = self._late_due.get((resource.name, stream), 0.0) <= time.monotonic()
         more = True
         while more and not stop.is_set():
             cursor = self._cursors[resource.name]
@@ -828,6 +829,9 @@ class _WorkspacePoller:
             if late_pass:
                 late = await self._late(resource, stream, window)
                 late_pass = False
+                self._late_due[(resource.name, stream)] = (
+                    time.monotonic() + self._settings.late_every_s
+                )
             items, more = await self._forward(resource, stream, window, self._settings.batch_size)
             items = late + items
             if not items:

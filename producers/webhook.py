@@ -5,7 +5,9 @@ Consumes HTTP requests: commands (`POST /v1/commands/{action}`), REST hook manag
 the broker (`acks=all`, idempotent producer) before any 2xx answer:
 
 - a CloudEvent (binary mode, `ce_type` `eu.dastra.command.<action>`, `ce_id` = the command id,
-  key = the command id) on `dastra.commands.<action>.v1`;
+  key = the command id, or for actor commands the actor's pseudonymous identity
+  `actor:<sha256>` so that commands for one actor share a partition) on
+  `dastra.commands.<action>.v1`;
 - subscriptions and tombstones on the compacted `dastra.hook-subscriptions.v1`;
 - Idempotency-Key claims and answers on `dastra.webhook-idempotency.v1`;
 - poll triggers on `dastra.poller-triggers.v1`.
@@ -59,12 +61,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from bus.commands import COMMAND_MODELS, Command, CommandResult
+from bus.commands import COMMAND_MODELS, Command, CommandResult, command_record_key
 from bus.egress import EgressRefusedError, resolve_target
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
-from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError
+from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
 from bus.settings import (
     DastraSettings,
     HooksSettings,
@@ -386,7 +388,9 @@ class WebhookService:
         self.dastra = dastra
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
-        self.producer = AsyncProducer(kafka, timeout_s=webhook.kafka_timeout_s)
+        self.producer = AsyncProducer(
+            kafka, timeout_s=webhook.kafka_timeout_s, max_record_bytes=webhook.max_record_bytes
+        )
         self.idempotency = IdempotencyStore(kafka, webhook, self.producer)
         self.results = _Results(kafka, webhook.results_cache)
         self.subscriptions = SubscriptionTable(kafka)
@@ -458,7 +462,7 @@ class WebhookService:
         )
         delivered = await self.producer.produce(
             self.kafka.topic(command_topic(action)),
-            key=command_id.encode(),
+            key=command_record_key(action, command, command_id),
             value=value,
             headers=headers,
         )
@@ -756,6 +760,17 @@ def create_app(service: WebhookService) -> FastAPI:
             "kafka-unavailable",
             "Kafka did not acknowledge; nothing was written. Retry later.",
             {"Retry-After": str(settings.retry_after_s)},
+        )
+
+    @app.exception_handler(RecordTooLargeError)
+    async def _too_large(_request: Request, exc: RecordTooLargeError) -> JSONResponse:
+        _log.warning("webhook.record_too_large", reason=str(exc)[:200])
+        return _problem(
+            413,
+            "too-large",
+            "the command's Kafka record is larger than the command topic accepts "
+            f"({settings.max_record_bytes} bytes with its envelope; an encrypted command grows "
+            "by about a third); nothing was written. Send a smaller body.",
         )
 
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")

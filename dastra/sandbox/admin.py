@@ -183,6 +183,11 @@ class SandboxAdmin:
         result: dict[str, Any] = self._call("PATCH", f"/rights-requests/{id}", json=changes)
         return result
 
+    def delete_rights_request(self, id: int) -> dict[str, Any]:
+        """Delete a rights request as a user would in Dastra's app; returns it."""
+        result: dict[str, Any] = self._call("DELETE", f"/rights-requests/{id}")
+        return result
+
     def create_task(
         self, ws: int | None = None, *, backdate_s: float = 0.0, **fields: Any
     ) -> dict[str, Any]:
@@ -192,6 +197,10 @@ class SandboxAdmin:
 
     def update_task(self, id: int, **changes: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._call("PATCH", f"/tasks/{id}", json=changes)
+        return result
+
+    def delete_task(self, id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/tasks/{id}")
         return result
 
     def create_actor(self, ws: int | None = None, **fields: Any) -> dict[str, Any]:

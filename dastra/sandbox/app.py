@@ -956,6 +956,10 @@ def _admin_router(runtime: SandboxRuntime) -> APIRouter:
         changes = _validated("DataSubjectRequestDto", await _admin_body(request), partial=True)
         return _json(state.update_rights_request(id, changes))
 
+    @router.delete("/rights-requests/{id}", summary="Delete a rights request (in the app)")
+    async def admin_delete_rights_request(id: int) -> Response:
+        return _json(state.delete("rightsRequests", id))
+
     @router.post("/tasks", summary="Create a task as a Dastra user would")
     async def admin_create_task(
         request: Request, ws: int | None = None, backdate_s: float = 0.0
@@ -971,6 +975,10 @@ def _admin_router(runtime: SandboxRuntime) -> APIRouter:
     async def admin_update_task(id: int, request: Request) -> Response:
         changes = _validated("TaskCreateUpdateDto", await _admin_body(request), partial=True)
         return _json(state.update_task(id, changes))
+
+    @router.delete("/tasks/{id}", summary="Delete a task (in the app)")
+    async def admin_delete_task(id: int) -> Response:
+        return _json(state.delete("tasks", id))
 
     @router.post("/actors", summary="Create an actor as a Dastra user would")
     async def admin_create_actor(request: Request, ws: int | None = None) -> Response:

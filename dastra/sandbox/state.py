@@ -572,6 +572,16 @@ class SandboxState:
         obj["dateUpdate"] = when
         return self._store("rightsRequests", ws, obj)
 
+    def delete(self, kind: str, key: Any) -> dict[str, Any]:
+        """Remove an object as a Dastra user deleting it in the app; returns it."""
+        ws = self.workspace_of(kind, key)
+        obj = self._data[kind][ws].pop(key)
+        del self._where[kind][key]
+        if self._db is not None:
+            self._db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, str(key)))
+            self._db.commit()
+        return obj
+
     # --- tasks -------------------------------------------------------------------------------
 
     def _new_task(

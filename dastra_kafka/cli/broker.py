@@ -10,8 +10,15 @@ from types import FrameType
 
 import typer
 
-from bus.localkafka import KAFKA_VERSION, LocalKafka, LocalKafkaError, ensure_jars
-from dastra_kafka.cli._common import EXIT_FAILED, EXIT_UNAVAILABLE, fail
+from bus.localkafka import (
+    KAFKA_VERSION,
+    LocalKafka,
+    LocalKafkaError,
+    LocalKafkaInterruptedError,
+    LocalKafkaPortInUseError,
+    ensure_jars,
+)
+from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE, fail
 
 __all__ = ["register"]
 
@@ -27,20 +34,14 @@ def broker(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the address as JSON."),
 ) -> None:
-    """Run Apache Kafka (KRaft, one node) on loopback; print its bootstrap address when ready."""
+    """Run Apache Kafka (KRaft, one node) on loopback; print its bootstrap address when ready.
+
+    Ctrl-C or SIGTERM at any time (also during the first download or the start-up) stops it
+    and exits 0; a taken --port exits 2; Java or Maven missing, or a failed start, exits 3.
+    """
 
     def say(message: str) -> None:
         typer.echo(message, err=True)
-
-    if fetch_only:
-        try:
-            libs = ensure_jars(progress=say)
-        except LocalKafkaError as exc:
-            fail(str(exc), EXIT_UNAVAILABLE)
-        typer.echo(
-            json.dumps({"jars": str(libs)}) if as_json else f"Kafka {KAFKA_VERSION} jars: {libs}"
-        )
-        return
 
     stop = threading.Event()
 
@@ -49,9 +50,28 @@ def broker(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+
+    if fetch_only:
+        try:
+            libs = ensure_jars(progress=say, stop=stop)
+        except LocalKafkaInterruptedError as exc:
+            say(str(exc))
+            return
+        except LocalKafkaError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        typer.echo(
+            json.dumps({"jars": str(libs)}) if as_json else f"Kafka {KAFKA_VERSION} jars: {libs}"
+        )
+        return
+
     local = LocalKafka(port=port, data_dir=data_dir, heap=heap, progress=say)
     try:
-        address = local.start()
+        address = local.start(stop=stop)
+    except LocalKafkaInterruptedError as exc:
+        say(str(exc))
+        return
+    except LocalKafkaPortInUseError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
     except LocalKafkaError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     try:

@@ -47,16 +47,34 @@ def replay(
     ),
     since: str | None = typer.Option(None, help="Only failures at or after this ISO time."),
     until: str | None = typer.Option(None, help="Only failures before this ISO time."),
+    component: str | None = typer.Option(
+        None,
+        "--component",
+        "-c",
+        help="Only dead letters written by this component (dlq.component): agents, hooks, recipes.",
+    ),
+    include_events: bool = typer.Option(
+        False,
+        "--include-events",
+        help="Also replay dead letters that are not commands (events the hooks could not "
+        "deliver, recipe triggers): they go back onto their event topic, to every consumer.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be replayed."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Re-publish matching dead letters (original key, value and headers) to their original
-    topics. Commands that already succeeded are skipped; a replayed command keeps its id."""
+    topics. Only commands unless --include-events. Commands that already succeeded are skipped;
+    a replayed command keeps its id."""
     from consumers.dlq_replay import ReplayError, ReplayFilter, replay_dead_letters
 
     settings = settings_of(ctx)
     flt = ReplayFilter(
-        topic=topic, kind=kind, since=_when(since, "--since"), until=_when(until, "--until")
+        topic=topic,
+        kind=kind,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        component=component,
+        include_events=include_events,
     )
     console = Console(stderr=True)
     progress = Progress(
@@ -108,6 +126,11 @@ def replay(
         f"duplicates {summary.count('duplicate')}, erased subjects {summary.count('erased')}, "
         f"undecryptable {summary.count('undecryptable')}"
     )
+    if summary.events_skipped:
+        console.print(
+            f"left {summary.events_skipped} dead letter(s) of events alone (not commands); "
+            "--include-events replays them onto their event topics"
+        )
 
 
 def register(app: typer.Typer) -> None:

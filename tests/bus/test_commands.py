@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from pydantic import ValidationError
 
-from bus.commands import COMMAND_MODELS, CreateActor, parse_command
+from bus.commands import (
+    COMMAND_MODELS,
+    CreateActor,
+    FindOrCreateActor,
+    actor_identity,
+    actor_record_key,
+    command_record_key,
+    parse_command,
+)
 from bus.topics import ACTIONS
+from consumers.actions import actor_lane_key
 
 PROCESSING = "6f0b5d3e-7a4b-4a8e-9a47-6a1c1e0e7b11"
 
@@ -98,3 +109,40 @@ def test_a_repr_never_shows_personal_data() -> None:
     assert "ada@example.org" not in repr(actor)
     assert "Ada" not in repr(actor)
     assert "email" in repr(actor)
+
+
+def test_one_actor_has_one_identity_and_one_record_key_however_it_is_spelled() -> None:
+    spellings = [
+        FindOrCreateActor(email="DPO@Acme.EU", companyName="Acme"),
+        FindOrCreateActor(email="  dpo@acme.eu ", companyName="Other name"),
+        CreateActor(email="dpo@ACME.eu", givenName="Ada"),
+    ]
+    assert {actor_identity(c) for c in spellings} == {"email:dpo@acme.eu"}
+    key = hashlib.sha256(b"email:dpo@acme.eu").hexdigest()
+    assert {actor_record_key(c) for c in spellings} == {f"actor:{key}".encode()}
+    # The agents' lane is the same identity, in its workspace.
+    assert actor_lane_key(spellings[0], 7) == ["actor:7:email:dpo@acme.eu"]
+
+    company = [
+        CreateActor(companyName="  ACME   Holding "),
+        CreateActor(companyName="acme holding"),
+    ]
+    assert {actor_identity(c) for c in company} == {"company:acme holding"}
+    person = CreateActor(givenName=" Ada ", familyName="LOVELACE")
+    assert actor_identity(person) == "names:ada/lovelace"
+    assert actor_identity(CreateActor(familyName="Lovelace")) == "names:/lovelace"
+    assert actor_record_key(parse_command("create-task", {"label": "x"})) is None
+    assert actor_lane_key(parse_command("create-task", {"label": "x"}), 7) == []
+    # Different actors, different keys; no e-mail or name in clear in a key.
+    assert actor_record_key(company[0]) != actor_record_key(person)
+    assert b"acme" not in (actor_record_key(spellings[0]) or b"").lower()
+
+
+def test_producers_key_actor_commands_by_the_actor_and_the_others_by_their_id() -> None:
+    data = {"email": "DPO@acme.eu", "companyName": "Acme"}
+    by_actor = actor_record_key(FindOrCreateActor.model_validate(data))
+    assert command_record_key("find-or-create-actor", data, "c-1") == by_actor
+    assert command_record_key("create-actor", CreateActor.model_validate(data), "c-2") == by_actor
+    assert command_record_key("create-task", {"label": "x"}, "c-3") == b"c-3"
+    assert command_record_key("search-actors", {"email": "dpo@acme.eu"}, "c-4") == b"c-4"
+    assert command_record_key("find-or-create-actor", {"unknown": 1}, "c-5") == b"c-5"

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bus.localkafka import LocalKafka, LocalKafkaError, cache_dir, ensure_jars
+from bus.localkafka import (
+    LocalKafka,
+    LocalKafkaError,
+    LocalKafkaInterruptedError,
+    LocalKafkaPortInUseError,
+    cache_dir,
+    ensure_jars,
+)
 from bus.settings import KafkaSettings
 from tests.kafka_helpers import consume, unique
 
@@ -49,7 +58,7 @@ def test_a_taken_port_is_a_clear_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        with pytest.raises(LocalKafkaError, match=f"port {port} .* already in use"):
+        with pytest.raises(LocalKafkaPortInUseError, match=f"port {port} .* already in use"):
             LocalKafka(port=port).start()
 
 
@@ -91,3 +100,48 @@ def test_the_cache_is_per_user_and_overridable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("DASTRA_KAFKA_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
     assert cache_dir() == Path("/xdg/dastra-kafka")
+
+
+def _fake_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    """A PATH with the real java and an `mvn` running `script`; returns the calls log."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "java").symlink_to(shutil.which("java") or "/usr/bin/java")
+    calls = tmp_path / "mvn-calls"
+    mvn = fake_bin / "mvn"
+    mvn.write_text(f"#!/bin/sh\necho $$ >> {calls}\n{script}\n")
+    mvn.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
+    return calls
+
+
+def test_maven_ended_by_ctrl_c_is_a_stop_not_a_retry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _fake_maven(tmp_path, monkeypatch, "kill -INT $$; sleep 5; exit 130")
+    cache = tmp_path / "cache"
+    with pytest.raises(LocalKafkaInterruptedError, match="interrupted"):
+        ensure_jars(cache=cache)
+    assert len(calls.read_text().split()) == 1  # not retried
+    assert not list(cache.glob(".download-*")) and not list(cache.glob("kafka_*"))
+
+
+def test_a_stop_event_ends_a_running_maven(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _fake_maven(tmp_path, monkeypatch, "exec sleep 60")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(LocalKafkaInterruptedError, match="stopped"):
+        ensure_jars(cache=tmp_path / "cache", stop=stop)
+    (pid,) = (int(p) for p in calls.read_text().split())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # Maven was stopped and reaped, not left behind
+
+
+def test_a_stop_event_before_readiness_ends_the_start_up(tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    broker = LocalKafka(data_dir=tmp_path)
+    with pytest.raises(LocalKafkaInterruptedError, match="before the broker was started"):
+        broker.start(stop=stop)
+    assert not broker.running and broker.pid is None
+    assert not (tmp_path / "kraft-logs").exists()  # not even formatted

@@ -7,8 +7,13 @@ from pathlib import Path
 import pytest
 
 from bus.admin import retention_warnings
+from bus.settings import WebhookSettings, WorkerSettings
 from bus.topics import (
     ACTIONS,
+    COMMAND_RECORD_MAX_BYTES,
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    RECORD_MAX_BYTES,
     TopicCatalogue,
     TopicsFileError,
     command_topic,
@@ -130,3 +135,15 @@ def test_defaults_fill_entries(tmp_path: Path) -> None:
     assert (spec.replication_factor, spec.personal_data) == (3, True)
     raised = load_catalogue(default_topics_file()).with_replication_factor(3)
     assert {s.replication_factor for s in raised} == {3}
+
+
+def test_the_record_sizes_of_the_catalogue_fit_what_the_webhook_and_worker_send() -> None:
+    catalogue = load_catalogue(Path(__file__).parents[2] / "topics.yaml")
+    for action in ACTIONS:
+        configs = catalogue[command_topic(action)].broker_configs()
+        assert configs["max.message.bytes"] == str(COMMAND_RECORD_MAX_BYTES), action
+    for name in (COMMAND_RESULTS, DEAD_LETTER):
+        assert catalogue[name].broker_configs()["max.message.bytes"] == str(RECORD_MAX_BYTES)
+    webhook_record = WebhookSettings().max_record_bytes
+    assert webhook_record <= WorkerSettings().max_record_bytes
+    assert webhook_record < COMMAND_RECORD_MAX_BYTES < RECORD_MAX_BYTES

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient, NewPartitions
+
 from bus.settings import KafkaSettings
+from bus.topics import TopicCatalogue
 from tests.kafka_helpers import delete_topics
 
 
@@ -32,14 +35,19 @@ def _env(kafka: KafkaSettings) -> dict[str, str]:
     }
 
 
-def test_check_apply_check(kafka: KafkaSettings) -> None:
+def test_check_apply_check(kafka: KafkaSettings, catalogue: TopicCatalogue) -> None:
     env = _env(kafka)
+    physical = [kafka.topic(spec.name) for spec in catalogue]
     before = run_cli("topics", "check", "--json", env=env)
     assert before.returncode == 1
     assert {c["action"] for c in json.loads(before.stdout)} == {"create"}
 
-    dry = run_cli("topics", "apply", "--dry-run", env=env)
-    assert dry.returncode == 0
+    dry = run_cli("topics", "apply", "--dry-run", env={**env, "COLUMNS": "400"})
+    assert dry.returncode == 0, dry.stderr
+    rows = [line for line in dry.stdout.splitlines() if kafka.topic_prefix in line]
+    for topic in physical:  # one table row per topic, each a creation
+        (row,) = [line for line in rows if f" {topic} " in line]
+        assert " create " in row, row
     assert run_cli("topics", "check", env=env).returncode == 1  # the dry run changed nothing
 
     applied = run_cli("topics", "apply", env=env)
@@ -47,6 +55,16 @@ def test_check_apply_check(kafka: KafkaSettings) -> None:
     again = run_cli("topics", "apply", "--json", env=env)
     assert (again.returncode, json.loads(again.stdout)) == (0, [])
     assert run_cli("topics", "check", env=env).returncode == 0
+
+    # Partitions added behind its back: apply cannot lower them, says so and exits 1.
+    victim = kafka.topic(catalogue.topics[0].name)
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    raised = NewPartitions(victim, catalogue.topics[0].partitions + 1)
+    admin.create_partitions([raised])[victim].result(timeout=30)
+    refused = run_cli("topics", "apply", "--json", env=env)
+    assert refused.returncode == 1
+    assert "refused" in refused.stderr
+    assert [(c["topic"], c["action"]) for c in json.loads(refused.stdout)] == [(victim, "refused")]
 
     listed = run_cli("topics", "list", "--json", env=env)
     rows = json.loads(listed.stdout)

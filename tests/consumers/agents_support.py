@@ -85,7 +85,8 @@ class WorkerProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_within: float = 60.0) -> Self:
+    def start(self, ready_within: float = 60.0, *, wait: bool = True) -> Self:
+        """Start the process; unless `wait` is False, wait until it is ready."""
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(SCRIPT), "--env-file", "/nonexistent", "worker"],
@@ -95,7 +96,8 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.wait_ready(ready_within)
+        if wait:
+            self.wait_ready(ready_within)
         return self
 
     def _alive(self) -> bool:

@@ -235,9 +235,18 @@ def test_a_command_succeeds_with_one_result_and_the_object_in_dastra(env: Env, a
     assert env.worker.metric("dastra_agent_commands_succeeded_total", action=action) >= 1
 
 
+def _as_bytes(headers: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    return [(n, v.encode() if isinstance(v, str) else v) for n, v in headers]
+
+
 def _malformed(action: str, valid: dict[str, Any]) -> list[tuple[str, list[Any], bytes | None]]:
     """(expected dlq.error.kind, headers, value) of every kind of bad record."""
     ce = [("ce_specversion", b"1.0"), ("ce_id", unique("bad").encode())]  # no source, no type
+    # A valid command of another action, and an event, sent to this action's topic.
+    other = ACTIONS[(ACTIONS.index(action) + 1) % len(ACTIONS)]
+    misrouted = command_record(valid, command_id=unique("other"), action=other)
+    event = command_record(valid, command_id=unique("event"), mode="structured", action="x")
+    event_value = json.dumps({**json.loads(event[1]), "type": "eu.dastra.task.created"}).encode()
     return [
         ("not-json", [], b"{this is not json"),
         ("not-json", [], b"\xff\xfe binary"),
@@ -249,12 +258,18 @@ def _malformed(action: str, valid: dict[str, Any]) -> list[tuple[str, list[Any],
         ("invalid-command", [], b"[1, 2, 3]"),  # wrong type
         ("invalid-command", [], json.dumps({**valid, "workspaceId": "twelve"}).encode()),
         ("oversized", [], json.dumps({**valid, "pad": "x" * MAX_RECORD_BYTES}).encode()),
+        ("unknown-action", _as_bytes(misrouted[0]), misrouted[1]),
+        ("unknown-action", _as_bytes(event[0]), event_value),
     ]
 
 
-def _bad_id(headers: list[Any], topic: str, offset: int) -> str:
-    """A bad record's command id: its ce_id header if it has one, else its position."""
-    ce_id = dict(headers).get("ce_id")
+def _bad_id(headers: list[Any], value: bytes | None, topic: str, offset: int) -> str:
+    """A bad record's command id: its CloudEvent id (ce_id header, or the id of a structured
+    event) if it has one, else its position."""
+    found = dict(headers)
+    if found.get("content-type", b"").startswith(b"application/cloudevents"):
+        return str(json.loads(value or b"")["id"])
+    ce_id = found.get("ce_id")
     return ce_id.decode() if ce_id else f"{topic}/0/{offset}"
 
 
@@ -273,7 +288,9 @@ def test_malformed_records_are_dead_lettered_and_later_commands_complete(
     )
     good = env.send(action, valid, partition=0)
 
-    ids = [_bad_id(headers, topic, before + i) for i, (_, headers, _) in enumerate(bad)]
+    ids = [_bad_id(headers, value, topic, before + i) for i, (_, headers, value) in enumerate(bad)]
+    assert {kind for kind, _, _ in bad} == {"not-json", "empty", "bad-envelope", "invalid-command",
+                                           "oversized", "unknown-action"}  # fmt: skip
     found = env.results.wait_for_keys([*ids, good])
     assert results_of(found[good])[0]["status"] == "succeeded"
 
@@ -302,28 +319,58 @@ def test_malformed_records_are_dead_lettered_and_later_commands_complete(
         assert result["status"] == "failed" and result["error"]["kind"] == kind
     unknown = results_of(found[ids[6]])[0]["error"]
     assert "bogusField" in unknown["field_errors"]
+    # Another action's valid command is refused, not run as this topic's action.
+    assert command_topic(action) in results_of(found[ids[-2]])[0]["error"]["message"]
 
 
+_PERMANENT = {
+    400: ("dastra-rejected", {"title": "Bad Request", "errors": {"Label": ["Too long."]}}),
+    404: ("dastra-not-found", {"title": "Not Found", "status": 404}),
+}
+
+
+@pytest.mark.parametrize("status", sorted(_PERMANENT))
 @pytest.mark.parametrize("action", ACTIONS)
-def test_dastra_400_gives_a_failed_result_and_a_dead_letter_at_once(env: Env, action: str) -> None:
+def test_dastra_400_or_404_gives_a_failed_result_and_a_dead_letter_at_once(
+    env: Env, action: str, status: int
+) -> None:
+    kind, problem = _PERMANENT[status]
     data = CASES[action].make(env.admin, unique("rejected"))
-    problem = {"title": "Bad Request", "errors": {"Label": ["Too long."]}}
-    env.admin.inject_fault("/v1/ws/*", status=400, body=problem)
+    env.admin.inject_fault("/v1/ws/*", status=status, body=problem)
     command_id = env.send(action, data)
     result = env.result(command_id)
-    assert result["status"] == "failed" and result["attempts"] == 1
-    assert result["error"]["kind"] == "dastra-rejected" and result["error"]["status"] == 400
-    assert result["error"]["field_errors"] == {"Label": ["Too long."]}
+    assert result["status"] == "failed" and result["attempts"] == 1, result
+    assert result["error"]["kind"] == kind and result["error"]["status"] == status
+    if status == 400:
+        assert result["error"]["field_errors"] == {"Label": ["Too long."]}
     env.dlq.wait(lambda t: any(r.headers.get("ce_id") == command_id.encode()
                                for r in t.records), 30, "the dead letter")  # fmt: skip
     [letter] = [r for r in env.dlq.records if r.headers.get("ce_id") == command_id.encode()]
-    assert letter.headers["dlq.error.kind"] == b"dastra-rejected"
+    assert letter.headers["dlq.error.kind"] == kind.encode()
     assert json.loads(letter.value or b"") == data
+    assert env.worker.metric("dastra_agent_commands_dead_lettered_total", action=action, kind=kind)
+    [fault] = env.admin.faults()
+    assert fault["hits"] == 1  # failed at once: not one retry
+
+
+def test_a_dastra_429_waits_its_retry_after_then_succeeds(env: Env) -> None:
+    env.admin.inject_fault("/v1/ws/*/Tasks", method="POST", status=429, retry_after=1, times=2)
+    data = _make_task(env.admin, unique("limited"))
+    command_id = env.send("create-task", data)
+    result = env.result(command_id)
+    assert result["status"] == "succeeded" and result["attempts"] == 3, result
+    _check_task(env.admin, data, result["result"], command_id)
+    waited = datetime.fromisoformat(result["completed_at"]) - datetime.fromisoformat(
+        result["received_at"]
+    )
+    assert waited.total_seconds() >= 2  # twice at least its Retry-After of 1 s
+    statuses = env.admin.status_counts()["POST /v1/ws/{ws}/Tasks"]
+    assert statuses["429"] == 2 and sum(statuses.values()) == 3
     assert (
         env.worker.metric(
-            "dastra_agent_commands_dead_lettered_total", action=action, kind="dastra-rejected"
+            "dastra_agent_commands_retried_total", action="create-task", kind="rate_limited"
         )
-        >= 1
+        >= 2
     )
 
 
@@ -428,8 +475,9 @@ def test_binary_structured_and_plain_commands_and_their_ids(env: Env) -> None:
                           mode="structured")  # fmt: skip
     topic = env.kafka.topic(command_topic("create-task"))
     before = end_offsets(env.kafka, [command_topic("create-task")])[(topic, 1)]
-    env.send("create-task", {"label": "Plain", "workspaceId": env.admin.info()["workspaces"][0]},
-             mode="plain", partition=1)  # fmt: skip
+    # (A command's workspaceId overriding the default: tests/consumers/test_agents_workspaces.py,
+    # with a sandbox of two workspaces.)
+    env.send("create-task", {"label": "Plain"}, mode="plain", partition=1)
     plain = f"{topic}/1/{before}"
     found = env.results.wait_for_keys([binary, structured, plain])
     for command_id in (binary, structured, plain):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bus.settings import KafkaSettings
@@ -152,23 +152,50 @@ def test_caught_up_group_on_a_quiet_topic_stays_ok(kafka: KafkaSettings) -> None
     assert later[-1].state == "EMPTY"
 
 
-def test_stopped_consumer_with_a_backlog_while_producing_is_stop(kafka: KafkaSettings) -> None:
+def _consume_all(consumer: Consumer, expected: int) -> None:
+    """Poll until `expected` records arrived, then commit where the consumer is."""
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < expected:
+        assert time.monotonic() < deadline, f"consumed {got} of {expected} records"
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            got += 1
+    consumer.commit(asynchronous=False)
+
+
+def test_a_consumer_that_stops_while_producers_go_on_is_stop(kafka: KafkaSettings) -> None:
     group = kafka.topic("dastra.stopped")
     clock = FakeClock()
     with topic(kafka, 2) as name:
-        produce(kafka, name, 0, 20)
-        commit(kafka, group, {(name, 0): 5, (name, 1): 0})  # p1 caught up, on a quiet log
+        produce(kafka, name, 0, 10)
+        produce(kafka, name, 1, 5)  # partition 1 then stays quiet
         with LagMonitor(kafka, fast_lag_settings(), clock=clock) as monitor:
-            statuses = []
+            consuming = []
+            with live_member(kafka, group, name) as member:
+                _consume_all(member, 15)
+                for _ in range(3):  # consumes and commits everything producers write
+                    consuming.append(monitor.refresh().group(group))
+                    clock.advance(10)
+                    produce(kafka, name, 0, 5)
+                    _consume_all(member, 5)
+            # The consumer is gone (crashed, scaled to zero); producers go on writing.
+            clock.advance(60)
+            stopped = []
             for _ in range(4):
                 produce(kafka, name, 0, 5)
-                statuses.append(_statuses(monitor.refresh(), group))
+                stopped.append(monitor.refresh().group(group))
                 clock.advance(10)
-            last = monitor.refresh().group(group)
 
-    assert [s[0] for s in statuses] == [Status.OK, Status.OK, Status.STOP, Status.STOP]
-    assert all(s[1] == Status.OK for s in statuses)
-    assert last.status == Status.STOP  # the group takes its worst partition's status
+    assert [g.status for g in consuming] == [Status.OK] * 3
+    assert consuming[0].state == "STABLE" and len(consuming[0].members) == 1
+    assert [p.committed for p in consuming[-1].partitions] == [20, 5]  # what it consumed
+    assert [g.status for g in stopped] == [Status.OK, Status.OK, Status.STOP, Status.STOP]
+    last = stopped[-1]
+    assert last.state == "EMPTY"
+    assert [(p.committed, p.lag) for p in last.partitions] == [(25, 20), (5, 0)]
+    # The caught-up partition on a quiet log is OK, never STOP.
+    assert {p.partition: p.status for p in last.partitions} == {0: Status.STOP, 1: Status.OK}
     assert "no consumer" in last.reason and "1 of 2" in last.reason
 
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -181,6 +182,36 @@ async def test_an_injected_429_waits_for_retry_after(
         waited = time.monotonic() - started
     assert waited >= 1.0  # backoff alone would have waited at most 0.05 s
     assert sandbox.admin.status_counts()["GET /me"] == {"429": 1, "200": 1}
+
+
+class _StampingTransport(httpx.AsyncBaseTransport):
+    """Real HTTP; notes when each request left and which status came back."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.sent: list[tuple[float, int]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        response = await self._inner.handle_async_request(request)
+        self.sent.append((started, response.status_code))
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_a_503_with_retry_after_is_retried_no_sooner(
+    sandbox: SandboxServer, dastra_settings: DastraSettings
+) -> None:
+    sandbox.admin.inject_fault("/me", status=503, retry_after=1, times=1)
+    transport = _StampingTransport()
+    async with _client(_fast(dastra_settings), transport=transport) as dastra:
+        await dastra.me()
+    assert [status for _, status in transport.sent] == [503, 200]
+    # Backoff alone would have retried within 0.05 s; Dastra asked for 1 s.
+    assert transport.sent[1][0] - transport.sent[0][0] >= 1.0
+    assert sandbox.admin.status_counts()["GET /me"] == {"503": 1, "200": 1}
 
 
 async def test_injected_503s_are_retried_until_success(

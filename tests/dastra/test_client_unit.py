@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -83,7 +84,10 @@ def test_retry_after_parsing() -> None:
         (429, {"Retry-After": "12"}, None, DastraRateLimited, {"retry_after": 12.0}),
         (429, {}, None, DastraRateLimited, {"retry_after": None}),
         (500, {}, None, DastraServerError, {"outcome_unknown": True}),
-        (503, {}, None, DastraServerError, {"outcome_unknown": False}),
+        (503, {}, None, DastraServerError, {"outcome_unknown": False, "retry_after": None}),
+        (503, {"Retry-After": "3"}, None, DastraServerError, {"retry_after": 3.0}),
+        (502, {"Retry-After": "2"}, None, DastraServerError, {"retry_after": 2.0}),
+        (408, {"Retry-After": "4"}, None, DastraTimeout, {"retry_after": 4.0}),
     ],
 )
 async def test_statuses_become_typed_errors(
@@ -122,6 +126,37 @@ async def test_transport_errors_are_translated(
                 await dastra.create_task(1, {"label": "x"})
     assert getattr(caught.value, "outcome_unknown", None) is unknown
     assert isinstance(caught.value.__cause__, httpx.TransportError)
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_a_503_with_retry_after_is_not_retried_before_it(form: str) -> None:
+    seen: list[float] = []
+
+    def _answer(request: httpx.Request) -> httpx.Response:
+        seen.append(time.monotonic())
+        if len(seen) > 1:
+            return httpx.Response(200, json={"id": 1})
+        if form == "seconds":
+            return httpx.Response(503, headers={"Retry-After": "1"})
+        # HTTP dates have whole seconds: 2 s ahead is at least 1 s ahead once truncated.
+        when = datetime.now(UTC) + timedelta(seconds=2)
+        return httpx.Response(503, headers={"Retry-After": format_datetime(when, usegmt=True)})
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/me").mock(side_effect=_answer)
+        async with _client(retry_deadline_s=10, retry_backoff_s=0.01) as dastra:
+            await dastra.me()
+    assert len(seen) == 2
+    assert seen[1] - seen[0] >= 1.0  # backoff alone would have waited at most 0.01 s
+
+
+async def test_a_retry_after_beyond_the_deadline_is_not_waited_for() -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/me").respond(503, headers={"Retry-After": "30"})
+        async with _client(retry_deadline_s=2, retry_backoff_s=0.01) as dastra:
+            with pytest.raises(DastraServerError) as caught:
+                await dastra.me()
+    assert caught.value.retry_after == 30.0 and route.call_count == 1
 
 
 async def test_a_connect_error_on_a_post_is_retried() -> None:

@@ -90,6 +90,14 @@ def test_ids_and_dates_are_maintained(sandbox: SandboxServer, api: httpx.Client)
     assert api.get(f"{_dsrs(sandbox)}/{first['id']}").json() == updated
     processing = api.get(f"/v1/ws/{sandbox.workspace_id}/DataProcessings").json()["items"][0]
     assert re.fullmatch(r"[0-9a-f-]{36}", processing["id"])
+    # Deleted in the app: gone from the list and from reads.
+    assert sandbox.admin.delete_rights_request(second["id"])["id"] == second["id"]
+    assert api.get(f"{_dsrs(sandbox)}/{second['id']}").status_code == 404
+    listed = [o["id"] for o in api.get(_dsrs(sandbox), params={"size": 500}).json()["items"]]
+    assert first["id"] in listed and second["id"] not in listed
+    task = sandbox.admin.create_task(label="gone soon")
+    sandbox.admin.delete_task(task["id"])
+    assert api.get(f"/v1/ws/{sandbox.workspace_id}/Tasks/{task['id']}").status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -172,7 +172,7 @@ class PrivateWebhook:
     ) -> None:
         self.service = WebhookService(
             kafka,
-            WebhookSettings(tokens=[SecretStr(TOKEN)], wait_max_s=30),
+            WebhookSettings(tokens=[SecretStr(TOKEN)], wait_max_s=25),
             hooks,
             dastra,
             registry=CollectorRegistry(),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,194 @@ def test_items_sharing_a_timestamp_across_pages_are_each_published_once(
     assert len(set(ids)) == 25
 
 
+class _Recording(httpx.AsyncBaseTransport):
+    """Real HTTP, noting when each request left, when its answer came, its status, and the
+    ids of the items of each page. `before` (if set) runs before each request is sent."""
+
+    def __init__(self, before: Callable[[httpx.Request], Awaitable[None]] | None = None) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._before = before
+        self.log: list[tuple[float, float, str, int, str | None]] = []
+        self.items: list[tuple[str, dict[str, Any]]] = []  # (path, item)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._before is not None:
+            await self._before(request)
+        sent = time.monotonic()
+        response = await self._inner.handle_async_request(request)
+        body = await response.aread()
+        retry_after = response.headers.get("Retry-After")
+        self.log.append(
+            (sent, time.monotonic(), request.url.path, response.status_code, retry_after)
+        )
+        if response.status_code == 200 and body.startswith(b"{"):
+            path = request.url.path
+            self.items.extend((path, item) for item in json.loads(body).get("items") or [])
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_pages_that_shift_while_being_read_lose_and_duplicate_nothing(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    dastra_settings: DastraSettings,
+) -> None:
+    ws = sandbox.workspace_id
+    admin = sandbox.admin
+    admin.bulk_create("rightsRequests", 120, title="shifting {n}")
+    existing = admin.objects("rightsRequests")
+    # Bulk-created items share timestamps: take the longest run of one timestamp.
+    run_at, run_length = Counter(o["dateCreation"] for o in existing).most_common(1)[0]
+    run = [o["id"] for o in existing if o["dateCreation"] == run_at]
+    # Pages of 3, one transaction for the whole backfill: one pass reads every page in turn.
+    settings = PollerSettings(interval_min_s=0.05, interval_max_s=0.2, page_size=3, batch_size=1000)
+    assert run_length >= 4 * settings.page_size  # the run spans several pages
+    deleted: list[int] = []
+    inserted: list[int] = []
+    cycles: list[int] = []
+
+    def shift_the_pages(read: list[dict[str, Any]]) -> None:
+        """Between two pages of the pass: delete items already read (two of the timestamp run
+        being read, whose removal moves its unread rest up, and the oldest item), create
+        three new ones, and one stamped before every page already read."""
+        read_ids = {o["id"] for o in read}
+        tied = [i for i in run if i in read_ids][:2]
+        for item_id in dict.fromkeys([*tied, read[0]["id"]]):
+            admin.delete_rights_request(item_id)
+            deleted.append(item_id)
+        inserted.extend(admin.create_rights_request(title=f"new {i}")["id"] for i in range(3))
+        oldest = datetime.fromisoformat(read[0]["dateCreation"].replace("Z", "+00:00"))
+        # A margin for the request's own travel to the sandbox (seconds under load).
+        backdate = (datetime.now(UTC) - oldest).total_seconds() + 2.0
+        early = admin.create_rights_request(title="before the read pages", backdate_s=backdate)
+        assert early["dateCreation"] < read[0]["dateCreation"]
+        inserted.append(early["id"])
+
+    async def mid_read(request: httpx.Request) -> None:
+        # Once half the run has been read and part of it is still unread, before the next
+        # page is requested: change what the coming pages hold.
+        read = [o for path, o in transport.items if path.endswith("/DataSubjectRequests")]
+        read_ids = {o["id"] for o in read}
+        half = sum(i in read_ids for i in run) >= len(run) // 2
+        if not deleted and half and not set(run) <= read_ids:
+            await asyncio.to_thread(shift_the_pages, read)
+
+    transport = _Recording(before=mid_read)
+    registry = CollectorRegistry()
+    # Small pages mean many requests: lift the rate limits, which this test is not about.
+    admin.configure(rate_limit=False)
+    unlimited = dastra_settings.model_copy(
+        update={"rate_limit_per_minute": 100_000, "rate_limit_per_10_minutes": 1_000_000}
+    )
+
+    async def scenario() -> None:
+        async with DastraClient(unlimited, transport=transport) as client:
+            poller = Poller(
+                kafka,
+                settings,
+                topics,
+                client,
+                workspaces=[ws],
+                start="beginning",
+                registry=registry,
+            )
+            stop = asyncio.Event()
+            running = asyncio.create_task(
+                poller.run(stop=stop, on_cycle=lambda _ws, n: cycles.append(n))
+            )
+            everything = {o["id"] for o in existing} | set(inserted)
+            await asyncio.to_thread(
+                wait_for,
+                lambda: bool(inserted) and set(_ids(read_all(kafka, topic))) >= everything,
+                60,
+                "every item that existed and every new one",
+                0.2,
+            )
+            # Two more whole cycles: nothing else may appear.
+            done = len(cycles)
+            await asyncio.to_thread(wait_for, lambda: len(cycles) >= done + 2, 30, "two cycles")
+            stop.set()
+            await running
+
+    topic = kafka.topic(RIGHTS_REQUESTS)
+    asyncio.run(scenario())
+
+    assert len(deleted) == 3 and len(inserted) == 4  # the pages did shift mid-read
+    expected = [o["id"] for o in existing] + inserted
+    records = consume(kafka, topic, expected=len(expected), settle=2.0)
+    assert len(records) == len(_of_type(records, ".created")) == len(expected)  # N events
+    assert Counter(_ids(records)) == Counter(expected)  # each exactly once
+    assert len({r.headers["ce_id"] for r in records}) == len(records)
+    # The item stamped behind the pages already read came through the late-item pass.
+    late = registry.get_sample_value(
+        "dastra_poller_late_items_total", {"workspace": str(ws), "topic": RIGHTS_REQUESTS}
+    )
+    assert late is not None and late >= 1
+
+
+def test_the_interval_backs_off_while_idle_and_drops_to_the_minimum_after_a_change(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    dastra_settings: DastraSettings,
+) -> None:
+    ws = sandbox.workspace_id
+    settings = PollerSettings(interval_min_s=0.05, interval_max_s=0.4)
+    registry = CollectorRegistry()
+    # Per cycle: the events it published, then the wait the poller chose after it.
+    published: list[int] = []
+    waits: list[float] = []
+
+    def interval() -> float | None:
+        return registry.get_sample_value("dastra_poller_interval_seconds", {"workspace": str(ws)})
+
+    def on_cycle(_ws: int, events: int) -> None:
+        # Called before the wait after this cycle is set: the gauge holds the previous one.
+        if published:
+            waits.append(interval() or 0.0)
+        published.append(events)
+
+    async def scenario() -> None:
+        async with DastraClient(dastra_settings) as client:
+            poller = Poller(
+                kafka, settings, topics, client, workspaces=[ws], start="now", registry=registry
+            )
+            stop = asyncio.Event()
+            running = asyncio.create_task(poller.run(stop=stop, on_cycle=on_cycle))
+            await asyncio.to_thread(wait_for, lambda: len(waits) >= 5, 30, "five idle cycles")
+            await asyncio.to_thread(wait_for, lambda: interval() == 0.4, 10, "the maximum")
+            await asyncio.to_thread(sandbox.admin.create_rights_request, title="activity")
+            await asyncio.to_thread(
+                wait_for, lambda: any(published), 30, "the cycle that publishes it"
+            )
+            busy = published.index(1)
+            await asyncio.to_thread(
+                wait_for, lambda: len(waits) >= busy + 5, 30, "idle cycles after it"
+            )
+            stop.set()
+            await running
+
+    asyncio.run(scenario())
+
+    busy = published.index(1)
+    assert sum(published) == 1
+    # Idle from the start: 0.1, 0.2, 0.4, then the maximum, never more.
+    assert waits[:busy] == pytest.approx([min(0.05 * 2 ** (n + 1), 0.4) for n in range(busy)])
+    assert busy >= 4 and waits[busy - 1] == pytest.approx(0.4)
+    # Right after the cycle that found a change, the minimum; then it backs off again.
+    assert waits[busy : busy + 4] == pytest.approx([0.05, 0.1, 0.2, 0.4])
+
+
+def _newest(objects: list[dict[str, Any]]) -> tuple[datetime, list[int]]:
+    """The newest `dateCreation` and the ids stamped with it."""
+    newest = max(o["dateCreation"] for o in objects)
+    ids = sorted(o["id"] for o in objects if o["dateCreation"] == newest)
+    return datetime.fromisoformat(newest.replace("Z", "+00:00")), ids
+
+
 def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
     kafka: KafkaSettings, topics: TopicCatalogue, sandbox: SandboxServer
 ) -> None:
@@ -179,14 +368,21 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
     impatient = sandbox.dastra_settings(retry_deadline_s=0.5)
     for i in range(10):
         admin.create_task(label=f"before {i}")
+        admin.create_rights_request(title=f"before {i}")
     admin.inject_fault("/v1/ws/*/Tasks", method="GET", status=503, times=4)
     admin.inject_fault(
         "/v1/ws/*/DataSubjectRequests", method="GET", status=429, retry_after=0.2, times=6
     )
     registry = CollectorRegistry()
+    transport = _Recording()
+
+    def published() -> int:
+        return len(read_all(kafka, kafka.topic(TASKS))) + len(
+            read_all(kafka, kafka.topic(RIGHTS_REQUESTS))
+        )
 
     async def scenario() -> PollSummary:
-        async with DastraClient(impatient) as client:
+        async with DastraClient(impatient, transport=transport) as client:
             poller = Poller(
                 kafka, FAST, topics, client, workspaces=[ws], start="beginning", registry=registry
             )
@@ -197,13 +393,8 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
             admin.inject_fault("*", method="GET", status=503, duration_s=1.5)
             for i in range(10):
                 await asyncio.to_thread(admin.create_task, label=f"during {i}")
-            await asyncio.to_thread(
-                wait_for,
-                lambda: len(read_all(kafka, kafka.topic(TASKS))) >= 20,
-                30,
-                "20 task events",
-                0.5,
-            )
+                await asyncio.to_thread(admin.create_rights_request, title=f"during {i}")
+            await asyncio.to_thread(wait_for, lambda: published() >= 40, 30, "40 events", 0.5)
             stop.set()
             return await running
 
@@ -211,6 +402,8 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
 
     records = consume(kafka, kafka.topic(TASKS), expected=20, settle=2.0)
     assert Counter(_ids(records)) == Counter(o["id"] for o in admin.objects("tasks"))
+    requests = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=20, settle=1.0)
+    assert Counter(_ids(requests)) == Counter(o["id"] for o in admin.objects("rightsRequests"))
     assert summary.errors[ws] > 0  # cycles did fail and were retried
     failed_cycles = sum(
         sample.value
@@ -227,6 +420,23 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
         )
         == 20
     )
+    # The cursor survived the storm: the stored one is at the newest item of each resource.
+    stored = {
+        r.key: Cursor.model_validate_json(r.value or b"")
+        for r in read_all(kafka, kafka.topic(POLLER_STATE))
+    }
+    for resource, collection in (("tasks", "tasks"), ("rights-requests", "rightsRequests")):
+        cursor = stored[f"{ws}:{resource}".encode()]
+        newest, ids = _newest(admin.objects(collection))
+        assert (cursor.created.after, cursor.created.seen) == (newest, ids), resource
+    # Every 429 was answered by waiting at least its Retry-After before the next request.
+    log = sorted(transport.log)
+    storms = [(answered, after) for _s, answered, _p, status, after in log if status == 429]
+    assert [after for _a, after in storms] == ["0.2"] * 6
+    for answered, _after in storms:
+        following = [sent for sent, *_rest in log if sent >= answered]
+        assert following, "no request after a 429"
+        assert min(following) - answered >= 0.2
 
 
 def test_a_second_poller_fences_the_first_and_nothing_is_duplicated(
@@ -532,3 +742,63 @@ def test_cli_exit_codes(
     )
     assert no_kafka.returncode == 3, no_kafka.stderr
     assert "cannot reach Kafka" in no_kafka.stderr
+
+
+def test_cli_a_fenced_poller_exits_1_and_sigterm_stops_one_with_0(
+    kafka: KafkaSettings, topics: TopicCatalogue, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    ws = sandbox.workspace_id
+    ports = [free_port(), free_port()]
+    env = {
+        **os.environ,
+        **sandbox.env(),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "POLLER_INTERVAL_MIN_S": "0.1",
+        "POLLER_INTERVAL_MAX_S": "0.3",
+        "SERVICE_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "dastra_kafka", "poller", "--workspace", str(ws)]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def cycled(port: int) -> bool:
+        """Has the poller behind `port` finished a cycle (so it owns its producer)?"""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+        except httpx.HTTPError:
+            return False
+        return any(
+            sample.value >= 1
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "dastra_poller_cycles_total"
+        )
+
+    def start(n: int) -> subprocess.Popen[bytes]:
+        with logs[n].open("wb") as out:
+            process = subprocess.Popen(
+                command, env={**env, "POLLER_METRICS_PORT": str(ports[n])}, stdout=out, stderr=out
+            )
+        processes.append(process)
+        wait_for(lambda: cycled(ports[n]) or process.poll() is not None, 60, f"poller {n} to cycle")
+        assert process.poll() is None, logs[n].read_text()[-2000:]
+        return process
+
+    try:
+        first = start(0)
+        second = start(1)  # its producer's init fenced the first one's
+        item = sandbox.admin.create_rights_request(title="after the takeover")["id"]
+        # The first finds the item too, but its transaction is refused: it stops with 1.
+        assert first.wait(60) == 1, logs[0].read_text()[-2000:]
+        assert "fenced" in logs[0].read_text()
+        records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=1, settle=1.0)
+        assert _ids(records) == [item]  # published once, by the second
+        assert second.poll() is None
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, logs[1].read_text()[-2000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)

@@ -15,10 +15,18 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from pydantic import SecretStr
 
 from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, CommandError, CommandResult, parse_command
 from bus.envelope import decode, encode_binary, new_event
+from bus.producer import AsyncProducer, RecordTooLargeError
 from bus.settings import (
     DastraSettings,
     HooksSettings,
@@ -173,6 +181,76 @@ def test_bad_input_is_refused_with_a_useful_body_and_nothing_is_written(
 
     for action in ACTIONS:
         assert _records(kafka, action) == [], action
+
+
+def _set_max_message_bytes(kafka: KafkaSettings, topic: str, value: int) -> None:
+    admin = AdminClient(kafka.confluent_config())
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry(
+                "max.message.bytes", str(value), incremental_operation=AlterConfigOpType.SET
+            )
+        ],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(10)
+    # The broker applies it a moment later: probe (key b"probe") until a larger record is refused.
+    producer = Producer(kafka.confluent_config(**{"message.max.bytes": 10 * value}))
+    outcome: list[Any] = []
+
+    def refused() -> bool:
+        outcome.clear()
+        producer.produce(
+            topic,
+            key=b"probe",
+            value=b"x" * (2 * value),
+            on_delivery=lambda e, _m: outcome.append(e),
+        )
+        producer.flush(10)
+        return bool(outcome) and outcome[0] is not None
+
+    wait_for(refused, 30, f"max.message.bytes={value} in force on {topic}", every=0.5)
+
+
+def test_a_record_too_large_for_its_topic_is_413_not_503_and_nothing_is_written(
+    webhook: Running, kafka: KafkaSettings
+) -> None:
+    """Librdkafka's "Message size too large" (at produce time or from the broker) is permanent:
+    413 with a useful body, never 503 "retry later"; the Idempotency-Key is released."""
+    topic = kafka.topic(command_topic("create-task"))
+    _set_max_message_bytes(kafka, topic, 20_000)
+    big = {"label": "Big", "description": "a" * 50_000}  # well under WEBHOOK_MAX_BODY_BYTES
+    headers = {"Idempotency-Key": "too-big-1"}
+    for _attempt in range(2):  # the repeat is 413 again: the claim was released (not 409)
+        answer = webhook.client.post("/v1/commands/create-task", json=big, headers=headers)
+        assert answer.status_code == 413, answer.text
+        problem = answer.json()
+        assert problem["error"] == "too-large" and "smaller body" in problem["message"]
+        assert "retry-after" not in answer.headers
+    assert webhook.client.get("/readyz").status_code == 200  # the producer is still fine
+    small = webhook.client.post("/v1/commands/create-task", json=TASK)
+    assert small.status_code == 202, small.text
+    keys = [r.key for r in _records(kafka, "create-task") if r.key != b"probe"]
+    assert keys == [small.json()["command_id"].encode()]
+
+
+def test_the_producer_refuses_a_record_over_its_own_limit_as_too_large(
+    kafka: KafkaSettings, topics: TopicCatalogue
+) -> None:
+    async def send() -> None:
+        async with AsyncProducer(kafka, timeout_s=5, max_record_bytes=10_000) as producer:
+            with pytest.raises(RecordTooLargeError, match="larger than the producer accepts"):
+                await producer.produce(
+                    kafka.topic(command_topic("create-task")), key=b"k", value=b"x" * 20_000
+                )
+            delivered = await producer.produce(
+                kafka.topic(command_topic("create-task")), key=b"k", value=b"x" * 5_000
+            )
+            assert delivered.offset == 0
+
+    asyncio.run(send())
 
 
 # --- idempotency ---------------------------------------------------------------------------------
