@@ -7,7 +7,8 @@ of the subject's data keys (crypto-shredding: every copy of their encrypted fiel
 topic and in every consumer's copy, becomes unreadable), tombstones for their alias records and
 an erasure marker per erased Dastra object (new data about it is written as erased); on every
 other compacted topic: a tombstone for each key whose latest record was sealed with an erased
-key; and one audit event on `dastra.privacy-audit.v1` saying what was erased, where, when and
+key or names an erased subject id (the recipe runs of `dastra.recipe-runs.v1`); and one audit
+event on `dastra.privacy-audit.v1` saying what was erased, where, when and
 by whom, without any personal data (subject ids are keyed hashes).
 
     request = parse_subject("jeanne@example.org", workspace=None)
@@ -16,6 +17,7 @@ by whom, without any personal data (subject ids are keyed hashes).
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -23,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.envelope import RecordHeaders, encode_binary, new_event
-from bus.keystore import key_record, load_ring, master_key_of
-from bus.privacy import ErasedMarker, KeyRing, MasterKey, find_kids
+from bus.keystore import key_record, master_key_of
+from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
 from bus.reading import read_to_end
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_AUDIT, PRIVACY_KEYS, TopicCatalogue
@@ -49,6 +51,13 @@ __all__ = [
 AUDIT_EVENT_TYPE = "eu.dastra.privacy.erased"
 _AUDIT_SOURCE = "dastra-kafka://privacy"
 Progress = Callable[[str, int], None]  # (topic, records scanned so far)
+# How long `erase` waits for the cluster's first answer before it says Kafka is unreachable.
+_PROBE_TIMEOUT_S = 5.0
+# librdkafka's own log lines (one per failed connection attempt) go nowhere: an unreachable
+# cluster is reported once, by the exception.
+_QUIET = logging.getLogger("dastra_kafka.erasure.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 class ErasureError(RuntimeError):
@@ -133,7 +142,12 @@ class ErasurePlan:
     key_ids: list[str]
     alias_keys: list[str]
     markers: list[str]
-    compacted: dict[str, list[bytes]] = field(default_factory=dict)
+    # Per compacted topic: (key, partition) of each record to tombstone. A tombstone must land
+    # on its record's partition, whichever partitioner wrote the record (librdkafka's and
+    # the Java client's differ), or compaction never removes the record.
+    compacted: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
+    # Partition of each key on the key topic, for the same reason.
+    key_partitions: dict[bytes, int] = field(default_factory=dict)
     unreadable: dict[str, int] | None = None
 
     def key_topic_records(self, audit_id: str, at: datetime) -> list[tuple[bytes, bytes | None]]:
@@ -217,26 +231,30 @@ def _scan(
     on_progress: Progress | None,
     timeout: float,
     only_compacted: bool,
-) -> tuple[dict[str, int], dict[str, list[bytes]]]:
+    subjects: set[str] | None = None,
+) -> tuple[dict[str, int], dict[str, list[tuple[bytes, int]]]]:
     """Per topic, the records sealed with `kids`; per compacted topic, the keys whose latest
-    record is one of them."""
+    record is one of them or names one of `subjects` (the subject ids recipe runs carry)."""
+    names = [subject.encode() for subject in subjects or ()]
     unreadable: dict[str, int] = {}
-    compacted: dict[str, list[bytes]] = {}
+    compacted: dict[str, list[tuple[bytes, int]]] = {}
     for spec in catalogue:
         if spec.name in (PRIVACY_KEYS, PRIVACY_AUDIT):
             continue
         if only_compacted and "compact" not in spec.cleanup_policy:
             continue
         count = 0
-        latest: dict[bytes, bool] = {}
+        latest: dict[bytes, tuple[bool, int]] = {}
         scanned = 0
         try:
             for record in read_to_end(kafka, kafka.topic(spec.name), timeout=timeout):
                 scanned += 1
                 hit = bool(kids & find_kids(record.value))
                 count += hit
+                value = record.value
                 if record.key is not None:
-                    latest[record.key] = hit and record.value is not None
+                    named = value is not None and any(name in value for name in names)
+                    latest[record.key] = ((hit or named) and value is not None, record.partition)
                 if on_progress is not None and scanned % 500 == 0:
                     on_progress(spec.name, scanned)
         except KafkaException as exc:
@@ -245,7 +263,9 @@ def _scan(
             on_progress(spec.name, scanned)
         unreadable[spec.name] = count
         if "compact" in spec.cleanup_policy:
-            compacted[spec.name] = sorted(key for key, hit in latest.items() if hit)
+            compacted[spec.name] = sorted(
+                (key, partition) for key, (hit, partition) in latest.items() if hit
+            )
     return unreadable, compacted
 
 
@@ -264,23 +284,63 @@ def erase(
     """Erase `request` (see the module docstring); with `dry_run`, only say what would be done.
     Idempotent: a second run finds no keys left and writes an audit event saying so."""
     master = master_key_of(privacy, "privacy erase")
+    _probe(kafka, min(timeout, _PROBE_TIMEOUT_S))
     try:
-        ring = load_ring(kafka, timeout=timeout)
+        ring, key_partitions = _load_keys(kafka, timeout)
     except KafkaException as exc:
         raise ErasureError(f"could not read {kafka.topic(PRIVACY_KEYS)}: {exc}") from exc
     plan = plan_erasure(ring, master, request)
-    if count or plan.key_ids:
-        unreadable, compacted = _scan(
-            kafka, catalogue, set(plan.key_ids), on_progress, timeout, only_compacted=not count
-        )
-        plan.compacted = compacted
-        plan.unreadable = unreadable if count else None
+    plan.key_partitions = key_partitions
+    # Compacted topics are always scanned: recipe runs name their subject even when nothing of
+    # theirs was encrypted.
+    unreadable, compacted = _scan(
+        kafka,
+        catalogue,
+        set(plan.key_ids),
+        on_progress,
+        timeout,
+        only_compacted=not count,
+        subjects=plan.subjects,
+    )
+    plan.compacted = compacted
+    plan.unreadable = unreadable if count else None
     at = datetime.now(UTC)
     audit = plan.audit(audit_id=str(uuid.uuid4()), at=at, by=by, trigger="manual")
     if dry_run:
         return plan, audit
     _write(kafka, plan, audit)
     return plan, audit
+
+
+def _load_keys(kafka: KafkaSettings, timeout: float) -> tuple[KeyRing, dict[bytes, int]]:
+    """The key topic read to its end: the ring, and the partition of every key."""
+    ring = KeyRing()
+    partitions: dict[bytes, int] = {}
+    for record in read_to_end(kafka, kafka.topic(PRIVACY_KEYS), timeout=timeout):
+        if record.key is not None:
+            partitions[record.key] = record.partition
+        try:
+            ring.apply(record.key, record.value)
+        except PrivacyError:
+            continue  # keystore.load_ring skips it too (and logs it)
+    return ring, partitions
+
+
+def _probe(kafka: KafkaSettings, timeout: float) -> None:
+    """Fail fast, and quietly, when the cluster does not answer (`ErasureError`)."""
+    consumer = Consumer(
+        kafka.confluent_config(**{"group.id": f"dastra-erase-probe-{uuid.uuid4().hex}"}),
+        logger=_QUIET,
+    )
+    try:
+        consumer.list_topics(kafka.topic(PRIVACY_KEYS), timeout=timeout)
+    except KafkaException as exc:
+        raise ErasureError(
+            f"could not reach Kafka at {kafka.bootstrap_servers} within {timeout:g} s: "
+            f"{exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc}"
+        ) from exc
+    finally:
+        consumer.close()
 
 
 def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None:
@@ -293,18 +353,36 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
         if error is not None:
             failures.append(error.str())
 
-    def send(topic: str, key: bytes, value: bytes | None, headers: Any = None) -> None:
+    def send(
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: Any = None,
+        partition: int | None = None,
+    ) -> None:
         try:
-            producer.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
+            if partition is None:
+                producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=delivered
+                )
+            else:
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    partition=partition,
+                    on_delivery=delivered,
+                )
         except (KafkaException, BufferError) as exc:
             raise ErasureError(f"could not write to {topic}: {exc}") from exc
         producer.poll(0)
 
     for key, value in plan.key_topic_records(audit.audit_id, audit.at):
-        send(kafka.topic(PRIVACY_KEYS), key, value)
+        send(kafka.topic(PRIVACY_KEYS), key, value, partition=plan.key_partitions.get(key))
     for topic, keys in plan.compacted.items():
-        for key in keys:
-            send(kafka.topic(topic), key, None)
+        for key, partition in keys:
+            send(kafka.topic(topic), key, None, partition=partition)
     # The audit event last: it is written only once everything it reports was.
     if producer.flush(30) or failures:
         raise ErasureError(f"erasure records not acknowledged: {failures[:1] or 'timeout'}")

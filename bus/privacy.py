@@ -77,6 +77,7 @@ __all__ = [
     "private_model",
     "redact",
     "resolve_dataref",
+    "seal_command",
     "shape",
     "subject_of",
     "thin",
@@ -395,6 +396,16 @@ def command_subject(
         if email:
             return Subject(email)
     return Subject(f"command:{command_id}")
+
+
+def seal_command(
+    batch: Batch, action: str, data: Mapping[str, Any], *, workspace_id: int | None, command_id: str
+) -> Any:
+    """A command's data with its personal fields encrypted with the key of its data subject
+    (`command_subject`), for PRIVACY_MODE_COMMANDS=encrypted: the webhook's commands and the
+    recipes' alike. Produce `batch.records` to the key topic first, then `batch.commit()`."""
+    subject = command_subject(action, data, workspace_id, command_id)
+    return batch.seal(f"command.{action}", data, subject)
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -103,6 +103,12 @@ class RecipeRun(BaseModel):
     trigger: TriggerRef
     steps: dict[str, StepState] = Field(default_factory=dict)
     error: RunError | None = None
+    subjects: list[str] = Field(
+        default_factory=list,
+        description="Keyed-hash ids (`s_...`, as on dastra.privacy-keys.v1) of the data subject of "
+        "a trigger from a Dastra event topic (its requester, also by e-mail), written when "
+        "PRIVACY_MASTER_KEY is set: `privacy erase` tombstones the runs of an erased subject",
+    )
     started_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None

@@ -984,7 +984,23 @@ def render_command(step: Step, context: Mapping[str, Any]) -> dict[str, Any]:
     workspace = context.get("event", {}).get("workspace_id")
     if "workspaceId" not in data and workspace is not None:
         data["workspaceId"] = workspace
-    return data
+    return _canonical_command(step.action, data)
+
+
+def _canonical_command(action: str | None, data: dict[str, Any]) -> dict[str, Any]:
+    """The command as its published schema spells it (what the webhook sends too): field
+    names and types of the action's model, e.g. `description` -> `descriptionHtml`, an id
+    number -> its string. Data the model refuses is sent as rendered: the agents answer it with
+    a failed result (invalid-command) and a dead letter, as for any bad command."""
+    model = COMMAND_MODELS.get(action or "")
+    if model is None:
+        return data
+    try:
+        command = model.model_validate(data)
+    except ValidationError:
+        return data
+    canonical: dict[str, Any] = command.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return canonical
 
 
 def render_message(

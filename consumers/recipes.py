@@ -25,6 +25,14 @@ A run, for one recipe and one triggering event:
    in offset order per partition, as the agents do), so a crash redelivers it and step 1
    resumes it.
 
+Privacy (README "Privacy"): an event of `dastra.rights-requests.v1` or `dastra.tasks.v1` in a
+non-full payload mode is first made whole in memory (`consumers/recipe_privacy.py`): encrypted
+fields are decrypted with the key topic's keys, thin or redacted objects are fetched from Dastra
+by id; an event that cannot be made whole is dead-lettered with the reason. With
+PRIVACY_MODE_COMMANDS=encrypted the commands steps send are sealed as the webhook seals its own
+(key records first), and encrypted step results (PRIVACY_MODE_RESULTS=encrypted) are decrypted
+for the next steps. Messages steps publish carry what the recipe maps into them.
+
 Records with the same key run in order; other records run concurrently, at most
 RECIPES_MAX_IN_FLIGHT taken from Kafka and unfinished. On a rebalance, runs in flight get
 WORKER_REVOKE_GRACE_S, then are abandoned unacknowledged; the new owner reads
@@ -56,6 +64,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bus.commands import CommandResult, command_record_key
 from bus.deadletter import OriginalRecord, dead_letter
 from bus.envelope import (
+    Envelope,
     EnvelopeError,
     decode,
     deterministic_id,
@@ -63,6 +72,7 @@ from bus.envelope import (
     new_event,
 )
 from bus.expressions import ExpressionError
+from bus.privacy import PAYLOAD_EXTENSION
 from bus.recipe_records import (
     PublishedRecord,
     RecipeRun,
@@ -82,8 +92,17 @@ from bus.recipes import (
     step_command_id,
 )
 from bus.settings import Settings
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECIPE_RUNS, command_topic
+from bus.topics import (
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    RECIPE_RUNS,
+    RIGHTS_REQUESTS,
+    TASKS,
+    command_topic,
+)
 from consumers.dispatcher import fallback_id
+from consumers.hooks import workspace_of
+from consumers.recipe_privacy import RecipePrivacy, TriggerUnreadable
 from consumers.recipe_results import StepResults
 from consumers.recipe_state import RunStore
 from consumers.result_index import ResultIndex
@@ -213,6 +232,7 @@ class _Run:
     record: _Record | None
     state: RecipeRun | None = None
     steps: dict[str, Any] = field(default_factory=dict)
+    subjects: list[str] = field(default_factory=list)  # keyed-hash ids, for privacy erase
 
     @property
     def key(self) -> str:
@@ -246,9 +266,12 @@ class RecipeRunner:
             if recipe.trigger is not None:
                 self._by_topic.setdefault(recipe.trigger.topic, []).append(recipe)
         self._physical = {self._kafka.topic(name): name for name in self._by_topic}
+        # Raises PrivacyError on a privacy setup that cannot work (e.g. no master key).
+        self._privacy = RecipePrivacy(settings.kafka, settings.privacy, self._by_topic)
         workspaces = settings.dastra.watched_workspaces()
         default = settings.worker.workspace_id or settings.dastra.workspace_id
         self._workspaces = workspaces or ([default] if default else [])
+        self._default_workspace = default
 
         self._producer: AIOKafkaProducer | None = None
         self._store: RunStore | None = None
@@ -315,6 +338,7 @@ class RecipeRunner:
         )
         await producer.start()
         self._producer = producer
+        await self._privacy.start()
         self._store = RunStore(self._kafka, on_crash=self._crash)
         await self._store.start(await producer.partitions_for(self._kafka.topic(RECIPE_RUNS)))
         self._results = StepResults(self._kafka, index)
@@ -351,6 +375,7 @@ class RecipeRunner:
             await results.stop()
         if store is not None:
             await store.stop()
+        await self._privacy.stop()
         if producer is not None:
             await producer.stop()
 
@@ -489,10 +514,25 @@ class RecipeRunner:
         except EnvelopeError as exc:
             await self._dead_letter(record, recipes[0].name if recipes else "", exc.kind, str(exc))
             return
+        candidates = [
+            recipe
+            for recipe in recipes
+            if recipe.trigger is None
+            or recipe.trigger.type is None
+            or envelope.type == recipe.trigger.type
+        ]
+        if not candidates:
+            return
+        data = await self._full_data(record, envelope, candidates)
+        if data is None:
+            return
         key_text = record.key.decode("utf-8", "replace") if record.key is not None else None
+        subjects = self._privacy.subjects(
+            record.name, data, workspace_of(envelope, record.key) or self._default_workspace
+        )
         event = event_context(
             id=envelope.id,
-            data=envelope.data,
+            data=data,
             type=envelope.type,
             source=envelope.source,
             subject=envelope.subject,
@@ -503,10 +543,7 @@ class RecipeRunner:
             offset=record.offset,
         )
         runs = []
-        for recipe in recipes:
-            wanted = recipe.trigger.type if recipe.trigger is not None else None
-            if wanted is not None and envelope.type != wanted:
-                continue
+        for recipe in candidates:
             try:
                 run_key = self._select(recipe, event)
             except ExpressionError as exc:
@@ -524,9 +561,31 @@ class RecipeRunner:
                 offset=record.offset,
                 timestamp_ms=record.timestamp_ms,
             )
-            runs.append(self._run(_Run(recipe, event, trigger, run_key, record)))
+            run = _Run(recipe, event, trigger, run_key, record, subjects=subjects)
+            runs.append(self._run(run))
         if runs:
             await asyncio.gather(*runs)
+
+    async def _full_data(
+        self, record: _Record, envelope: Envelope, recipes: list[Recipe]
+    ) -> Any | None:
+        """The event's data as recipes see it: the whole Dastra object, in memory, whatever
+        the payload mode of the record (`consumers/recipe_privacy.py`). None: it could not be
+        had, and the record was dead-lettered with the reason."""
+        dastra = self._require(self._dastra, "Dastra client")
+        try:
+            return await self._privacy.full_data(record.name, envelope, record.key, dastra)
+        except TriggerUnreadable as exc:
+            names = ", ".join(recipe.name for recipe in recipes)
+            mode = envelope.attributes.get(PAYLOAD_EXTENSION)
+            await self._dead_letter(
+                record,
+                recipes[0].name,
+                exc.kind,
+                f"recipes {names}: the full object of this {mode} event could not be read: "
+                f"{exc.message}",
+            )
+            return None
 
     def _select(self, recipe: Recipe, event: dict[str, Any]) -> str | None:
         """The run key when the recipe's filter takes the event, else None."""
@@ -576,6 +635,7 @@ class RecipeRunner:
                     run_key=run.run_key,
                     status="running",
                     trigger=run.trigger,
+                    subjects=run.subjects,
                     started_at=now,
                     updated_at=now,
                 )
@@ -713,7 +773,7 @@ class RecipeRunner:
                 StepState(status="failed", command_ids=ids, error=error, completed_at=_now()),
             )
             raise _RunFailed(error, dead_letter=False)
-        values = [outcome.result for outcome in outcomes]
+        values = [await self._privacy.open_result(outcome.result) for outcome in outcomes]
         run.steps[step.id] = {
             "status": "succeeded",
             "result": values if step.foreach is not None else values[0],
@@ -776,7 +836,7 @@ class RecipeRunner:
                     ),
                     dead_letter=True,
                 )
-            found.append(result.result)
+            found.append(await self._privacy.open_result(result.result))
         return {
             "status": done.status,
             "result": found if step.foreach is not None else (found[0] if found else None),
@@ -813,11 +873,24 @@ class RecipeRunner:
         self, recipe: Recipe, action: str, command_id: str, data: dict[str, Any]
     ) -> None:
         producer = self._require(self._producer, "producer")
+        payload: Any = data
+        extensions = None
+        sealed = self._privacy.seal_command(
+            action, data, data.get("workspaceId") or self._default_workspace, command_id
+        )
+        if sealed is not None:
+            for key_bytes, key_value in sealed.key_records:
+                await producer.send_and_wait(sealed.topic, key=key_bytes, value=key_value)
+            if sealed.batch is not None:
+                sealed.batch.commit()
+            payload = sealed.data
+            extensions = {PAYLOAD_EXTENSION: "encrypted"}
         event = new_event(
             type=f"eu.dastra.command.{action}",
             source=f"dastra-kafka://recipes/{recipe.name}",
             id=command_id,
-            data=data,
+            data=payload,
+            extensions=extensions,
         )
         headers, value = encode_binary(event)
         await producer.send_and_wait(
@@ -940,7 +1013,9 @@ class RecipeRunner:
                 if run_key is None or store.outcome(run_state_key(recipe.name, run_key)):
                     continue
                 trigger = TriggerRef(event_id=event_id, event_type=None)
-                runs.append(_Run(recipe, event, trigger, run_key, None))
+                topic = RIGHTS_REQUESTS if entity == "rights_request" else TASKS
+                subjects = self._privacy.subjects(topic, item.raw, workspace)
+                runs.append(_Run(recipe, event, trigger, run_key, None, subjects=subjects))
         slots = asyncio.Semaphore(_SCHEDULE_CONCURRENCY)
 
         async def bounded(run: _Run) -> None:

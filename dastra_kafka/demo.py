@@ -7,9 +7,11 @@ server as supervised processes. Then it drives traffic: rights requests and task
 sandbox as a Dastra user would, commands sent through the webhook (a search with `?wait`
 included), a REST hook subscriber on loopback, and one malformed command produced straight to
 Kafka. A live terminal view shows events, commands, results, dead letters, hook deliveries and
-lag. At the end (`--duration`, or Ctrl-C) a summary checks that every created item was published
-exactly once, every command has exactly one result, and the hook subscriber received every
-event; the exit code says whether all checks passed.
+lag. Recipes switched on with `--recipe NAME` (checked before anything starts) run in the worker;
+their commands' results are counted apart. At the end (`--duration`, or Ctrl-C) a summary
+checks that every created item was published exactly once, every command has exactly one
+result, and the hook subscriber received every event; the exit code says whether all checks
+passed.
 
 With a privacy mode (`--privacy redacted|thin|encrypted`, README "Privacy") the services run in
 that mode (keys made for the run unless PRIVACY_* configures them); the summary also checks that
@@ -100,6 +102,7 @@ class DemoReport:
     )
     commands: set[str] = field(default_factory=set)
     results: Counter[str] = field(default_factory=Counter)  # command id -> results seen
+    recipe_results: int = 0  # results of the commands of recipes (`--recipe`)
     results_failed: int = 0
     dead_letters: int = 0
     malformed_sent: int = 0
@@ -419,7 +422,11 @@ class _Tail(threading.Thread):
                     self._report.event_items[kind].add(int(json.loads(value or b"{}")["id"]))
             elif kind == "results":
                 data = json.loads(value or b"{}")
-                self._report.results[str(data.get("command_id"))] += 1
+                command_id = str(data.get("command_id"))
+                if command_id.startswith("recipe:"):
+                    self._report.recipe_results += 1
+                    return
+                self._report.results[command_id] += 1
                 if data.get("status") == "failed":
                     self._report.results_failed += 1
             else:
@@ -663,6 +670,7 @@ def _view(
             ("commands sent through the webhook", len(report.commands)),
             ("results", sum(report.results.values())),
             ("  of which failed", report.results_failed),
+            ("results of recipe commands (--recipe)", report.recipe_results),
             ("dead letters", report.dead_letters),
             ("hook deliveries (signature verified)", sum(report.deliveries.values())),
         ]
@@ -960,6 +968,7 @@ def _as_json(report: DemoReport) -> dict[str, Any]:
         "events": sum(report.events.values()),
         "commands": len(report.commands),
         "results": sum(report.results.values()),
+        "recipe_results": report.recipe_results,
         "dead_letters": report.dead_letters,
         "hook_deliveries": sum(report.deliveries.values()),
         "privacy": report.privacy,

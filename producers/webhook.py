@@ -65,7 +65,7 @@ from bus.commands import COMMAND_MODELS, Command, CommandResult, command_record_
 from bus.egress import EgressRefusedError, resolve_target
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event
 from bus.keystore import KeyStore, key_record, master_key_of
-from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, command_subject
+from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
 from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
 from bus.settings import (
     DastraSettings,
@@ -477,9 +477,7 @@ class WebhookService:
             raise PrivacyError("PRIVACY_MODE_COMMANDS=encrypted needs PRIVACY_MASTER_KEY")
         workspace = command.workspace_id or self.dastra.workspace_id
         batch = self.keys.encryptor().batch()
-        sealed = batch.seal(
-            f"command.{action}", data, command_subject(action, data, workspace, command_id)
-        )
+        sealed = seal_command(batch, action, data, workspace_id=workspace, command_id=command_id)
         for record in batch.records:
             key, value = key_record(record)
             await self.producer.produce(self.keys.topic, key=key, value=value)

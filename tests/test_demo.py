@@ -1,5 +1,6 @@
 """`dastra-kafka demo` (behind `make run`) runs the whole pipeline to a passing summary, in the
-default payload mode and in `encrypted` mode (which ends by erasing one requester); the demo's
+default payload mode, in `thin` mode and in `encrypted` mode (which ends by erasing one requester,
+with a recipe switched on); a mistyped `--recipe` stops it before anything starts; the demo's
 check for personal data in clear is itself checked on records that hold some."""
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import pytest
 
 from bus.contracts import validate_record
 from bus.settings import KafkaSettings
-from bus.topics import RIGHTS_REQUESTS, TopicCatalogue
+from bus.topics import RECIPE_RUNS, RIGHTS_REQUESTS, TopicCatalogue
 from dastra_kafka.demo import DemoReport, scan_for_personal_data
 from tests.kafka_helpers import delete_topics, read_all
+
+RECIPE = "new-request-dpo-task"  # switched on in encrypted mode: it reads the requests' titles
 
 
 @pytest.mark.parametrize("privacy", ["full", "thin", "encrypted"])
@@ -39,6 +42,7 @@ def test_the_demo_runs_to_a_passing_summary(
             str(tmp_path),
             "--privacy",
             privacy,
+            *(["--recipe", RECIPE] if privacy == "encrypted" else []),
             "--json",
         ],
         env={
@@ -89,11 +93,20 @@ def test_the_demo_runs_to_a_passing_summary(
         events = read_all(kafka, kafka.topic(RIGHTS_REQUESTS))
         assert events and all(b'"$enc"' in (r.value or b"") for r in events)
         assert not any(b"@example.org" in (r.value or b"") for r in events)
+        # The recipe ran on the encrypted events (decrypted in the worker) and its commands
+        # went through: succeeded runs, and no run failed.
+        runs = [json.loads(r.value or b"{}") for r in read_all(kafka, kafka.topic(RECIPE_RUNS))]
+        finished = [
+            run for run in runs if run.get("recipe") == RECIPE and run["status"] != "running"
+        ]
+        assert any(run["status"] == "succeeded" for run in finished), runs[-3:]
+        assert not [run for run in finished if run["status"] == "failed"], finished
+        assert summary["recipe_results"] >= 1
     delete_topics(kafka, [kafka.topic(spec.name) for spec in catalogue])
 
 
 def test_the_personal_data_check_finds_a_requester_in_clear() -> None:
-    report = DemoReport(privacy="thin")
+    report = DemoReport(privacy="thin", searches=[1])  # the flow itself went through
     event = b'{"id": 7, "email": "subject3@example.org", "familyName": "Subject 3"}'
     scan_for_personal_data(report, "rights", {"ce_id": b"rr-7"}, event)
     scan_for_personal_data(report, "results", {}, b'{"command_id": "c1", "result": {"id": 7}}')
@@ -101,3 +114,21 @@ def test_the_personal_data_check_finds_a_requester_in_clear() -> None:
     [check] = [c for c in report.checks() if c[0] == "no personal data in clear on the bus"]
     assert check[1] is False and "1 on rights" in check[2] and report.scanned == 2
     assert report.settled  # a privacy failure does not hold the drain back
+
+
+def test_a_mistyped_recipe_stops_the_demo_before_anything_starts(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dastra_kafka", "demo", "--recipe", "new-request-dpo-tsk"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DASTRA_"))},
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing must be reached
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "did you mean new-request-dpo-task?" in result.stderr
+    assert "Kafka" not in result.stdout + result.stderr  # it stopped before the broker

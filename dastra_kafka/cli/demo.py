@@ -7,7 +7,8 @@ from typing import cast, get_args
 
 import typer
 
-from bus.settings import PayloadMode
+from bus.settings import PayloadMode, Settings
+from bus.topics import TopicCatalogue
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, catalogue_of, fail, settings_of
 
 __all__ = ["register"]
@@ -39,6 +40,9 @@ def demo(
     if privacy not in get_args(PayloadMode):
         fail(f"--privacy: one of {', '.join(get_args(PayloadMode))}", EXIT_BAD_INPUT)
     settings = settings_of(ctx)
+    catalogue = catalogue_of(settings)
+    if recipe:
+        _check_recipes(settings, catalogue, recipe)
     options = DemoOptions(
         duration_s=duration,
         item_every_s=item_every,
@@ -48,7 +52,24 @@ def demo(
         privacy=cast(PayloadMode, privacy),
         as_json=as_json,
     )
-    raise typer.Exit(run(settings, catalogue_of(settings), options))
+    raise typer.Exit(run(settings, catalogue, options))
+
+
+def _check_recipes(settings: Settings, catalogue: TopicCatalogue, names: list[str]) -> None:
+    """The `--recipe` names, loaded and checked as the worker will before anything starts."""
+    from bus.recipes import RecipeError, load_recipes
+
+    if not settings.dastra.uses_sandbox:
+        fail(
+            "--recipe: recipes write to Dastra, and the demo never writes to a real Dastra "
+            "(DASTRA_BASE_URL is set): run it on the sandbox",
+            EXIT_BAD_INPUT,
+        )
+    chosen = settings.recipes.model_copy(update={"enable": list(names), "disable": []})
+    try:
+        load_recipes(chosen, catalogue).require_runnable()
+    except RecipeError as exc:
+        fail(f"--recipe: recipes that cannot run:\n{exc}", EXIT_BAD_INPUT)
 
 
 def register(app: typer.Typer) -> None:

@@ -360,10 +360,11 @@ def test_rendering_drops_nulls_fills_the_workspace_and_checks_notifications(
     event = event_context(id="e", data={"id": 7}, source="dastra://workspaces/12", key="12:7")
     context = build_context(recipe, event, RecipesSettings(), "e")
     task, notify = recipe.steps
+    # As the command's published schema spells it (objectId is a string there).
     assert render_command(task, context) == {
         "label": "Answer #7",
         "objectType": "DataSubject",
-        "objectId": 7,
+        "objectId": "7",
         "workspaceId": 12,
     }
     context["steps"] = {"task": {"status": "succeeded", "result": {"id": 99}}}

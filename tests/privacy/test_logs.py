@@ -3,7 +3,9 @@
 in `full` mode (the data is in clear everywhere on the bus), fed seeded people through every
 path: events, commands that succeed, commands Dastra refuses, commands that are not valid (the
 webhook's 422, an invalid record and a record that is not JSON straight on a command topic), a
-search by e-mail, hook deliveries, an erasure and a replay. Their stdout and stderr are read at
+search by e-mail, hook deliveries, two shipped recipes run on the rights requests (a task for
+the DPO naming the request's title, a search by the requester's e-mail and an enriched event),
+an erasure and a replay. Their stdout and stderr are read at
 the end."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from confluent_kafka import Producer
 
 from bus.localkafka import free_port
 from bus.settings import KafkaSettings
-from bus.topics import DEAD_LETTER, TopicCatalogue, command_topic
+from bus.topics import DEAD_LETTER, RECIPE_RUNS, TopicCatalogue, command_topic
 from dastra.sandbox import SandboxServer
 from tests.consumers.agents_support import WorkerProcess
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique, wait_for
@@ -26,6 +28,9 @@ from tests.privacy.support import TOKEN, Person, Service, kafka_env, leaks, run_
 from tests.producers.webhook_support import ServerThread, Subscriber, make_tls
 
 pytestmark = pytest.mark.timeout(240)
+
+# Shipped recipes on the rights requests: their logs are scanned too.
+RECIPES = ("new-request-dpo-task", "new-request-enrich-actors")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,12 @@ def test_logs_of_a_full_run_hold_no_personal_data(
     with (
         ServerThread(recorder, certfile=tls.cert, keyfile=tls.key) as target,
         WorkerProcess(
-            bus, sandbox_server, tmp_path, SERVICE_LOG_LEVEL="debug", **_privacy(env)
+            bus,
+            sandbox_server,
+            tmp_path,
+            SERVICE_LOG_LEVEL="debug",
+            RECIPES_ENABLE=",".join(RECIPES),
+            **_privacy(env),
         ) as worker,
     ):
         try:
@@ -125,6 +135,7 @@ def test_logs_of_a_full_run_hold_no_personal_data(
                 "hook deliveries of both requests",
             )
             wait_for(lambda: len(read_all(bus, bus.topic(DEAD_LETTER))) >= 3, 30, "3 dead letters")
+            wait_for(lambda: _recipes_done(bus) >= set(RECIPES), 60, "both recipes ran")
             erase = run_cli("privacy", "erase", "--subject", seeded.email, env=env)
             assert erase.returncode == 0, erase.stderr
             replay = run_cli("dlq", "replay", "--json", env=env)
@@ -139,11 +150,24 @@ def test_logs_of_a_full_run_hold_no_personal_data(
     logs += [("erase", erase.stdout + erase.stderr), ("replay", replay.stderr)]
     # The logs are there, at DEBUG, from every component...
     text = "\n".join(log for _name, log in logs)
-    for expected in ("agents.failed", "poller.published", "webhook.command_accepted", "[debug"):
+    for expected in (
+        "agents.failed",
+        "poller.published",
+        "webhook.command_accepted",
+        "recipes.succeeded",
+        "recipes.command_sent",
+        "[debug",
+    ):
         assert expected in text, expected
     assert json.loads(replay.stdout)["replayed"] >= 3
     # ...and they name ids, never the people.
     assert leaks([seeded, sent], logs) == []
+
+
+def _recipes_done(bus: KafkaSettings) -> set[str]:
+    """The recipes with a succeeded run on dastra.recipe-runs.v1."""
+    runs = [json.loads(r.value or b"{}") for r in read_all(bus, bus.topic(RECIPE_RUNS))]
+    return {run["recipe"] for run in runs if run.get("status") == "succeeded"}
 
 
 def _privacy(env: dict[str, str]) -> dict[str, str]:
