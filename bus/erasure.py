@@ -361,19 +361,15 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
         partition: int | None = None,
     ) -> None:
         try:
-            if partition is None:
-                producer.produce(
-                    topic, key=key, value=value, headers=headers, on_delivery=delivered
-                )
-            else:
-                producer.produce(
-                    topic,
-                    key=key,
-                    value=value,
-                    headers=headers,
-                    partition=partition,
-                    on_delivery=delivered,
-                )
+            producer.produce(
+                topic,
+                key=key,
+                value=value,
+                headers=headers,
+                # -1: the configured partitioner (librdkafka's RD_KAFKA_PARTITION_UA)
+                partition=-1 if partition is None else partition,
+                on_delivery=delivered,
+            )
         except (KafkaException, BufferError) as exc:
             raise ErasureError(f"could not write to {topic}: {exc}") from exc
         producer.poll(0)

@@ -222,19 +222,15 @@ class AsyncProducer:
                 )
 
         try:
-            if partition is None:
-                producer.produce(
-                    topic, key=key, value=value, headers=headers, on_delivery=on_delivery
-                )
-            else:
-                producer.produce(
-                    topic,
-                    key=key,
-                    value=value,
-                    headers=headers,
-                    partition=partition,
-                    on_delivery=on_delivery,
-                )
+            producer.produce(
+                topic,
+                key=key,
+                value=value,
+                headers=headers,
+                # -1: the configured partitioner (librdkafka's RD_KAFKA_PARTITION_UA)
+                partition=-1 if partition is None else partition,
+                on_delivery=on_delivery,
+            )
         except BufferError as exc:
             raise KafkaUnavailableError("the producer queue is full") from exc
         except KafkaException as exc:
