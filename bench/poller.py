@@ -32,21 +32,12 @@ from bus.settings import KafkaSettings, PollerSettings, SandboxSettings, Service
 from bus.topics import RIGHTS_REQUESTS, default_topics_file, load_catalogue
 from dastra.client import DastraClient
 from dastra.filters import Rule
-from dastra.models import DastraModel
 from dastra.sandbox import SandboxServer
-from producers.poller import Poller
+from producers.poller import ChangedItem, Poller
 
 __all__ = ["main"]
 
 _console = Console(stderr=True)
-
-
-class _Lenient(DastraModel):
-    """What the poller parses of each item (the same fields as its own lenient model)."""
-
-    id: int
-    date_creation: datetime | None = None
-    date_update: datetime | None = None
 
 
 def _utc(value: datetime) -> datetime:
@@ -74,7 +65,7 @@ async def _fetch_only(
                 page = await client.collection_page(
                     ws,
                     "DataSubjectRequests",
-                    _Lenient,
+                    ChangedItem,
                     page=page_number,
                     size=settings.page_size,
                     sort_by="dateCreation",

@@ -263,7 +263,7 @@ class FindOrCreateActor(_ActorFields):
 
 def actor_identity(command: Any) -> str | None:
     """The natural key of an actor command, normalised: `email:<address>` (stripped,
-    case-folded), else `company:<name>` (runs of spaces made one, case-folded), else
+    lower-cased), else `company:<name>` (runs of spaces made one, lower-cased), else
     `names:<given>/<family>` (the same); None when the command names no actor.
 
     The one definition of "the same actor": the agents run commands with the same identity one
@@ -272,7 +272,7 @@ def actor_identity(command: Any) -> str | None:
     """
     email = getattr(command, "email", None)
     if email:
-        return f"email:{email.strip().casefold()}"
+        return f"email:{email.strip().lower()}"
     company = getattr(command, "company_name", None)
     if company:
         return f"company:{_folded(company)}"
@@ -314,7 +314,7 @@ def command_record_key(action: str, command: Command | Mapping[str, Any], comman
 
 
 def _folded(text: str) -> str:
-    return " ".join(text.split()).casefold()
+    return " ".join(text.split()).lower()
 
 
 class CreateRightsRequest(Command):

@@ -62,7 +62,11 @@ _QUIET.propagate = False
 
 class ErasureError(RuntimeError):
     """Kafka could not be read or written; nothing or only part was erased (run it again:
-    erasure is idempotent)."""
+    erasure is idempotent). `unreachable`: Kafka could not be read, so nothing was written."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,7 @@ def _scan(
                 if on_progress is not None and scanned % 500 == 0:
                     on_progress(spec.name, scanned)
         except KafkaException as exc:
-            raise ErasureError(f"could not read {spec.name}: {exc}") from exc
+            raise ErasureError(f"could not read {spec.name}: {exc}", unreachable=True) from exc
         if on_progress is not None:
             on_progress(spec.name, scanned)
         unreadable[spec.name] = count
@@ -288,7 +292,9 @@ def erase(
     try:
         ring, key_partitions = _load_keys(kafka, timeout)
     except KafkaException as exc:
-        raise ErasureError(f"could not read {kafka.topic(PRIVACY_KEYS)}: {exc}") from exc
+        raise ErasureError(
+            f"could not read {kafka.topic(PRIVACY_KEYS)}: {exc}", unreachable=True
+        ) from exc
     plan = plan_erasure(ring, master, request)
     plan.key_partitions = key_partitions
     # Compacted topics are always scanned: recipe runs name their subject even when nothing of
@@ -337,7 +343,8 @@ def _probe(kafka: KafkaSettings, timeout: float) -> None:
     except KafkaException as exc:
         raise ErasureError(
             f"could not reach Kafka at {kafka.bootstrap_servers} within {timeout:g} s: "
-            f"{exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc}"
+            f"{exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc}",
+            unreachable=True,
         ) from exc
     finally:
         consumer.close()

@@ -40,6 +40,8 @@ from bus.topics import PRIVACY_KEYS
 __all__ = ["KeyStore", "key_record", "load_ring", "master_key_of"]
 
 _log = structlog.get_logger(__name__)
+# How long an unknown key id is first left to the tailer before asking where the topic ends.
+_TAILER_GRACE_S = 0.25
 
 
 def master_key_of(privacy: PrivacySettings, needed_for: str) -> MasterKey:
@@ -84,7 +86,6 @@ class KeyStore:
         self._tailer = TopicTailer(
             kafka, self.topic, self._on_record, start="beginning", name=f"keys-{name}"
         )
-        self._started = False
         self._partition_ids: list[int] = []
 
     def _on_record(self, message: Message) -> None:
@@ -93,13 +94,11 @@ class KeyStore:
     def start(self, timeout: float = 30.0) -> None:
         """Read the key topic to its end, then follow it (blocking)."""
         self._tailer.start(timeout)
-        self._started = True
         _log.info("keystore.loaded", component=self.name, keys=len(self.ring))
 
     def stop(self) -> None:
-        if self._started:
-            self._tailer.stop()
-            self._started = False
+        """Stop following the key topic (also right after a failed or unfinished start)."""
+        self._tailer.stop()
 
     @property
     def wait_s(self) -> float:
@@ -150,17 +149,29 @@ class KeyStore:
     async def async_sync(self, within: float) -> bool:
         return await asyncio.to_thread(self.sync, within)
 
+    async def await_keys(self, raw_or_data: Any) -> None:
+        """Wait for the key ids `raw_or_data` (a record's bytes, or its JSON) uses that this
+        process has not read yet, so a key written just before its record is not mistaken for
+        an erased one: first briefly for the tailer, which usually has them already, then
+        until the key topic's end as of now (at most PRIVACY_KEY_WAIT_S)."""
+        if isinstance(raw_or_data, bytes) and b'"$enc"' not in raw_or_data:
+            return
+        unknown = self.decryptor().unknown(raw_or_data)
+        grace = time.monotonic() + _TAILER_GRACE_S
+        while unknown and time.monotonic() < grace:
+            await asyncio.sleep(0.02)
+            unknown = {kid for kid in unknown if not self.ring.knows(kid)}
+        if unknown and await self.async_sync(self._privacy.key_wait_s):
+            # Read to the end and still unknown: erased (its tombstone may be compacted away).
+            # Remembered, so the next record sealed with it does not ask Kafka again.
+            self.ring.forget(kid for kid in unknown if not self.ring.knows(kid))
+
     async def open(self, data: Any) -> Opened:
-        """Decrypt `data`; a key id not seen yet is first waited for (PRIVACY_KEY_WAIT_S), so a
-        key written just before its record is not mistaken for an erased one."""
-        decryptor = self.decryptor()
-        if decryptor.unknown(data):
-            await self.async_sync(self._privacy.key_wait_s)
-        return decryptor.open(data)
+        """Decrypt `data`, its unknown key ids first waited for (`await_keys`)."""
+        await self.await_keys(data)
+        return self.decryptor().open(data)
 
     async def open_bytes(self, raw: bytes) -> bytes | None:
         """A value sealed whole (a dead letter); None when its subject was erased."""
-        decryptor = self.decryptor()
-        if decryptor.unknown(raw):
-            await self.async_sync(self._privacy.key_wait_s)
-        return decryptor.open_bytes(raw)
+        await self.await_keys(raw)
+        return self.decryptor().open_bytes(raw)

@@ -276,8 +276,7 @@ def redact(kind: str, obj: Any, *, key: bytes | None, remove: bool = False) -> A
         if remove:
             return _DROP
         assert key is not None
-        digest = hmac.new(key, _normalised(name, value), hashlib.sha256).hexdigest()
-        return _HASH_PREFIX + digest
+        return keyed_hash(value, key, email=name in _EMAIL_FIELDS)
 
     return _walk(kind, obj, hashed)
 
@@ -610,6 +609,12 @@ class KeyRing:
     def is_erased(self, subject: str) -> bool:
         with self._lock:
             return subject in self._erased
+
+    def forget(self, kids: Iterable[str]) -> None:
+        """Count these key ids as deleted: the key topic was read to its end without them (their
+        tombstones may already be compacted away). A key that shows up later is still added."""
+        with self._lock:
+            self.shredded.update(kid for kid in kids if kid not in self._keys)
 
     def knows(self, kid: str) -> bool:
         """Is the key present, or seen deleted?"""

@@ -88,10 +88,8 @@ class AgentPrivacy:
     async def prepare(self, value: bytes | None) -> None:
         """Before a record is decoded: wait for key ids it uses that this worker has not read
         yet (the webhook writes a key just before the command)."""
-        if self.store is None or not value or b'"$enc"' not in value:
-            return
-        if self.store.decryptor().unknown(value):
-            await self.store.async_sync(self.settings.key_wait_s)
+        if self.store is not None and value:
+            await self.store.await_keys(value)
 
     def open_command(self, data: Any) -> Opened | None:
         """The command data decrypted (None: nothing encrypted, or no master key here)."""

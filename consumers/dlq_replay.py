@@ -49,6 +49,7 @@ from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
+from bus.reading import end_offsets
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.dispatcher import command_id_of, fallback_id
@@ -181,35 +182,6 @@ def _headers(message: Message) -> list[tuple[str, bytes | str | None]]:
     return list(found or [])
 
 
-_TRANSIENT = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-}
-
-
-def _watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
-    """A partition's low and high offsets, retrying transient errors (e.g. a leader not known
-    yet, just after a topic was created) until `deadline`."""
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=15)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and (
-                error.retriable() or error.code() in _TRANSIENT
-            )
-            if not retriable or time.monotonic() > deadline:
-                raise ReplayError(
-                    f"could not read the offsets of {partition.topic}: {exc}"
-                ) from exc
-            time.sleep(0.2)
-
-
 def _read_to_end(
     kafka: KafkaSettings,
     topic: str,
@@ -237,14 +209,12 @@ def _read_to_end(
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             raise ReplayError(f"topic {topic} does not exist: run `dastra-kafka topics apply`")
-        ends: dict[int, int] = {}
-        total = 0
         deadline = time.monotonic() + timeout_s
-        for partition in described.partitions:
-            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
-            if high > low:
-                ends[partition] = high
-                total += high - low
+        try:
+            ends = end_offsets(kafka, topic, list(described.partitions), timeout_s)
+        except KafkaException as exc:
+            raise ReplayError(f"could not read the offsets of {topic}: {exc}") from exc
+        total = sum(ends.values())  # at most: what retention removed is no longer there
         if not ends:
             return
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])

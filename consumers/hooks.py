@@ -559,10 +559,8 @@ class HookDispatcher:
         """An encrypted event whose key this process has not read yet: wait for it (the
         poller writes the key in the same transaction, just before the event)."""
         value = message.value()
-        if self.keys is None or not value or b'"$enc"' not in value:
-            return
-        if self.keys.decryptor().unknown(value):
-            await self.keys.async_sync(self.keys.wait_s)
+        if self.keys is not None and value:
+            await self.keys.await_keys(value)
 
     def _take(self, message: Message) -> None:
         error = message.error()

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console, Group
 from rich.live import Live
@@ -901,7 +901,7 @@ def _erase_one(
                 count=False,
             )
             decryptor = Decryptor(MasterKey(master), load_ring(kafka))
-    except (RuntimeError, ValueError) as exc:  # ErasureError, PrivacyError
+    except (RuntimeError, ValueError, KafkaException) as exc:  # Erasure-, Privacy-, read errors
         report.erasure = (False, f"privacy erase failed: {exc}"[:300])
         return
     theirs = [decryptor.open(data) for data in sealed[erased_id]]

@@ -47,7 +47,7 @@ from pydantic.alias_generators import to_camel
 from bus.envelope import deterministic_id, encode_binary, new_event
 from bus.erasure import ErasureAudit, ErasurePlan, ErasureRequest, audit_record, plan_erasure
 from bus.keystore import KeyStore, key_record, master_key_of
-from bus.privacy import PAYLOAD_EXTENSION, Batch, PrivacyError, shape
+from bus.privacy import PAYLOAD_EXTENSION, Batch, PrivacyError, dataref_of, shape
 from bus.reading import TopicMissingError, end_offsets, read_latest
 from bus.settings import KafkaSettings, PayloadMode, PollerSettings, PrivacySettings
 from bus.tailer import TailerError
@@ -73,6 +73,7 @@ from dastra.models import DastraModel, Page
 
 __all__ = [
     "RESOURCES",
+    "ChangedItem",
     "Cursor",
     "KafkaUnavailableError",
     "Mark",
@@ -104,7 +105,7 @@ def parse_start(text: str) -> StartFrom:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-class _Change(DastraModel):
+class ChangedItem(DastraModel):
     """What the poller needs of a Dastra object; every other member is kept, unvalidated, in
     `.raw`, so one odd value elsewhere in an object cannot block a workspace."""
 
@@ -215,7 +216,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _stamp(item: _Change, stream: _Stream) -> datetime | None:
+def _stamp(item: ChangedItem, stream: _Stream) -> datetime | None:
     return _utc(item.date_creation if stream == "dateCreation" else item.date_update)
 
 
@@ -385,7 +386,11 @@ class _EventPrivacy:
         )
 
     def erasures(
-        self, resource: Resource, workspace_id: int, items: Sequence[_Change], batch: Batch | None
+        self,
+        resource: Resource,
+        workspace_id: int,
+        items: Sequence[ChangedItem],
+        batch: Batch | None,
     ) -> list[_Erasure]:
         """Closed Erasure rights requests in `items` not erased yet (PRIVACY_AUTO_ERASE): their
         plans, and their subjects marked erased in `batch` so this batch seals nothing new."""
@@ -494,7 +499,7 @@ class _WorkspacePoller:
                 producer.flush(10)
 
     def _publish(
-        self, resource: Resource, events: Sequence[tuple[str, _Change]], cursor: Cursor
+        self, resource: Resource, events: Sequence[tuple[str, ChangedItem]], cursor: Cursor
     ) -> None:
         """One transaction: the events, then the cursor. Blocking; runs in a worker thread.
 
@@ -563,7 +568,7 @@ class _WorkspacePoller:
         partition: int,
         resource: Resource,
         kind: str,
-        item: _Change,
+        item: ChangedItem,
         data: Any,
     ) -> None:
         extensions = self._privacy.extensions(resource)
@@ -586,7 +591,7 @@ class _WorkspacePoller:
                 "id": item.id,
                 "dateCreation": item.raw.get("dateCreation"),
                 "dateUpdate": item.raw.get("dateUpdate"),
-                "dataref": f"/v1/ws/{self.workspace_id}/{resource.collection}/{item.id}",
+                "dataref": dataref_of(resource.entity, self.workspace_id, item.id),
                 "truncated": True,
             }
             headers, value = encode_binary(
@@ -644,7 +649,7 @@ class _WorkspacePoller:
         self,
         resource: Resource,
         kind: str,
-        item: _Change,
+        item: ChangedItem,
         data: Any,
         extensions: dict[str, str] | None = None,
     ) -> Any:
@@ -679,19 +684,21 @@ class _WorkspacePoller:
         stream: _Stream,
         asc: bool,
         rule: Filter | None,
-    ) -> Page[_Change]:
+    ) -> Page[ChangedItem]:
         try:
             return await self._dastra.collection_page(
                 self.workspace_id,
                 resource.collection,
-                _Change,
+                ChangedItem,
                 page=page,
                 size=self._settings.page_size,
                 sort_by=stream,
                 asc=asc,
                 filters=rule,
             )
-        except ValidationError as exc:  # pragma: no cover - _Change accepts any object with an id
+        except (
+            ValidationError
+        ) as exc:  # pragma: no cover - ChangedItem accepts any object with an id
             raise DastraConfigError(f"unexpected {resource.collection} page: {exc.title}") from exc
 
     async def _latest(self, resource: Resource, stream: _Stream) -> Mark:
@@ -727,7 +734,9 @@ class _WorkspacePoller:
             written_at=datetime.now(UTC),
         )
 
-    async def _late(self, resource: Resource, stream: _Stream, window: _Window) -> list[_Change]:
+    async def _late(
+        self, resource: Resource, stream: _Stream, window: _Window
+    ) -> list[ChangedItem]:
         """Items inside the late window that were not published: visible only now."""
         if window.after is None or self._late_window <= timedelta(0):
             return []
@@ -740,7 +749,7 @@ class _WorkspacePoller:
             "And",
             [Rule(stream, "greaterThanInclusive", low), Rule(stream, "lessThan", window.after)],
         )
-        found: list[_Change] = []
+        found: list[ChangedItem] = []
         pages = max(1, -(-self._settings.late_max_tracked // self._settings.page_size))
         for number in range(1, pages + 1):
             page = await self._page(resource, page=number, stream=stream, asc=True, rule=rule)
@@ -759,7 +768,7 @@ class _WorkspacePoller:
 
     async def _forward(
         self, resource: Resource, stream: _Stream, window: _Window, budget: int
-    ) -> tuple[list[_Change], bool]:
+    ) -> tuple[list[ChangedItem], bool]:
         """Items past the newest timestamp, whole pages until at least `budget` (or the end),
         and whether more may remain.
 
@@ -767,7 +776,7 @@ class _WorkspacePoller:
         or added while we read cannot shift an unread item past us. While `after` does not
         move (a run of items sharing one timestamp), the next page number is read instead.
         """
-        found: list[_Change] = []
+        found: list[ChangedItem] = []
         page_number = 1
         while True:
             rule: Filter | None
@@ -825,7 +834,7 @@ class _WorkspacePoller:
             cursor = self._cursors[resource.name]
             mark = cursor.created if kind == "created" else cursor.updated
             window = _Window(mark, self._late_window)
-            late: list[_Change] = []
+            late: list[ChangedItem] = []
             if late_pass:
                 late = await self._late(resource, stream, window)
                 late_pass = False

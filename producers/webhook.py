@@ -61,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from bus.commands import COMMAND_MODELS, Command, CommandResult, command_record_key
+from bus.commands import COMMAND_MODELS, Command, CommandResult, command_record_key, command_type
 from bus.egress import EgressRefusedError, resolve_target
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event
 from bus.keystore import KeyStore, key_record, master_key_of
@@ -111,9 +111,7 @@ _log = structlog.get_logger(__name__)
 COMMAND_EVENT_SOURCE = "urn:dastra-kafka:webhook"
 
 
-def command_event_type(action: str) -> str:
-    """The CloudEvents type of a command sent through the webhook."""
-    return f"eu.dastra.command.{action}"
+command_event_type = command_type  # the CloudEvents type of a command (kept for importers)
 
 
 # --- HTTP models ---------------------------------------------------------------------------------

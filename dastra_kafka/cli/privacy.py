@@ -101,7 +101,7 @@ def erase_command(
     except PrivacyError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     except ErasureError as exc:
-        code = EXIT_UNAVAILABLE if "could not" in str(exc) else EXIT_FAILED
+        code = EXIT_UNAVAILABLE if exc.unreachable else EXIT_FAILED
         fail(str(exc), code)
     report = {
         "dryRun": dry_run,

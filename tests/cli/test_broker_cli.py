@@ -34,13 +34,19 @@ def _broker(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def _finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+def _finish(
+    process: subprocess.Popen[str], timeout: float = 60, data: Path | None = None
+) -> tuple[int, str, str]:
+    """The exit code and output; a CLI still running after `timeout` is killed, and so is the
+    Java broker it started on `data` (in its own session, it would outlive the CLI)."""
     try:
         out, err = process.communicate(timeout=timeout)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+            for pid in _processes_mentioning(str(data)) if data is not None else []:
+                os.kill(pid, signal.SIGKILL)
     return process.returncode, out, err
 
 
@@ -67,7 +73,8 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_the_broker_verb_prints_a_working_address_and_stops_on_sigterm(tmp_path: Path) -> None:
-    process = _broker("--json", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    data = tmp_path / "data"
+    process = _broker("--json", "--data-dir", str(data), cwd=tmp_path)
     try:
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], 120)
@@ -79,7 +86,7 @@ def test_the_broker_verb_prints_a_working_address_and_stops_on_sigterm(tmp_path:
         assert len(metadata.brokers) == 1
         process.send_signal(signal.SIGTERM)
     finally:
-        code, _, err = _finish(process)
+        code, _, err = _finish(process, data=data)
     assert code == 0, err
     assert "stopping the broker" in err
     assert _gone(pid)  # the Java broker went with it
@@ -95,7 +102,7 @@ def test_sigterm_during_start_up_stops_it_cleanly(tmp_path: Path) -> None:
         wait_for(lambda: (data / "server.properties").is_file(), 60, "start-up to begin")
         process.send_signal(signal.SIGTERM)
     finally:
-        code, out, err = _finish(process)
+        code, out, err = _finish(process, data=data)
     assert code == 0, err
     assert out == ""  # no address: it never became ready
     assert "stopped before the broker was" in err
