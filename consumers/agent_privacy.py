@@ -58,7 +58,6 @@ class AgentPrivacy:
     """Owns the agents' key store (when keys are needed) and applies the modes."""
 
     def __init__(self, kafka: KafkaSettings, privacy: PrivacySettings) -> None:
-        self._kafka = kafka
         self.settings = privacy
         self.mode = privacy.mode_of(COMMAND_RESULTS)
         self._hash_key = privacy.hash_key_bytes()

@@ -81,7 +81,9 @@ class AgentsApp(faust.App):
         await super().on_start()
         await self.dispatcher.start()
         if self.recipes is not None:
-            await self.recipes.start(self.dispatcher.index, self.dispatcher.dastra)
+            await self.recipes.start(
+                self.dispatcher.index, self.dispatcher.dastra, self.dispatcher.keys
+            )
 
     async def on_stop(self) -> None:
         try:

@@ -86,6 +86,7 @@ from bus.envelope import (
     header_dict,
     new_event,
 )
+from bus.keystore import KeyStore
 from bus.privacy import PrivacyError
 from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerSettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
@@ -397,6 +398,12 @@ class Dispatcher:
     def index(self) -> ResultIndex:
         """The result index (open between `start` and `close`); the recipe runner shares it."""
         return self._require(self._index, "result index")
+
+    @property
+    def keys(self) -> KeyStore | None:
+        """The key store (None without PRIVACY_MASTER_KEY), shared with the recipe runner: one
+        copy of the key topic per worker."""
+        return self._privacy.store
 
     @property
     def dastra(self) -> DastraClient:

@@ -21,7 +21,6 @@ encrypted command results (PRIVACY_MODE_RESULTS=encrypted) for the steps that fo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +74,8 @@ class SealedCommand:
 
 
 class RecipePrivacy:
-    """Owns the recipe runner's key store (when PRIVACY_MASTER_KEY is set)."""
+    """Applies the payload modes for the recipe runner, with the worker's key store (the
+    agents' one, owned by the dispatcher; None without PRIVACY_MASTER_KEY)."""
 
     def __init__(
         self, kafka: KafkaSettings, privacy: PrivacySettings, trigger_topics: Iterable[str]
@@ -87,18 +87,14 @@ class RecipePrivacy:
         for topic in trigger_topics:
             if topic in EVENT_KINDS and privacy.mode_of(topic) == "encrypted":
                 master_key_of(privacy, f"recipes triggered by {topic} in encrypted mode")
-        self.store: KeyStore | None = (
-            KeyStore(kafka, privacy, name="recipes") if privacy.master_key is not None else None
-        )
+        self.store: KeyStore | None = None
         self.keys_topic = kafka.topic(PRIVACY_KEYS)
 
-    async def start(self) -> None:
-        if self.store is not None:
-            await asyncio.to_thread(self.store.start)
-
-    async def stop(self) -> None:
-        if self.store is not None:
-            await asyncio.to_thread(self.store.stop)
+    def use(self, store: KeyStore | None) -> None:
+        """The worker's key store (started and stopped by its owner)."""
+        if store is None and self.settings.master_key is not None:
+            raise PrivacyError("the recipe runner needs the worker's key store")
+        self.store = store
 
     # --- triggers in -------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ at once create nothing twice).
 
     runner = RecipeRunner(settings, recipes, on_crash=app.crash, registry=registry)
     runner.attach(app)                       # the trigger agents
-    await runner.start(dispatcher.index, dispatcher.dastra)
+    await runner.start(dispatcher.index, dispatcher.dastra, dispatcher.keys)
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ from bus.envelope import (
     new_event,
 )
 from bus.expressions import ExpressionError
+from bus.keystore import KeyStore
 from bus.privacy import PAYLOAD_EXTENSION
 from bus.recipe_records import (
     PublishedRecord,
@@ -330,15 +331,18 @@ class RecipeRunner:
             )
             app.agent(topic, name=f"recipes:{name}")(agent)
 
-    async def start(self, index: ResultIndex, dastra: DastraClient) -> None:
-        """Open the producer, the run store and the step results; start periodic recipes."""
+    async def start(
+        self, index: ResultIndex, dastra: DastraClient, keys: KeyStore | None = None
+    ) -> None:
+        """Open the producer, the run store and the step results; start periodic recipes.
+        `index`, `dastra` and `keys` (the key store) are the dispatcher's, which owns them."""
         self._dastra = dastra
+        self._privacy.use(keys)
         producer = AIOKafkaProducer(
             **self._kafka.aiokafka_config(), acks="all", enable_idempotence=True, linger_ms=5
         )
         await producer.start()
         self._producer = producer
-        await self._privacy.start()
         self._store = RunStore(self._kafka, on_crash=self._crash)
         await self._store.start(await producer.partitions_for(self._kafka.topic(RECIPE_RUNS)))
         self._results = StepResults(self._kafka, index)
@@ -375,7 +379,6 @@ class RecipeRunner:
             await results.stop()
         if store is not None:
             await store.stop()
-        await self._privacy.stop()
         if producer is not None:
             await producer.stop()
 
