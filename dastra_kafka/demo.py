@@ -770,7 +770,8 @@ def _apply_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> Table:
     apply(admin, plan(admin, catalogue, kafka.topic_prefix))
     states = describe(admin, [kafka.topic(spec.name) for spec in catalogue])
     table = Table(title=f"topics: {len(catalogue)} applied from {catalogue.path.name}")
-    for column in ("topic", "partitions", "cleanup", "retention", "personal data"):
+    table.add_column("topic", overflow="fold")  # whole names, folded on a narrow terminal
+    for column in ("partitions", "cleanup", "retention", "personal data"):
         table.add_column(column)
     for spec in catalogue:
         state = states.get(kafka.topic(spec.name))
