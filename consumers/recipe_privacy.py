@@ -13,10 +13,9 @@ data of the commands recipe steps send, and the key records to write before them
 encrypted command results (PRIVACY_MODE_RESULTS=encrypted) for the steps that follow.
 
     privacy = RecipePrivacy(settings.kafka, settings.privacy, trigger_topics)
-    await privacy.start()
+    privacy.use(dispatcher.keys)                                             # the worker's store
     data = await privacy.full_data(RIGHTS_REQUESTS, envelope, key, dastra)   # TriggerUnreadable
     sealed = privacy.seal_command(action, data, workspace_id, command_id)    # None: mode full
-    await privacy.stop()
 """
 
 from __future__ import annotations
@@ -188,7 +187,7 @@ class RecipePrivacy:
         data subject (as the webhook does); None otherwise."""
         if not self.seal_commands:
             return None
-        if self.store is None:  # checked in __init__; kept for the type checker
+        if self.store is None:  # checked in __init__ and `use`; kept for the type checker
             raise PrivacyError("PRIVACY_MODE_COMMANDS=encrypted needs PRIVACY_MASTER_KEY")
         batch = self.store.encryptor().batch()
         sealed = seal_command(batch, action, data, workspace_id=workspace_id, command_id=command_id)
