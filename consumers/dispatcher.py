@@ -55,7 +55,6 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -92,6 +91,7 @@ from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerS
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
+from consumers.ordered_acks import PartitionAcks
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
 from dastra.client import DastraClient
 from dastra.errors import (
@@ -256,25 +256,6 @@ class _Work:
         )
 
 
-class _PartitionAcks:
-    """Acks records of one partition in offset order (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._queue: deque[_Work] = deque()
-
-    def add(self, work: _Work) -> None:
-        self._queue.append(work)
-
-    def complete(self, work: _Work) -> list[Any]:
-        work.done = True
-        events = []
-        while self._queue and self._queue[0].done:
-            head = self._queue.popleft()
-            events.append(head.event)
-            head.event = None
-        return events
-
-
 def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for error in exc.errors(include_input=False, include_url=False):
@@ -336,7 +317,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(worker.concurrency)
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._tasks: dict[asyncio.Task[None], _Work] = {}
-        self._acks: dict[tuple[_TP, int], _PartitionAcks] = {}
+        self._acks: dict[tuple[_TP, int], PartitionAcks[_Work]] = {}
         self._suspect_below: dict[_TP, int] = {}
         self._assigned: list[_TP] = []
         self._epoch = 0
@@ -466,7 +447,7 @@ class Dispatcher:
             self._tails[key] = done
         acks = self._acks.get((work.tp, work.epoch))
         if acks is None:
-            acks = self._acks[(work.tp, work.epoch)] = _PartitionAcks()
+            acks = self._acks[(work.tp, work.epoch)] = PartitionAcks[_Work]()
         acks.add(work)
         task = asyncio.create_task(self._run(work, waits, done), name=f"command {work.command_id}")
         self._tasks[task] = work

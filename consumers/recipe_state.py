@@ -17,20 +17,17 @@ writes cannot make a finished run look unfinished.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from bus.recipe_records import RecipeRun
 from bus.settings import KafkaSettings
 from bus.topics import RECIPE_RUNS
+from consumers.topic_reader import TopicReader
 
 __all__ = ["RunStore", "RunStoreError"]
 
@@ -50,18 +47,17 @@ class RunStore:
         *,
         on_crash: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
-        self._kafka = kafka
-        self._topic = kafka.topic(RECIPE_RUNS)
-        self._on_crash = on_crash
-        self._consumer: AIOKafkaConsumer | None = None
-        self._lookup: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
-        self._task: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
+        self._reader = TopicReader(
+            kafka,
+            kafka.topic(RECIPE_RUNS),
+            self._ingest,
+            name="recipe run store",
+            error=RunStoreError,
+            on_crash=on_crash,
+        )
         self._running: dict[str, RecipeRun] = {}
         # key -> (status, updated_at) of finished runs
         self._finished: dict[str, tuple[str, datetime]] = {}
-        self._progress = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._running) + len(self._finished)
@@ -69,35 +65,10 @@ class RunStore:
     async def start(self, partitions: Iterable[int]) -> None:
         """Connect, assign `partitions` of the topic, read them from the beginning (in the
         background)."""
-        self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        if not self._partitions:
-            raise RunStoreError(f"topic {self._topic} has no partitions")
-        lookup = AIOKafkaConsumer(**self._kafka.aiokafka_config(), group_id=None)
-        await lookup.start()
-        self._lookup = lookup
-        consumer = AIOKafkaConsumer(
-            **self._kafka.aiokafka_config(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=5000,
-        )
-        await consumer.start()
-        self._consumer = consumer
-        consumer.assign(self._partitions)
-        await consumer.seek_to_beginning(*self._partitions)
-        self._task = asyncio.create_task(self._run(), name="recipe-run-store")
+        await self._reader.start(partitions)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for client in (self._consumer, self._lookup):
-            if client is not None:
-                await client.stop()
-        self._consumer = self._lookup = None
+        await self._reader.stop()
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -129,26 +100,7 @@ class RunStore:
 
     async def catch_up(self, within_s: float) -> None:
         """Wait until everything on the topic right now has been read."""
-        consumer, lookup = self._consumer, self._lookup
-        if consumer is None or lookup is None:
-            raise RuntimeError("the run store is not started: call `await store.start()`")
-        targets = await lookup.end_offsets(self._partitions)
-        deadline = time.monotonic() + within_s
-        while True:
-            if self._failure is not None:
-                raise RunStoreError(f"reading {self._topic} failed: {self._failure!r}")
-            positions = {tp: await consumer.position(tp) for tp in self._partitions}
-            if all(positions[tp] >= end for tp, end in targets.items()):
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RunStoreError(
-                    f"did not read {self._topic} to its end within {within_s:.0f} s "
-                    "(RECIPES_STATE_TIMEOUT_S)"
-                )
-            self._progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), min(left, 0.2))
+        await self._reader.catch_up(within_s, hint="RECIPES_STATE_TIMEOUT_S")
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -171,23 +123,3 @@ class RunStore:
             )
             return
         self.note(run)
-
-    async def _run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
-                        self._ingest(record)
-                self._progress.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._failure = exc
-            self._progress.set()
-            _log.exception("recipes.state_failed", topic=self._topic)
-            if self._on_crash is not None:
-                await self._on_crash(exc)
-            raise

@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -103,6 +102,7 @@ from bus.topics import (
 )
 from consumers.dispatcher import fallback_id
 from consumers.hooks import workspace_of
+from consumers.ordered_acks import PartitionAcks
 from consumers.recipe_privacy import RecipePrivacy, TriggerUnreadable
 from consumers.recipe_results import StepResults
 from consumers.recipe_state import RunStore
@@ -203,25 +203,6 @@ class _Record:
         )
 
 
-class _PartitionAcks:
-    """Acks a partition's records in offset order (see consumers/dispatcher.py for why)."""
-
-    def __init__(self) -> None:
-        self._queue: deque[_Record] = deque()
-
-    def add(self, record: _Record) -> None:
-        self._queue.append(record)
-
-    def complete(self, record: _Record) -> list[Any]:
-        record.done = True
-        events = []
-        while self._queue and self._queue[0].done:
-            head = self._queue.popleft()
-            events.append(head.event)
-            head.event = None
-        return events
-
-
 @dataclass
 class _Run:
     """One run in progress."""
@@ -281,7 +262,7 @@ class RecipeRunner:
         self._capacity = asyncio.Semaphore(self._options.max_in_flight)
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._tasks: dict[asyncio.Task[None], _Record] = {}
-        self._acks: dict[tuple[_TP, int], _PartitionAcks] = {}
+        self._acks: dict[tuple[_TP, int], PartitionAcks[_Record]] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._schedules: list[asyncio.Task[None]] = []
         self._epoch = 0
@@ -459,7 +440,7 @@ class RecipeRunner:
             self._tails[lane] = done
         acks = self._acks.get((record.tp, epoch))
         if acks is None:
-            acks = self._acks[(record.tp, epoch)] = _PartitionAcks()
+            acks = self._acks[(record.tp, epoch)] = PartitionAcks[_Record]()
         acks.add(record)
         task = asyncio.create_task(
             self._process(record, waits, done, lane), name=f"recipes {record.topic}"
