@@ -43,6 +43,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The contract files (schemas/, docs/topics.md) must match the code and break no consumer.
 schemas-check: install

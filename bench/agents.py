@@ -43,9 +43,10 @@ from bench import _common
 from bus.admin import apply, plan
 from bus.envelope import encode_binary, new_event
 from bus.localkafka import free_port
-from bus.settings import KafkaSettings, env_prefixes
+from bus.settings import KafkaSettings
 from bus.topics import COMMAND_RESULTS, command_topic, default_topics_file, load_catalogue
 from dastra.sandbox import SandboxAdmin
+from dastra_kafka.settings import env_prefixes
 
 __all__ = ["main"]
 

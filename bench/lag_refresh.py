@@ -23,9 +23,10 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from bench import _common
 from bus.admin import apply, plan
-from bus.settings import KafkaSettings, LagSettings
+from bus.settings import KafkaSettings
 from bus.topics import LAG_WINDOW, default_topics_file, load_catalogue
 from consumers.lag import LagMonitor
+from consumers.lag.settings import LagSettings
 
 __all__ = ["main"]
 

@@ -28,12 +28,14 @@ from rich.console import Console
 from bench import _common
 from bus.admin import apply, plan
 from bus.logs import configure_logging
-from bus.settings import KafkaSettings, PollerSettings, SandboxSettings, ServiceSettings
+from bus.settings import KafkaSettings, ServiceSettings
 from bus.topics import RIGHTS_REQUESTS, default_topics_file, load_catalogue
 from dastra.client import DastraClient
 from dastra.filters import Rule
 from dastra.sandbox import SandboxServer
+from dastra.sandbox.settings import SandboxSettings
 from producers.poller import ChangedItem, Poller
+from producers.poller.settings import PollerSettings
 
 __all__ = ["main"]
 

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bus._examples import _RIGHTS_REQUEST
 from bus.envelope import dumps
 from bus.privacy import Decryptor, Encryptor, KeyRing, MasterKey, shape, subject_of
+from dastra_kafka.contracts._examples import _RIGHTS_REQUEST
 
 __all__ = ["main"]
 

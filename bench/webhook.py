@@ -40,10 +40,11 @@ from rich.console import Console
 from bench import _common
 from bus.admin import apply, plan
 from bus.envelope import encode_binary, new_event
+from bus.hooks.settings import HooksSettings
 from bus.localkafka import free_port
 from bus.logs import configure_logging
-from bus.settings import HooksSettings, KafkaSettings, ServiceSettings
-from bus.subscriptions import HookSubscription
+from bus.records.subscriptions import HookSubscription
+from bus.settings import KafkaSettings, ServiceSettings
 from bus.topics import HOOK_SUBSCRIPTIONS, TASKS, default_topics_file, load_catalogue
 from consumers.hooks import HookDispatcher
 

@@ -21,6 +21,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from confluent_kafka import Message
 
 __all__ = [
     "CONTENT_TYPE_JSON",
@@ -36,6 +37,7 @@ __all__ = [
     "encode_structured",
     "header_dict",
     "new_event",
+    "record_headers",
 ]
 
 CONTENT_TYPE_JSON = "application/json"
@@ -231,3 +233,11 @@ def _from_attributes(
         time=time if isinstance(time, datetime) else None,
         attributes=attributes,
     )
+
+
+def record_headers(message: Message) -> list[tuple[str, bytes | str | None]]:
+    """A consumed record's headers as a list of pairs."""
+    headers = message.headers()
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers or [])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bus.commands import Command, actor_identity
+from bus.records.commands import Command, actor_identity
 from dastra.client import DastraClient
 from dastra.filters import Rule, RuleGroup
 
@@ -109,7 +109,7 @@ class ActionSpec:
 
 
 def actor_lane_key(command: Any, workspace_id: int) -> list[str]:
-    """The natural key of an actor command in its workspace (`bus.commands.actor_identity`:
+    """The natural key of an actor command in its workspace (`bus.records.commands.actor_identity`:
     normalised e-mail, else company name, else names).
 
     Different producers may use different Kafka keys for the same actor; this key makes

@@ -3,9 +3,9 @@
 Consumes the six `dastra.commands.<action>.v1` topics (one thin agent per action, see
 `consumers/<action>.py`) and dastra.command-results.v1 (the dedupe index). Produces
 dastra.command-results.v1 and dastra.dead-letter.v1 through the shared `Dispatcher`. With
-enabled recipes (RECIPES_ENABLE), also runs them (`consumers/recipes.py`): their trigger topics
-are consumed by this app too. Serves, on the Faust web server (WORKER_WEB_HOST:WORKER_WEB_PORT,
-loopback by default):
+enabled recipes (RECIPES_ENABLE), also runs them (`consumers/recipes/runner.py`): their
+trigger topics are consumed by this app too. Serves, on the Faust web server
+(WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
 
     GET /metrics   Prometheus metrics of the agents (per action: succeeded, failed, retried,
                    dead-lettered, duplicates; latency and duration histograms; in flight) and
@@ -33,8 +33,7 @@ import faust
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bus.recipes import Recipe, runnable_recipes
-from bus.settings import KafkaSettings, Settings
+from bus.settings import KafkaSettings
 from bus.topics import RECORD_MAX_BYTES
 from consumers import (
     create_actor,
@@ -45,7 +44,9 @@ from consumers import (
     search_actors,
 )
 from consumers.dispatcher import Dispatcher
-from consumers.recipes import RecipeRunner
+from consumers.recipes.language import Recipe, runnable_recipes
+from consumers.recipes.runner import RecipeRunner
+from consumers.settings import WorkerConfig
 
 __all__ = ["AgentsApp", "create_app"]
 
@@ -129,7 +130,7 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
-def create_app(settings: Settings, recipes: Sequence[Recipe] | None = None) -> AgentsApp:
+def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) -> AgentsApp:
     """The Faust app of the agents selected by WORKER_ACTIONS (default: all six), and of the
     enabled `recipes` (default: those the settings enable; `RecipeError` when one is invalid).
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import faust
 
-from bus.commands import CreateActor
+from bus.records.commands import CreateActor
 from consumers.actions import ActionSpec, CommandContext, Result, actor_lane_key
 from consumers.dispatcher import Dispatcher
 from consumers.find_or_create_actor import find_actor

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import faust
 
-from bus.commands import CreateRightsRequest
+from bus.records.commands import CreateRightsRequest
 from consumers.actions import ActionSpec, CommandContext, Result
 from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient

@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from bus.commands import CreateTask
+from bus.records.commands import CreateTask
 from consumers.actions import ActionSpec, CommandContext, Result, created_since
 from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient

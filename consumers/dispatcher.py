@@ -66,14 +66,6 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from bus.commands import (
-    RESULT_FAILED,
-    RESULT_SUCCEEDED,
-    Command,
-    CommandError,
-    CommandResult,
-    command_type,
-)
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import (
     Envelope,
@@ -87,12 +79,21 @@ from bus.envelope import (
 )
 from bus.keystore import KeyStore
 from bus.privacy import PrivacyError
-from bus.settings import DastraSettings, KafkaSettings, PrivacySettings, WorkerSettings
+from bus.records.commands import (
+    RESULT_FAILED,
+    RESULT_SUCCEEDED,
+    Command,
+    CommandError,
+    CommandResult,
+    command_type,
+)
+from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
 from consumers.ordered_acks import PartitionAcks
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
+from consumers.settings import WorkerSettings
 from dastra.client import DastraClient
 from dastra.errors import (
     DastraAuthError,
@@ -102,6 +103,7 @@ from dastra.errors import (
     DastraResponseError,
     DastraRetryable,
 )
+from dastra.settings import DastraSettings
 
 __all__ = [
     "COMPONENT",

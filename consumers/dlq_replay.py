@@ -44,12 +44,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from bus.commands import RESULT_SUCCEEDED
 from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
 from bus.reading import end_offsets
+from bus.records.commands import RESULT_SUCCEEDED
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
 from consumers.dispatcher import command_id_of, fallback_id

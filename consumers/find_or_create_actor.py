@@ -7,8 +7,8 @@ Searches by e-mail (exact, case-insensitive) when the command has one, else by c
 creates the actor when nothing matches (the oldest match wins when there are several). The
 dispatcher runs commands for the same actor (normalised e-mail, else company, else names) one at
 a time in a worker (`actor_lane_key`), whatever their Kafka keys; the webhook keys them by the
-actor (`bus.commands.actor_record_key`), so they share a partition and so a worker: concurrent
-commands create one actor.
+actor (`bus.records.commands.actor_record_key`), so they share a partition and so a worker:
+concurrent commands create one actor.
 
     actor = await handle(FindOrCreateActor(email="dpo@acme.eu", companyName="Acme"), dastra, ctx)
 """
@@ -19,7 +19,7 @@ from datetime import datetime
 
 import faust
 
-from bus.commands import CreateActor, FindOrCreateActor
+from bus.records.commands import CreateActor, FindOrCreateActor
 from consumers.actions import ActionSpec, CommandContext, Result, actor_lane_key
 from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient

@@ -29,7 +29,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -39,157 +39,25 @@ import httpx
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from pydantic import ValidationError
 
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
-from bus.egress import EgressRefusedError, Target, client_for, post, resolve_target
-from bus.envelope import Envelope, EnvelopeError, decode, dumps
-from bus.keystore import KeyStore
-from bus.privacy import PAYLOAD_EXTENSION, PrivacyError
+from bus.envelope import Envelope, EnvelopeError, decode, dumps, record_headers
+from bus.hooks.egress import EgressRefusedError, Target, client_for, post, resolve_target
+from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload, workspace_of
+from bus.hooks.settings import HooksSettings
+from bus.hooks.signatures import standard_webhook_headers
+from bus.hooks.subscriptions import SubscriptionTable
+from bus.privacy import PrivacyError
 from bus.producer import AsyncProducer, KafkaUnavailableError
-from bus.settings import HooksSettings, KafkaSettings, PrivacySettings
-from bus.signatures import standard_webhook_headers
-from bus.subscriptions import HookSubscription
-from bus.tailer import TopicTailer
-from bus.topics import DEAD_LETTER, HOOK_SUBSCRIPTIONS, RIGHTS_REQUESTS, TASKS
+from bus.records.subscriptions import HookSubscription
+from bus.settings import KafkaSettings, PrivacySettings
+from bus.topics import DEAD_LETTER
 
-__all__ = [
-    "EVENT_TOPICS",
-    "HookDispatcher",
-    "SubscriptionTable",
-    "event_keys",
-    "hook_event_of",
-    "hook_payload",
-    "record_headers",
-    "workspace_of",
-]
+__all__ = ["HookDispatcher"]
 
 _log = structlog.get_logger(__name__)
 
-# The event topics and the hook events they carry.
-EVENT_TOPICS: dict[str, str] = {
-    "rights_request": RIGHTS_REQUESTS,
-    "task": TASKS,
-}
 _COMPONENT = "hooks"
-
-
-def record_headers(message: Message) -> list[tuple[str, bytes | str | None]]:
-    """A consumed record's headers as a list of pairs."""
-    headers = message.headers()
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return list(headers or [])
-
-
-def hook_event_of(ce_type: str | None) -> str | None:
-    """`eu.dastra.task.created` -> `task.created`; None for anything else."""
-    if not ce_type or not ce_type.startswith("eu.dastra."):
-        return None
-    return ce_type.removeprefix("eu.dastra.")
-
-
-def workspace_of(envelope: Envelope, key: bytes | None) -> int | None:
-    """The Dastra workspace of an event: `ce_source` dastra://workspaces/<ws>, else the key."""
-    for text in (envelope.source or "", (key or b"").decode("utf-8", "replace")):
-        tail = text.rsplit("/", 1)[-1] if "://" in text else text.split(":", 1)[0]
-        if tail.isdigit():
-            return int(tail)
-    return None
-
-
-def hook_payload(
-    envelope: Envelope, key: bytes | None, keys: KeyStore | None = None
-) -> dict[str, Any]:
-    """What a subscriber receives (and what `GET /v1/hooks/samples/{event}` lists): the data
-    in its topic's payload mode, decrypted with `keys` when it is encrypted and they can."""
-    when = envelope.time or datetime.now(UTC)
-    mode = envelope.attributes.get(PAYLOAD_EXTENSION)
-    data = envelope.data
-    if mode == "encrypted" and keys is not None and keys.can_decrypt:
-        data = keys.decryptor().open(data).data
-    payload = {
-        "id": envelope.id,
-        "type": hook_event_of(envelope.type),
-        "timestamp": when.isoformat().replace("+00:00", "Z"),
-        "workspace_id": workspace_of(envelope, key),
-        "data": data,
-    }
-    if mode and mode != "full":
-        payload["payload_mode"] = mode
-    return payload
-
-
-def event_keys(kafka: KafkaSettings, privacy: PrivacySettings | None, name: str) -> KeyStore | None:
-    """A key store to decrypt encrypted events with, when PRIVACY_MASTER_KEY is set."""
-    if privacy is None or privacy.master_key is None:
-        return None
-    return KeyStore(kafka, privacy, name=name)
-
-
-class SubscriptionTable:
-    """Every subscription, rebuilt from the compacted topic and kept current by a tailer."""
-
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self._subscriptions: dict[str, HookSubscription] = {}
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[str, HookSubscription | None], None]] = []
-        self.topic = kafka.topic(HOOK_SUBSCRIPTIONS)
-        self.tailer = TopicTailer(kafka, self.topic, self._apply, start="beginning", name="hooks")
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.tailer.start(timeout)
-
-    def stop(self) -> None:
-        self.tailer.stop()
-
-    def listen(self, listener: Callable[[str, HookSubscription | None], None]) -> None:
-        """`listener(id, subscription or None)` on every change (called in the tailer thread)."""
-        self._listeners.append(listener)
-
-    def _apply(self, message: Message) -> None:
-        key = (message.key() or b"").decode()
-        value = message.value()
-        if not key:
-            return
-        if value is None:
-            self.put(key, None)
-            return
-        try:
-            subscription = HookSubscription.model_validate_json(value)
-        except ValidationError:
-            _log.warning("hooks.bad_subscription_record", offset=message.offset())
-            return
-        self.put(key, subscription)
-
-    def put(self, key: str, subscription: HookSubscription | None) -> None:
-        """Apply a change (the tailer does; writers do too, to read their own writes)."""
-        with self._lock:
-            if subscription is None:
-                if self._subscriptions.pop(key, None) is None:
-                    return
-            else:
-                if self._subscriptions.get(key) == subscription:
-                    return
-                self._subscriptions[key] = subscription
-        for listener in self._listeners:
-            listener(key, subscription)
-
-    def get(self, key: str) -> HookSubscription | None:
-        with self._lock:
-            return self._subscriptions.get(key)
-
-    def all(self) -> list[HookSubscription]:
-        with self._lock:
-            return sorted(self._subscriptions.values(), key=lambda s: (s.created_at, s.id))
-
-    def matching(self, event: str, workspace_id: int | None) -> list[HookSubscription]:
-        with self._lock:
-            return [
-                s
-                for s in self._subscriptions.values()
-                if s.event == event and (s.workspace_id is None or s.workspace_id == workspace_id)
-            ]
 
 
 class _Metrics:

@@ -39,8 +39,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bus.settings import LagSettings
 from consumers.lag import LagMonitor, LagSnapshot, LagUnavailableError, StatusChange
+from consumers.lag.settings import LagSettings
 from consumers.lag_page import PAGE
 
 __all__ = ["LagService", "create_app"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import faust
 
-from bus.commands import LinkActorToProcessing
+from bus.records.commands import LinkActorToProcessing
 from consumers.actions import ActionSpec, CommandContext, Result
 from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient

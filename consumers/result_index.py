@@ -25,8 +25,8 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from bus.commands import RESULT_SUCCEEDED
 from bus.envelope import header_dict
+from bus.records.commands import RESULT_SUCCEEDED
 from bus.settings import KafkaSettings
 from consumers.topic_reader import TopicReader
 

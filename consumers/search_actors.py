@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import faust
 
-from bus.commands import SearchActors
+from bus.records.commands import SearchActors
 from consumers.actions import ActionSpec, CommandContext, Result
 from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient

@@ -16,9 +16,9 @@ from typing import Protocol
 import httpx
 from pydantic import SecretStr
 
-from bus.settings import DastraSettings
 from dastra._http import error_for_response, error_for_transport
 from dastra.errors import DastraAuthError, DastraConfigError, DastraResponseError
+from dastra.settings import DastraSettings
 
 __all__ = ["ApiKeyAuth", "Auth", "OAuth2ClientCredentials", "auth_from_settings"]
 

@@ -40,7 +40,6 @@ import structlog
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from bus.settings import DastraSettings
 from dastra._auth import Auth, auth_from_settings
 from dastra._http import error_for_response, error_for_transport
 from dastra.errors import (
@@ -65,6 +64,7 @@ from dastra.models import (
     Workspace,
 )
 from dastra.ratelimit import RateLimiter, shared_limiter
+from dastra.settings import DastraSettings
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "DastraClient"]
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from bus.settings import DastraSettings
+from dastra.settings import DastraSettings
 
 __all__ = ["RateLimiter", "shared_limiter"]
 

@@ -59,7 +59,7 @@ from bus.erasure import erase, parse_subject
 from bus.keystore import load_ring
 from bus.localkafka import LocalKafka, LocalKafkaError, free_port
 from bus.privacy import Decryptor, MasterKey
-from bus.settings import DastraSettings, KafkaSettings, PayloadMode, PrivacySettings, Settings
+from bus.settings import KafkaSettings, PayloadMode, PrivacySettings
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
@@ -70,6 +70,8 @@ from bus.topics import (
 )
 from consumers.lag import GroupSelection, LagMonitor, LagSnapshot, LagUnavailableError
 from dastra.sandbox import SandboxAdmin, SandboxServer
+from dastra.settings import DastraSettings
+from dastra_kafka.settings import Settings
 from dastra_kafka.supervisor import Service, ServiceFailedError, Supervisor
 
 __all__ = ["DemoOptions", "DemoReport", "run", "scan_for_personal_data"]

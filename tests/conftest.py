@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from bus.localkafka import LocalKafka, free_port
-from bus.settings import DastraSettings, KafkaSettings, SandboxSettings, env_prefixes
+from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
 from dastra.sandbox import SandboxServer
+from dastra.sandbox.settings import SandboxSettings
+from dastra.settings import DastraSettings
+from dastra_kafka.settings import env_prefixes
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
 
 # Read before the autouse fixture below clears KAFKA_* for each test.

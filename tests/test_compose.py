@@ -12,8 +12,8 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from bus.localkafka import KAFKA_VERSION
-from bus.settings import Settings
 from dastra_kafka.cli import app
+from dastra_kafka.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bus.contracts import validate_record
 from bus.settings import KafkaSettings
 from bus.topics import RECIPE_RUNS, RIGHTS_REQUESTS, TopicCatalogue
+from dastra_kafka.contracts.registry import validate_record
 from dastra_kafka.demo import DemoReport, scan_for_personal_data
 from tests.kafka_helpers import delete_topics, read_all
 

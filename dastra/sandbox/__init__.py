@@ -6,11 +6,11 @@
 See `app.py` for the API and the `/_sandbox` test controls, `server.py` to run it.
 """
 
-from bus.settings import SandboxSettings
 from dastra.sandbox.admin import SandboxAdmin, SandboxAdminError
 from dastra.sandbox.app import ADMIN_PREFIX, ADMIN_TOKEN_HEADER, create_app
 from dastra.sandbox.controls import FaultSpec
 from dastra.sandbox.server import SandboxServer, serve
+from dastra.sandbox.settings import SandboxSettings
 
 SandboxConfig = SandboxSettings
 

@@ -32,7 +32,6 @@ from pydantic import BaseModel, Field
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bus.settings import SandboxSettings
 from dastra.sandbox.connections import abort_connection
 from dastra.sandbox.controls import Controls, FaultSpec
 from dastra.sandbox.query import (
@@ -42,6 +41,7 @@ from dastra.sandbox.query import (
     select_fields,
     sort_items,
 )
+from dastra.sandbox.settings import SandboxSettings
 from dastra.sandbox.state import NotFoundError, SandboxState, StateError, blank, project
 from dastra.sandbox.validation import problem, validate_body
 from dastra.spec import load_spec

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from bus.settings import SandboxSettings
+from dastra.sandbox.settings import SandboxSettings
 
 __all__ = ["Controls", "Fault", "FaultSpec", "RateWindow"]
 

@@ -20,10 +20,11 @@ from typing import Any, Self
 import uvicorn
 from pydantic import SecretStr
 
-from bus.settings import DastraSettings, SandboxSettings
 from dastra.sandbox.admin import SandboxAdmin
 from dastra.sandbox.app import SandboxRuntime, create_app
 from dastra.sandbox.connections import DroppableH11
+from dastra.sandbox.settings import SandboxSettings
+from dastra.settings import DastraSettings
 
 __all__ = ["SandboxServer", "serve"]
 

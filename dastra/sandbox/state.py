@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bus.settings import SandboxSettings
+from dastra.sandbox.settings import SandboxSettings
 from dastra.spec import load_spec
 
 __all__ = [

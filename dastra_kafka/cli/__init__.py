@@ -14,8 +14,8 @@ import typer
 from pydantic import ValidationError
 
 from bus.logs import configure_logging
-from bus.settings import load_settings
 from dastra_kafka.cli._common import EXIT_BAD_INPUT
+from dastra_kafka.settings import load_settings
 
 __all__ = ["app", "main"]
 

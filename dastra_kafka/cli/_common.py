@@ -6,8 +6,8 @@ from typing import NoReturn
 
 import typer
 
-from bus.settings import Settings
 from bus.topics import TopicCatalogue, TopicsFileError, default_topics_file, load_catalogue
+from dastra_kafka.settings import Settings
 
 __all__ = [
     "EXIT_BAD_INPUT",

@@ -7,9 +7,10 @@ from typing import cast, get_args
 
 import typer
 
-from bus.settings import PayloadMode, Settings
+from bus.settings import PayloadMode
 from bus.topics import TopicCatalogue
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, catalogue_of, fail, settings_of
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 
@@ -57,7 +58,7 @@ def demo(
 
 def _check_recipes(settings: Settings, catalogue: TopicCatalogue, names: list[str]) -> None:
     """The `--recipe` names, loaded and checked as the worker will before anything starts."""
-    from bus.recipes import RecipeError, load_recipes
+    from consumers.recipes.language import RecipeError, load_recipes
 
     if not settings.dastra.uses_sandbox:
         fail(

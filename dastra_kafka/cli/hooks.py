@@ -8,8 +8,8 @@ import signal
 
 import typer
 
-from bus.settings import Settings
 from dastra_kafka.cli._common import EXIT_UNAVAILABLE, fail, settings_of
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 

@@ -14,7 +14,6 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from bus.settings import Settings
 from consumers.lag import (
     GroupLag,
     GroupSelection,
@@ -30,6 +29,7 @@ from dastra_kafka.cli._common import (
     fail,
     settings_of,
 )
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from bus.settings import Settings
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -22,6 +21,7 @@ from dastra_kafka.cli._common import (
     fail,
     settings_of,
 )
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bus.recipes import Problem, RecipeSet, load_recipes
+from consumers.recipes.language import Problem, RecipeSet, load_recipes
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_OK, catalogue_of, fail, settings_of
 
 __all__ = ["register"]

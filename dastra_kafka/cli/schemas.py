@@ -9,15 +9,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from bus.compat import Incompatibility
-from bus.schemagen import (
-    SCHEMAS_DIR,
-    Drift,
-    breaking_changes,
-    committed_files,
-    drift,
-    generate,
-)
 from bus.topics import load_catalogue
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
@@ -25,6 +16,15 @@ from dastra_kafka.cli._common import (
     catalogue_of,
     fail,
     settings_of,
+)
+from dastra_kafka.contracts.compat import Incompatibility
+from dastra_kafka.contracts.schemagen import (
+    SCHEMAS_DIR,
+    Drift,
+    breaking_changes,
+    committed_files,
+    drift,
+    generate,
 )
 
 __all__ = ["register"]

@@ -19,8 +19,6 @@ from bus.admin import (
     retention_text,
     retention_warnings,
 )
-from bus.contracts import unknown_schema_names
-from bus.settings import Settings
 from dastra_kafka.cli._common import (
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
@@ -28,6 +26,8 @@ from dastra_kafka.cli._common import (
     fail,
     settings_of,
 )
+from dastra_kafka.contracts.registry import unknown_schema_names
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 
@@ -113,8 +113,9 @@ def check_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Exit non-zero when the cluster differs from topics.yaml in any way, or when topics.yaml
-    names a key or value schema that no contract defines (bus/contracts.py). Warns (exit code
-    unchanged) about topics that can carry personal data with unbounded retention."""
+    names a key or value schema that no contract defines (dastra_kafka/contracts/registry.py).
+    Warns (exit code unchanged) about topics that can carry personal data with unbounded
+    retention."""
     settings = settings_of(ctx)
     warnings = _warn_retention(settings, as_json)
     unknown = unknown_schema_names(catalogue_of(settings))

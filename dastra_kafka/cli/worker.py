@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from bus.recipes import Recipe, RecipeError, runnable_recipes
-from bus.settings import Settings, WorkerSettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, RECIPE_RUNS, command_topic
+from consumers.recipes.language import Recipe, RecipeError, runnable_recipes
+from consumers.settings import WorkerSettings
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -16,6 +16,7 @@ from dastra_kafka.cli._common import (
     fail,
     settings_of,
 )
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from pydantic import ValidationError
 
-from bus.commands import (
+from bus.records.commands import (
     COMMAND_MODELS,
     CreateActor,
     FindOrCreateActor,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bus.compat import backward_incompatibilities
+from dastra_kafka.contracts.compat import backward_incompatibilities
 
 STRING = {"type": "string"}
 BASE: dict[str, Any] = {

@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from bus.commands import RESULT_FAILED, CommandError, CommandResult
-from bus.contracts import validate_record
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import dumps, encode_binary, new_event
-from bus.settings import DastraSettings, KafkaSettings, PollerSettings
-from bus.subscriptions import HookSubscription
+from bus.records.commands import RESULT_FAILED, CommandError, CommandResult
+from bus.records.subscriptions import HookSubscription
+from bus.settings import KafkaSettings
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
@@ -34,7 +33,10 @@ from bus.topics import (
 from consumers.lag import KafkaWindowStore, LagWindow, Sample, Status
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
+from dastra_kafka.contracts.registry import validate_record
 from producers.poller import Poller, trigger_record
+from producers.poller.settings import PollerSettings
 from tests.kafka_helpers import Record, consume, read_all
 
 

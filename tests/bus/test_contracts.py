@@ -15,7 +15,10 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from pydantic import Field, create_model
 from referencing import Registry, Resource
 
-from bus.contracts import (
+from bus.envelope import dumps
+from bus.topics import TopicCatalogue
+from dastra.models import Task
+from dastra_kafka.contracts.registry import (
     CONTRACTS,
     JSON_SCHEMA_DIALECT,
     SCHEMA_ID_PREFIX,
@@ -24,8 +27,7 @@ from bus.contracts import (
     headers_schema,
     validate_record,
 )
-from bus.envelope import dumps
-from bus.schemagen import (
+from dastra_kafka.contracts.schemagen import (
     ASYNCAPI_FILE,
     DOCS_FILE,
     breaking_changes,
@@ -34,8 +36,6 @@ from bus.schemagen import (
     generate,
     schema_path,
 )
-from bus.topics import TopicCatalogue
-from dastra.models import Task
 from tests.conftest import PROJECT_ROOT
 
 # The task contract's model: dastra.models.Task whose personal fields may also be encrypted or

@@ -13,9 +13,9 @@ import json
 import pytest
 from standardwebhooks import Webhook
 
-from bus.egress import EgressRefusedError, address_allowed, check_url, resolve_target
-from bus.settings import HooksSettings
-from bus.signatures import (
+from bus.hooks.egress import EgressRefusedError, address_allowed, check_url, resolve_target
+from bus.hooks.settings import HooksSettings
+from bus.hooks.signatures import (
     dastra_signature,
     sign_standard_webhook,
     standard_webhook_headers,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bus.expressions import FUNCTIONS, Expression, ExpressionError, Template, truthy
+from consumers.recipes.expressions import FUNCTIONS, Expression, ExpressionError, Template, truthy
 
 CONTEXT: dict[str, Any] = {
     "data": {

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bus.recipes import (
+from bus.topics import TopicCatalogue
+from consumers.recipes.language import (
     Problem,
     RecipeError,
     build_context,
@@ -22,8 +23,7 @@ from bus.recipes import (
     shipped_recipes_dir,
     step_command_id,
 )
-from bus.settings import RecipesSettings
-from bus.topics import TopicCatalogue
+from consumers.recipes.settings import RecipesSettings
 
 SHIPPED = sorted(shipped_recipes_dir().glob("*.yaml"))
 

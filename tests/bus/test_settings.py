@@ -18,13 +18,10 @@ from pydantic import ValidationError
 
 from bus.localkafka import LocalKafka
 from bus.logs import configure_logging
-from bus.settings import (
-    KafkaSettings,
-    ServiceSettings,
-    WebhookSettings,
-    WorkerSettings,
-    load_settings,
-)
+from bus.settings import KafkaSettings, ServiceSettings
+from consumers.settings import WorkerSettings
+from dastra_kafka.settings import load_settings
+from producers.webhook.settings import WebhookSettings
 
 PASSWORD = "s3cr3t-Pa55word"
 

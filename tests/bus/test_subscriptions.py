@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bus.subscriptions import HookSubscription, event_type_of
+from bus.records.subscriptions import HookSubscription, event_type_of
 
 
 def test_round_trip_keeps_the_secret_and_reprs_hide_it() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from bus.admin import retention_warnings
-from bus.settings import WebhookSettings, WorkerSettings
 from bus.topics import (
     ACTIONS,
     COMMAND_RECORD_MAX_BYTES,
@@ -20,6 +19,8 @@ from bus.topics import (
     default_topics_file,
     load_catalogue,
 )
+from consumers.settings import WorkerSettings
+from producers.webhook.settings import WebhookSettings
 
 DESIGN_TOPICS = {
     "dastra.rights-requests.v1",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.settings import KafkaSettings, load_settings
+from bus.settings import KafkaSettings
+from dastra_kafka.settings import load_settings
 from tests.cli.test_topics_cli import run_cli
 
 BROKEN = """

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 
 from bus.localkafka import free_port
-from bus.settings import KafkaSettings, env_prefixes
+from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue
+from dastra_kafka.settings import env_prefixes
 from tests.kafka_helpers import wait_for
 
 

@@ -27,9 +27,10 @@ from confluent_kafka.admin import AdminClient
 
 from bus.envelope import encode_binary, encode_structured, new_event
 from bus.localkafka import free_port
-from bus.settings import KafkaSettings, env_prefixes
+from bus.settings import KafkaSettings
 from bus.topics import ACTIONS, command_topic
 from dastra.sandbox import SandboxServer
+from dastra_kafka.settings import env_prefixes
 from tests.kafka_helpers import Record, unique, wait_for
 
 __all__ = [

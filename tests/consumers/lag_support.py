@@ -11,8 +11,9 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bus.admin import apply, plan
-from bus.settings import KafkaSettings, LagSettings
+from bus.settings import KafkaSettings
 from bus.topics import LAG_WINDOW, TopicCatalogue
+from consumers.lag.settings import LagSettings
 from tests.kafka_helpers import delete_topics, unique, wait_for
 
 __all__ = [

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bus.commands import (
+from bus.records.commands import (
     CreateActor,
     CreateRightsRequest,
     CreateTask,
@@ -17,7 +17,6 @@ from bus.commands import (
     LinkActorToProcessing,
     SearchActors,
 )
-from bus.settings import DastraSettings
 from consumers import (
     create_actor,
     create_rights_request,
@@ -29,6 +28,7 @@ from consumers import (
 from consumers.actions import AreaDefaults, CommandContext
 from dastra import DastraClient, RateLimiter
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
 from tests.kafka_helpers import unique
 
 

@@ -19,19 +19,16 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from bus.deadletter import read_dead_letter
 from bus.envelope import encode_binary, new_event
-from bus.settings import (
-    DastraSettings,
-    HooksSettings,
-    KafkaSettings,
-    PollerSettings,
-    PrivacySettings,
-)
-from bus.subscriptions import HookSubscription
+from bus.hooks.settings import HooksSettings
+from bus.records.subscriptions import HookSubscription
+from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import DEAD_LETTER, HOOK_SUBSCRIPTIONS, TASKS, TopicCatalogue
 from consumers.hooks import HookDispatcher
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
 from producers.poller import Poller
+from producers.poller.settings import PollerSettings
 from tests.kafka_helpers import Record, consume, read_all, wait_for
 from tests.producers.conftest import Running
 from tests.producers.webhook_support import ServerThread, Subscriber, TLSFiles

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bus.commands import RESULT_SUCCEEDED, CommandResult
 from bus.envelope import encode_binary, new_event
-from bus.recipe_records import RecipeRun, TriggerRef
+from bus.records.commands import RESULT_SUCCEEDED, CommandResult
+from bus.records.recipe_runs import RecipeRun, TriggerRef
 from bus.settings import KafkaSettings
 from bus.topics import COMMAND_RESULTS, RECIPE_RUNS, TopicCatalogue
-from consumers.recipe_results import StepResults
-from consumers.recipe_state import RunStore
+from consumers.recipes.results import StepResults
+from consumers.recipes.state import RunStore
 from consumers.result_index import ResultIndex
 
 

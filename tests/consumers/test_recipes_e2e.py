@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from bus.contracts import validate_record
 from bus.deadletter import read_dead_letter
 from bus.envelope import encode_binary, new_event
-from bus.recipes import step_command_id
-from bus.settings import KafkaSettings, PollerSettings
+from bus.settings import KafkaSettings
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
@@ -29,9 +27,12 @@ from bus.topics import (
     TASKS,
     TopicCatalogue,
 )
+from consumers.recipes.language import step_command_id
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxAdmin, SandboxServer
+from dastra_kafka.contracts.registry import validate_record
 from producers.poller import Poller
+from producers.poller.settings import PollerSettings
 from tests.consumers.agents_support import RecordProducer, Tail, WorkerProcess, group_caught_up
 from tests.kafka_helpers import (
     Record,

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bus.settings import DastraSettings
 from dastra import (
     DastraAuthError,
     DastraClient,
@@ -35,6 +34,7 @@ from dastra.models import (
     TaskState,
 )
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
 
 
 def _fast(settings: DastraSettings, **overrides: Any) -> DastraSettings:

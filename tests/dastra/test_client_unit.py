@@ -15,7 +15,6 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from bus.settings import DastraSettings
 from dastra import (
     DastraAuthError,
     DastraClient,
@@ -31,6 +30,7 @@ from dastra import (
     RateLimiter,
 )
 from dastra._http import parse_retry_after
+from dastra.settings import DastraSettings
 
 BASE = "https://api.dastra.test"
 API_KEY = "sk-private-DO-NOT-LEAK-1234567890"

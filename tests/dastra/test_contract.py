@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bus.settings import DastraSettings
 from dastra import DastraClient, DastraNotFound, DastraRejected, RateLimiter, Rule
 from dastra._auth import auth_from_settings
 from dastra.models import ActorCreate, ActorProcessingLink, RightsRequestCreate, TaskCreate
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
 from dastra.spec import DastraSpec, Operation, load_spec
 
 _TOKEN_RESPONSE = {

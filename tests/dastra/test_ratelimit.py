@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bus.settings import DastraSettings
 from dastra import RateLimiter, shared_limiter
+from dastra.settings import DastraSettings
 
 
 async def test_a_window_admits_its_limit_then_waits_for_the_oldest_to_age() -> None:

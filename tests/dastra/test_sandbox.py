@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bus.settings import SandboxSettings
 from dastra.sandbox import SandboxAdminError, SandboxServer
+from dastra.sandbox.settings import SandboxSettings
 from tests.kafka_helpers import wait_for
 
 _ISO_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -19,15 +19,12 @@ import httpx
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bus.settings import (
-    DastraSettings,
-    HooksSettings,
-    KafkaSettings,
-    PrivacySettings,
-    WebhookSettings,
-    env_prefixes,
-)
+from bus.hooks.settings import HooksSettings
+from bus.settings import KafkaSettings, PrivacySettings
+from dastra.settings import DastraSettings
+from dastra_kafka.settings import env_prefixes
 from producers.webhook import WebhookService, create_app
+from producers.webhook.settings import WebhookSettings
 from tests.kafka_helpers import read_all
 from tests.producers.webhook_support import ServerThread
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from bus.contracts import validate_record
 from bus.envelope import dumps
+from bus.hooks.settings import HooksSettings
 from bus.keystore import load_ring
 from bus.privacy import (
     Decryptor,
@@ -29,7 +29,7 @@ from bus.privacy import (
     resolve_dataref,
     subject_of,
 )
-from bus.settings import DastraSettings, HooksSettings, KafkaSettings, PollerSettings
+from bus.settings import KafkaSettings
 from bus.settings import PrivacySettings as _PrivacySettings
 from bus.topics import (
     COMMAND_RESULTS,
@@ -44,7 +44,10 @@ from bus.topics import (
 )
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
+from dastra_kafka.contracts.registry import validate_record
 from producers.poller import Poller, PollSummary
+from producers.poller.settings import PollerSettings
 from tests.consumers.agents_support import WorkerProcess
 from tests.consumers.test_hooks import DispatcherThread
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique, wait_for

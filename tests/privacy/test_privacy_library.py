@@ -17,8 +17,6 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
-from bus._examples import _RIGHTS_REQUEST, _TASK
-from bus.contracts import validate_record
 from bus.envelope import dumps, encode_binary, new_event
 from bus.erasure import ErasureRequest, parse_subject, plan_erasure
 from bus.keystore import key_record
@@ -41,6 +39,8 @@ from bus.privacy import (
 )
 from bus.settings import PrivacySettings
 from bus.topics import RIGHTS_REQUESTS, TASKS, TopicCatalogue
+from dastra_kafka.contracts._examples import _RIGHTS_REQUEST, _TASK
+from dastra_kafka.contracts.registry import validate_record
 
 HASH_KEY = b"0123456789abcdef-hash"
 PERSON = {

@@ -18,8 +18,7 @@ import pytest
 
 from bus.deadletter import read_dead_letter
 from bus.envelope import encode_binary, new_event
-from bus.recipes import step_command_id
-from bus.settings import KafkaSettings, PollerSettings, PrivacySettings
+from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import (
     DEAD_LETTER,
     NOTIFICATIONS,
@@ -28,9 +27,11 @@ from bus.topics import (
     TopicCatalogue,
     command_topic,
 )
+from consumers.recipes.language import step_command_id
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxAdmin, SandboxServer
 from producers.poller import Poller
+from producers.poller.settings import PollerSettings
 from tests.consumers.agents_support import RecordProducer, Tail, WorkerProcess
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique
 from tests.privacy.support import MASTER_KEY, Person, kafka_env, leaks, privacy, run_cli

@@ -12,9 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bus.settings import DastraSettings, HooksSettings, KafkaSettings, WebhookSettings
+from bus.hooks.settings import HooksSettings
+from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue
+from dastra.settings import DastraSettings
 from producers.webhook import WebhookService, create_app
+from producers.webhook.settings import WebhookSettings
 from tests.producers.webhook_support import ServerThread, TLSFiles, make_tls
 
 TOKEN = "tok-alpha-0123456789"

@@ -24,11 +24,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.localkafka import free_port
-from bus.settings import DastraSettings, KafkaSettings, PollerSettings, SandboxSettings
+from bus.settings import KafkaSettings
 from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
+from dastra.sandbox.settings import SandboxSettings
+from dastra.settings import DastraSettings
 from producers.poller import Cursor, Poller, PollSummary, StartFrom, trigger_record
+from producers.poller.settings import PollerSettings
 from tests.kafka_helpers import Record, consume, read_all, wait_for
 
 FAST = PollerSettings(interval_min_s=0.05, interval_max_s=0.2)

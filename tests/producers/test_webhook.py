@@ -24,17 +24,18 @@ from confluent_kafka.admin import (
 )
 from pydantic import SecretStr
 
-from bus.commands import RESULT_FAILED, RESULT_SUCCEEDED, CommandError, CommandResult, parse_command
 from bus.envelope import decode, encode_binary, new_event
+from bus.hooks.settings import HooksSettings
+from bus.hooks.signatures import dastra_signature
 from bus.producer import AsyncProducer, RecordTooLargeError
-from bus.settings import (
-    DastraSettings,
-    HooksSettings,
-    KafkaSettings,
-    PollerSettings,
-    WebhookSettings,
+from bus.records.commands import (
+    RESULT_FAILED,
+    RESULT_SUCCEEDED,
+    CommandError,
+    CommandResult,
+    parse_command,
 )
-from bus.signatures import dastra_signature
+from bus.settings import KafkaSettings
 from bus.topics import (
     ACTIONS,
     COMMAND_RESULTS,
@@ -47,7 +48,10 @@ from bus.topics import (
 )
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
 from producers.poller import Poller
+from producers.poller.settings import PollerSettings
+from producers.webhook.settings import WebhookSettings
 from tests.kafka_helpers import Record, consume, read_all, unique, wait_for
 from tests.producers.conftest import (
     DASTRA_KEY,
@@ -363,8 +367,8 @@ def test_replicas_racing_on_one_key_and_a_restart_still_make_one_record(
 
 
 class _ResultWriter:
-    """Stands in for the agents on the results contract (bus.commands.CommandResult): answers
-    each command on the given topics with `reply(action, data)`, after `delay` seconds."""
+    """Stands in for the agents on the results contract (bus.records.commands.CommandResult):
+    answers each command on the given topics with `reply(action, data)`, after `delay` seconds."""
 
     def __init__(self, kafka: KafkaSettings, actions: list[str], reply: Any, delay: float) -> None:
         self._kafka = kafka

@@ -11,9 +11,12 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from bus.hooks.settings import HooksSettings
 from bus.localkafka import LocalKafka
-from bus.settings import DastraSettings, HooksSettings, KafkaSettings, WebhookSettings
+from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue, command_topic
+from dastra.settings import DastraSettings
+from producers.webhook.settings import WebhookSettings
 from tests.kafka_helpers import create_catalogue_topics, read_all, unique, wait_for
 from tests.producers.conftest import TOKEN, start_webhook, stop_webhook
 

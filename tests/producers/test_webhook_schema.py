@@ -12,8 +12,11 @@ import schemathesis.checks
 from hypothesis import HealthCheck, given, settings
 from pydantic import SecretStr
 
-from bus.settings import DastraSettings, HooksSettings, KafkaSettings, WebhookSettings
+from bus.hooks.settings import HooksSettings
+from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue
+from dastra.settings import DastraSettings
+from producers.webhook.settings import WebhookSettings
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
 from tests.producers.conftest import (
     DASTRA_KEY,

@@ -15,18 +15,16 @@ import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from bus.commands import FindOrCreateActor, actor_record_key
-from bus.settings import (
-    DastraSettings,
-    HooksSettings,
-    KafkaSettings,
-    PollerSettings,
-    WebhookSettings,
-)
+from bus.hooks.settings import HooksSettings
+from bus.records.commands import FindOrCreateActor, actor_record_key
+from bus.settings import KafkaSettings
 from bus.topics import DEAD_LETTER, TASKS, TopicCatalogue, command_topic
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
 from producers.poller import Poller
+from producers.poller.settings import PollerSettings
+from producers.webhook.settings import WebhookSettings
 from tests.consumers.agents_support import WorkerProcess
 from tests.consumers.test_hooks import DispatcherThread
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique, wait_for

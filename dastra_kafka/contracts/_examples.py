@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.commands import actor_record_key, parse_command
+from bus.records.commands import actor_record_key, parse_command
 
 __all__ = ["EXAMPLES", "RecordExample"]
 

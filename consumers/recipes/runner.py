@@ -3,7 +3,7 @@
 Consumes the trigger topics of the enabled recipes (one thin Faust agent per topic, in the
 worker's consumer group: `dastra.rights-requests.v1`, `dastra.tasks.v1`, or topics of yours such
 as `crm.customer-deleted`), dastra.command-results.v1 (through the agents' result index, see
-`consumers/recipe_results.py`) and dastra.recipe-runs.v1 (`consumers/recipe_state.py`); for
+`consumers/recipes/results.py`) and dastra.recipe-runs.v1 (`consumers/recipes/state.py`); for
 periodic recipes, Dastra's rights requests or tasks (GET, every RECIPES_SCHEDULE_INTERVAL_S).
 Produces commands on `dastra.commands.<action>.v1` (CloudEvents binary mode, deterministic
 `ce_id`), messages on `dastra.notifications.v1` or topics of yours, the run state on
@@ -26,7 +26,7 @@ A run, for one recipe and one triggering event:
    resumes it.
 
 Privacy (README "Privacy"): an event of `dastra.rights-requests.v1` or `dastra.tasks.v1` in a
-non-full payload mode is first made whole in memory (`consumers/recipe_privacy.py`): encrypted
+non-full payload mode is first made whole in memory (`consumers/recipes/privacy.py`): encrypted
 fields are decrypted with the key topic's keys, thin or redacted objects are fetched from Dastra
 by id; an event that cannot be made whole is dead-lettered with the reason. With
 PRIVACY_MODE_COMMANDS=encrypted the commands steps send are sealed as the webhook seals its own
@@ -60,7 +60,6 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bus.commands import CommandResult, command_record_key
 from bus.deadletter import OriginalRecord, dead_letter
 from bus.envelope import (
     Envelope,
@@ -70,10 +69,11 @@ from bus.envelope import (
     encode_binary,
     new_event,
 )
-from bus.expressions import ExpressionError
+from bus.hooks.events import workspace_of
 from bus.keystore import KeyStore
 from bus.privacy import PAYLOAD_EXTENSION
-from bus.recipe_records import (
+from bus.records.commands import CommandResult, command_record_key
+from bus.records.recipe_runs import (
     PublishedRecord,
     RecipeRun,
     RunError,
@@ -81,17 +81,6 @@ from bus.recipe_records import (
     TriggerRef,
     run_state_key,
 )
-from bus.recipes import (
-    Recipe,
-    Step,
-    build_context,
-    event_context,
-    iterations,
-    render_command,
-    render_message,
-    step_command_id,
-)
-from bus.settings import Settings
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
@@ -101,12 +90,23 @@ from bus.topics import (
     command_topic,
 )
 from consumers.dispatcher import fallback_id
-from consumers.hooks import workspace_of
 from consumers.ordered_acks import PartitionAcks
-from consumers.recipe_privacy import RecipePrivacy, TriggerUnreadable
-from consumers.recipe_results import StepResults
-from consumers.recipe_state import RunStore
+from consumers.recipes.expressions import ExpressionError
+from consumers.recipes.language import (
+    Recipe,
+    Step,
+    build_context,
+    event_context,
+    iterations,
+    render_command,
+    render_message,
+    step_command_id,
+)
+from consumers.recipes.privacy import RecipePrivacy, TriggerUnreadable
+from consumers.recipes.results import StepResults
+from consumers.recipes.state import RunStore
 from consumers.result_index import ResultIndex
+from consumers.settings import WorkerConfig
 from dastra.client import DastraClient
 from dastra.errors import DastraError
 
@@ -230,7 +230,7 @@ class RecipeRunner:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerConfig,
         recipes: Sequence[Recipe],
         *,
         on_crash: Callable[[BaseException], Awaitable[None]],
@@ -554,7 +554,7 @@ class RecipeRunner:
         self, record: _Record, envelope: Envelope, recipes: list[Recipe]
     ) -> Any | None:
         """The event's data as recipes see it: the whole Dastra object, in memory, whatever
-        the payload mode of the record (`consumers/recipe_privacy.py`). None: it could not be
+        the payload mode of the record (`consumers/recipes/privacy.py`). None: it could not be
         had, and the record was dead-lettered with the reason."""
         dastra = self._require(self._dastra, "Dastra client")
         try:

@@ -31,8 +31,6 @@ from jsonschema import Draft202012Validator
 from pydantic import Field, TypeAdapter
 from pydantic.config import JsonDict
 
-from bus._examples import EXAMPLES, RecordExample
-from bus.commands import COMMAND_MODELS, RESULT_FAILED, RESULT_SUCCEEDED, CommandResult
 from bus.deadletter import (
     DLQ_ATTEMPTS,
     DLQ_COMPONENT,
@@ -46,10 +44,12 @@ from bus.deadletter import (
     ErrorKind,
 )
 from bus.envelope import Headers, header_dict
-from bus.erasure import AUDIT_EVENT_TYPE, ErasureAudit
+from bus.erasure import ErasureAudit
 from bus.privacy import PAYLOAD_HEADER, KeyRecord, event_model, private_model
-from bus.recipe_records import Notification, RecipeRun
-from bus.subscriptions import HookSubscription
+from bus.records.commands import COMMAND_MODELS, CommandResult
+from bus.records.event_types import EVENT_TYPES
+from bus.records.recipe_runs import Notification, RecipeRun
+from bus.records.subscriptions import HookSubscription
 from bus.topics import (
     ACTIONS,
     COMMAND_RESULTS,
@@ -70,8 +70,9 @@ from bus.topics import (
 )
 from consumers.lag import LagWindowKey, LagWindowRecord
 from dastra.models import RightsRequest, Task, UserLight
-from producers.idempotency import IdempotencyRecord
+from dastra_kafka.contracts._examples import EXAMPLES, RecordExample
 from producers.poller import Cursor, PollTrigger
+from producers.webhook.idempotency import IdempotencyRecord
 
 __all__ = [
     "CONTRACTS",
@@ -486,7 +487,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.POLLER,),
             receivers=_EVERYONE_ELSE,
             examples=EXAMPLES[RIGHTS_REQUESTS],
-            event_types=("eu.dastra.rights_request.created", "eu.dastra.rights_request.updated"),
+            event_types=EVENT_TYPES[RIGHTS_REQUESTS],
             extra_required_headers=("ce_time", "ce_subject"),
         ),
         TopicContract(
@@ -497,7 +498,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.POLLER,),
             receivers=_EVERYONE_ELSE,
             examples=EXAMPLES[TASKS],
-            event_types=("eu.dastra.task.created", "eu.dastra.task.updated"),
+            event_types=EVENT_TYPES[TASKS],
             extra_required_headers=("ce_time", "ce_subject"),
         ),
         *(
@@ -521,7 +522,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.AGENTS,),
             receivers=(Role.WEBHOOK, Role.RECIPES, Role.ANY_CONSUMER),
             examples=EXAMPLES[COMMAND_RESULTS],
-            event_types=(RESULT_SUCCEEDED, RESULT_FAILED),
+            event_types=EVENT_TYPES[COMMAND_RESULTS],
         ),
         TopicContract(
             DEAD_LETTER,
@@ -614,7 +615,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.OPERATORS, Role.POLLER),
             receivers=(Role.OPERATORS, Role.ANY_CONSUMER),
             examples=EXAMPLES[PRIVACY_AUDIT],
-            event_types=(AUDIT_EVENT_TYPE,),
+            event_types=EVENT_TYPES[PRIVACY_AUDIT],
         ),
         TopicContract(
             LAG_WINDOW,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bus.settings import HooksSettings
+from bus.hooks.settings import HooksSettings
 
 __all__ = [
     "EgressRefusedError",

@@ -1,8 +1,8 @@
 """Generate the contract files from the code, and compare them with the committed ones.
 
-Consumes the topic catalogue and the contract registries (`bus.contracts`). Produces, as bytes
-keyed by path relative to the repository root (deterministic: sorted keys, fixed formatting, so
-drift checks are byte-exact):
+Consumes the topic catalogue and the contract registries (`dastra_kafka.contracts.registry`).
+Produces, as bytes keyed by path relative to the repository root (deterministic: sorted keys,
+fixed formatting, so drift checks are byte-exact):
 
 - `schemas/<name>.schema.json`: a JSON Schema (draft 2020-12) per key and value schema;
 - `schemas/asyncapi.yaml`: an AsyncAPI 3.0.0 document (servers, channels with Kafka bindings,
@@ -10,7 +10,7 @@ drift checks are byte-exact):
 - `docs/topics.md`: the reference for people.
 
 `drift(...)` lists files that differ from what the code generates; `breaking_changes(...)` lists
-what a new schema breaks for consumers of the committed one (`bus.compat`).
+what a new schema breaks for consumers of the committed one (`dastra_kafka.contracts.compat`).
 
     files = generate(catalogue)
     problems = drift(root, files)
@@ -31,8 +31,9 @@ from typing import Any, Literal
 
 import yaml
 
-from bus.compat import Incompatibility, backward_incompatibilities
-from bus.contracts import (
+from bus.topics import TopicCatalogue, TopicSpec
+from dastra_kafka.contracts.compat import Incompatibility, backward_incompatibilities
+from dastra_kafka.contracts.registry import (
     CONTRACTS,
     TOPIC_CONTRACTS,
     Contract,
@@ -45,7 +46,6 @@ from bus.contracts import (
     structured_envelope_schema,
     topic_headers_refinement,
 )
-from bus.topics import TopicCatalogue, TopicSpec
 
 __all__ = [
     "ASYNCAPI_FILE",
@@ -137,7 +137,10 @@ def _check_complete(
         if name not in contracts
     ] + [f"{spec.name}: no TopicContract" for spec in catalogue if spec.name not in topics]
     if missing:
-        raise KeyError("not in the contract registry (bus/contracts.py): " + "; ".join(missing))
+        raise KeyError(
+            "not in the contract registry (dastra_kafka/contracts/registry.py): "
+            + "; ".join(missing)
+        )
 
 
 # --- AsyncAPI --------------------------------------------------------------------------------

@@ -32,16 +32,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 import structlog
 from confluent_kafka import Message
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
-from bus.settings import KafkaSettings, WebhookSettings
+from bus.records.idempotency import IdempotencyRecord
+from bus.settings import KafkaSettings
 from bus.tailer import TopicTailer
 from bus.topics import WEBHOOK_IDEMPOTENCY
+from producers.webhook.settings import WebhookSettings
 
 __all__ = [
     "IdempotencyConflictError",
@@ -67,22 +68,6 @@ def scope_of(token: str, key: str) -> str:
 def command_id_for(scope: str) -> str:
     """The command id of a keyed request: the same for every replica and every retry."""
     return str(uuid.uuid5(_NAMESPACE, scope))
-
-
-class IdempotencyRecord(BaseModel):
-    """The value on dastra.webhook-idempotency.v1."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    state: Literal["claim", "answer", "release"]
-    claim_id: str
-    command_id: str
-    action: str
-    fingerprint: str
-    at: datetime
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
 
 
 @dataclass

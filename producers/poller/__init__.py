@@ -41,15 +41,15 @@ from typing import Any, Literal
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition, murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 
 from bus.envelope import deterministic_id, encode_binary, new_event
 from bus.erasure import ErasureAudit, ErasurePlan, ErasureRequest, audit_record, plan_erasure
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, Batch, PrivacyError, dataref_of, shape
 from bus.reading import TopicMissingError, end_offsets, read_latest
-from bus.settings import KafkaSettings, PayloadMode, PollerSettings, PrivacySettings
+from bus.records.poller import Cursor, Mark, PollTrigger, Recent, trigger_record
+from bus.settings import KafkaSettings, PayloadMode, PrivacySettings
 from bus.tailer import TailerError
 from bus.topics import (
     POLLER_STATE,
@@ -70,6 +70,7 @@ from dastra.errors import (
 )
 from dastra.filters import Filter, Rule, RuleGroup
 from dastra.models import DastraModel, Page
+from producers.poller.settings import PollerSettings
 
 __all__ = [
     "RESOURCES",
@@ -136,48 +137,6 @@ _KIND: dict[_Stream, Literal["created", "updated"]] = {
 }
 
 
-class Recent(BaseModel):
-    """An item published shortly before the cursor's timestamp."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    at: datetime
-
-
-class Mark(BaseModel):
-    """A position in one time-ordered stream (creations or updates)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    after: datetime | None = Field(description="Newest timestamp published; null: from the start")
-    seen: list[int] = Field(default_factory=list, description="Ids published at `after`")
-    recent: list[Recent] = Field(
-        default_factory=list,
-        description="Items published at or after `recentSince` (the late-item window)",
-    )
-    recent_since: datetime | None = Field(
-        default=None,
-        description="`recent` is complete from this timestamp on; null: as far as it reaches",
-    )
-
-
-class Cursor(BaseModel):
-    """The poller's position for one workspace and resource (value on dastra.poller-state.v1)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    workspace_id: int
-    resource: str
-    created: Mark
-    updated: Mark
-    written_at: datetime
-
-    @property
-    def key(self) -> str:
-        return f"{self.workspace_id}:{self.resource}"
-
-
 class PollerFencedError(RuntimeError):
     """Another poller took over this workspace (same transactional.id); this one must stop."""
 
@@ -218,23 +177,6 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _stamp(item: ChangedItem, stream: _Stream) -> datetime | None:
     return _utc(item.date_creation if stream == "dateCreation" else item.date_update)
-
-
-class PollTrigger(BaseModel):
-    """A request to poll a workspace now (value on dastra.poller-triggers.v1; key = the
-    workspace id). Other fields are ignored."""
-
-    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
-
-    workspace_id: int = Field(ge=1, description="The Dastra workspace to poll")
-    reason: str = Field(description="Why, for the logs: e.g. the Dastra webhook event name")
-    at: datetime = Field(description="When the trigger was sent")
-
-
-def trigger_record(workspace_id: int, reason: str) -> tuple[bytes, bytes]:
-    """Key and value of a record on dastra.poller-triggers.v1 asking to poll a workspace now."""
-    trigger = PollTrigger(workspace_id=workspace_id, reason=reason, at=datetime.now(UTC))
-    return str(workspace_id).encode(), trigger.model_dump_json(by_alias=True).encode()
 
 
 class _Metrics:

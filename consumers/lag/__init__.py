@@ -55,9 +55,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from types import TracebackType
-from typing import Annotated, Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from confluent_kafka import (
@@ -70,11 +69,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import TypeAdapter
 
 from bus.reading import TopicMissingError, read_to_end
-from bus.settings import KafkaSettings, LagSettings
+from bus.records.lag import LagWindowKey, LagWindowRecord, Status, StatusRecord, WindowRecord
+from bus.settings import KafkaSettings
 from bus.topics import LAG_WINDOW
+from consumers.lag.settings import LagSettings
 
 __all__ = [
     "GroupLag",
@@ -107,31 +108,6 @@ WindowKey = tuple[str, str, int]  # group, topic, partition
 
 class LagUnavailableError(RuntimeError):
     """Kafka did not answer the monitor's admin requests in time."""
-
-
-class Status(StrEnum):
-    """A partition's or group's health; `code` orders them by severity."""
-
-    OK = "OK"
-    WARN = "WARN"
-    REWIND = "REWIND"
-    STALL = "STALL"
-    STOP = "STOP"
-    NOTFOUND = "NOTFOUND"
-
-    @property
-    def code(self) -> int:
-        return _CODES[self]
-
-
-_CODES = {
-    Status.OK: 0,
-    Status.WARN: 1,
-    Status.REWIND: 2,
-    Status.STALL: 3,
-    Status.STOP: 4,
-    Status.NOTFOUND: 5,
-}
 
 
 class Sample(NamedTuple):
@@ -493,39 +469,6 @@ class LagWindow:
         return out
 
 
-class WindowRecord(BaseModel):
-    """The samples of one group and topic (key `["window", group, topic]`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    v: Literal[1] = Field(description="Record format version")
-    kind: Literal["window"]
-    group: str = Field(description="Consumer group")
-    topic: str
-    samples: dict[
-        Annotated[str, Field(pattern=r"^[0-9]+$")],
-        list[Annotated[list[int], Field(min_length=3, max_length=3)]],
-    ] = Field(
-        description="Per partition number, oldest first: [at (Unix ms), committed offset, "
-        "log end offset]"
-    )
-
-
-class StatusRecord(BaseModel):
-    """A group's last status and since when (key `["status", group]`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    v: Literal[1] = Field(description="Record format version")
-    kind: Literal["status"]
-    group: str = Field(description="Consumer group")
-    status: Status
-    since: float = Field(description="Unix time (s) the group entered this status")
-
-
-LagWindowRecord = Annotated[WindowRecord | StatusRecord, Field(discriminator="kind")]
-# The key of a record: the JSON text of ["window", group, topic] or ["status", group].
-LagWindowKey = Annotated[str, Field(pattern=r'^\["(window|status)",')]
 _RECORD = TypeAdapter(LagWindowRecord)
 
 

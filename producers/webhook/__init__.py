@@ -61,38 +61,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from bus.commands import COMMAND_MODELS, Command, CommandResult, command_record_key, command_type
-from bus.egress import EgressRefusedError, resolve_target
-from bus.envelope import EnvelopeError, decode, encode_binary, new_event
+from bus.envelope import EnvelopeError, decode, encode_binary, new_event, record_headers
+from bus.hooks.egress import EgressRefusedError, resolve_target
+from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload
+from bus.hooks.settings import HooksSettings
+from bus.hooks.signatures import verify_dastra_signature
+from bus.hooks.subscriptions import SubscriptionTable
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
 from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
-from bus.settings import (
-    DastraSettings,
-    HooksSettings,
-    KafkaSettings,
-    PrivacySettings,
-    WebhookSettings,
+from bus.records.commands import (
+    COMMAND_MODELS,
+    Command,
+    CommandResult,
+    command_record_key,
+    command_type,
 )
-from bus.signatures import verify_dastra_signature
-from bus.subscriptions import HOOK_EVENTS, HookEvent, HookSubscription
+from bus.records.poller import trigger_record
+from bus.records.subscriptions import HOOK_EVENTS, HookEvent, HookSubscription
+from bus.settings import KafkaSettings, PrivacySettings
 from bus.tailer import TopicTailer
 from bus.topics import ACTIONS, COMMAND_RESULTS, POLLER_TRIGGERS, command_topic
-from consumers.hooks import (
-    EVENT_TOPICS,
-    SubscriptionTable,
-    event_keys,
-    hook_event_of,
-    hook_payload,
-    record_headers,
-)
-from producers.idempotency import (
+from dastra.settings import DastraSettings
+from producers.webhook.idempotency import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
     IdempotencyStore,
     scope_of,
 )
-from producers.poller import trigger_record
+from producers.webhook.settings import WebhookSettings
 
 __all__ = [
     "COMMAND_EVENT_SOURCE",

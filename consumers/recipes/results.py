@@ -29,7 +29,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from bus.commands import CommandResult
+from bus.records.commands import CommandResult
 from bus.settings import KafkaSettings
 from bus.topics import COMMAND_RESULTS
 from consumers.result_index import ResultIndex

@@ -24,7 +24,7 @@ import structlog
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from bus.recipe_records import RecipeRun
+from bus.records.recipe_runs import RecipeRun
 from bus.settings import KafkaSettings
 from bus.topics import RECIPE_RUNS
 from consumers.topic_reader import TopicReader

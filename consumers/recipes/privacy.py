@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from bus.envelope import Envelope
+from bus.hooks.events import workspace_of
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import (
     PAYLOAD_EXTENSION,
@@ -39,7 +40,6 @@ from bus.privacy import (
 )
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_KEYS, RIGHTS_REQUESTS, TASKS
-from consumers.hooks import workspace_of
 from dastra.client import DastraClient
 from dastra.errors import DastraError, DastraRetryable
 

@@ -3,7 +3,7 @@
 Consumes recipe files (YAML, one recipe per file: the shipped ones in `recipes/`, yours in
 RECIPES_DIRS), the topic catalogue and `RecipesSettings`. Produces validated `Recipe`s, every
 problem found (`Problem`: file, recipe, field, message), and the pure functions the runner
-(`consumers/recipes.py`) uses to render a step: the command or message a step sends for one
+(`consumers/recipes/runner.py`) uses to render a step: the command or message a step sends for one
 event, with deterministic ids.
 
 A recipe file:
@@ -29,11 +29,11 @@ A recipe file:
         publish: {topic: dastra.notifications.v1, type: eu.dastra.recipe.x, data: {title: ...}}
     example: {data: {...}, results: {task: {...}}}    # checked by `recipes validate`
 
-Expressions (see `bus/expressions.py`) read one context: `event` (id, type, source, subject,
-time, key, topic, partition, offset, workspace_id), `data` (the event's data), `steps.<id>`
-(`status`, and `result`: the command's result, a list for a `foreach` step), `item` and `index`
-(inside a `foreach`), `settings` (`RecipesSettings.expression_settings()`), `recipe` (name) and
-`run` (key).
+Expressions (see `consumers/recipes/expressions.py`) read one context: `event` (id, type,
+source, subject, time, key, topic, partition, offset, workspace_id), `data` (the event's data),
+`steps.<id>` (`status`, and `result`: the command's result, a list for a `foreach` step), `item`
+and `index` (inside a `foreach`), `settings` (`RecipesSettings.expression_settings()`),
+`recipe` (name) and `run` (key).
 
 Why this shape: everything a recipe can do is checked before anything runs (unknown action or
 field, a literal a command would refuse, bad expressions, references to later steps, unknown
@@ -60,12 +60,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from bus.commands import COMMAND_MODELS, Command
-from bus.contracts import TOPIC_CONTRACTS
 from bus.envelope import deterministic_id
-from bus.expressions import Expression, ExpressionError, Template, format_datetime
-from bus.recipe_records import Notification
-from bus.settings import RecipesSettings, Settings
+from bus.records.commands import COMMAND_MODELS, Command
+from bus.records.event_types import EVENT_TYPES
+from bus.records.recipe_runs import Notification
 from bus.topics import (
     COMMAND_RESULTS,
     NOTIFICATIONS,
@@ -75,6 +73,9 @@ from bus.topics import (
     default_topics_file,
     load_catalogue,
 )
+from consumers.recipes.expressions import Expression, ExpressionError, Template, format_datetime
+from consumers.recipes.settings import RecipesSettings
+from consumers.settings import WorkerConfig
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -131,7 +132,7 @@ _MAX_ID = 200
 
 def shipped_recipes_dir() -> Path:
     """`recipes/` of this checkout: the shipped recipes."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    return Path(__file__).resolve().parents[2] / "recipes"
 
 
 # --- problems --------------------------------------------------------------------------------
@@ -447,7 +448,9 @@ def load_recipes(
     return result
 
 
-def runnable_recipes(settings: Settings, catalogue: TopicCatalogue | None = None) -> list[Recipe]:
+def runnable_recipes(
+    settings: WorkerConfig, catalogue: TopicCatalogue | None = None
+) -> list[Recipe]:
     """The recipes the settings enable, all valid; `RecipeError` otherwise (the worker refuses
     to start half-configured)."""
     if catalogue is None:
@@ -590,7 +593,8 @@ def _check_refs(
             )
 
 
-_SETTING_NAMES = tuple(RecipesSettings().expression_settings())
+# model_construct: the names only, without reading the environment at import time.
+_SETTING_NAMES = tuple(RecipesSettings.model_construct().expression_settings())
 
 
 def _expression(
@@ -785,8 +789,7 @@ def _compile(
         ours = _topic(topic, "trigger", catalogue, "trigger.topic", problems) if topic else None
         condition = _expression(spec.trigger.filter, top, "trigger.filter", problems, step_ids)
         if topic and ours is not None:
-            contract = TOPIC_CONTRACTS.get(topic) if ours else None
-            types = contract.event_types if contract else ()
+            types = EVENT_TYPES.get(topic, ()) if ours else ()
             if spec.trigger.type and types and spec.trigger.type not in types:
                 problems.add(
                     "trigger.type",

@@ -1,0 +1,1 @@
+"""What the webhook and the hook dispatcher share: subscriptions, payloads, signatures, egress."""

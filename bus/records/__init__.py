@@ -1,0 +1,7 @@
+"""Every wire model of the bus, and nothing else: what the records on the topics hold.
+
+`commands` (the six commands and their results), `poller` (cursor and poll triggers),
+`idempotency` (the webhook's Idempotency-Key records), `lag` (the lag monitor's window),
+`subscriptions` (REST hook subscriptions) and `recipe_runs` (recipe runs and notifications).
+The privacy records (data keys, aliases, erasure audit) live with their code in `bus.privacy`.
+"""

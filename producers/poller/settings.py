@@ -1,0 +1,53 @@
+"""The change poller's settings (`POLLER_*`).
+
+poller = PollerSettings(interval_max_s=5)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+
+from bus.settings import part_config
+
+__all__ = ["PollerSettings"]
+
+
+class PollerSettings(BaseSettings):
+    """The change poller (`POLLER_*`)."""
+
+    model_config = part_config("POLLER_")
+
+    # Poll again after this long when the last cycle found changes...
+    interval_min_s: float = Field(default=1.0, gt=0)
+    # ...and back off, doubling, up to this long while nothing changes.
+    interval_max_s: float = Field(default=15.0, gt=0)
+    page_size: int = Field(default=500, ge=1, le=500)
+    # Events per Kafka transaction: a long backfill commits (and survives a crash) in steps.
+    batch_size: int = Field(default=500, ge=1)
+    # Where a workspace without a stored cursor starts: "now", "beginning" or an ISO date.
+    start_from: str = "now"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
+    transaction_timeout_s: float = Field(default=60.0, gt=0)
+    # Items can become visible after newer ones (a slow database transaction, skewed clocks):
+    # each cycle also re-reads this far behind the cursor and publishes what it had not seen.
+    late_window_s: float = Field(default=60.0, ge=0)
+    # At most this many recently published ids are remembered for that check.
+    late_max_tracked: int = Field(default=5000, ge=0)
+    # That re-read runs at most this often per stream (0: every cycle). After a burst of items
+    # it reads up to `late_max_tracked` of them again: the poller's main cost, and requests
+    # taken from Dastra's rate limit.
+    late_every_s: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PollerSettings:
+        if self.interval_max_s < self.interval_min_s:
+            raise ValueError("POLLER_INTERVAL_MAX_S must be >= POLLER_INTERVAL_MIN_S")
+        if self.start_from not in ("now", "beginning"):
+            try:
+                datetime.fromisoformat(self.start_from.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError("POLLER_START_FROM takes now, beginning or an ISO date") from None
+        return self
