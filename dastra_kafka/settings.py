@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.hooks.settings import HooksSettings
@@ -26,7 +26,7 @@ from dastra.settings import DastraSettings
 from producers.poller.settings import PollerSettings
 from producers.webhook.settings import WebhookSettings
 
-__all__ = ["Settings", "env_prefixes", "load_settings"]
+__all__ = ["Settings", "SettingsError", "env_prefixes", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -47,17 +47,36 @@ class Settings(BaseSettings):
     recipes: RecipesSettings = Field(default_factory=RecipesSettings)
 
 
+class SettingsError(ValueError):
+    """Invalid configuration. `problems` name the environment variable at fault, never a value
+    (a value may be a secret): `["RECIPES_DEADLINE_WARNING_DAYS: Input should be ..."]`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:
-    """Read the environment (and `env_file` if it exists) once, into a frozen tree.
+    """Read the environment (and `env_file` if it exists) once, into a frozen tree; raises
+    `SettingsError` naming every variable at fault.
 
     settings = load_settings(Path(".env"))
     """
     source = env_file if env_file is not None and env_file.is_file() else None
     parts: dict[str, BaseSettings] = {}
+    problems: list[str] = []
     for name, field in Settings.model_fields.items():
         part = field.annotation
         assert isinstance(part, type) and issubclass(part, BaseSettings)
-        parts[name] = part(_env_file=source)
+        try:
+            parts[name] = part(_env_file=source)
+        except ValidationError as exc:
+            prefix = str(part.model_config.get("env_prefix", ""))
+            for error in exc.errors():
+                where = str(error["loc"][0]).upper() if error["loc"] else "*"
+                problems.append(f"{prefix}{where}: {error['msg']}")
+    if problems:
+        raise SettingsError(problems)
     return Settings.model_validate(parts)
 
 

@@ -1,21 +1,38 @@
 """The `dastra-kafka` command line: parses arguments, builds `Settings` once, calls one `run()`.
 
+Every verb is named below and lives in the module of the same name in this package; each verb
+module imports its role only when the verb runs, so `dastra-kafka --help` stays fast and a
+broken role cannot break the other verbs. From `pyproject.toml`'s script to any role's main loop
+takes two hops: this table names the verb's module, the verb's function calls the role's `run()`.
+
 Exit codes scripts can trust: 0 success, 1 a check failed or a change was refused, 2 invalid
 input or configuration, 3 Kafka or Dastra unreachable.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 
 from bus.logs import configure_logging
+from dastra_kafka.cli import (
+    broker,
+    demo,
+    dlq,
+    hooks,
+    lag,
+    poller,
+    privacy,
+    recipes,
+    sandbox,
+    schemas,
+    topics,
+    webhook,
+    worker,
+)
 from dastra_kafka.cli._common import EXIT_BAD_INPUT
-from dastra_kafka.settings import load_settings
+from dastra_kafka.settings import SettingsError, load_settings
 
 __all__ = ["app", "main"]
 
@@ -27,6 +44,23 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+# verb (or verb group)  -> what it runs
+_VERBS = (
+    broker,  # broker: a local single-node Kafka (bus/localkafka.py)
+    sandbox,  # sandbox: the local Dastra API (dastra/sandbox/)
+    topics,  # topics apply|check|list: topics.yaml against the cluster (bus/admin.py)
+    poller,  # poller: Dastra changes -> event topics (producers/poller/)
+    worker,  # worker: the Faust agents of the six commands and the recipes (consumers/app.py)
+    webhook,  # webhook: the HTTP API for Zapier and others (producers/webhook/)
+    hooks,  # hooks: REST hook deliveries (consumers/hooks.py)
+    lag,  # lag, lag serve: consumer lag (consumers/lag/)
+    dlq,  # dlq replay: dead letters back to their topics (consumers/dlq_replay.py)
+    schemas,  # schemas export|check: the contract files (dastra_kafka/contracts/)
+    recipes,  # recipes list|validate (consumers/recipes/language.py)
+    privacy,  # privacy keygen|erase (bus/privacy, bus/erasure.py)
+    demo,  # demo: the whole pipeline, supervised (dastra_kafka/demo.py)
+)
+
 
 @app.callback()
 def _root(
@@ -35,21 +69,15 @@ def _root(
 ) -> None:
     try:
         settings = load_settings(env_file)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        typer.echo(f"invalid configuration: {problems}", err=True)
+    except SettingsError as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     configure_logging(settings.service)
     ctx.obj = settings
 
 
-# Every public module of this package is a verb (or verb group) and registers itself, so a new
-# verb is a new file, not an edit here.
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
-    importlib.import_module(f"{__name__}.{_module}").register(app)
+for _verb in _VERBS:
+    _verb.register(app)
 
 
 def main() -> None:

@@ -154,7 +154,7 @@ def serve(
     """Serve /metrics (kafka-lag-exporter names), /api/lag and a live web page."""
     import uvicorn
 
-    from consumers.lag_web import create_app
+    from consumers.lag.web import create_app
 
     settings = settings_of(ctx)
     selection = _selection(settings, groups, all_groups)

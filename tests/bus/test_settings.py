@@ -20,7 +20,7 @@ from bus.localkafka import LocalKafka
 from bus.logs import configure_logging
 from bus.settings import KafkaSettings, ServiceSettings
 from consumers.settings import WorkerSettings
-from dastra_kafka.settings import load_settings
+from dastra_kafka.settings import SettingsError, load_settings
 from producers.webhook.settings import WebhookSettings
 
 PASSWORD = "s3cr3t-Pa55word"
@@ -66,8 +66,21 @@ def test_sasl_settings_reach_both_client_configurations(monkeypatch: pytest.Monk
 
 def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
-    with pytest.raises(ValidationError, match="KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME"):
+    with pytest.raises(SettingsError, match="KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME"):
         load_settings(None)
+
+
+def test_every_invalid_variable_is_named_and_no_value_is_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECIPES_DEADLINE_WARNING_DAYS", "-1")
+    monkeypatch.setenv("POLLER_PAGE_SIZE", "501")
+    monkeypatch.setenv("PRIVACY_HASH_KEY", "short-secret")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(None)
+    names = [problem.split(":", 1)[0] for problem in raised.value.problems]
+    assert names == ["POLLER_PAGE_SIZE", "PRIVACY_HASH_KEY", "RECIPES_DEADLINE_WARNING_DAYS"]
+    assert "short-secret" not in str(raised.value)
 
 
 def test_secrets_are_absent_from_reprs_and_logs(

@@ -101,3 +101,16 @@ def test_invalid_configuration_exits_2_without_leaking_secrets() -> None:
     assert result.returncode == 2
     assert "KAFKA_SASL_MECHANISM" in result.stderr
     assert "pw-that-must-not-leak" not in result.stdout + result.stderr
+
+
+def test_a_bad_setting_of_any_part_is_an_invalid_configuration_not_a_traceback() -> None:
+    # The recipe settings were once read when a module was imported: a bad RECIPES_* value ended
+    # every verb in a traceback. Now every verb, even one that runs no recipe, exits 2.
+    for args in (("topics", "list"), ("recipes", "list"), ("--help",)):
+        done = run_cli(*args, env={"RECIPES_DEADLINE_WARNING_DAYS": "-1"}, timeout=60)
+        if args == ("--help",):
+            assert done.returncode == 0 and "Traceback" not in done.stderr
+            continue
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith("invalid configuration: RECIPES_DEADLINE_WARNING_DAYS:")

@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.localkafka import free_port
 from bus.settings import KafkaSettings
 from consumers.lag import LagMonitor
+from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
-from consumers.lag_page import PAGE
-from consumers.lag_web import create_app
+from consumers.lag.web import create_app
 from tests.consumers.lag_support import commit, fast_lag_settings, produce, topic
 from tests.kafka_helpers import wait_for
 

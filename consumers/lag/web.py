@@ -40,8 +40,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from consumers.lag import LagMonitor, LagSnapshot, LagUnavailableError, StatusChange
+from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
-from consumers.lag_page import PAGE
 
 __all__ = ["LagService", "create_app"]
 
