@@ -73,12 +73,13 @@ def consume(
     expected: int,
     timeout: float = 30.0,
     read_committed: bool = True,
-    settle: float = 0.0,
+    to_end: bool = False,
 ) -> list[Record]:
     """Read `topic` from the beginning until `expected` records arrived (or fail at `timeout`).
 
-    With `settle` > 0, keep reading that long after reaching `expected`, so that extra
-    (duplicate) records would be seen too.
+    With `to_end`, keep reading after that up to the end offsets every partition had once
+    `expected` arrived (under read_committed: once their open transactions ended), so an extra
+    (duplicate) record already written is seen too: an exact condition, not a time window.
     """
     consumer = Consumer(
         kafka.confluent_config(
@@ -86,35 +87,45 @@ def consume(
                 "group.id": unique("g"),
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                "enable.partition.eof": True,
                 "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             }
         )
     )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions
+        partitions = list(metadata.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         records: list[Record] = []
         deadline = time.monotonic() + timeout
-        settle_until: float | None = None
+        ends: dict[int, int] | None = None
+        reached: dict[int, int] = {}  # partition -> offset of its latest end-of-partition event
         while time.monotonic() < deadline:
             if len(records) >= expected:
-                if settle_until is None:
-                    settle_until = time.monotonic() + settle
-                if time.monotonic() >= settle_until:
+                if not to_end:
+                    break
+                if ends is None:
+                    ends = {
+                        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                        for p in partitions
+                    }
+                if all(reached.get(p, -1) >= end for p, end in ends.items()):
                     break
             message = consumer.poll(0.2)
             if message is None:
                 continue
             if message.error():
                 if message.error().code() == KafkaError._PARTITION_EOF:
+                    reached[message.partition()] = message.offset()
                     continue
                 raise AssertionError(f"consumer error: {message.error()}")
             records.append(Record.of(message))
-        if len(records) < expected:
+        if len(records) < expected or (to_end and len(records) >= expected and ends is None):
             raise AssertionError(
                 f"expected {expected} records on {topic}, got {len(records)} within {timeout} s"
             )
+        if ends is not None and not all(reached.get(p, -1) >= end for p, end in ends.items()):
+            raise AssertionError(f"{topic} not read to its end offsets {ends} within {timeout} s")
         return records
     finally:
         consumer.close()

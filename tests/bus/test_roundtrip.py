@@ -27,7 +27,7 @@ def test_confluent_idempotent_producer_round_trip(kafka: KafkaSettings) -> None:
         producer.produce(topic, key=key, value=value, headers=[("ce_id", key.encode())])
     assert producer.flush(30) == 0
 
-    records = consume(kafka, topic, expected=200, settle=0.5)
+    records = consume(kafka, topic, expected=200, to_end=True)
 
     assert len(records) == 200
     assert {r.key.decode(): r.value for r in records if r.key} == sent
@@ -87,8 +87,8 @@ def test_read_committed_sees_committed_transactions_only(kafka: KafkaSettings) -
     producer.produce(topic, value=b"committed-last")
     producer.commit_transaction(30)
 
-    committed = consume(kafka, topic, expected=6, settle=1.0)
-    everything = consume(kafka, topic, expected=11, read_committed=False, settle=1.0)
+    committed = consume(kafka, topic, expected=6, to_end=True)
+    everything = consume(kafka, topic, expected=11, read_committed=False, to_end=True)
 
     assert [r.value for r in committed] == [
         *(f"committed-{i}".encode() for i in range(5)),

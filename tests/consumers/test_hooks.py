@@ -142,7 +142,7 @@ def _publish(kafka: KafkaSettings, *task_ids: int, ws: int = 101) -> None:
 
 
 def _dead_letters(kafka: KafkaSettings, expected: int) -> list[Record]:
-    return consume(kafka, kafka.topic(DEAD_LETTER), expected=expected, timeout=30, settle=0.5)
+    return consume(kafka, kafka.topic(DEAD_LETTER), expected=expected, timeout=30, to_end=True)
 
 
 def test_a_poller_event_reaches_the_subscriber_with_a_signature_that_verifies(

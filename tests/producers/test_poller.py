@@ -81,8 +81,8 @@ def test_new_items_become_created_events_in_order_with_keys_headers_and_exact_da
     summary = poll(kafka, topics, dastra_settings, ws)
 
     assert summary.events[ws] == 11
-    rr_records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=7, settle=1.0)
-    task_records = consume(kafka, kafka.topic(TASKS), expected=4, settle=1.0)
+    rr_records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=7, to_end=True)
+    task_records = consume(kafka, kafka.topic(TASKS), expected=4, to_end=True)
     assert _ids(rr_records) == rights  # creation order
     assert _ids(task_records) == tasks
     assert len({r.partition for r in rr_records}) == 1  # one workspace, one partition
@@ -114,7 +114,7 @@ def test_new_items_become_created_events_in_order_with_keys_headers_and_exact_da
 
     assert poll(kafka, topics, dastra_settings, ws).events[ws] == 3
 
-    rr_all = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=9, settle=1.0)
+    rr_all = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=9, to_end=True)
     updated = _of_type(rr_all, ".updated")
     assert [json.loads(r.value or b"")["state"] for r in updated] == ["Processing", "Closed"]
     for record in updated:
@@ -122,7 +122,7 @@ def test_new_items_become_created_events_in_order_with_keys_headers_and_exact_da
         assert record.headers["ce_id"] == (
             f"dastra:{ws}:rights_request.updated:{data['id']}:{data['dateUpdate']}".encode()
         )
-    task_all = consume(kafka, kafka.topic(TASKS), expected=5, settle=1.0)
+    task_all = consume(kafka, kafka.topic(TASKS), expected=5, to_end=True)
     assert [json.loads(r.value or b"")["label"] for r in _of_type(task_all, ".updated")] == [
         "renamed"
     ]
@@ -146,9 +146,9 @@ def test_a_restart_resumes_from_the_cursor_and_from_now_skips_old_items(
     assert poll(kafka, topics, dastra_settings, ws, start="beginning").events[ws] == 1
     assert poll(kafka, topics, dastra_settings, ws, start="beginning").events[ws] == 0
 
-    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=1, settle=1.0)
+    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=1, to_end=True)
     assert _ids(records) == [later]
-    cursors = consume(kafka, kafka.topic(POLLER_STATE), expected=1, settle=1.0)
+    cursors = consume(kafka, kafka.topic(POLLER_STATE), expected=1, to_end=True)
     last = {r.key: Cursor.model_validate_json(r.value or b"") for r in cursors}
     assert last[f"{ws}:rights-requests".encode()].created.seen == [later]
 
@@ -170,7 +170,7 @@ def test_items_sharing_a_timestamp_across_pages_are_each_published_once(
     objects = sandbox.admin.objects("rightsRequests")
     ties = Counter(o["dateCreation"] for o in objects)
     assert max(ties.values()) > small_pages.page_size  # a tie really spans pages
-    ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=25, settle=1.0))
+    ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=25, to_end=True))
     assert sorted(ids) == sorted(o["id"] for o in objects)
     assert len(set(ids)) == 25
 
@@ -292,7 +292,7 @@ def test_pages_that_shift_while_being_read_lose_and_duplicate_nothing(
 
     assert len(deleted) == 3 and len(inserted) == 4  # the pages did shift mid-read
     expected = [o["id"] for o in existing] + inserted
-    records = consume(kafka, topic, expected=len(expected), settle=2.0)
+    records = consume(kafka, topic, expected=len(expected), to_end=True)
     assert len(records) == len(_of_type(records, ".created")) == len(expected)  # N events
     assert Counter(_ids(records)) == Counter(expected)  # each exactly once
     assert len({r.headers["ce_id"] for r in records}) == len(records)
@@ -403,9 +403,9 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
 
     summary = asyncio.run(scenario())
 
-    records = consume(kafka, kafka.topic(TASKS), expected=20, settle=2.0)
+    records = consume(kafka, kafka.topic(TASKS), expected=20, to_end=True)
     assert Counter(_ids(records)) == Counter(o["id"] for o in admin.objects("tasks"))
-    requests = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=20, settle=1.0)
+    requests = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=20, to_end=True)
     assert Counter(_ids(requests)) == Counter(o["id"] for o in admin.objects("rightsRequests"))
     assert summary.errors[ws] > 0  # cycles did fail and were retried
     failed_cycles = sum(
@@ -486,7 +486,7 @@ def test_a_second_poller_fences_the_first_and_nothing_is_duplicated(
 
     assert first_summary.fenced == [ws]
     assert second_summary.fenced == []
-    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=10, settle=2.0)
+    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=10, to_end=True)
     assert sorted(_ids(records)) == sorted(o["id"] for o in admin.objects("rightsRequests"))
 
 
@@ -569,7 +569,7 @@ def test_sigkill_during_a_backfill_never_loses_or_duplicates(
     )
     assert final.returncode == 0, final.stderr[-2000:]
 
-    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=total, timeout=60, settle=2.0)
+    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=total, timeout=60, to_end=True)
     counts = Counter(_ids(records))
     assert len(counts) == total
     assert max(counts.values()) == 1
@@ -603,7 +603,7 @@ def test_an_item_that_becomes_visible_late_is_still_published_once(
     assert poll(kafka, topics, dastra_settings, ws, registry=registry).events[ws] == 1
     assert poll(kafka, topics, dastra_settings, ws).events[ws] == 0  # and only once
 
-    ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=3, settle=1.0))
+    ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=3, to_end=True))
     assert ids == [first, second, late]
     assert (
         registry.get_sample_value(
@@ -626,7 +626,7 @@ def test_from_a_date_publishes_what_was_created_since(
     recent = [admin.create_task(label=f"after {i}")["id"] for i in range(3)]
 
     assert poll(kafka, topics, dastra_settings, ws, start=since).events[ws] == 3
-    assert _ids(consume(kafka, kafka.topic(TASKS), expected=3, settle=1.0)) == recent
+    assert _ids(consume(kafka, kafka.topic(TASKS), expected=3, to_end=True)) == recent
 
 
 def test_several_workspaces_each_keep_their_own_cursor_and_partition(
@@ -650,7 +650,7 @@ def test_several_workspaces_each_keep_their_own_cursor_and_partition(
         summary = asyncio.run(both())
 
     assert summary.events == {first: 3, second: 3}
-    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=6, settle=1.0)
+    records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=6, to_end=True)
     by_workspace: dict[int, list[int]] = {first: [], second: []}
     partitions: dict[int, set[int]] = {first: set(), second: set()}
     for record in records:
@@ -795,7 +795,7 @@ def test_cli_a_fenced_poller_exits_1_and_sigterm_stops_one_with_0(
         # The first finds the item too, but its transaction is refused: it stops with 1.
         assert first.wait(60) == 1, logs[0].read_text()[-2000:]
         assert "fenced" in logs[0].read_text()
-        records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=1, settle=1.0)
+        records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=1, to_end=True)
         assert _ids(records) == [item]  # published once, by the second
         assert second.poll() is None
         second.send_signal(signal.SIGTERM)
