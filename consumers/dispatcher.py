@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -103,6 +102,7 @@ from dastra.errors import (
     DastraResponseError,
     DastraRetryable,
 )
+from dastra.retry import backoff_delay
 from dastra.settings import DastraSettings
 
 __all__ = [
@@ -722,13 +722,16 @@ class Dispatcher:
 
     def _delay(self, error: DastraRetryable, attempt: int, deadline: float) -> float | None:
         left = deadline - time.monotonic()
-        if error.retry_after is not None:  # Dastra said how long (429, 503, ...)
-            delay = error.retry_after + random.uniform(0, min(1.0, 0.1 * error.retry_after + 0.1))
-            return delay if delay <= left else None
-        ceiling: float = min(
-            self._worker.retry_backoff_max_s, self._worker.retry_backoff_s * 2.0 ** (attempt - 1)
+        delay = backoff_delay(
+            attempt,
+            base=self._worker.retry_backoff_s,
+            cap=self._worker.retry_backoff_max_s,
+            retry_after=error.retry_after,
+            jitter="equal",
+            rule="pad_more",
         )
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if error.retry_after is not None:  # Dastra said how long (429, 503, ...)
+            return delay if delay <= left else None
         if left <= 0.05:
             return None
         return min(delay, left)

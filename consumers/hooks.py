@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -52,6 +50,7 @@ from bus.producer import AsyncProducer, KafkaUnavailableError
 from bus.records.subscriptions import HookSubscription
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import DEAD_LETTER
+from dastra.retry import backoff_delay, parse_retry_after
 
 __all__ = ["HookDispatcher"]
 
@@ -504,13 +503,6 @@ class HookDispatcher:
             record = item.record
             self._tracker.done(record.topic, record.partition, record.offset)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_s * 2 ** (attempt - 1))
-        wait = random.uniform(0, ceiling)
-        if retry_after is not None:
-            wait = max(wait, retry_after)
-        return wait
-
     async def deliver(self, subscriber: _Subscriber, delivery: _Delivery) -> None:
         """Attempt until accepted, gone, or out of budget."""
         assert self._client is not None
@@ -557,9 +549,14 @@ class HookDispatcher:
                     self.finish(delivery, "unsubscribed")
                     return
                 last = f"attempt {attempt}: HTTP {status}"
-                retry_after = _retry_after(response.headers.get("retry-after"))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
             self._metrics.latency.observe(time.monotonic() - started)
-            wait = self._backoff(attempt, retry_after)
+            wait = backoff_delay(
+                attempt,
+                base=self.settings.backoff_s,
+                cap=self.settings.backoff_max_s,
+                retry_after=retry_after,
+            )
             if attempt >= self.settings.max_attempts or time.monotonic() + wait > deadline:
                 await self.dead_letter(
                     delivery, f"retry budget spent; last {last}", attempts=attempt
@@ -611,19 +608,3 @@ class HookDispatcher:
             attempts=attempts,
         )
         self.finish(delivery, "dead-lettered")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

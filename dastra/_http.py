@@ -6,9 +6,6 @@ the method, the path and the status only (no query string, no credential, no bod
 
 from __future__ import annotations
 
-import email.utils
-import math
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,28 +20,9 @@ from dastra.errors import (
     DastraServerError,
     DastraTimeout,
 )
+from dastra.retry import parse_retry_after
 
-__all__ = ["error_for_response", "error_for_transport", "parse_retry_after"]
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+__all__ = ["error_for_response", "error_for_transport"]
 
 
 def error_for_transport(exc: httpx.TransportError, method: str, path: str) -> DastraError:

@@ -13,10 +13,10 @@ returned (`.raw`), and `dastra.errors` exceptions. Calls (paths relative to the 
 
 Every HTTP attempt takes a slot of the process-wide rate limiter. Retryable failures (timeouts,
 dropped connections, 5xx, 429) are retried with full-jitter exponential backoff until
-`retry_deadline_s`, waiting at least what `Retry-After` asks; a POST whose outcome is unknown
-(read timeout, dropped connection, 500/502/504) is not retried, since Dastra may have applied
-it: the caller decides (look it up by a natural key first). `retries=False` on the client or
-`retry=False` on a call raises the first typed error at once.
+`retry_deadline_s`, waiting at least what `Retry-After` asks (the policy of `dastra.retry`); a
+POST whose outcome is unknown (read timeout, dropped connection, 500/502/504) is not retried,
+since Dastra may have applied it: the caller decides (look it up by a natural key first).
+`retries=False` on the client or `retry=False` on a call raises the first typed error at once.
 
     async with DastraClient(settings.dastra) as dastra:
         async for request in dastra.iter_rights_requests(ws, states=["Open"]):
@@ -26,7 +26,6 @@ it: the caller decides (look it up by a natural key first). `retries=False` on t
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -64,6 +63,7 @@ from dastra.models import (
     Workspace,
 )
 from dastra.ratelimit import RateLimiter, shared_limiter
+from dastra.retry import backoff_delay
 from dastra.settings import DastraSettings
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "DastraClient"]
@@ -252,14 +252,14 @@ class DastraClient:
         return response, headers
 
     def _delay(self, error: DastraRetryable, attempt: int) -> float:
-        ceiling = min(
-            self._settings.retry_backoff_max_s, self._settings.retry_backoff_s * 2**attempt
+        # At least what Dastra asked for, plus a little jitter so callers do not stampede.
+        return backoff_delay(
+            attempt + 1,
+            base=self._settings.retry_backoff_s,
+            cap=self._settings.retry_backoff_max_s,
+            retry_after=error.retry_after,
+            rule="pad",
         )
-        delay = random.uniform(0, ceiling)
-        if error.retry_after is not None:
-            # At least what Dastra asked for, plus a little jitter so callers do not stampede.
-            delay = error.retry_after + random.uniform(0, min(1.0, 0.1 * max(error.retry_after, 1)))
-        return delay
 
     async def _request(
         self,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import uuid
 from collections import deque
@@ -42,6 +41,7 @@ from prometheus_client.registry import Collector
 from consumers.lag import LagMonitor, LagSnapshot, LagUnavailableError, StatusChange
 from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
+from dastra.retry import backoff_delay, parse_retry_after
 
 __all__ = ["LagService", "create_app"]
 
@@ -299,8 +299,7 @@ class _Alerter:
         url = self._url.get_secret_value()
         headers = {"webhook-id": payload["id"], "user-agent": "dastra-kafka-lag"}
         for attempt in range(1, self._lag.alert_max_attempts + 1):
-            wait = min(60.0, self._lag.alert_backoff_s * 2 ** (attempt - 1))
-            wait *= 0.5 + random.random()  # jitter: many monitors do not retry in step
+            retry_after: float | None = None
             try:
                 response = await self._client.post(url, json=payload, headers=headers)
             except httpx.HTTPError as exc:
@@ -313,10 +312,18 @@ class _Alerter:
                 if response.status_code < 500 and response.status_code not in (408, 429):
                     _log.warning("lag alert refused", group=payload["group"], outcome=outcome)
                     return
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.isdigit():
-                    wait = min(300.0, float(retry_after))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
             if attempt < self._lag.alert_max_attempts:
+                # Spread jitter: many monitors do not retry in step. Retry-After: at most 5 min.
+                wait = backoff_delay(
+                    attempt,
+                    base=self._lag.alert_backoff_s,
+                    cap=60.0,
+                    retry_after=retry_after,
+                    jitter="spread",
+                    rule="exact",
+                    retry_after_cap=300.0,
+                )
                 _log.info("lag alert retried", group=payload["group"], outcome=outcome, wait=wait)
                 await asyncio.sleep(wait)
         _log.warning("lag alert given up", group=payload["group"], outcome=outcome)

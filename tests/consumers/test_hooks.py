@@ -217,6 +217,29 @@ def test_a_failing_subscriber_is_retried_until_it_accepts_once(
     assert read_all(kafka, kafka.topic(DEAD_LETTER)) == []
 
 
+def test_an_asctime_retry_after_is_waited_for_instead_of_dead_lettering(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    hooks_settings: HooksSettings,
+    subscriber: tuple[Subscriber, ServerThread],
+) -> None:
+    recorder, server = subscriber
+
+    def two_seconds_ahead() -> str:  # asctime, `Sun Nov  6 08:49:37 1994`: UTC, no zone
+        return time.asctime(time.gmtime(time.time() + 2))
+
+    recorder.answers("/asctime", ("retry-after", 503, two_seconds_ahead), 200)
+    hook = _subscribe(kafka, f"{server.url}/asctime")
+    with DispatcherThread(kafka, hooks_settings) as dispatcher:
+        wait_for(lambda: dispatcher.knows(hook.id), 10, "the subscription")
+        _publish(kafka, 1)
+        wait_for(lambda: recorder.accepted("/asctime"), 20, "the delivery after the wait")
+    first, second = recorder.at("/asctime")
+    # Whole seconds: 2 s ahead is at least 1 s ahead once truncated; backoff alone is <= 0.05 s.
+    assert second.at - first.at >= 1.0
+    assert read_all(kafka, kafka.topic(DEAD_LETTER)) == []
+
+
 def test_410_gone_unsubscribes_for_every_replica(
     webhook: Running,
     kafka: KafkaSettings,

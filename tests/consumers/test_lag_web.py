@@ -4,13 +4,17 @@ delivered (with a retry) to a local receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ from bus.settings import KafkaSettings
 from consumers.lag import LagMonitor
 from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
-from consumers.lag.web import create_app
+from consumers.lag.web import _Alerter, create_app
 from tests.consumers.lag_support import commit, fast_lag_settings, produce, topic
 from tests.kafka_helpers import wait_for
 
@@ -240,6 +244,32 @@ def test_a_status_change_is_posted_to_the_alert_webhook_with_retries(
     assert first["status_code"] == 2 and first["lag"] == 18
     assert url not in json.dumps(first)
     assert all(payload["group"] == group for payload, _ in _Receiver.received)
+
+
+@pytest.mark.parametrize("form", ["imf-fixdate", "asctime"])
+async def test_the_alerter_waits_for_a_retry_after_given_as_a_date(form: str) -> None:
+    seen: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(time.monotonic())
+        if len(seen) > 1:
+            return httpx.Response(204)
+        # Whole seconds: 2 s ahead is at least 1 s ahead once truncated.
+        ahead = time.time() + 2
+        if form == "asctime":
+            value = time.asctime(time.gmtime(ahead))
+        else:
+            value = format_datetime(datetime.fromtimestamp(ahead, UTC), usegmt=True)
+        return httpx.Response(429, headers={"retry-after": value})
+
+    lag = fast_lag_settings(alert_url="https://alerts.test/lag", alert_backoff_s=0.01)
+    alerter = _Alerter(lag, transport=httpx.MockTransport(answer))
+    try:
+        await asyncio.wait_for(alerter._deliver({"id": "alert-1", "group": "g"}), 10)
+    finally:
+        await alerter.aclose()
+    assert len(seen) == 2
+    assert seen[1] - seen[0] >= 1.0  # backoff alone would have waited at most 0.015 s
 
 
 def test_the_grafana_dashboard_uses_only_metrics_the_server_exports() -> None:

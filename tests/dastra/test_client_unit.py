@@ -29,7 +29,6 @@ from dastra import (
     DastraTimeout,
     RateLimiter,
 )
-from dastra._http import parse_retry_after
 from dastra.settings import DastraSettings
 
 BASE = "https://api.dastra.test"
@@ -48,22 +47,6 @@ def _settings(**overrides: Any) -> DastraSettings:
 
 def _client(**overrides: Any) -> DastraClient:
     return DastraClient(_settings(**overrides), limiter=RateLimiter.unlimited())
-
-
-def test_retry_after_parsing() -> None:
-    now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("5") == 5.0
-    assert parse_retry_after("0.5") == 0.5
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now)
-    assert parse_retry_after(
-        format_datetime(now + timedelta(seconds=30), usegmt=True), now=now
-    ) == pytest.approx(30.0)
-    assert (
-        parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0
-    )
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("-3") == 0.0
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,8 @@ class Received:
 @dataclass
 class Subscriber:
     """A scripted subscriber: per path, a list of answers used in turn (the last one repeats).
-    An answer is a status code, ("redirect", url), or "hang" (never answers)."""
+    An answer is a status code, ("redirect", url), ("retry-after", status, value or a callable
+    giving it), or "hang" (never answers)."""
 
     script: dict[str, list[Any]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
@@ -190,7 +191,8 @@ class Subscriber:
         if isinstance(answer, tuple) and answer[0] == "redirect":
             response: Response = Response(status_code=307, headers={"location": answer[1]})
         elif isinstance(answer, tuple) and answer[0] == "retry-after":
-            response = Response(status_code=answer[1], headers={"retry-after": str(answer[2])})
+            value = answer[2]() if callable(answer[2]) else answer[2]  # a callable: when sent
+            response = Response(status_code=answer[1], headers={"retry-after": str(value)})
         else:
             response = Response(status_code=int(answer))
         await response(scope, receive, send)
