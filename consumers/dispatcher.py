@@ -9,7 +9,8 @@ record on dastra.dead-letter.v1 (original key, bytes and headers untouched, `dlq
 for every malformed record and every permanent failure. Calls Dastra through the action handlers,
 always with the client's own retries off (`retry=False`): the retry policy lives here.
 
-How it works, and why this shape:
+How it works, and why this shape (capacity, key order, epochs and in-order acks are the keyed
+engine's, `consumers/_keyed.py`, shared with the recipe runner):
 
 - **Manual acks, in offset order.** Agents read with `stream.noack()`. A record is acked to Faust
   only once its result (and dead letter) is acknowledged by the broker, and only when every
@@ -88,9 +89,9 @@ from bus.records.commands import (
 )
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
+from consumers._keyed import Abandoned, KeyedEngine
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
-from consumers.ordered_acks import PartitionAcks
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
 from consumers.settings import WorkerSettings
 from dastra.client import DastraClient
@@ -214,16 +215,11 @@ def _truncated(result: Result) -> Result:
     return {"id": result.get("id"), "truncated": True}
 
 
-class _Abandoned(Exception):  # noqa: N818 - control flow, never escapes
-    """The record's partition was revoked (or the worker stops): leave it unacked."""
-
-
 @dataclass(eq=False)
 class _Work:
     """One consumed record on its way through the dispatcher."""
 
     spec: ActionSpec
-    event: Any  # faust EventT; released (None) once acked or dropped
     topic: str
     partition: int
     offset: int
@@ -240,8 +236,6 @@ class _Work:
     workspace_id: int | None = None
     failure: CommandError | None = None
     keys: list[str] = field(default_factory=list)
-    started: bool = False
-    done: bool = False
 
     @property
     def tp(self) -> _TP:
@@ -303,7 +297,6 @@ class Dispatcher:
         self._privacy = AgentPrivacy(kafka, privacy or PrivacySettings())
         self._worker = worker
         self._dastra_settings = dastra
-        self._on_crash = on_crash
         self.metrics = metrics or AgentMetrics()
         self._default_workspace = worker.workspace_id or dastra.workspace_id
         self._areas = AreaDefaults(worker.area_id)
@@ -315,18 +308,25 @@ class Dispatcher:
         self._producer: AIOKafkaProducer | None = None
         self._index: ResultIndex | None = None
 
-        self._capacity = asyncio.Semaphore(worker.max_in_flight)
+        self._engine = KeyedEngine[_Work](
+            max_in_flight=worker.max_in_flight,
+            process=self._process,
+            on_crash=on_crash,
+            gauge=self.metrics.in_flight,
+            log=_log,
+            name="agents",
+            describe=lambda work: {
+                "action": work.spec.action,
+                "command_id": work.command_id,
+                "topic": work.topic,
+                "partition": work.partition,
+                "offset": work.offset,
+            },
+            task_name=lambda work: f"command {work.command_id}",
+        )
         self._slots = asyncio.Semaphore(worker.concurrency)
-        self._tails: dict[str, asyncio.Future[None]] = {}
-        self._tasks: dict[asyncio.Task[None], _Work] = {}
-        self._acks: dict[tuple[_TP, int], PartitionAcks[_Work]] = {}
         self._suspect_below: dict[_TP, int] = {}
         self._assigned: list[_TP] = []
-        self._epoch = 0
-        self._epoch_over = asyncio.Event()
-        self._ready = asyncio.Event()
-        self._stopping = False
-        self._crashed = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -346,14 +346,13 @@ class Dispatcher:
         await producer.start()
         self._producer = producer
         partitions = await producer.partitions_for(self._results_topic)
-        self._index = ResultIndex(self._kafka, self._results_topic, on_crash=self._crash)
+        self._index = ResultIndex(self._kafka, self._results_topic, on_crash=self._engine.crash)
         await self._index.start(partitions)
         await self._privacy.start()
 
     async def drain(self) -> None:
         """Stop taking records; give those in flight WORKER_SHUTDOWN_GRACE_S to finish."""
-        self._stopping = True
-        await self._end_epoch(self._worker.shutdown_grace_s)
+        await self._engine.drain(self._worker.shutdown_grace_s)
 
     async def close(self) -> None:
         """Close what `start` opened (after `drain`)."""
@@ -371,11 +370,11 @@ class Dispatcher:
     @property
     def ready(self) -> bool:
         """Partitions assigned and the result index caught up: records are being processed."""
-        return self._ready.is_set() and not self._stopping
+        return self._engine.ready
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self._engine.in_flight
 
     @property
     def index(self) -> ResultIndex:
@@ -425,42 +424,18 @@ class Dispatcher:
     async def submit(self, spec: ActionSpec, event: Any) -> None:
         """Take one record: prepare it, queue it behind the records sharing its keys, and
         return (waiting only while WORKER_MAX_IN_FLIGHT records are unfinished)."""
-        epoch = self._epoch
-        if self._stopping or self._crashed:
-            return
-        await self._capacity.acquire()
-        try:
-            await self._privacy.prepare(event.message.value)
-        except BaseException:
-            self._capacity.release()
-            raise
-        if self._stopping or self._crashed or epoch != self._epoch:
-            # Taken before a rebalance or shutdown: leave it unacked for the next owner.
-            self._capacity.release()
-            return
-        try:
-            work = self._prepare(spec, event)
-        except BaseException:
-            self._capacity.release()
-            raise
-        waits = [self._tails[k] for k in work.keys if k in self._tails]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for key in work.keys:
-            self._tails[key] = done
-        acks = self._acks.get((work.tp, work.epoch))
-        if acks is None:
-            acks = self._acks[(work.tp, work.epoch)] = PartitionAcks[_Work]()
-        acks.add(work)
-        task = asyncio.create_task(self._run(work, waits, done), name=f"command {work.command_id}")
-        self._tasks[task] = work
-        self.metrics.in_flight.set(len(self._tasks))
+        await self._engine.submit(
+            event,
+            lambda epoch: self._prepare(spec, event, epoch),
+            before=lambda: self._privacy.prepare(event.message.value),
+        )
 
     # --- rebalances --------------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         """Before the partitions move: finish or abandon what is in flight."""
-        _log.info("agents.revoked", partitions=len(revoked), in_flight=len(self._tasks))
-        await self._end_epoch(self._worker.revoke_grace_s)
+        _log.info("agents.revoked", partitions=len(revoked), in_flight=self._engine.in_flight)
+        await self._engine.end_epoch(self._worker.revoke_grace_s)
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
         """After an assignment: note the suspects, catch the index up, then process."""
@@ -476,31 +451,11 @@ class Dispatcher:
             results_known=len(index),
             took_s=round(time.monotonic() - began, 3),
         )
-        if not self._stopping:
-            self._ready.set()
-
-    async def _end_epoch(self, grace: float) -> None:
-        self._ready.clear()
-        self._epoch += 1
-        over, self._epoch_over = self._epoch_over, asyncio.Event()
-        over.set()
-        old = dict(self._tasks)
-        for task, work in old.items():
-            if not work.started:
-                task.cancel()
-        if old:
-            _done, pending = await asyncio.wait(old, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                _log.warning("agents.abandoned", records=len(pending))
-        for key in [k for k in self._acks if k[1] < self._epoch]:
-            del self._acks[key]
+        self._engine.open()
 
     # --- one record --------------------------------------------------------------------------
 
-    def _prepare(self, spec: ActionSpec, event: Any) -> _Work:
+    def _prepare(self, spec: ActionSpec, event: Any, epoch: int) -> _Work:
         message = event.message
         topic, partition, offset = message.topic, message.partition, message.offset
         headers = [
@@ -515,7 +470,6 @@ class Dispatcher:
         replay = found.get(REPLAY_ID_HEADER)
         work = _Work(
             spec=spec,
-            event=event,
             topic=topic,
             partition=partition,
             offset=offset,
@@ -524,7 +478,7 @@ class Dispatcher:
             headers=headers,
             produced_at=datetime.fromtimestamp(stamp, UTC) if stamp else now,
             received_at=now,
-            epoch=self._epoch,
+            epoch=epoch,
             command_id=fallback_id(topic, partition, offset),
             replay_id=replay.decode("utf-8", "replace") if replay else None,
         )
@@ -595,51 +549,11 @@ class Dispatcher:
         work.keys += spec.ordering_keys(work.command, work.workspace_id)
         return work
 
-    async def _run(
-        self, work: _Work, waits: list[asyncio.Future[None]], done: asyncio.Future[None]
-    ) -> None:
-        try:
-            if waits:
-                await asyncio.wait(waits)  # never gather: it would cancel the predecessors
-            await self._ready.wait()
-            if work.epoch != self._epoch:
-                return
-            work.started = True
-            # Known only once the assignment is processed (`_ready`), not when the record came.
-            work.suspect = work.offset < self._suspect_below.get(work.tp, 0)
-            if await self._process(work):
-                self._complete(work)
-        except (asyncio.CancelledError, _Abandoned):
-            pass
-        except Exception as exc:
-            _log.exception(
-                "agents.crash",
-                action=work.spec.action,
-                command_id=work.command_id,
-                topic=work.topic,
-                partition=work.partition,
-                offset=work.offset,
-            )
-            await self._crash(exc)
-        finally:
-            if not done.done():
-                done.set_result(None)
-            for key in work.keys:
-                if self._tails.get(key) is done:
-                    del self._tails[key]
-            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self.metrics.in_flight.set(len(self._tasks))
-            self._capacity.release()
-
-    def _complete(self, work: _Work) -> None:
-        acks = self._acks.get((work.tp, work.epoch))
-        if acks is None:
-            return
-        for event in acks.complete(work):
-            event.ack()
-
-    async def _process(self, work: _Work) -> bool:
-        """Run one record to its result; False when abandoned (left unacked)."""
+    async def _process(self, work: _Work) -> None:
+        """Run one record to its result (then the engine acks it); raises `Abandoned` when its
+        epoch ends first (left unacked)."""
+        # Known only once the assignment is processed (the engine opened), not when it came.
+        work.suspect = work.offset < self._suspect_below.get(work.tp, 0)
         index = self._require(self._index, "result index")
         if index.seen(work.command_id, work.replay_id):
             self.metrics.duplicates.labels(work.spec.action).inc()
@@ -651,13 +565,13 @@ class Dispatcher:
                 partition=work.partition,
                 offset=work.offset,
             )
-            return True
+            return
         if work.failure is not None:
             await self._finish(work, failure=work.failure, attempts=0, started=time.monotonic())
-            return True
-        return await self._execute(work)
+            return
+        await self._execute(work)
 
-    async def _execute(self, work: _Work) -> bool:
+    async def _execute(self, work: _Work) -> None:
         assert work.command is not None and work.workspace_id is not None
         dastra = self._require(self._dastra, "Dastra client")
         action = work.spec.action
@@ -666,8 +580,8 @@ class Dispatcher:
         recheck = work.suspect
         attempt = 0
         while True:
-            if work.epoch != self._epoch:
-                raise _Abandoned
+            if not self._engine.current(work.epoch):
+                raise Abandoned
             attempt += 1
             ctx = CommandContext(
                 command_id=work.command_id,
@@ -679,8 +593,8 @@ class Dispatcher:
             )
             try:
                 async with self._slots:
-                    if work.epoch != self._epoch:
-                        raise _Abandoned
+                    if not self._engine.current(work.epoch):
+                        raise Abandoned
                     result = await work.spec.handle(work.command, dastra, ctx)
             except DastraRetryable as exc:
                 recheck = recheck or exc.outcome_unknown
@@ -694,7 +608,7 @@ class Dispatcher:
                         status=exc.status,
                     )
                     await self._finish(work, failure=failure, attempts=attempt, started=started)
-                    return True
+                    return
                 self.metrics.retried.labels(action, exc.kind).inc()
                 _log.warning(
                     "agents.retry",
@@ -706,7 +620,7 @@ class Dispatcher:
                     delay_s=round(delay, 3),
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._epoch_over.wait(), delay)
+                    await asyncio.wait_for(self._engine.epoch_over.wait(), delay)
                 continue
             except (DastraRejected, DastraResponseError, DastraConfigError, CommandRejected) as exc:
                 failure = CommandError(
@@ -716,9 +630,9 @@ class Dispatcher:
                     field_errors=getattr(exc, "field_errors", {}),
                 )
                 await self._finish(work, failure=failure, attempts=attempt, started=started)
-                return True
+                return
             await self._finish(work, result=result, attempts=attempt, started=started)
-            return True
+            return
 
     def _delay(self, error: DastraRetryable, attempt: int, deadline: float) -> float | None:
         left = deadline - time.monotonic()
@@ -872,13 +786,6 @@ class Dispatcher:
         await producer.send_and_wait(topic, value=value, key=key, headers=record_headers)
 
     # --- helpers -----------------------------------------------------------------------------
-
-    async def _crash(self, exc: BaseException) -> None:
-        if self._crashed:
-            return
-        self._crashed = True
-        self._ready.clear()
-        await self._on_crash(exc)
 
     @staticmethod
     def _require(value: _T | None, what: str) -> _T:

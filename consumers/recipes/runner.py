@@ -34,7 +34,8 @@ PRIVACY_MODE_COMMANDS=encrypted the commands steps send are sealed as the webhoo
 for the next steps. Messages steps publish carry what the recipe maps into them.
 
 Records with the same key run in order; other records run concurrently, at most
-RECIPES_MAX_IN_FLIGHT taken from Kafka and unfinished. On a rebalance, runs in flight get
+RECIPES_MAX_IN_FLIGHT taken from Kafka and unfinished (the keyed engine of the agents,
+`consumers/_keyed.py`, with one lane per topic and key). On a rebalance, runs in flight get
 WORKER_REVOKE_GRACE_S, then are abandoned unacknowledged; the new owner reads
 dastra.recipe-runs.v1 to its end before it starts, and resumes them. Periodic recipes run in
 every worker (each run is idempotent by its key and command ids, so several workers checking
@@ -89,8 +90,8 @@ from bus.topics import (
     TASKS,
     command_topic,
 )
+from consumers._keyed import KeyedEngine
 from consumers.dispatcher import fallback_id
-from consumers.ordered_acks import PartitionAcks
 from consumers.recipes.expressions import ExpressionError
 from consumers.recipes.language import (
     Recipe,
@@ -115,7 +116,6 @@ __all__ = ["COMPONENT", "RecipeMetrics", "RecipeRunner"]
 _log = structlog.get_logger(__name__)
 
 COMPONENT = "recipes"
-_TP = tuple[str, int]
 _SCHEDULE_CONCURRENCY = 8
 _T = TypeVar("_T")
 
@@ -175,7 +175,6 @@ class _RunFailed(Exception):  # noqa: N818 - control flow inside a run
 class _Record:
     """One trigger record on its way through the runner."""
 
-    event: Any  # the Faust event, acked when done
     name: str  # the topic as recipes name it (no prefix)
     topic: str
     partition: int
@@ -184,13 +183,11 @@ class _Record:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     timestamp_ms: int | None
-    epoch: int
-    started: bool = False
-    done: bool = False
 
     @property
-    def tp(self) -> _TP:
-        return (self.topic, self.partition)
+    def keys(self) -> list[str]:
+        """One lane per key of its topic; a record without a key waits for none."""
+        return [f"{self.topic}:{self.key.hex()}"] if self.key is not None else []
 
     def original(self) -> OriginalRecord:
         return OriginalRecord(
@@ -241,7 +238,6 @@ class RecipeRunner:
         self._options = settings.recipes
         self._worker = settings.worker
         self._recipes = list(recipes)
-        self._on_crash = on_crash
         self.metrics = RecipeMetrics(registry)
         self._by_topic: dict[str, list[Recipe]] = {}
         for recipe in self._recipes:
@@ -259,17 +255,23 @@ class RecipeRunner:
         self._store: RunStore | None = None
         self._results: StepResults | None = None
         self._dastra: DastraClient | None = None
-        self._capacity = asyncio.Semaphore(self._options.max_in_flight)
-        self._tails: dict[str, asyncio.Future[None]] = {}
-        self._tasks: dict[asyncio.Task[None], _Record] = {}
-        self._acks: dict[tuple[_TP, int], PartitionAcks[_Record]] = {}
+        self._engine = KeyedEngine[_Record](
+            max_in_flight=self._options.max_in_flight,
+            process=self._handle,
+            on_crash=on_crash,
+            gauge=self.metrics.in_flight,
+            log=_log,
+            name="recipes",
+            describe=lambda record: {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+            task_name=lambda record: f"recipes {record.topic}",
+        )
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._schedules: list[asyncio.Task[None]] = []
-        self._epoch = 0
-        self._ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._stopping = False
-        self._crashed = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -285,11 +287,11 @@ class RecipeRunner:
     @property
     def ready(self) -> bool:
         """The run state is caught up after the last assignment: records are being processed."""
-        return self._ready.is_set() and not self._stopping
+        return self._engine.ready
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self._engine.in_flight
 
     def attach(self, app: faust.App) -> None:
         """Declare one agent per trigger topic: a thin loop handing every event to `submit`."""
@@ -324,7 +326,7 @@ class RecipeRunner:
         )
         await producer.start()
         self._producer = producer
-        self._store = RunStore(self._kafka, on_crash=self._crash)
+        self._store = RunStore(self._kafka, on_crash=self._engine.crash)
         await self._store.start(await producer.partitions_for(self._kafka.topic(RECIPE_RUNS)))
         self._results = StepResults(self._kafka, index)
         await self._results.start(await producer.partitions_for(self._kafka.topic(COMMAND_RESULTS)))
@@ -342,9 +344,8 @@ class RecipeRunner:
     async def drain(self) -> None:
         """Stop taking records and periodic checks; give runs in flight
         WORKER_SHUTDOWN_GRACE_S to finish."""
-        self._stopping = True
         self._stop.set()
-        await self._end_epoch(self._worker.shutdown_grace_s)
+        await self._engine.drain(self._worker.shutdown_grace_s)
         for task in self._schedules:
             task.cancel()
         if self._schedules:
@@ -367,9 +368,9 @@ class RecipeRunner:
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         """Before the partitions move: finish or abandon the runs in flight."""
-        if self._tasks:
-            _log.info("recipes.revoked", partitions=len(revoked), in_flight=len(self._tasks))
-        await self._end_epoch(self._worker.revoke_grace_s)
+        if self._engine.in_flight:
+            _log.info("recipes.revoked", partitions=len(revoked), in_flight=self._engine.in_flight)
+        await self._engine.end_epoch(self._worker.revoke_grace_s)
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
         """After an assignment: read the run state to its end, then process."""
@@ -383,42 +384,20 @@ class RecipeRunner:
             runs_known=len(store),
             took_s=round(time.monotonic() - began, 3),
         )
-        if not self._stopping:
-            self._ready.set()
-
-    async def _end_epoch(self, grace: float) -> None:
-        self._ready.clear()
-        self._epoch += 1
-        old = dict(self._tasks)
-        for task, record in old.items():
-            if not record.started:
-                task.cancel()  # queued, nothing done yet: the next owner gets the record
-        if old:
-            _done, pending = await asyncio.wait(old, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                _log.warning("recipes.abandoned", records=len(pending))
-        for key in [k for k in self._acks if k[1] < self._epoch]:
-            del self._acks[key]
+        self._engine.open()
 
     # --- trigger records ---------------------------------------------------------------------
 
     async def submit(self, name: str, event: Any) -> None:
         """Take one trigger record: queue it behind the records with its key, and return
         (waiting only while RECIPES_MAX_IN_FLIGHT records are unfinished)."""
-        epoch = self._epoch
-        if self._stopping or self._crashed:
-            return
-        await self._capacity.acquire()
-        if self._stopping or self._crashed or epoch != self._epoch:
-            self._capacity.release()  # taken before a rebalance: the next owner gets it
-            return
+        await self._engine.submit(event, lambda _epoch: self._record(name, event))
+
+    @staticmethod
+    def _record(name: str, event: Any) -> _Record:
         message = event.message
         stamp = message.timestamp
-        record = _Record(
-            event=event,
+        return _Record(
             name=name,
             topic=message.topic,
             partition=message.partition,
@@ -431,60 +410,7 @@ class RecipeRunner:
                 if value is not None
             ],
             timestamp_ms=int(stamp * 1000) if stamp else None,
-            epoch=epoch,
         )
-        lane = f"{record.topic}:{record.key.hex()}" if record.key is not None else None
-        waits = [self._tails[lane]] if lane is not None and lane in self._tails else []
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if lane is not None:
-            self._tails[lane] = done
-        acks = self._acks.get((record.tp, epoch))
-        if acks is None:
-            acks = self._acks[(record.tp, epoch)] = PartitionAcks[_Record]()
-        acks.add(record)
-        task = asyncio.create_task(
-            self._process(record, waits, done, lane), name=f"recipes {record.topic}"
-        )
-        self._tasks[task] = record
-        self.metrics.in_flight.set(len(self._tasks))
-
-    async def _process(
-        self,
-        record: _Record,
-        waits: list[asyncio.Future[None]],
-        done: asyncio.Future[None],
-        lane: str | None,
-    ) -> None:
-        try:
-            if waits:
-                await asyncio.wait(waits)
-            await self._ready.wait()
-            if record.epoch != self._epoch:
-                return
-            record.started = True
-            await self._handle(record)
-            acks = self._acks.get((record.tp, record.epoch))
-            if acks is not None:
-                for event in acks.complete(record):
-                    event.ack()
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            _log.exception(
-                "recipes.crash",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            await self._crash(exc)
-        finally:
-            if not done.done():
-                done.set_result(None)
-            if lane is not None and self._tails.get(lane) is done:
-                del self._tails[lane]
-            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self.metrics.in_flight.set(len(self._tasks))
-            self._capacity.release()
 
     async def _handle(self, record: _Record) -> None:
         """Start every recipe this record triggers and wait for their runs."""
@@ -937,7 +863,7 @@ class RecipeRunner:
         store = self._require(self._store, "run store")
         try:
             await store.catch_up(self._options.state_timeout_s)
-            while not self._stopping:
+            while not self._engine.stopping:
                 began = time.monotonic()
                 try:
                     runs = await self._check(recipe)
@@ -955,7 +881,7 @@ class RecipeRunner:
             raise
         except Exception as exc:
             _log.exception("recipes.crash", recipe=recipe.name)
-            await self._crash(exc)
+            await self._engine.crash(exc)
 
     async def _check(self, recipe: Recipe) -> int:
         """One periodic check: run the recipe for each matching item; the number of runs."""
@@ -1010,13 +936,6 @@ class RecipeRunner:
         return len(runs)
 
     # --- helpers -----------------------------------------------------------------------------
-
-    async def _crash(self, exc: BaseException) -> None:
-        if self._crashed:
-            return
-        self._crashed = True
-        self._ready.clear()
-        await self._on_crash(exc)
 
     @staticmethod
     def _require(value: _T | None, what: str) -> _T:
