@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from bus.errors import TopicMissingError
 from bus.settings import KafkaSettings
 
-__all__ = ["StateRecord", "TopicMissingError", "end_offsets", "read_latest", "read_to_end"]
+__all__ = ["StateRecord", "end_offsets", "read_latest", "read_to_end"]
 
 
 _TRANSIENT = frozenset(
@@ -34,10 +35,6 @@ _TRANSIENT = frozenset(
         KafkaError._TRANSPORT,
     }
 )
-
-
-class TopicMissingError(KafkaException):
-    """The topic does not exist (run `dastra-kafka topics apply`)."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +77,7 @@ def read_to_end(
         metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
         info = metadata.topics.get(topic)
         if info is None or info.error is not None:
-            raise TopicMissingError(
-                KafkaError(
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    f"topic {topic} does not exist (run `dastra-kafka topics apply`)",
-                )
-            )
+            raise TopicMissingError(topic)
         deadline = time.monotonic() + timeout
         ends = end_offsets(kafka, topic, list(info.partitions), min(timeout, 15))
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
