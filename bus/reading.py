@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from bus.envelope import header_pairs
 from bus.errors import TopicMissingError
 from bus.settings import KafkaSettings
 
@@ -104,7 +105,7 @@ def read_to_end(
                         offset=int(message.offset() or 0),
                         key=key,
                         value=message.value(),
-                        headers=_headers(message.headers()),
+                        headers=header_pairs(message.headers()),
                         timestamp_ms=message.timestamp()[1],
                     )
             # Under read_committed, transaction markers and aborted records are skipped without
@@ -114,15 +115,6 @@ def read_to_end(
                     ends.pop(position.partition, None)
     finally:
         consumer.close()
-
-
-def _headers(raw: object) -> list[tuple[str, bytes]]:
-    pairs = raw.items() if isinstance(raw, dict) else (raw or [])
-    return [
-        (name, value.encode() if isinstance(value, str) else value)
-        for name, value in pairs  # type: ignore[attr-defined]
-        if value is not None
-    ]
 
 
 def end_offsets(

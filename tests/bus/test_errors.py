@@ -1,4 +1,4 @@
-"""One Kafka error tree (bus/errors.py)."""
+"""One Kafka error tree (bus/errors.py) and one header normaliser (bus/envelope.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pkgutil
 from types import ModuleType
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 import bus.errors
+from bus.envelope import header_dict, header_pairs, record_headers
 from bus.erasure import ErasureError
 from bus.errors import (
     BusError,
@@ -117,3 +118,50 @@ def test_topic_missing_carries_a_kafka_error_like_any_kafka_exception() -> None:
 def test_erasure_error_keeps_its_flag() -> None:
     exc = ErasureError("could not read", unreachable=True)
     assert exc.unreachable and str(exc) == "could not read"
+
+
+# --- the header normaliser -------------------------------------------------------------------
+
+PAIRS = [("ce_id", b"1"), ("X-Trace", "t\u00e9"), ("empty", None), ("ce_id", b"2"), ("b", b"")]
+
+
+def test_header_pairs_keeps_names_order_and_repeats() -> None:
+    assert header_pairs(PAIRS) == [
+        ("ce_id", b"1"),
+        ("X-Trace", "t\u00e9".encode()),
+        ("ce_id", b"2"),
+        ("b", b""),
+    ]
+
+
+@pytest.mark.parametrize("empty", [None, [], {}, ()])
+def test_no_headers_are_no_pairs(empty: object) -> None:
+    assert header_pairs(empty) == []
+    assert header_dict(empty) == {}
+
+
+def test_a_dict_of_headers_is_normalised_too() -> None:
+    headers = {"Content-Type": "application/json", "none": None, "raw": b"\xff"}
+    assert header_pairs(headers) == [("Content-Type", b"application/json"), ("raw", b"\xff")]
+    assert header_dict(headers) == {"content-type": b"application/json", "raw": b"\xff"}
+
+
+def test_header_dict_lowercases_and_the_last_repeat_wins() -> None:
+    assert header_dict(PAIRS) == {"ce_id": b"2", "x-trace": "t\u00e9".encode(), "b": b""}
+    assert header_dict([("A", b"1"), ("a", b"2")]) == {"a": b"2"}
+    # Case kept, last wins: what callers that need the exact names build from header_pairs.
+    assert dict(header_pairs([("A", b"1"), ("a", b"2"), ("A", b"3")])) == {"A": b"3", "a": b"2"}
+
+
+def test_header_values_are_not_decoded() -> None:
+    # Bytes stay bytes (undecodable ones too); callers decode with their own error handling.
+    assert header_dict([("x", b"\xff\xfe")])["x"].decode("utf-8", "replace") == "\ufffd\ufffd"
+
+
+def test_record_headers_of_a_consumed_record() -> None:
+    assert record_headers(Message(topic="t", headers=[("a", b"1"), ("a", None)])) == [
+        ("a", b"1"),
+        ("a", None),
+    ]
+    assert record_headers(Message(topic="t")) == []
+    assert header_pairs(record_headers(Message(topic="t", headers=[("a", None)]))) == []
