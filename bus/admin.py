@@ -27,10 +27,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from bus.errors import KafkaUnavailableError
 from bus.topics import TopicCatalogue, TopicSpec
 
 __all__ = [
-    "KafkaUnreachableError",
     "TopicChange",
     "TopicState",
     "apply",
@@ -41,10 +41,6 @@ __all__ = [
 ]
 
 Action = Literal["create", "add-partitions", "alter-config", "refused"]
-
-
-class KafkaUnreachableError(RuntimeError):
-    """The cluster did not answer within the timeout."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +71,12 @@ class TopicChange:
 def describe(
     admin: AdminClient, names: Sequence[str], timeout: float = 15.0
 ) -> dict[str, TopicState]:
-    """The current state of those of `names` that exist on the cluster."""
+    """The current state of those of `names` that exist on the cluster;
+    `KafkaUnavailableError` when the cluster does not answer within `timeout`."""
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnreachableError(f"Kafka did not answer within {timeout:.0f} s: {exc}") from exc
+        raise KafkaUnavailableError(f"Kafka did not answer within {timeout:.0f} s: {exc}") from exc
     present = [name for name in names if name in metadata.topics]
     states: dict[str, TopicState] = {}
     if not present:

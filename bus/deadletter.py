@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bus.envelope import Headers
+from bus.envelope import Headers, header_pairs
 
 __all__ = [
     "DLQ_ATTEMPTS",
@@ -97,10 +97,8 @@ def dead_letter(
 
     `message` must not contain personal data or secrets: say what was wrong, not what was sent.
     """
-    headers: list[tuple[str, bytes]] = [
-        (name, value.encode() if isinstance(value, str) else value)
-        for name, value in (original.headers or [])
-        if value is not None and name not in _DLQ_HEADERS
+    headers = [
+        (name, value) for name, value in header_pairs(original.headers) if name not in _DLQ_HEADERS
     ]
     when = (failed_at or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     headers += [
@@ -136,10 +134,7 @@ def read_dead_letter(headers: Headers) -> DeadLetterInfo:
     """Parse the `dlq.*` headers; raise `ValueError` when a record is not a dead letter."""
     found: dict[str, bytes] = {}
     original: list[tuple[str, bytes]] = []
-    for name, value in headers or []:
-        if value is None:
-            continue
-        raw = value.encode() if isinstance(value, str) else value
+    for name, raw in header_pairs(headers):
         if name in _DLQ_HEADERS:
             found[name] = raw
         else:

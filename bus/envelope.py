@@ -12,7 +12,7 @@ strictly: a value that is not JSON raises `EnvelopeError`, never a silent string
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -36,6 +36,7 @@ __all__ = [
     "encode_binary",
     "encode_structured",
     "header_dict",
+    "header_pairs",
     "new_event",
     "record_headers",
 ]
@@ -47,6 +48,8 @@ CONTENT_TYPE_STRUCTURED = "application/cloudevents+json; charset=UTF-8"
 Headers = Sequence[tuple[str, bytes | str | None]] | None
 # Kafka headers as we hand them to confluent-kafka's produce().
 RecordHeaders = list[tuple[str, str | bytes | None]]
+# Anything `header_pairs` and `header_dict` normalise: pairs (any iterable), a dict, or None.
+AnyHeaders = Iterable[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None] | None
 
 
 class EnvelopeError(ValueError):
@@ -149,14 +152,22 @@ class Envelope:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-def header_dict(headers: Headers) -> dict[str, bytes]:
-    """Headers as a dict with lower-case names (the last value of a repeated name wins)."""
-    result: dict[str, bytes] = {}
-    for name, value in headers or ():
-        if value is None:
-            continue
-        result[name.lower()] = value.encode() if isinstance(value, str) else value
-    return result
+def header_pairs(headers: AnyHeaders) -> list[tuple[str, bytes]]:
+    """Headers as a list of (name, bytes) pairs: names, order and repeats kept, str values
+    encoded as UTF-8, None values (a header without a value) dropped."""
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    return [
+        (name, value.encode() if isinstance(value, str) else value)
+        for name, value in pairs
+        if value is not None
+    ]
+
+
+def header_dict(headers: AnyHeaders) -> dict[str, bytes]:
+    """Headers as a dict with lower-case names (the last value of a repeated name wins; None
+    values dropped, str values encoded as UTF-8). Lookups decode with, say,
+    `.decode("utf-8", "replace")`."""
+    return {name.lower(): value for name, value in header_pairs(headers)}
 
 
 def _parse_json(value: bytes | None, what: str) -> Any:

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.envelope import RecordHeaders, encode_binary, new_event
+from bus.errors import BusError
 from bus.keystore import key_record, master_key_of
 from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
 from bus.reading import read_to_end
@@ -60,9 +61,10 @@ _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
 
-class ErasureError(RuntimeError):
+class ErasureError(BusError, RuntimeError):
     """Kafka could not be read or written; nothing or only part was erased (run it again:
-    erasure is idempotent). `unreachable`: Kafka could not be read, so nothing was written."""
+    erasure is idempotent). `unreachable`: Kafka could not be read, so nothing was written.
+    A `BusError` (bus/errors.py); still a RuntimeError, which `dastra_kafka/demo.py` catches."""
 
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
         super().__init__(message)

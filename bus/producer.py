@@ -5,7 +5,8 @@ broker acknowledged the record (all in-sync replicas), with its partition and of
 `KafkaUnavailableError` when it did not within `timeout_s` (the record is then given up by
 librdkafka: never written later) or when the cluster is known to be down (the request fails
 fast; nothing is queued), or `RecordTooLargeError` when the record is larger than the producer
-or the topic accepts (permanent: a retry cannot succeed). A background thread serves delivery
+or the topic accepts (permanent: a retry cannot succeed); both errors are in `bus/errors.py`.
+A background thread serves delivery
 reports and, while the cluster is down, probes it every second.
 
     async with AsyncProducer(settings.kafka, timeout_s=5) as producer:
@@ -25,20 +26,12 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from bus.envelope import RecordHeaders
+from bus.errors import KafkaUnavailableError, RecordTooLargeError
 from bus.settings import KafkaSettings
 
-__all__ = ["AsyncProducer", "Delivered", "KafkaUnavailableError", "RecordTooLargeError"]
+__all__ = ["AsyncProducer", "Delivered"]
 
 _log = structlog.get_logger(__name__)
-
-
-class KafkaUnavailableError(RuntimeError):
-    """The record was not acknowledged by the broker (and will not be written later)."""
-
-
-class RecordTooLargeError(ValueError):
-    """The record is larger than the producer (`message.max.bytes`) or the topic
-    (`max.message.bytes`) accepts: permanent, retrying cannot help. Nothing was written."""
 
 
 # MSG_SIZE_TOO_LARGE: librdkafka's own check at produce time, or the broker's MESSAGE_TOO_LARGE

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from bus.envelope import header_pairs
+from bus.errors import TopicMissingError
 from bus.settings import KafkaSettings
 
-__all__ = ["StateRecord", "TopicMissingError", "end_offsets", "read_latest", "read_to_end"]
+__all__ = ["StateRecord", "end_offsets", "read_latest", "read_to_end"]
 
 
 _TRANSIENT = frozenset(
@@ -34,10 +36,6 @@ _TRANSIENT = frozenset(
         KafkaError._TRANSPORT,
     }
 )
-
-
-class TopicMissingError(KafkaException):
-    """The topic does not exist (run `dastra-kafka topics apply`)."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +78,7 @@ def read_to_end(
         metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
         info = metadata.topics.get(topic)
         if info is None or info.error is not None:
-            raise TopicMissingError(
-                KafkaError(
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    f"topic {topic} does not exist (run `dastra-kafka topics apply`)",
-                )
-            )
+            raise TopicMissingError(topic)
         deadline = time.monotonic() + timeout
         ends = end_offsets(kafka, topic, list(info.partitions), min(timeout, 15))
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
@@ -112,7 +105,7 @@ def read_to_end(
                         offset=int(message.offset() or 0),
                         key=key,
                         value=message.value(),
-                        headers=_headers(message.headers()),
+                        headers=header_pairs(message.headers()),
                         timestamp_ms=message.timestamp()[1],
                     )
             # Under read_committed, transaction markers and aborted records are skipped without
@@ -122,15 +115,6 @@ def read_to_end(
                     ends.pop(position.partition, None)
     finally:
         consumer.close()
-
-
-def _headers(raw: object) -> list[tuple[str, bytes]]:
-    pairs = raw.items() if isinstance(raw, dict) else (raw or [])
-    return [
-        (name, value.encode() if isinstance(value, str) else value)
-        for name, value in pairs  # type: ignore[attr-defined]
-        if value is not None
-    ]
 
 
 def end_offsets(

@@ -23,15 +23,12 @@ from typing import Literal
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from bus.errors import TailerError
 from bus.settings import KafkaSettings
 
-__all__ = ["TailerError", "TopicTailer"]
+__all__ = ["TopicTailer"]
 
 _log = structlog.get_logger(__name__)
-
-
-class TailerError(RuntimeError):
-    """The tailer could not start: the topic is missing or Kafka did not answer in time."""
 
 
 class TopicTailer:
@@ -75,7 +72,8 @@ class TopicTailer:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start reading; return once assigned (and, from the beginning, caught up)."""
+        """Start reading; return once assigned (and, from the beginning, caught up). Raises
+        `TailerError` (bus/errors.py) when the topic is missing or Kafka did not answer."""
         if self._thread is not None:
             raise RuntimeError(f"tailer {self._name} already started")
         self.started_at_ms = int(time.time() * 1000)

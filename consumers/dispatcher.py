@@ -75,6 +75,7 @@ from bus.envelope import (
     deterministic_id,
     encode_binary,
     header_dict,
+    header_pairs,
     new_event,
 )
 from bus.keystore import KeyStore
@@ -458,11 +459,7 @@ class Dispatcher:
     def _prepare(self, spec: ActionSpec, event: Any, epoch: int) -> _Work:
         message = event.message
         topic, partition, offset = message.topic, message.partition, message.offset
-        headers = [
-            (name, value.encode() if isinstance(value, str) else value)
-            for name, value in (message.headers or ())
-            if value is not None
-        ]
+        headers = header_pairs(message.headers)
         value: bytes | None = message.value
         stamp = message.timestamp
         now = datetime.now(UTC)
@@ -776,14 +773,9 @@ class Dispatcher:
         value: bytes | None,
         headers: Iterable[tuple[str, bytes | str | None]] | RecordHeaders,
     ) -> None:
-        record_headers = [
-            (name, item.encode() if isinstance(item, str) else item)
-            for name, item in headers
-            if item is not None
-        ]
         # aiokafka retries retriable errors itself (idempotently) until its delivery timeout;
         # what escapes is a real failure: it crashes the worker, the record stays unacked.
-        await producer.send_and_wait(topic, value=value, key=key, headers=record_headers)
+        await producer.send_and_wait(topic, value=value, key=key, headers=header_pairs(headers))
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from confluent_kafka import (
 )
 
 from bus.deadletter import DeadLetterInfo, read_dead_letter
-from bus.envelope import header_dict
+from bus.envelope import header_dict, record_headers
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
 from bus.reading import end_offsets
@@ -175,13 +175,6 @@ def _position(message: Message) -> tuple[int, int]:
     return (partition if partition is not None else -1, offset if offset is not None else -1)
 
 
-def _headers(message: Message) -> list[tuple[str, bytes | str | None]]:
-    found = message.headers()
-    if isinstance(found, dict):
-        return list(found.items())
-    return list(found or [])
-
-
 def _read_to_end(
     kafka: KafkaSettings,
     topic: str,
@@ -251,7 +244,7 @@ def _succeeded_commands(kafka: KafkaSettings, timeout_s: float) -> set[str]:
         key = message.key()
         if key is None:
             return
-        if header_dict(_headers(message)).get("ce_type") == RESULT_SUCCEEDED.encode():
+        if header_dict(record_headers(message)).get("ce_type") == RESULT_SUCCEEDED.encode():
             succeeded.add(key.decode("utf-8", "replace"))
 
     _read_to_end(kafka, kafka.topic(COMMAND_RESULTS), on_result, timeout_s=timeout_s)
@@ -324,7 +317,7 @@ def replay_dead_letters(
     def on_dead_letter(message: Message) -> None:
         summary.scanned += 1
         try:
-            info = read_dead_letter(_headers(message))
+            info = read_dead_letter(record_headers(message))
         except ValueError:
             summary.not_dead_letters += 1
             return

@@ -40,13 +40,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import Envelope, EnvelopeError, decode, dumps, record_headers
+from bus.errors import KafkaUnavailableError
 from bus.hooks.egress import EgressRefusedError, Target, client_for, post, resolve_target
 from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload, workspace_of
 from bus.hooks.settings import HooksSettings
 from bus.hooks.signatures import standard_webhook_headers
 from bus.hooks.subscriptions import SubscriptionTable
 from bus.privacy import PrivacyError
-from bus.producer import AsyncProducer, KafkaUnavailableError
+from bus.producer import AsyncProducer
 from bus.records.subscriptions import HookSubscription
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import DEAD_LETTER

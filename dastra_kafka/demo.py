@@ -55,6 +55,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from bus.admin import apply, describe, plan, retention_text
+from bus.envelope import header_pairs
 from bus.erasure import erase, parse_subject
 from bus.keystore import load_ring
 from bus.localkafka import LocalKafka, LocalKafkaError, free_port
@@ -410,7 +411,9 @@ class _Tail(threading.Thread):
                             self._report.errors.append(f"tail: {error.str()}")
                     continue
                 topic = message.topic() or ""
-                self._record(self._names[topic], _header_pairs(message.headers()), message.value())
+                self._record(
+                    self._names[topic], dict(header_pairs(message.headers())), message.value()
+                )
         finally:
             self._consumer.close()
 
@@ -450,15 +453,6 @@ def scan_for_personal_data(
     if mode == "encrypted" and kind == "rights" and _is_created(found.get("ce_id", b"").decode()):
         data = json.loads(value)
         report.sealed.setdefault(int(data["id"]), []).append(data)
-
-
-def _header_pairs(headers: Any) -> dict[str, bytes]:
-    pairs = headers.items() if isinstance(headers, dict) else (headers or [])
-    return {
-        name: value.encode() if isinstance(value, str) else value
-        for name, value in pairs
-        if value is not None
-    }
 
 
 class _Subscriber:

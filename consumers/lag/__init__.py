@@ -71,7 +71,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from pydantic import TypeAdapter
 
-from bus.reading import TopicMissingError, read_to_end
+from bus.errors import KafkaUnavailableError, TopicMissingError
+from bus.reading import read_to_end
 from bus.records.lag import LagWindowKey, LagWindowRecord, Status, StatusRecord, WindowRecord
 from bus.settings import KafkaSettings
 from bus.topics import LAG_WINDOW
@@ -106,8 +107,9 @@ TP = tuple[str, int]
 WindowKey = tuple[str, str, int]  # group, topic, partition
 
 
-class LagUnavailableError(RuntimeError):
-    """Kafka did not answer the monitor's admin requests in time."""
+class LagUnavailableError(KafkaUnavailableError):
+    """Kafka did not answer the monitor's admin requests in time (a `KafkaUnavailableError`
+    of bus/errors.py, so a `BusError` and, as before, a RuntimeError)."""
 
 
 class Sample(NamedTuple):

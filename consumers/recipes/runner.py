@@ -51,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -68,6 +68,7 @@ from bus.envelope import (
     decode,
     deterministic_id,
     encode_binary,
+    header_pairs,
     new_event,
 )
 from bus.hooks.events import workspace_of
@@ -404,11 +405,7 @@ class RecipeRunner:
             offset=message.offset,
             key=message.key,
             value=message.value,
-            headers=[
-                (header, value.encode() if isinstance(value, str) else value)
-                for header, value in (message.headers or ())
-                if value is not None
-            ],
+            headers=header_pairs(message.headers),
             timestamp_ms=int(stamp * 1000) if stamp else None,
         )
 
@@ -807,7 +804,7 @@ class RecipeRunner:
             self._kafka.topic(command_topic(action)),
             key=command_record_key(action, data, command_id),
             value=value,
-            headers=_record_headers(headers),
+            headers=header_pairs(headers),
         )
         _log.debug("recipes.command_sent", recipe=recipe.name, action=action, command_id=command_id)
 
@@ -831,7 +828,7 @@ class RecipeRunner:
             self._kafka.topic(step.topic),
             key=key.encode(),
             value=value,
-            headers=_record_headers(headers),
+            headers=header_pairs(headers),
         )
         return PublishedRecord(
             topic=step.topic, partition=metadata.partition, offset=metadata.offset, id=message_id
@@ -942,11 +939,3 @@ class RecipeRunner:
         if value is None:
             raise RuntimeError(f"the recipe runner's {what} is not open: call `start()` first")
         return value
-
-
-def _record_headers(headers: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
-    return [
-        (name, value.encode() if isinstance(value, str) else value)
-        for name, value in headers
-        if value is not None
-    ]

@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 def hooks(ctx: typer.Context) -> None:
     """Run the REST hook dispatcher (a member of consumer group HOOKS_GROUP)."""
-    from bus.tailer import TailerError
+    from bus.errors import TailerError
 
     settings = settings_of(ctx)
     try:

@@ -73,10 +73,10 @@ async def _run(
     max_cycles: int | None,
     as_json: bool,
 ) -> int:
+    from bus.errors import KafkaUnavailableError, TopicMissingError
     from bus.privacy import PrivacyError
-    from bus.reading import TopicMissingError
     from dastra.client import DastraClient
-    from producers.poller import KafkaUnavailableError, Poller, PollerFencedError
+    from producers.poller import Poller, PollerFencedError
 
     catalogue = catalogue_of(settings)
     stop = asyncio.Event()

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from bus.admin import (
-    KafkaUnreachableError,
     TopicChange,
     apply,
     describe,
@@ -19,6 +18,7 @@ from bus.admin import (
     retention_text,
     retention_warnings,
 )
+from bus.errors import KafkaUnavailableError
 from dastra_kafka.cli._common import (
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
@@ -42,7 +42,7 @@ def _plan(settings: Settings) -> list[TopicChange]:
     catalogue = catalogue_of(settings)
     try:
         return plan(_admin(settings), catalogue, prefix=settings.kafka.topic_prefix)
-    except KafkaUnreachableError as exc:
+    except KafkaUnavailableError as exc:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
 
 
@@ -139,7 +139,7 @@ def list_command(
     prefix = settings.kafka.topic_prefix
     try:
         states = describe(_admin(settings), [prefix + spec.name for spec in catalogue])
-    except KafkaUnreachableError as exc:
+    except KafkaUnavailableError as exc:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
     rows = []
     for spec in catalogue:

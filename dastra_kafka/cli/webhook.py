@@ -21,8 +21,8 @@ def webhook(
     """Serve the webhook API (OpenAPI at /openapi.json, docs at /docs) until Ctrl-C/SIGTERM."""
     import uvicorn
 
+    from bus.errors import TailerError
     from bus.privacy import PrivacyError
-    from bus.tailer import TailerError
     from producers.webhook import WebhookService, create_app
 
     _Server = _server_class()  # noqa: N806 - a class

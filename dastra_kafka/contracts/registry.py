@@ -21,7 +21,7 @@ topics.yaml entry and one `TopicContract` entry. `schemas export` regenerates th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache, cached_property
@@ -854,10 +854,7 @@ def validate_record(
     contract = TOPIC_CONTRACTS.get(topic)
     if contract is None:
         return [f"{topic}: no TopicContract is registered"]
-    pairs: Sequence[tuple[str, bytes | str | None]] = (
-        list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
-    )
-    found = {name: raw.decode("utf-8", "replace") for name, raw in header_dict(pairs).items()}
+    found = {name: raw.decode("utf-8", "replace") for name, raw in header_dict(headers).items()}
     problems: list[str] = []
 
     key_contract = CONTRACTS[spec.key_schema]

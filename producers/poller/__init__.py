@@ -45,12 +45,12 @@ from pydantic import ValidationError
 
 from bus.envelope import deterministic_id, encode_binary, new_event
 from bus.erasure import ErasureAudit, ErasurePlan, ErasureRequest, audit_record, plan_erasure
+from bus.errors import KafkaUnavailableError, TailerError, TopicMissingError
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, Batch, PrivacyError, dataref_of, shape
-from bus.reading import TopicMissingError, end_offsets, read_latest
+from bus.reading import end_offsets, read_latest
 from bus.records.poller import Cursor, Mark, PollTrigger, Recent, trigger_record
 from bus.settings import KafkaSettings, PayloadMode, PrivacySettings
-from bus.tailer import TailerError
 from bus.topics import (
     POLLER_STATE,
     POLLER_TRIGGERS,
@@ -76,7 +76,6 @@ __all__ = [
     "RESOURCES",
     "ChangedItem",
     "Cursor",
-    "KafkaUnavailableError",
     "Mark",
     "PollSummary",
     "PollTrigger",
@@ -139,10 +138,6 @@ _KIND: dict[_Stream, Literal["created", "updated"]] = {
 
 class PollerFencedError(RuntimeError):
     """Another poller took over this workspace (same transactional.id); this one must stop."""
-
-
-class KafkaUnavailableError(RuntimeError):
-    """Kafka did not answer (or refused us) while the poller started or published."""
 
 
 @dataclass
@@ -296,13 +291,7 @@ class _EventPrivacy:
             self.store.start()
         except TailerError as exc:
             if "does not exist" in str(exc):
-                raise TopicMissingError(
-                    KafkaError(
-                        KafkaError.UNKNOWN_TOPIC_OR_PART,
-                        f"topic {self.store.topic} does not exist "
-                        "(run `dastra-kafka topics apply`)",
-                    )
-                ) from exc
+                raise TopicMissingError(self.store.topic) from exc
             raise KafkaUnavailableError(f"the key topic could not be read: {exc}") from exc
 
     def stop(self) -> None:
@@ -420,12 +409,7 @@ class _WorkspacePoller:
         for resource in RESOURCES:
             topic = self._kafka.topic(resource.topic)
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
-                raise TopicMissingError(
-                    KafkaError(
-                        KafkaError.UNKNOWN_TOPIC_OR_PART,
-                        f"topic {topic} does not exist (run `dastra-kafka topics apply`)",
-                    )
-                )
+                raise TopicMissingError(topic)
             count = len(metadata.topics[topic].partitions)
             self._partitions[resource.topic] = murmur2(str(self.workspace_id).encode(), count)
         self._producer = producer
@@ -880,7 +864,7 @@ class Poller:
         """Poll until `stop` is set or each workspace ran `max_cycles` cycles. `ready` is set
         once every workspace's producer is initialised (older pollers fenced) and its cursor
         restored. Raises `PollerFencedError`, `KafkaUnavailableError` or `TopicMissingError`
-        when it cannot start."""
+        (bus/errors.py) when it cannot start."""
         stop = stop or asyncio.Event()
         summary = PollSummary()
         metrics_server = None

@@ -62,6 +62,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from bus.envelope import EnvelopeError, decode, encode_binary, new_event, record_headers
+from bus.errors import KafkaUnavailableError, RecordTooLargeError
 from bus.hooks.egress import EgressRefusedError, resolve_target
 from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload
 from bus.hooks.settings import HooksSettings
@@ -69,7 +70,7 @@ from bus.hooks.signatures import verify_dastra_signature
 from bus.hooks.subscriptions import SubscriptionTable
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
-from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
+from bus.producer import AsyncProducer, Delivered
 from bus.records.commands import (
     COMMAND_MODELS,
     Command,

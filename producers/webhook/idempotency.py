@@ -37,7 +37,8 @@ import structlog
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from bus.producer import AsyncProducer, Delivered, KafkaUnavailableError, RecordTooLargeError
+from bus.errors import KafkaUnavailableError, RecordTooLargeError
+from bus.producer import AsyncProducer, Delivered
 from bus.records.idempotency import IdempotencyRecord
 from bus.settings import KafkaSettings
 from bus.tailer import TopicTailer

@@ -25,9 +25,10 @@ from confluent_kafka.admin import (
 from pydantic import SecretStr
 
 from bus.envelope import decode, encode_binary, new_event
+from bus.errors import RecordTooLargeError
 from bus.hooks.settings import HooksSettings
 from bus.hooks.signatures import dastra_signature
-from bus.producer import AsyncProducer, RecordTooLargeError
+from bus.producer import AsyncProducer
 from bus.records.commands import (
     RESULT_FAILED,
     RESULT_SUCCEEDED,
