@@ -256,21 +256,41 @@ class Tail:
                     "group.id": unique("tail"),
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
+                    "enable.partition.eof": True,
                 }
             )
         )
         partitions = self._consumer.list_topics(self.topic, timeout=10).topics[self.topic]
-        self._consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions.partitions])
+        self._partitions = list(partitions.partitions)
+        self._consumer.assign([TopicPartition(self.topic, p, 0) for p in self._partitions])
+        # partition -> the offset of its latest end-of-partition event
+        self._reached: dict[int, int] = {}
 
     def poll(self, seconds: float = 0.2) -> None:
         deadline = time.monotonic() + seconds
         while True:
             messages = self._consumer.consume(1000, timeout=max(0.0, deadline - time.monotonic()))
             for message in messages:
-                if message.error() is None:
+                error = message.error()
+                if error is None:
                     self.records.append(Record.of(message))
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    self._reached[message.partition() or 0] = message.offset() or 0
             if time.monotonic() >= deadline or not messages:
                 return
+
+    def read_to_end(self, timeout: float = 30.0) -> None:
+        """Read up to the end offsets every partition has now: once nothing writes to the topic
+        any more, everything it holds (a late duplicate included) is then in `records`."""
+        ends = {
+            p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+            for p in self._partitions
+        }
+        self.wait(
+            lambda t: all(t._reached.get(p, -1) >= end for p, end in ends.items()),
+            timeout,
+            f"{self.topic} read to its end offsets",
+        )
 
     def by_key(self) -> dict[str, list[Record]]:
         found: dict[str, list[Record]] = defaultdict(list)
