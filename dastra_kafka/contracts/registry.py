@@ -48,6 +48,9 @@ from bus.erasure import ErasureAudit
 from bus.privacy import PAYLOAD_HEADER, KeyRecord, event_model, private_model
 from bus.records.commands import COMMAND_MODELS, CommandResult
 from bus.records.event_types import EVENT_TYPES
+from bus.records.idempotency import IdempotencyRecord
+from bus.records.lag import LagWindowKey, LagWindowRecord
+from bus.records.poller import Cursor, PollTrigger
 from bus.records.recipe_runs import Notification, RecipeRun
 from bus.records.subscriptions import HookSubscription
 from bus.topics import (
@@ -68,11 +71,8 @@ from bus.topics import (
     TopicCatalogue,
     command_topic,
 )
-from consumers.lag import LagWindowKey, LagWindowRecord
 from dastra.models import RightsRequest, Task, UserLight
 from dastra_kafka.contracts._examples import EXAMPLES, RecordExample
-from producers.poller import Cursor, PollTrigger
-from producers.webhook.idempotency import IdempotencyRecord
 
 __all__ = [
     "CONTRACTS",

@@ -1,0 +1,562 @@
+"""One workspace's poll cycle: read Dastra's changes since the cursor, then publish the events
+and the advanced cursor in one Kafka transaction (its transactional.id fences a second poller).
+
+Consumes Dastra's rights requests and tasks, the cursor from dastra.poller-state.v1. Produces
+events on dastra.rights-requests.v1 and dastra.tasks.v1 and cursors on dastra.poller-state.v1.
+
+    poller = WorkspacePoller(...); await poller.cycle()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer, murmur2
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+
+from bus.envelope import deterministic_id, encode_binary, new_event
+from bus.erasure import audit_record
+from bus.errors import KafkaUnavailableError, TopicMissingError
+from bus.keystore import key_record
+from bus.privacy import PAYLOAD_EXTENSION, dataref_of
+from bus.reading import read_latest
+from bus.records.poller import Cursor, Mark
+from bus.settings import KafkaSettings
+from bus.topics import (
+    POLLER_STATE,
+    PRIVACY_AUDIT,
+    PRIVACY_KEYS,
+)
+from dastra.client import DastraClient
+from dastra.errors import (
+    DastraConfigError,
+)
+from dastra.filters import Filter, Rule, RuleGroup
+from dastra.models import Page
+from producers.poller.items import (
+    KIND,
+    RESOURCES,
+    ChangedItem,
+    PollerFencedError,
+    Resource,
+    StartFrom,
+    Stream,
+    stream_stamp,
+)
+from producers.poller.privacy import EventPrivacy
+from producers.poller.settings import PollerSettings
+from producers.poller.window import LateWindow
+
+__all__ = ["FENCING", "PollerMetrics", "WorkspacePoller", "load_cursors"]
+
+_log = structlog.get_logger(__name__)
+
+
+FENCING = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+
+
+class PollerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "dastra_poller_events_published",
+            "Events published by the poller",
+            ["workspace", "topic", "type"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "dastra_poller_late_items",
+            "Items found behind the cursor (visible late) and published",
+            ["workspace", "topic"],
+            registry=registry,
+        )
+        self.cycles = Counter(
+            "dastra_poller_cycles", "Completed poll cycles", ["workspace"], registry=registry
+        )
+        self.errors = Counter(
+            "dastra_poller_errors", "Failed poll cycles", ["workspace", "kind"], registry=registry
+        )
+        self.last_success = Gauge(
+            "dastra_poller_last_success_timestamp_seconds",
+            "Unix time of the last successful cycle",
+            ["workspace"],
+            registry=registry,
+        )
+        self.interval = Gauge(
+            "dastra_poller_interval_seconds",
+            "Current wait between cycles",
+            ["workspace"],
+            registry=registry,
+        )
+
+
+class WorkspacePoller:
+    """Polls one workspace; owns its transactional producer."""
+
+    def __init__(
+        self,
+        workspace_id: int,
+        kafka: KafkaSettings,
+        settings: PollerSettings,
+        dastra: DastraClient,
+        metrics: PollerMetrics,
+        start: StartFrom,
+        privacy: EventPrivacy,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self._privacy = privacy
+        self._kafka = kafka
+        self._settings = settings
+        self._dastra = dastra
+        self._source = f"dastra://workspaces/{workspace_id}"
+        self._metrics = metrics
+        self._start = start
+        self._late_window = timedelta(seconds=settings.late_window_s)
+        self._late_due: dict[tuple[str, str], float] = {}  # (resource, stream) -> monotonic
+        self._cursors: dict[str, Cursor] = {}
+        self._partitions: dict[str, int] = {}
+        self._producer: Producer | None = None
+        self.wake = asyncio.Event()
+
+    # --- Kafka side (blocking; called through asyncio.to_thread) -----------------------------
+
+    def open(self) -> None:
+        """Init the transactional producer: aborts what an older poller of this workspace left
+        open and fences it. Cursors are restored afterwards, by the owner, for all workspaces."""
+        producer = Producer(
+            self._kafka.confluent_config(
+                **{
+                    "transactional.id": self._kafka.topic(f"dastra-poller-{self.workspace_id}"),
+                    "transaction.timeout.ms": int(self._settings.transaction_timeout_s * 1000),
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                }
+            )
+        )
+        try:
+            producer.init_transactions(self._settings.transaction_timeout_s)
+            metadata = producer.list_topics(timeout=15)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() in FENCING:
+                raise PollerFencedError(f"workspace {self.workspace_id}: {error.str()}") from exc
+            raise KafkaUnavailableError(
+                f"workspace {self.workspace_id}: Kafka did not let the poller start: {error.str()}"
+            ) from exc
+        for resource in RESOURCES:
+            topic = self._kafka.topic(resource.topic)
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                raise TopicMissingError(topic)
+            count = len(metadata.topics[topic].partitions)
+            self._partitions[resource.topic] = murmur2(str(self.workspace_id).encode(), count)
+        self._producer = producer
+
+    def restore(self, cursors: dict[str, Cursor]) -> None:
+        self._cursors = dict(cursors)
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            # A fenced producer raises on flush; nothing of ours is pending then.
+            with contextlib.suppress(KafkaException):
+                producer.flush(10)
+
+    def _publish(
+        self, resource: Resource, events: Sequence[tuple[str, ChangedItem]], cursor: Cursor
+    ) -> None:
+        """One transaction: the events, then the cursor. Blocking; runs in a worker thread.
+
+        On any failure the transaction is aborted (or, when its state is unknown, the producer
+        is re-created, which aborts it): the caller's cursor is then still the committed one.
+        """
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the poller is not open")
+        topic = self._kafka.topic(resource.topic)
+        partition = self._partitions[resource.topic]
+        privacy = self._privacy
+        batch = privacy.batch()
+        erasures = privacy.erasures(resource, self.workspace_id, [i for _k, i in events], batch)
+        shaped = [
+            (kind, item, privacy.shape(resource, self.workspace_id, item.raw, batch))
+            for kind, item in events
+        ]
+        began = False
+        try:
+            producer.begin_transaction()
+            began = True
+            keys_topic = self._kafka.topic(PRIVACY_KEYS)
+            for record in batch.records if batch is not None else []:
+                key, value = key_record(record)
+                producer.produce(keys_topic, key=key, value=value)
+            for kind, item, data in shaped:
+                self._produce_event(producer, topic, partition, resource, kind, item, data)
+            for plan, audit in erasures:
+                for key, tomb in plan.key_topic_records(audit.audit_id, audit.at):
+                    producer.produce(keys_topic, key=key, value=tomb)
+                audit_key, audit_value, audit_headers = audit_record(audit)
+                producer.produce(
+                    self._kafka.topic(PRIVACY_AUDIT),
+                    key=audit_key,
+                    value=audit_value,
+                    headers=audit_headers,
+                )
+            producer.produce(
+                self._kafka.topic(POLLER_STATE),
+                key=cursor.key.encode(),
+                value=cursor.model_dump_json().encode(),
+            )
+            self._commit(producer)
+        except (KafkaException, BufferError) as exc:
+            self._recover(producer, exc, began)
+            raise
+        if batch is not None:
+            batch.commit()
+        for plan, audit in erasures:
+            assert privacy.store is not None
+            for key, tomb in plan.key_topic_records(audit.audit_id, audit.at):
+                privacy.store.ring.apply(key, tomb)
+            _log.info(
+                "poller.auto_erased",
+                workspace=self.workspace_id,
+                rights_request=plan.request.rights_request_id,
+                audit_id=audit.audit_id,
+                keys=len(plan.key_ids),
+            )
+
+    def _produce_event(
+        self,
+        producer: Producer,
+        topic: str,
+        partition: int,
+        resource: Resource,
+        kind: str,
+        item: ChangedItem,
+        data: Any,
+    ) -> None:
+        extensions = self._privacy.extensions(resource)
+        headers, value = encode_binary(self._event(resource, kind, item, data, extensions))
+        key = f"{self.workspace_id}:{item.id}".encode()
+        try:
+            producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+            # An object larger than a Kafka record may be: publish a claim check instead of
+            # blocking the workspace; consumers fetch the object from `dataref`.
+            _log.warning(
+                "poller.oversized_object",
+                workspace=self.workspace_id,
+                resource=resource.name,
+                id=item.id,
+            )
+            thin = {
+                "id": item.id,
+                "dateCreation": item.raw.get("dateCreation"),
+                "dateUpdate": item.raw.get("dateUpdate"),
+                "dataref": dataref_of(resource.entity, self.workspace_id, item.id),
+                "truncated": True,
+            }
+            headers, value = encode_binary(
+                self._event(resource, kind, item, thin, {PAYLOAD_EXTENSION: "thin"})
+            )
+            producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
+        producer.poll(0)
+
+    def _commit(self, producer: Producer) -> None:
+        deadline = time.monotonic() + self._settings.transaction_timeout_s
+        while True:
+            try:
+                producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                # librdkafka: a retriable commit error means "call commit again"; it may still
+                # complete in the background, so giving up here would risk a double publish.
+                if error.retriable() and time.monotonic() < deadline:
+                    continue
+                raise
+
+    def _recover(self, producer: Producer, exc: BaseException, began: bool) -> None:
+        error = exc.args[0] if isinstance(exc, KafkaException) else None
+        if isinstance(error, KafkaError) and error.code() in FENCING:
+            raise PollerFencedError(
+                f"workspace {self.workspace_id}: another poller took over ({error.str()})"
+            ) from exc
+        if isinstance(error, KafkaError) and not error.fatal() and began:
+            try:
+                producer.abort_transaction(self._settings.transaction_timeout_s)
+                return
+            except KafkaException as abort_exc:
+                if abort_exc.args[0].code() in FENCING:
+                    raise PollerFencedError(
+                        f"workspace {self.workspace_id}: another poller took over"
+                    ) from abort_exc
+        if not began and error is None:
+            return
+        # The transaction's state is unknown (fatal error, failed abort): a new producer with
+        # the same transactional.id aborts whatever the old one left open.
+        _log.warning(
+            "poller.producer_reset",
+            workspace=self.workspace_id,
+            error=error.str() if isinstance(error, KafkaError) else type(exc).__name__,
+        )
+        self._producer = None
+        with contextlib.suppress(KafkaException):
+            producer.flush(1)
+        self.open()
+        # A commit that failed with an unknown outcome may still have landed: trust Kafka.
+        self._cursors = load_cursors(self._kafka, [self.workspace_id])[self.workspace_id]
+
+    def _event(
+        self,
+        resource: Resource,
+        kind: str,
+        item: ChangedItem,
+        data: Any,
+        extensions: dict[str, str] | None = None,
+    ) -> Any:
+        if kind == "created":
+            when = stream_stamp(item, "dateCreation")
+            event_id = deterministic_id(
+                "dastra", self.workspace_id, f"{resource.entity}.created", item.id
+            )
+        else:
+            when = stream_stamp(item, "dateUpdate")
+            stamp = item.raw.get("dateUpdate") or (when.isoformat() if when else "")
+            event_id = deterministic_id(
+                "dastra", self.workspace_id, f"{resource.entity}.updated", item.id, stamp
+            )
+        return new_event(
+            type=f"eu.dastra.{resource.entity}.{kind}",
+            source=self._source,
+            id=event_id,
+            subject=str(item.id),
+            time=when or datetime.now(UTC),
+            data=data,
+            extensions=extensions,
+        )
+
+    # --- Dastra side -------------------------------------------------------------------------
+
+    async def _page(
+        self,
+        resource: Resource,
+        *,
+        page: int,
+        stream: Stream,
+        asc: bool,
+        rule: Filter | None,
+    ) -> Page[ChangedItem]:
+        try:
+            return await self._dastra.collection_page(
+                self.workspace_id,
+                resource.collection,
+                ChangedItem,
+                page=page,
+                size=self._settings.page_size,
+                sort_by=stream,
+                asc=asc,
+                filters=rule,
+            )
+        except (
+            ValidationError
+        ) as exc:  # pragma: no cover - ChangedItem accepts any object with an id
+            raise DastraConfigError(f"unexpected {resource.collection} page: {exc.title}") from exc
+
+    async def _latest(self, resource: Resource, stream: Stream) -> Mark:
+        """The newest item of a stream, as a mark: used for `--from now`."""
+        rule = Rule(stream, "isNotNull") if stream == "dateUpdate" else None
+        page = await self._page(resource, page=1, stream=stream, asc=False, rule=rule)
+        stamps: list[tuple[datetime, int]] = []
+        for item in page.items:
+            stamp = stream_stamp(item, stream)
+            if stamp is not None:
+                stamps.append((stamp, item.id))
+        if not stamps:
+            return Mark(after=None)
+        newest = max(s for s, _ in stamps)
+        # Older items existed before we started: they are old, not late.
+        return Mark(
+            after=newest, seen=sorted(i for s, i in stamps if s == newest), recent_since=newest
+        )
+
+    async def _initial(self, resource: Resource) -> Cursor:
+        if self._start == "now":
+            created = await self._latest(resource, "dateCreation")
+        elif self._start == "beginning":
+            created = Mark(after=None)
+        else:
+            created = Mark(after=self._start, recent_since=self._start)
+        return Cursor(
+            workspace_id=self.workspace_id,
+            resource=resource.name,
+            created=created,
+            # Updates are never backfilled: they start at the newest update there is now.
+            updated=await self._latest(resource, "dateUpdate"),
+            written_at=datetime.now(UTC),
+        )
+
+    async def _late(
+        self, resource: Resource, stream: Stream, window: LateWindow
+    ) -> list[ChangedItem]:
+        """Items inside the late window that were not published: visible only now."""
+        if window.after is None or self._late_window <= timedelta(0):
+            return []
+        low = window.after - self._late_window
+        if window.recent_since is not None:
+            low = max(low, window.recent_since)
+        if low >= window.after:
+            return []
+        rule = RuleGroup(
+            "And",
+            [Rule(stream, "greaterThanInclusive", low), Rule(stream, "lessThan", window.after)],
+        )
+        found: list[ChangedItem] = []
+        pages = max(1, -(-self._settings.late_max_tracked // self._settings.page_size))
+        for number in range(1, pages + 1):
+            page = await self._page(resource, page=number, stream=stream, asc=True, rule=rule)
+            for item in page.items:
+                stamp = stream_stamp(item, stream)
+                if stamp is not None and window.is_new(item.id, stamp):
+                    found.append(item)
+            if len(page.items) < self._settings.page_size:
+                break
+        found.sort(key=lambda item: (stream_stamp(item, stream), item.id))
+        for item in found:
+            stamp = stream_stamp(item, stream)
+            assert stamp is not None
+            window.take(item.id, stamp)
+        return found
+
+    async def _forward(
+        self, resource: Resource, stream: Stream, window: LateWindow, budget: int
+    ) -> tuple[list[ChangedItem], bool]:
+        """Items past the newest timestamp, whole pages until at least `budget` (or the end),
+        and whether more may remain.
+
+        Keyset paging: each request asks for `stream >= after` from page 1, so items deleted
+        or added while we read cannot shift an unread item past us. While `after` does not
+        move (a run of items sharing one timestamp), the next page number is read instead.
+        """
+        found: list[ChangedItem] = []
+        page_number = 1
+        while True:
+            rule: Filter | None
+            if window.after is None:
+                rule = Rule(stream, "isNotNull") if stream == "dateUpdate" else None
+            else:
+                rule = Rule(stream, "greaterThanInclusive", window.after)
+            before = window.after
+            page = await self._page(resource, page=page_number, stream=stream, asc=True, rule=rule)
+            stamped = [
+                (stamp, item) for item in page.items if (stamp := stream_stamp(item, stream))
+            ]
+            stamped.sort(key=lambda pair: (pair[0], pair[1].id))
+            for stamp, item in stamped:
+                if window.after is not None and stamp < window.after:
+                    continue  # behind the cursor: the late pass looks there
+                if window.is_new(item.id, stamp):
+                    window.take(item.id, stamp)
+                    found.append(item)
+            if len(page.items) < self._settings.page_size:
+                return found, False
+            if len(found) >= budget:
+                return found, True
+            page_number = 1 if window.after != before else page_number + 1
+
+    # --- one cycle ---------------------------------------------------------------------------
+
+    async def cycle(self, stop: asyncio.Event) -> int:
+        """Publish everything new in this workspace; return the number of events. Stops
+        between batches when `stop` is set (what is published stays published)."""
+        published = 0
+        for resource in RESOURCES:
+            if stop.is_set():
+                break
+            cursor = self._cursors.get(resource.name)
+            if cursor is None:
+                cursor = await self._initial(resource)
+                await asyncio.to_thread(self._publish, resource, [], cursor)
+                self._cursors[resource.name] = cursor
+                _log.info(
+                    "poller.cursor_initialised",
+                    workspace=self.workspace_id,
+                    resource=resource.name,
+                    start=str(self._start),
+                )
+            for stream, kind in KIND.items():
+                published += await self._stream(resource, stream, kind, stop)
+        return published
+
+    async def _stream(
+        self, resource: Resource, stream: Stream, kind: str, stop: asyncio.Event
+    ) -> int:
+        published = 0
+        late_pass = self._late_due.get((resource.name, stream), 0.0) <= time.monotonic()
+        more = True
+        while more and not stop.is_set():
+            cursor = self._cursors[resource.name]
+            mark = cursor.created if kind == "created" else cursor.updated
+            window = LateWindow(mark, self._late_window)
+            late: list[ChangedItem] = []
+            if late_pass:
+                late = await self._late(resource, stream, window)
+                late_pass = False
+                self._late_due[(resource.name, stream)] = (
+                    time.monotonic() + self._settings.late_every_s
+                )
+            items, more = await self._forward(resource, stream, window, self._settings.batch_size)
+            items = late + items
+            if not items:
+                break
+            if kind == "updated":
+                # An object stamped updated when it was created has not changed.
+                items = [
+                    i
+                    for i in items
+                    if stream_stamp(i, "dateUpdate") != stream_stamp(i, "dateCreation")
+                ]
+            moved = cursor.model_copy(
+                update={
+                    kind: window.mark(self._settings.late_max_tracked),
+                    "written_at": datetime.now(UTC),
+                }
+            )
+            await asyncio.to_thread(
+                self._publish, resource, [(kind, item) for item in items], moved
+            )
+            self._cursors[resource.name] = moved
+            published += len(items)
+            labels = (str(self.workspace_id), resource.topic)
+            self._metrics.events.labels(*labels, f"eu.dastra.{resource.entity}.{kind}").inc(
+                len(items)
+            )
+            if late:
+                self._metrics.late.labels(*labels).inc(len(late))
+            _log.info(
+                "poller.published",
+                workspace=self.workspace_id,
+                resource=resource.name,
+                kind=kind,
+                events=len(items),
+                late=len(late),
+            )
+        return published
+
+
+def load_cursors(kafka: KafkaSettings, workspaces: Sequence[int]) -> dict[int, dict[str, Cursor]]:
+    """The latest committed cursor of each resource of the given workspaces."""
+    wanted = {f"{ws}:{resource.name}".encode() for ws in workspaces for resource in RESOURCES}
+    latest = read_latest(kafka, kafka.topic(POLLER_STATE), timeout=90, keep=wanted.__contains__)
+    cursors: dict[int, dict[str, Cursor]] = {ws: {} for ws in workspaces}
+    for value in latest.values():
+        cursor = Cursor.model_validate_json(value)
+        cursors[cursor.workspace_id][cursor.resource] = cursor
+    return cursors
