@@ -12,10 +12,7 @@ from typing import Any, Literal
 
 import structlog
 
-from bus.topics import (
-    RIGHTS_REQUESTS,
-    TASKS,
-)
+from bus.topics import RIGHTS_REQUESTS, TASKS
 from dastra.models import DastraModel
 
 __all__ = [

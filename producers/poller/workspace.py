@@ -29,15 +29,9 @@ from bus.privacy import PAYLOAD_EXTENSION, dataref_of
 from bus.reading import read_latest
 from bus.records.poller import Cursor, Mark
 from bus.settings import KafkaSettings
-from bus.topics import (
-    POLLER_STATE,
-    PRIVACY_AUDIT,
-    PRIVACY_KEYS,
-)
+from bus.topics import POLLER_STATE, PRIVACY_AUDIT, PRIVACY_KEYS
 from dastra.client import DastraClient
-from dastra.errors import (
-    DastraConfigError,
-)
+from dastra.errors import DastraConfigError
 from dastra.filters import Filter, Rule, RuleGroup
 from dastra.models import Page
 from producers.poller.items import (
