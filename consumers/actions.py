@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bus.records.commands import Command, actor_identity
+from bus.records.commands import Command, CreateActor, FindOrCreateActor, actor_identity
 from dastra.client import DastraClient
 from dastra.filters import Rule, RuleGroup
+from dastra.models import Actor
 
 __all__ = [
     "ActionSpec",
@@ -31,6 +32,7 @@ __all__ = [
     "Result",
     "actor_lane_key",
     "created_since",
+    "find_actor",
 ]
 
 Result = dict[str, Any] | list[dict[str, Any]]
@@ -125,3 +127,39 @@ def created_since(ctx: CommandContext, *rules: Rule) -> Rule | RuleGroup:
     since = ctx.produced_at - ctx.lookup_skew
     recent = Rule("dateCreation", "greaterThanInclusive", since)
     return RuleGroup("And", [*rules, recent]) if rules else recent
+
+
+async def find_actor(
+    dastra: DastraClient,
+    workspace_id: int,
+    command: CreateActor | FindOrCreateActor,
+    *,
+    since: datetime | None = None,
+) -> Actor | None:
+    """The oldest actor matching the command's natural key (e-mail, else company name, else
+    given and family names), optionally created at or after `since`; None when none does."""
+    rules: list[Rule | RuleGroup] = []
+    if command.email:
+        rules.append(Rule("email", "equal", command.email))
+    elif command.company_name:
+        rules.append(Rule("companyName", "equal", command.company_name))
+    else:
+        rules += [
+            Rule("givenName", "equal", command.given_name)
+            if command.given_name
+            else Rule("givenName", "isNull"),
+            Rule("familyName", "equal", command.family_name)
+            if command.family_name
+            else Rule("familyName", "isNull"),
+        ]
+    if since is not None:
+        rules.append(Rule("dateCreation", "greaterThanInclusive", since))
+    page = await dastra.actors_page(
+        workspace_id,
+        size=1,
+        sort_by="id",
+        asc=True,
+        filters=rules[0] if len(rules) == 1 else RuleGroup("And", rules),
+        retry=False,
+    )
+    return page.items[0] if page.items else None

@@ -57,13 +57,17 @@ _CONTENT_TYPE = "; ".join(
     part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
 )
 
-_REGISTER = {
-    "create-task": create_task.register,
-    "create-actor": create_actor.register,
-    "create-rights-request": create_rights_request.register,
-    "link-actor-to-processing": link_actor_to_processing.register,
-    "search-actors": search_actors.register,
-    "find-or-create-actor": find_or_create_actor.register,
+# The six actions: each module is a SPEC and its handle(); this app gives each an agent.
+_SPECS = {
+    spec.action: spec
+    for spec in (
+        create_task.SPEC,
+        create_actor.SPEC,
+        create_rights_request.SPEC,
+        link_actor_to_processing.SPEC,
+        search_actors.SPEC,
+        find_or_create_actor.SPEC,
+    )
 }
 
 
@@ -173,7 +177,7 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
     )
     app.dispatcher = dispatcher
     for action in worker.selected_actions():
-        _REGISTER[action](app, dispatcher)
+        dispatcher.attach(app, _SPECS[action])
     runner: RecipeRunner | None = None
     if recipes:
         runner = RecipeRunner(

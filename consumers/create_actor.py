@@ -12,15 +12,11 @@ produced, and returns it instead of creating a second one.
 
 from __future__ import annotations
 
-import faust
-
 from bus.records.commands import CreateActor
-from consumers.actions import ActionSpec, CommandContext, Result, actor_lane_key
-from consumers.dispatcher import Dispatcher
-from consumers.find_or_create_actor import find_actor
+from consumers.actions import ActionSpec, CommandContext, Result, actor_lane_key, find_actor
 from dastra.client import DastraClient
 
-__all__ = ["SPEC", "handle", "register"]
+__all__ = ["SPEC", "handle"]
 
 
 async def handle(command: CreateActor, dastra: DastraClient, ctx: CommandContext) -> Result:
@@ -36,8 +32,3 @@ async def handle(command: CreateActor, dastra: DastraClient, ctx: CommandContext
 
 
 SPEC = ActionSpec("create-actor", CreateActor, handle, actor_lane_key)
-
-
-def register(app: faust.App, dispatcher: Dispatcher) -> None:
-    """The create-actor agent: every record of its topic goes to the shared dispatcher."""
-    dispatcher.attach(app, SPEC)

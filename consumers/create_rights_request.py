@@ -12,15 +12,12 @@ command redelivered after a crash (or sent twice with the same refId) creates on
 
 from __future__ import annotations
 
-import faust
-
 from bus.records.commands import CreateRightsRequest
 from consumers.actions import ActionSpec, CommandContext, Result
-from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient
 from dastra.filters import Rule
 
-__all__ = ["SPEC", "handle", "register"]
+__all__ = ["SPEC", "handle"]
 
 
 async def handle(command: CreateRightsRequest, dastra: DastraClient, ctx: CommandContext) -> Result:
@@ -45,8 +42,3 @@ async def handle(command: CreateRightsRequest, dastra: DastraClient, ctx: Comman
 
 
 SPEC = ActionSpec("create-rights-request", CreateRightsRequest, handle)
-
-
-def register(app: faust.App, dispatcher: Dispatcher) -> None:
-    """The create-rights-request agent: every record of its topic goes to the dispatcher."""
-    dispatcher.attach(app, SPEC)

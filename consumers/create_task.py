@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
-
 from bus.records.commands import CreateTask
 from consumers.actions import ActionSpec, CommandContext, Result, created_since
-from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient
 
-__all__ = ["MARKER", "SPEC", "handle", "register"]
+__all__ = ["MARKER", "SPEC", "handle"]
 
 MARKER = "dastraKafkaCommandId"
 
@@ -60,8 +57,3 @@ async def _find(command: CreateTask, dastra: DastraClient, ctx: CommandContext) 
 
 
 SPEC = ActionSpec("create-task", CreateTask, handle)
-
-
-def register(app: faust.App, dispatcher: Dispatcher) -> None:
-    """The create-task agent: every record of its topic goes to the shared dispatcher."""
-    dispatcher.attach(app, SPEC)

@@ -13,15 +13,12 @@ the action idempotent. Dastra answers the batch with a count, not an object, so 
 
 from __future__ import annotations
 
-import faust
-
 from bus.records.commands import LinkActorToProcessing
 from consumers.actions import ActionSpec, CommandContext, Result
-from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient
 from dastra.models import DataProcessing
 
-__all__ = ["SPEC", "handle", "linked_actor_ids", "register"]
+__all__ = ["SPEC", "handle", "linked_actor_ids"]
 
 
 def linked_actor_ids(processing: DataProcessing, role: str) -> set[int]:
@@ -65,8 +62,3 @@ async def handle(
 
 
 SPEC = ActionSpec("link-actor-to-processing", LinkActorToProcessing, handle)
-
-
-def register(app: faust.App, dispatcher: Dispatcher) -> None:
-    """The link-actor-to-processing agent: every record of its topic goes to the dispatcher."""
-    dispatcher.attach(app, SPEC)

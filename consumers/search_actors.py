@@ -12,16 +12,13 @@ exact company name, then the rest in Dastra's order; at most `limit` actors.
 
 from __future__ import annotations
 
-import faust
-
 from bus.records.commands import SearchActors
 from consumers.actions import ActionSpec, CommandContext, Result
-from consumers.dispatcher import Dispatcher
 from dastra.client import DastraClient
 from dastra.filters import Rule
 from dastra.models import Actor
 
-__all__ = ["SPEC", "handle", "register"]
+__all__ = ["SPEC", "handle"]
 
 
 def _norm(text: str | None) -> str:
@@ -63,8 +60,3 @@ async def handle(command: SearchActors, dastra: DastraClient, ctx: CommandContex
 
 
 SPEC = ActionSpec("search-actors", SearchActors, handle)
-
-
-def register(app: faust.App, dispatcher: Dispatcher) -> None:
-    """The search-actors agent: every record of its topic goes to the shared dispatcher."""
-    dispatcher.attach(app, SPEC)
