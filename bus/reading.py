@@ -1,11 +1,12 @@
-"""Read a topic from its start to its current end: the one way state topics are loaded.
+"""Read a slice of a topic up to its current end: the one way state topics are loaded, and the
+one way any role reads "the records since T" or "the last N records of each partition".
 
-Consumes a topic (every partition, from the first offset) with a throw-away consumer that never
-joins a group nor commits. Produces its records in order, or, for compacted state topics, the
-latest value per key. Under `read_committed` the end is the log end as it was when the read
-began, not the last stable offset: a transaction some other process still has open (it may be
-hiding our own, later, committed records) is waited for until it commits or aborts, up to the
-deadline, instead of silently reading a stale state.
+Consumes a topic (every partition, from the first offset, from a timestamp, or its last N
+records) with a throw-away consumer that never joins a group nor commits. Produces its records
+in order, or, for compacted state topics, the latest value per key. Under `read_committed` the
+end is the log end as it was when the read began, not the last stable offset: a transaction some
+other process still has open (it may be hiding our own, later, committed records) is waited for
+until it commits or aborts, up to the deadline, instead of silently reading a stale state.
 
     latest = read_latest(kafka, kafka.topic(POLLER_STATE), timeout=90)
 """
@@ -57,11 +58,16 @@ def read_to_end(
     timeout: float = 60.0,
     read_committed: bool = True,
     keep: Callable[[bytes | None], bool] | None = None,
+    since_ms: int | None = None,
+    last: int | None = None,
 ) -> Iterator[StateRecord]:
-    """Every record of `topic` up to the log end of each partition when the call began.
+    """Every record of `topic` up to the log end of each partition when the call began: from
+    the first offset, or from the first record stamped at or after `since_ms`, or the `last`
+    records of each partition.
 
     `keep(key)` filters records before they are decoded further. Raises `TopicMissingError`,
     or `KafkaException` (`_TIMED_OUT`) when the end is not reached within `timeout` seconds.
+    Stop iterating at any time: the consumer is closed.
     """
     consumer = Consumer(
         kafka.confluent_config(
@@ -81,7 +87,17 @@ def read_to_end(
             raise TopicMissingError(topic)
         deadline = time.monotonic() + timeout
         ends = end_offsets(kafka, topic, list(info.partitions), min(timeout, 15))
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        starts = {p: OFFSET_BEGINNING for p in ends}
+        if last is not None:
+            # Below the log start, auto.offset.reset (earliest) moves to it.
+            starts = {p: max(0, end - last) for p, end in ends.items()}
+        if since_ms is not None and ends:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, since_ms) for p in ends], timeout=min(timeout, 15)
+            )
+            starts = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+            ends = {p: end for p, end in ends.items() if p in starts}
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         while ends:
             if time.monotonic() > deadline:
                 raise KafkaException(

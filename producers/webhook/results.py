@@ -7,16 +7,15 @@ looked up on the topic.
 
 import asyncio
 import threading
-import time
-import uuid
 from collections import OrderedDict
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message
 from pydantic import ValidationError
 
-from bus.envelope import EnvelopeError, decode, record_headers
+from bus.envelope import EnvelopeError, Headers, decode, record_headers
+from bus.reading import read_to_end
 from bus.records.commands import CommandResult
 from bus.settings import KafkaSettings
 from bus.tailer import TopicTailer
@@ -87,55 +86,32 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 
 def _parse_result(message: Message) -> CommandResult | None:
+    return _result_of(record_headers(message), message.value(), message.offset())
+
+
+def _result_of(headers: Headers, value: bytes | None, offset: int | None) -> CommandResult | None:
     try:
-        envelope = decode(record_headers(message), message.value(), fallback_id="")
+        envelope = decode(headers, value, fallback_id="")
         return CommandResult.model_validate(envelope.data)
     except (EnvelopeError, ValidationError):
-        _log.warning("webhook.bad_result_record", offset=message.offset())
+        _log.warning("webhook.bad_result_record", offset=offset)
         return None
 
 
 def _find_result(kafka: KafkaSettings, command_id: str, since_ms: int) -> CommandResult | None:
     """Scan the results topic from `since_ms` to its end for one command's result."""
-    topic = kafka.topic(COMMAND_RESULTS)
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": kafka.topic(f"dastra-webhook-lookup-{uuid.uuid4().hex}"),
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-            }
-        )
-    )
+    key = command_id.encode()
     try:
-        metadata = consumer.list_topics(topic, timeout=5)
-        partitions = list(metadata.topics[topic].partitions)
-        starts = consumer.offsets_for_times(
-            [TopicPartition(topic, p, since_ms) for p in partitions], timeout=5
-        )
-        assignment = [tp for tp in starts if tp.offset >= 0]
-        if not assignment:
-            return None
-        consumer.assign(assignment)
-        pending = {tp.partition for tp in assignment}
-        deadline = time.monotonic() + 10
-        key = command_id.encode()
-        while pending and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition() or 0)
-                continue
-            if message.key() == key:
-                result = _parse_result(message)
-                if result is not None and result.command_id == command_id:
-                    return result
-        return None
+        for record in read_to_end(
+            kafka,
+            kafka.topic(COMMAND_RESULTS),
+            timeout=10,
+            since_ms=since_ms,
+            keep=lambda k: k == key,
+        ):
+            result = _result_of(record.headers, record.value, record.offset)
+            if result is not None and result.command_id == command_id:
+                return result
     except KafkaException:
         return None
-    finally:
-        consumer.close()
+    return None

@@ -10,14 +10,12 @@ samples of hook events.
 import asyncio
 import contextlib
 import hmac
-import time
-import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from bus.envelope import EnvelopeError, decode, encode_binary, new_event, record_headers
+from bus.envelope import EnvelopeError, decode, encode_binary, new_event
 from bus.errors import KafkaUnavailableError
 from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload
 from bus.hooks.settings import HooksSettings
@@ -25,6 +23,7 @@ from bus.hooks.subscriptions import SubscriptionTable
 from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
 from bus.producer import AsyncProducer, Delivered
+from bus.reading import read_to_end
 from bus.records.commands import (
     Command,
     CommandResult,
@@ -228,59 +227,27 @@ def newest_events(
     keys: KeyStore | None = None,
 ) -> list[dict[str, Any]]:
     """The newest `limit` events of type `event` among the last records of each partition."""
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": kafka.topic(f"dastra-webhook-samples-{uuid.uuid4().hex}"),
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-            }
-        )
-    )
     found: list[tuple[int, dict[str, Any]]] = []
+    records = read_to_end(kafka, topic, timeout=10, last=per_partition)
     try:
-        metadata = consumer.list_topics(topic, timeout=5)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None:
-            raise KafkaUnavailableError(f"topic {topic} is not available")
-        assignment = []
-        for partition in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 5)
-            if high > low:
-                assignment.append(TopicPartition(topic, partition, max(low, high - per_partition)))
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        pending = {tp.partition for tp in assignment}
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition() or 0)
-                continue
+        for record in records:
             try:
-                envelope = decode(record_headers(message), message.value(), fallback_id="")
+                envelope = decode(record.headers, record.value, fallback_id="")
             except EnvelopeError:
                 continue
             if hook_event_of(envelope.type) != event:
                 continue
             stamp = envelope.time.timestamp() if envelope.time else 0.0
-            order = int(stamp * 1000) or message.timestamp()[1]
+            order = int(stamp * 1000) or record.timestamp_ms
             try:
-                payload = hook_payload(envelope, message.key(), keys)
+                payload = hook_payload(envelope, record.key, keys)
             except PrivacyError:  # made with another master key: as it is on the topic
-                payload = hook_payload(envelope, message.key())
+                payload = hook_payload(envelope, record.key)
             found.append((order, payload))
     except KafkaException as exc:
-        raise KafkaUnavailableError(str(exc)) from exc
-    finally:
-        consumer.close()
+        # Not read to the end in time: the samples found so far (as before this reader).
+        if exc.args[0].code() != KafkaError._TIMED_OUT:
+            raise KafkaUnavailableError(str(exc)) from exc
     found.sort(key=lambda pair: pair[0], reverse=True)
     return [payload for _order, payload in found[:limit]]
 
