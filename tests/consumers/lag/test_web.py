@@ -30,7 +30,7 @@ from consumers.lag import LagMonitor
 from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
 from consumers.lag.web import _Alerter, create_app
-from tests.consumers.lag_support import commit, fast_lag_settings, produce, topic
+from tests.consumers.lag.support import commit, fast_lag_settings, produce, topic
 from tests.kafka_helpers import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -274,7 +274,7 @@ async def test_the_alerter_waits_for_a_retry_after_given_as_a_date(form: str) ->
 
 def test_the_grafana_dashboard_uses_only_metrics_the_server_exports() -> None:
     dashboard = json.loads(
-        (Path(__file__).resolve().parents[2] / "ops/grafana/dastra-kafka-lag.json").read_text()
+        (Path(__file__).resolve().parents[3] / "ops/grafana/dastra-kafka-lag.json").read_text()
     )
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]

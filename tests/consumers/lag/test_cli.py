@@ -14,7 +14,7 @@ from bus.localkafka import free_port
 from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue
 from dastra_kafka.cli import app
-from tests.consumers.lag_support import commit, produce, topic, window_topic
+from tests.consumers.lag.support import commit, produce, topic, window_topic
 
 SCRIPT = Path(sys.executable).with_name("dastra-kafka")
 

@@ -21,7 +21,7 @@ from consumers.lag import (
     evaluate_partition,
     project_group_prefix,
 )
-from tests.consumers.lag_support import (
+from tests.consumers.lag.support import (
     FakeClock,
     commit,
     committed_by_kafka,
