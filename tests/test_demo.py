@@ -22,7 +22,10 @@ from tests.kafka_helpers import delete_topics, read_all
 RECIPE = "new-request-dpo-task"  # switched on in encrypted mode: it reads the requests' titles
 
 
-@pytest.mark.parametrize("privacy", ["full", "thin", "encrypted"])
+# thin mode is a longer variant (make test-all): its privacy guarantees are tested in tests/privacy.
+@pytest.mark.parametrize(
+    "privacy", ["full", pytest.param("thin", marks=pytest.mark.slow), "encrypted"]
+)
 def test_the_demo_runs_to_a_passing_summary(
     kafka: KafkaSettings, catalogue: TopicCatalogue, tmp_path: Path, privacy: str
 ) -> None:

@@ -1,13 +1,16 @@
-"""The agents when workers die: SIGKILL in the middle of 2 000 commands and a restart, and two
-workers sharing the partitions when one of them is killed. Real worker processes, the session
-broker, the sandbox over HTTP. Nothing may be lost, nothing duplicated: every command has exactly
-one result, and no rights request, actor or task exists twice in Dastra."""
+"""The agents when workers die: SIGKILL in the middle of 800 commands (2 000 in make test-all)
+and a restart, and two workers sharing the partitions when one of them is killed. Real worker
+processes, the session broker, the sandbox over HTTP. Nothing may be lost, nothing duplicated:
+every command has exactly one result, and no rights request, actor or task exists twice in
+Dastra."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bus.settings import KafkaSettings
 from bus.topics import COMMAND_RESULTS, TopicCatalogue, command_topic
@@ -94,26 +97,33 @@ def _assert_exactly_once(
     assert len(requests) + len(actors) + len(tasks) == created
 
 
-def test_sigkill_during_2000_commands_then_restart_loses_and_duplicates_nothing(
+@pytest.mark.parametrize(
+    ("count", "kill_after"), [(800, 250), pytest.param(2000, 600, marks=pytest.mark.slow)]
+)
+def test_sigkill_during_commands_then_restart_loses_and_duplicates_nothing(
     kafka: KafkaSettings,
     topics: TopicCatalogue,
     sandbox: SandboxServer,
     tmp_path: Path,
+    count: int,
+    kill_after: int,
 ) -> None:
     sandbox.admin.configure(rate_limit=False)
     tag = unique("kill")
-    ids = _produce(kafka, _commands(2000, tag))
+    ids = _produce(kafka, _commands(count, tag))
     tail = Tail(kafka, COMMAND_RESULTS)
     worker = WorkerProcess(kafka, sandbox, tmp_path, WORKER_CONCURRENCY="32")
     try:
         worker.start()
-        tail.wait(lambda t: len(t.records) >= 600, 120, "600 results before the kill")
+        tail.wait(
+            lambda t: len(t.records) >= kill_after, 120, f"{kill_after} results before the kill"
+        )
         worker.kill()
         done_before = len(tail.by_key())
         assert done_before < len(ids), "the worker finished before it could be killed"
         worker.start()
         tail.wait(lambda t: ids <= set(t.by_key()), 240, "a result for every command")
-        _assert_exactly_once(tail, ids, sandbox, tag, created=2000, workers=(worker,))
+        _assert_exactly_once(tail, ids, sandbox, tag, created=count, workers=(worker,))
     finally:
         worker.stop()
         tail.close()
