@@ -207,7 +207,7 @@ async def test_end_of_epoch_gives_grace_then_cancels_and_old_work_never_acks() -
     assert not over.is_set() and h.engine.current(0)
 
     async def finish_zero_soon() -> None:
-        await asyncio.sleep(0.05)
+        await over.wait()  # the epoch has ended: 0 finishes within its grace
         h.release(0)
 
     helper = asyncio.create_task(finish_zero_soon())
