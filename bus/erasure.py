@@ -149,8 +149,9 @@ class ErasurePlan:
     alias_keys: list[str]
     markers: list[str]
     # Per compacted topic: (key, partition) of each record to tombstone. A tombstone must land
-    # on its record's partition, whichever partitioner wrote the record (librdkafka's and
-    # the Java client's differ), or compaction never removes the record.
+    # on its record's partition, or compaction never removes the record. The project places
+    # keys with murmur2 (Kafka's own), but a record may come from a producer that did not
+    # (librdkafka's default CRC32, or a version of this project before murmur2 everywhere).
     compacted: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
     # Partition of each key on the key topic, for the same reason.
     key_partitions: dict[bytes, int] = field(default_factory=dict)
@@ -354,7 +355,7 @@ def _probe(kafka: KafkaSettings, timeout: float) -> None:
 
 def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None:
     producer = Producer(
-        kafka.confluent_config(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        kafka.producer_config(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
     )
     failures: list[str] = []
 

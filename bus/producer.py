@@ -82,7 +82,7 @@ class AsyncProducer:
             {} if self._max_record_bytes is None else {"message.max.bytes": self._max_record_bytes}
         )
         self._producer = Producer(
-            self._kafka.confluent_config(
+            self._kafka.producer_config(
                 **sizes,
                 **{
                     "enable.idempotence": True,

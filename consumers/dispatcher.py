@@ -336,7 +336,7 @@ class Dispatcher:
         self._dastra = DastraClient(self._dastra_settings)
         await self._dastra.__aenter__()
         producer = AIOKafkaProducer(
-            **self._kafka.aiokafka_config(),
+            **self._kafka.aiokafka_producer_config(),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

@@ -285,7 +285,7 @@ def replay_dead_letters(
         None
         if dry_run
         else Producer(
-            kafka.confluent_config(
+            kafka.producer_config(
                 **{
                     "enable.idempotence": True,
                     "linger.ms": 5,

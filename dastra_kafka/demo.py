@@ -949,7 +949,7 @@ def _probe(condition: Callable[[], bool]) -> bool:
 
 def _send_malformed(kafka: KafkaSettings, report: DemoReport) -> None:
     """One record that is not JSON, straight onto a command topic: it must be dead-lettered."""
-    producer = Producer(kafka.confluent_config(**{"enable.idempotence": True}))
+    producer = Producer(kafka.producer_config(**{"enable.idempotence": True}))
     producer.produce(
         kafka.topic(command_topic("create-task")), key=b"demo-malformed", value=b"{not json"
     )

@@ -197,7 +197,7 @@ class KafkaWindowStore:
         if self._producer is None:
             self._producer = Producer(
                 # No idempotence needed: every record is a whole snapshot of its key.
-                self._kafka.confluent_config(**{"linger.ms": 5, "acks": "all"})
+                self._kafka.producer_config(**{"linger.ms": 5, "acks": "all"})
             )
         for key, value in records.items():
             payload = None if value is None else json.dumps(value, separators=(",", ":"))

@@ -323,7 +323,10 @@ class RecipeRunner:
         self._dastra = dastra
         self._privacy.use(keys)
         producer = AIOKafkaProducer(
-            **self._kafka.aiokafka_config(), acks="all", enable_idempotence=True, linger_ms=5
+            **self._kafka.aiokafka_producer_config(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
         )
         await producer.start()
         self._producer = producer

@@ -267,6 +267,11 @@ rights requests, tasks, actors) and Apache Kafka.
   arrives on `dastra.command-results.v1`, keyed by the command id.
 - **Dead letters** (`dastra.dead-letter.v1`): records that could not be processed, byte for byte,
   with `dlq.*` headers.
+- **Wire**: every record the bridge writes is placed by Kafka's own partitioner (murmur2 of the
+  key, as Java clients, Kafka Connect and `kafka-console-producer.sh` do), so a record keyed as
+  documented lands on the same partition whichever client produced it. Batches are compressed
+  with gzip by default (`KAFKA_COMPRESSION_TYPE`: none, gzip, snappy, lz4 or zstd), the one codec
+  every mainstream client (KafkaJS included) reads without a plugin.
 
 Topic names get `KAFKA_TOPIC_PREFIX` in front when one is configured. Schemas evolve backward
 compatibly within a topic version (checked by `dastra-kafka schemas check`); a breaking change

@@ -124,12 +124,11 @@ class WorkspacePoller:
         """Init the transactional producer: aborts what an older poller of this workspace left
         open and fences it. Cursors are restored afterwards, by the owner, for all workspaces."""
         producer = Producer(
-            self._kafka.confluent_config(
+            self._kafka.producer_config(
                 **{
                     "transactional.id": self._kafka.topic(f"dastra-poller-{self.workspace_id}"),
                     "transaction.timeout.ms": int(self._settings.transaction_timeout_s * 1000),
                     "linger.ms": 5,
-                    "compression.type": "lz4",
                 }
             )
         )
