@@ -123,18 +123,18 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-def _jar_dir(cache: Path) -> Path:
-    return cache / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}"
+def _jar_dir(cache: Path, version: str) -> Path:
+    return cache / f"kafka_{SCALA_VERSION}-{version}"
 
 
-def _verified(target: Path) -> bool:
+def _verified(target: Path, version: str) -> bool:
     """True when `target` holds a complete download (every jar of its manifest, same size)."""
     manifest = target / "COMPLETE.json"
     try:
         listed: dict[str, int] = json.loads(manifest.read_text())["jars"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    main_jar = f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
+    main_jar = f"kafka_{SCALA_VERSION}-{version}.jar"
     if main_jar not in listed:
         return False
     for name, size in listed.items():
@@ -194,8 +194,10 @@ def ensure_jars(
     cache: Path | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    version: str = KAFKA_VERSION,
 ) -> Path:
-    """Return the directory of Kafka's jars, downloading them with Maven if needed.
+    """Return the directory of Kafka's jars (of `version`, default the pinned one), downloading
+    them with Maven if needed.
 
     A download lands in a temporary directory and is published only after Maven succeeded and
     every jar was listed in a manifest; an interrupted or failed download is never used. A Maven
@@ -205,16 +207,16 @@ def ensure_jars(
         libs = ensure_jars()
     """
     cache = cache or cache_dir()
-    target = _jar_dir(cache)
+    target = _jar_dir(cache, version)
     say = progress or (lambda _msg: None)
     with _locked(cache / ".lock"):
-        if _verified(target):
+        if _verified(target, version):
             return target / "libs"
         _require("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre)")
         mvn = _require(
             "mvn", "Maven fetches Kafka's jars the first time (Debian: apt-get install maven)"
         )
-        say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {target}")
+        say(f"fetching Apache Kafka {version} jars from Maven Central into {target}")
         last_error = ""
         for attempt in range(1, _MAVEN_ATTEMPTS + 1):
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
@@ -222,7 +224,7 @@ def ensure_jars(
                 (staging / "pom.xml").write_text(
                     _POM.format(
                         scala=SCALA_VERSION,
-                        kafka=KAFKA_VERSION,
+                        kafka=version,
                         bgroup=_LOG4J_BINDING[0],
                         bartifact=_LOG4J_BINDING[1],
                         bversion=_LOG4J_BINDING[2],
@@ -250,9 +252,9 @@ def ensure_jars(
                 if returncode == 0:
                     jars = {p.name: p.stat().st_size for p in (staging / "libs").glob("*.jar")}
                     (staging / "COMPLETE.json").write_text(
-                        json.dumps({"kafka": KAFKA_VERSION, "jars": jars}, indent=1)
+                        json.dumps({"kafka": version, "jars": jars}, indent=1)
                     )
-                    if _verified(staging):
+                    if _verified(staging, version):
                         shutil.rmtree(target, ignore_errors=True)
                         staging.rename(target)
                         say(f"{len(jars)} jars ready")
@@ -266,7 +268,7 @@ def ensure_jars(
                 shutil.rmtree(staging, ignore_errors=True)
             say(f"download attempt {attempt} failed; retrying")
         raise LocalKafkaError(
-            f"could not fetch Apache Kafka {KAFKA_VERSION} from Maven Central after "
+            f"could not fetch Apache Kafka {version} from Maven Central after "
             f"{_MAVEN_ATTEMPTS} attempts:\n{last_error}"
         )
 
@@ -357,6 +359,9 @@ class LocalKafka:
     stop_timeout_s: float = 30.0
     sasl_users: dict[str, str] | None = None
     progress: Progress | None = None
+    # Any Kafka release on Maven Central with KRaft's static quorum (3.3 and later); older
+    # clusters than the pinned one prove the project works where customers still run them.
+    version: str = KAFKA_VERSION
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _owns_workdir: bool = field(default=False, init=False, repr=False)
@@ -401,7 +406,7 @@ class LocalKafka:
         if self._process is not None:
             raise LocalKafkaError("the broker is already running")
         java = _require("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre)")
-        libs = ensure_jars(progress=self.progress, stop=stop)
+        libs = ensure_jars(progress=self.progress, stop=stop, version=self.version)
         if stop is not None and stop.is_set():
             raise LocalKafkaInterruptedError("stopped before the broker was started")
         if self.data_dir is not None:
