@@ -203,7 +203,7 @@ PayloadMode = Literal["full", "redacted", "thin", "encrypted"]
 
 class PrivacySettings(BaseSettings):
     """Privacy of the bus (`PRIVACY_*`): how much personal data each topic carries, the keys that
-    hash and encrypt it, and erasure. See README "Privacy" and `bus/privacy.py`."""
+    hash and encrypt it, and erasure. See README "Privacy" and `bus/privacy/`."""
 
     model_config = part_config("PRIVACY_")
 

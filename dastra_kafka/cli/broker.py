@@ -70,9 +70,7 @@ def broker(
         )
         return
 
-    local = LocalKafka(
-        port=port, data_dir=data_dir, heap=heap, progress=say, version=kafka_version
-    )
+    local = LocalKafka(port=port, data_dir=data_dir, heap=heap, progress=say, version=kafka_version)
     try:
         address = local.start(stop=stop)
     except LocalKafkaInterruptedError as exc:

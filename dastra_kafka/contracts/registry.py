@@ -44,13 +44,13 @@ from bus.deadletter import (
     ErrorKind,
 )
 from bus.envelope import Headers, header_dict
-from bus.erasure import ErasureAudit
 from bus.privacy import PAYLOAD_HEADER, KeyRecord, event_model, private_model
 from bus.records.commands import COMMAND_MODELS, CommandResult
 from bus.records.event_types import EVENT_TYPES
 from bus.records.idempotency import IdempotencyRecord
 from bus.records.lag import LagWindowKey, LagWindowRecord
 from bus.records.poller import Cursor, PollTrigger
+from bus.records.privacy_audit import ErasureAudit
 from bus.records.recipe_runs import Notification, RecipeRun
 from bus.records.subscriptions import HookSubscription
 from bus.topics import (

@@ -39,7 +39,7 @@ from dastra_kafka.contracts.schemagen import (
 from tests.conftest import PROJECT_ROOT
 
 # The task contract's model: dastra.models.Task whose personal fields may also be encrypted or
-# erased (bus/privacy.py payload modes).
+# erased (bus/privacy/ payload modes).
 TaskEvent: type[Task] = CONTRACTS["task"].type
 
 ASYNCAPI_TOOLS = PROJECT_ROOT / "tools" / "asyncapi"
