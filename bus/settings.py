@@ -77,12 +77,13 @@ def _client_properties(value: Any) -> Any:
                 raise ValueError("KAFKA_CLIENT_CONFIG is not a valid JSON object") from None
         else:
             pairs = {}
-            for item in text.split(","):
+            for number, item in enumerate(text.split(","), start=1):
                 key, sep, val = item.partition("=")
                 if not sep or not key.strip():
+                    # The item is not echoed: it may be a secret missing its "key=".
                     raise ValueError(
                         "KAFKA_CLIENT_CONFIG must be a JSON object or key=value,key=value "
-                        f"(property {key.strip()[:60]!r} has no '=')"
+                        f"(item {number} is not key=value)"
                     )
                 pairs[key.strip()] = val.strip()
             value = pairs
