@@ -94,12 +94,14 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # aiokafk
         client_secret: SecretStr,
         *,
         scope: str | None = None,
+        extensions: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = token_endpoint_url
         self._client_id = client_id
         self._secret = client_secret
         self._scope = scope
+        self._extensions = dict(extensions or {})
         self._transport = transport
         self._cache = _CachedToken()
 
@@ -108,6 +110,10 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # aiokafk
 
     async def token(self) -> str:
         return await self._cache.get(self._fetch)
+
+    def extensions(self) -> dict[str, str]:
+        """SASL extensions sent beside the token (KAFKA_SASL_OAUTHBEARER_EXTENSIONS)."""
+        return dict(self._extensions)
 
     async def _fetch(self) -> tuple[str, float]:
         form = {"grant_type": "client_credentials"}

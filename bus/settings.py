@@ -63,30 +63,42 @@ _AIOKAFKA_EQUIVALENTS = {
 }
 
 
+def _key_values(value: Any, variable: str) -> Any:
+    """A JSON object, or `key=value,key=value` (a value holding a comma needs the JSON form)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValueError(f"{variable} is not a valid JSON object") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{variable} must be a JSON object or key=value,key=value")
+        return parsed
+    pairs = {}
+    for number, item in enumerate(text.split(","), start=1):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            # The item is not echoed: it may be a secret missing its "key=".
+            raise ValueError(
+                f"{variable} must be a JSON object or key=value,key=value "
+                f"(item {number} is not key=value)"
+            )
+        pairs[key.strip()] = val.strip()
+    return pairs
+
+
+def _as_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 def _client_properties(value: Any) -> Any:
-    """KAFKA_CLIENT_CONFIG: a JSON object, or `key=value,key=value`; secret-looking keys
-    become SecretStr so no repr, log or JSON dump shows them."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return {}
-        if text.startswith("{"):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise ValueError("KAFKA_CLIENT_CONFIG is not a valid JSON object") from None
-        else:
-            pairs = {}
-            for number, item in enumerate(text.split(","), start=1):
-                key, sep, val = item.partition("=")
-                if not sep or not key.strip():
-                    # The item is not echoed: it may be a secret missing its "key=".
-                    raise ValueError(
-                        "KAFKA_CLIENT_CONFIG must be a JSON object or key=value,key=value "
-                        f"(item {number} is not key=value)"
-                    )
-                pairs[key.strip()] = val.strip()
-            value = pairs
+    """KAFKA_CLIENT_CONFIG as a dict; secret-looking keys become SecretStr so no repr, log or
+    JSON dump shows them."""
+    value = _key_values(value, "KAFKA_CLIENT_CONFIG")
     if not isinstance(value, dict):
         raise ValueError("KAFKA_CLIENT_CONFIG must be a JSON object or key=value,key=value")
     properties: dict[str, str | SecretStr] = {}
@@ -94,9 +106,8 @@ def _client_properties(value: Any) -> Any:
         if isinstance(val, SecretStr):
             properties[str(key)] = val
             continue
-        text = json.dumps(val) if isinstance(val, bool) else str(val)
         secret = any(word in str(key).lower() for word in _SECRET_WORDS)
-        properties[str(key)] = SecretStr(text) if secret else text
+        properties[str(key)] = SecretStr(_as_text(val)) if secret else _as_text(val)
     return properties
 
 
@@ -140,6 +151,8 @@ class KafkaSettings(BaseSettings):
     sasl_oauthbearer_client_id: str | None = None
     sasl_oauthbearer_client_secret: SecretStr | None = None
     sasl_oauthbearer_scope: str | None = None
+    # SASL extensions sent with the token (Confluent Cloud: logicalCluster, identityPoolId).
+    sasl_oauthbearer_extensions: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # Amazon MSK IAM (KAFKA_SASL_MECHANISM=AWS_MSK_IAM): the cluster's AWS region; credentials
     # come from the AWS environment (variables, profile, instance or task role).
     sasl_aws_region: str | None = None
@@ -151,6 +164,14 @@ class KafkaSettings(BaseSettings):
     @classmethod
     def _parse_client_config(cls, value: Any) -> Any:
         return _client_properties(value)
+
+    @field_validator("sasl_oauthbearer_extensions", mode="before")
+    @classmethod
+    def _parse_extensions(cls, value: Any) -> Any:
+        pairs = _key_values(value, "KAFKA_SASL_OAUTHBEARER_EXTENSIONS")
+        if isinstance(pairs, dict):
+            return {str(key): _as_text(val) for key, val in pairs.items()}
+        return pairs
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -216,6 +237,7 @@ class KafkaSettings(BaseSettings):
                     self.sasl_oauthbearer_client_id,
                     self.sasl_oauthbearer_client_secret,
                     scope=self.sasl_oauthbearer_scope,
+                    extensions=self.sasl_oauthbearer_extensions,
                 )
         return self._token_provider
 
@@ -256,6 +278,10 @@ class KafkaSettings(BaseSettings):
                 )
             if self.sasl_oauthbearer_scope:
                 conf["sasl.oauthbearer.scope"] = self.sasl_oauthbearer_scope
+            if self.sasl_oauthbearer_extensions:
+                conf["sasl.oauthbearer.extensions"] = ",".join(
+                    f"{key}={value}" for key, value in self.sasl_oauthbearer_extensions.items()
+                )
         elif self.sasl_mechanism is not None:
             conf["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username is not None:

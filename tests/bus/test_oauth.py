@@ -177,6 +177,9 @@ def test_oauthbearer_settings_reach_librdkafka_aiokafka_and_faust(
     monkeypatch.setenv("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", "svc")
     monkeypatch.setenv("KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", SECRET)
     monkeypatch.setenv("KAFKA_SASL_OAUTHBEARER_SCOPE", "kafka")
+    monkeypatch.setenv(
+        "KAFKA_SASL_OAUTHBEARER_EXTENSIONS", "logicalCluster=lkc-1, identityPoolId=pool-2"
+    )
     settings = load_settings(None)
     kafka = settings.kafka
     confluent = kafka.confluent_config()
@@ -187,9 +190,11 @@ def test_oauthbearer_settings_reach_librdkafka_aiokafka_and_faust(
         "sasl.oauthbearer.client.id": "svc",
         "sasl.oauthbearer.client.secret": SECRET,
         "sasl.oauthbearer.scope": "kafka",
+        "sasl.oauthbearer.extensions": "logicalCluster=lkc-1,identityPoolId=pool-2",
     }.items() <= confluent.items()
     provider = kafka.aiokafka_config()["sasl_oauth_token_provider"]
     assert isinstance(provider, OidcTokenProvider)
+    assert provider.extensions() == {"logicalCluster": "lkc-1", "identityPoolId": "pool-2"}
     credentials = _credentials(kafka)
     assert isinstance(credentials, OAuthCredentials) and credentials.oauth_cb is provider
     for text in (repr(settings), settings.model_dump_json(), repr(provider), repr(credentials)):

@@ -87,10 +87,14 @@ def _create_topic(kafka: KafkaSettings, name: str) -> str:
     return topic
 
 
+# What Confluent Cloud's identity pools ask for; Kafka's own validator accepts them.
+EXTENSIONS = {"logicalCluster": "lkc-test", "identityPoolId": "pool-test"}
+
+
 def test_librdkafka_admin_producer_and_consumer_authenticate_with_client_credentials(
     cluster: OAuthCluster,
 ) -> None:
-    kafka = cluster.settings()
+    kafka = cluster.settings(sasl_oauthbearer_extensions=EXTENSIONS)
     issued = cluster.issuer.issued
     topic = _create_topic(kafka, "librdkafka")
     producer = Producer(kafka.producer_config(**{"enable.idempotence": True}))
@@ -105,7 +109,8 @@ def test_librdkafka_admin_producer_and_consumer_authenticate_with_client_credent
 def test_aiokafka_producer_and_consumer_authenticate_with_the_token_provider(
     cluster: OAuthCluster,
 ) -> None:
-    kafka = cluster.settings()
+    kafka = cluster.settings(sasl_oauthbearer_extensions=EXTENSIONS)
+    assert kafka.token_provider().extensions() == EXTENSIONS
     topic = _create_topic(kafka, "aiokafka")
     issued = cluster.issuer.issued
 
