@@ -34,6 +34,7 @@ __all__ = [
     "LocalKafkaError",
     "LocalKafkaInterruptedError",
     "LocalKafkaPortInUseError",
+    "OAuthBearerListener",
     "cache_dir",
     "ensure_jars",
     "free_port",
@@ -294,19 +295,51 @@ _LOG4J2 = """Configuration:
 """
 
 
+@dataclass(frozen=True)
+class OAuthBearerListener:
+    """A SASL_PLAINTEXT client listener that accepts OAUTHBEARER tokens: RS256 JWTs signed by
+    a key of `jwks_url`, with this audience and issuer. The broker may fetch only `jwks_url`
+    and `token_url` (Kafka 4's allowed-URLs list). Controller and inter-broker traffic stay on
+    a PLAINTEXT listener named INTERNAL, on loopback."""
+
+    jwks_url: str
+    token_url: str
+    audience: str
+    issuer: str
+
+
 def _server_properties(
-    *, port: int, controller_port: int, log_dir: Path, sasl_users: dict[str, str] | None
+    *,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    sasl_users: dict[str, str] | None,
+    oauth: OAuthBearerListener | None = None,
+    internal_port: int | None = None,
 ) -> str:
-    protocol = "SASL_PLAINTEXT" if sasl_users else "PLAINTEXT"
+    protocol = "SASL_PLAINTEXT" if sasl_users or oauth else "PLAINTEXT"
+    if oauth is not None:
+        listeners = (
+            f"SASL_PLAINTEXT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal_port},"
+            f"CONTROLLER://127.0.0.1:{controller_port}"
+        )
+        advertised = f"SASL_PLAINTEXT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal_port}"
+        inter_broker = "INTERNAL"
+        protocol_map = "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    else:
+        listeners = f"{protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        advertised = f"{protocol}://127.0.0.1:{port}"
+        inter_broker = protocol
+        protocol_map = f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}"
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners={protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners={protocol}://127.0.0.1:{port}",
+        f"listeners={listeners}",
+        f"advertised.listeners={advertised}",
         "controller.listener.names=CONTROLLER",
-        f"inter.broker.listener.name={protocol}",
-        f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
+        f"inter.broker.listener.name={inter_broker}",
+        f"listener.security.protocol.map={protocol_map}",
         f"log.dirs={log_dir}",
         # One node: every internal topic has one replica, so transactions and groups work.
         "offsets.topic.replication.factor=1",
@@ -338,6 +371,18 @@ def _server_properties(
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="{admin_name}" password="{admin_secret}" {users};',
         ]
+    if oauth is not None:
+        prefix = "listener.name.sasl_plaintext.oauthbearer."
+        lines += [
+            "sasl.enabled.mechanisms=OAUTHBEARER",
+            f"{prefix}sasl.jaas.config="
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required ;",
+            f"{prefix}sasl.server.callback.handler.class="
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+            f"sasl.oauthbearer.jwks.endpoint.url={oauth.jwks_url}",
+            f"sasl.oauthbearer.expected.audience={oauth.audience}",
+            f"sasl.oauthbearer.expected.issuer={oauth.issuer}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -358,6 +403,7 @@ class LocalKafka:
     startup_timeout_s: float = 90.0
     stop_timeout_s: float = 30.0
     sasl_users: dict[str, str] | None = None
+    oauth: OAuthBearerListener | None = None
     progress: Progress | None = None
     # Any Kafka release on Maven Central with KRaft's static quorum (3.3 and later); older
     # clusters than the pinned one prove the project works where customers still run them.
@@ -366,6 +412,7 @@ class LocalKafka:
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _owns_workdir: bool = field(default=False, init=False, repr=False)
     _port: int | None = field(default=None, init=False, repr=False)
+    _internal_port: int | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -417,7 +464,13 @@ class LocalKafka:
             self._workdir = Path(tempfile.mkdtemp(prefix="dastra-kafka-broker-"))
             self._owns_workdir = True
         try:
+            if self.oauth is not None and self.sasl_users:
+                raise LocalKafkaError("choose sasl_users (PLAIN) or oauth (OAUTHBEARER), not both")
             port, controller_port = self._choose_ports(self._workdir)
+            if self.oauth is not None:
+                self._internal_port = free_port()
+                while self._internal_port in (port, controller_port):
+                    self._internal_port = free_port()
             log_dir = self._workdir / "kraft-logs"
             props = self._workdir / "server.properties"
             props.write_text(
@@ -426,6 +479,8 @@ class LocalKafka:
                     controller_port=controller_port,
                     log_dir=log_dir,
                     sasl_users=self.sasl_users,
+                    oauth=self.oauth,
+                    internal_port=self._internal_port,
                 )
             )
             log4j = self._workdir / "log4j2.yaml"
@@ -437,6 +492,14 @@ class LocalKafka:
                 "-XX:+UseSerialGC",
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={log4j}",
+                *(
+                    [
+                        "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls="
+                        f"{self.oauth.jwks_url},{self.oauth.token_url}"
+                    ]
+                    if self.oauth is not None
+                    else []
+                ),
                 "-cp",
                 f"{libs}/*",  # one argument: Java expands the wildcard, not the shell
             ]
@@ -539,7 +602,11 @@ class LocalKafka:
                     break
             time.sleep(0.1)
         conf: dict[str, str | int | float | bool] = {"bootstrap.servers": f"127.0.0.1:{self._port}"}
-        if self.sasl_users:
+        if self._internal_port is not None:
+            # OAUTHBEARER clients need a token issuer; readiness is checked on the internal
+            # PLAINTEXT listener, which shares the broker's fate.
+            conf["bootstrap.servers"] = f"127.0.0.1:{self._internal_port}"
+        elif self.sasl_users:
             name, secret = next(iter(self.sasl_users.items()))
             conf.update(
                 {
@@ -589,3 +656,4 @@ class LocalKafka:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         self._port = None
+        self._internal_port = None

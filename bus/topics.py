@@ -152,6 +152,33 @@ class TopicCatalogue(BaseModel):
             }
         )
 
+    def with_min_insync_replicas(self, count: int | None) -> TopicCatalogue:
+        """The same catalogue with `min.insync.replicas=count` in every topic's configs (None:
+        unchanged). A topic with fewer replicas than `count` would refuse every `acks=all`
+        write (NOT_ENOUGH_REPLICAS): that is a `ValueError` naming them.
+
+            catalogue.with_replication_factor(3).with_min_insync_replicas(2)
+        """
+        if count is None:
+            return self
+        short = [spec.name for spec in self.topics if spec.replication_factor < count]
+        if short:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={count} is more than the replication factor of "
+                f"{', '.join(short)}: every write with acks=all would be refused; lower it or "
+                "raise KAFKA_REPLICATION_FACTOR"
+            )
+        return self.model_copy(
+            update={
+                "topics": tuple(
+                    spec.model_copy(
+                        update={"config": {**spec.config, "min.insync.replicas": str(count)}}
+                    )
+                    for spec in self.topics
+                )
+            }
+        )
+
 
 _DEFAULTABLE = {"replication_factor", "cleanup_policy", "retention_ms", "personal_data"}
 

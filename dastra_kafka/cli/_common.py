@@ -34,7 +34,8 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 
 def catalogue_of(settings: Settings) -> TopicCatalogue:
-    """The topic catalogue named by the settings, with the replication override applied."""
+    """The topic catalogue named by the settings, with the replication overrides applied
+    (KAFKA_REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS)."""
     path = settings.service.topics_file
     if not path.is_absolute() and not path.is_file():
         path = default_topics_file()
@@ -42,7 +43,11 @@ def catalogue_of(settings: Settings) -> TopicCatalogue:
         catalogue = load_catalogue(path)
     except TopicsFileError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
-    return catalogue.with_replication_factor(settings.kafka.replication_factor)
+    catalogue = catalogue.with_replication_factor(settings.kafka.replication_factor)
+    try:
+        return catalogue.with_min_insync_replicas(settings.kafka.min_insync_replicas)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

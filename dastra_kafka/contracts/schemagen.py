@@ -229,6 +229,16 @@ _SERVERS: dict[str, Any] = {
             {"$ref": "#/components/securitySchemes/saslScramSha512"},
         ],
     },
+    "oauthBearer": {
+        "host": "{bootstrap}",
+        "protocol": "kafka-secure",
+        "title": "SASL/OAUTHBEARER over TLS",
+        "description": "KAFKA_SECURITY_PROTOCOL=SASL_SSL, KAFKA_SASL_MECHANISM=OAUTHBEARER with "
+        "OIDC client credentials (KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL, _CLIENT_ID, "
+        "_CLIENT_SECRET, _SCOPE; e.g. Confluent Cloud identity pools, Entra ID), or "
+        "KAFKA_SASL_MECHANISM=AWS_MSK_IAM (Amazon MSK IAM, a token signed by AWS's signer).",
+        "security": [{"$ref": "#/components/securitySchemes/oauthBearer"}],
+    },
     "ssl": {
         "host": "{bootstrap}",
         "protocol": "kafka-secure",
@@ -252,6 +262,19 @@ _SECURITY_SCHEMES = {
     "saslScramSha256": {"type": "scramSha256", "description": "SASL/SCRAM-SHA-256"},
     "saslScramSha512": {"type": "scramSha512", "description": "SASL/SCRAM-SHA-512"},
     "mutualTls": {"type": "X509", "description": "A client certificate (mutual TLS)"},
+    "oauthBearer": {
+        "type": "oauth2",
+        "description": "SASL/OAUTHBEARER: a bearer token from the cluster's identity provider "
+        "with the client-credentials grant (the token URL is the provider's: "
+        "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL).",
+        "flows": {
+            "clientCredentials": {
+                "tokenUrl": "https://identity-provider.example/oauth2/token",
+                "availableScopes": {},
+            }
+        },
+        "scopes": [],
+    },
 }
 
 _INFO_DESCRIPTION = """\

@@ -325,6 +325,7 @@ def test_asyncapi_describes_every_topic_with_bindings_and_roles(
         "saslScramSha256",
         "saslScramSha512",
         "mutualTls",
+        "oauthBearer",
     }
 
 
