@@ -2,7 +2,9 @@
 
 Consumes Maven Central (once, through `mvn`, into a user cache) and Java 17. Produces a running
 broker+controller process on a free loopback port (or a chosen one), its bootstrap address, and a
-clean stop. Used by `dastra-kafka broker`, the tests' session broker and the demo.
+clean stop. Used by `dastra-kafka broker`, the tests' session broker and the demo. Also fetches
+Kafka's command-line tools (`kafka-tools`: the console producer and consumer) beside the broker's
+jars, for the tests that play a client the project does not use itself.
 
     with LocalKafka() as broker:
         print(broker.bootstrap_servers)
@@ -37,7 +39,9 @@ __all__ = [
     "OAuthBearerListener",
     "cache_dir",
     "ensure_jars",
+    "ensure_tools_jars",
     "free_port",
+    "tools_classpath",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -124,18 +128,71 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-def _jar_dir(cache: Path, version: str) -> Path:
-    return cache / f"kafka_{SCALA_VERSION}-{version}"
+# The tools jar alone: everything it needs at run time is among the broker's jars.
+_TOOLS_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>eu.dastra.kafka</groupId>
+  <artifactId>local-tools</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version>
+      <exclusions>
+        <exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion>
+      </exclusions>
+    </dependency>
+  </dependencies>
+</project>
+"""
 
 
-def _verified(target: Path, version: str) -> bool:
+@dataclass(frozen=True)
+class _JarSet:
+    """One Maven download kept in the cache: its directory, the jar it must hold, its POM."""
+
+    version: str
+    dirname: str
+    main_jar: str
+    pom: str
+    what: str
+
+
+def _broker_jars(version: str) -> _JarSet:
+    return _JarSet(
+        version=version,
+        dirname=f"kafka_{SCALA_VERSION}-{version}",
+        main_jar=f"kafka_{SCALA_VERSION}-{version}.jar",
+        pom=_POM.format(
+            scala=SCALA_VERSION,
+            kafka=version,
+            bgroup=_LOG4J_BINDING[0],
+            bartifact=_LOG4J_BINDING[1],
+            bversion=_LOG4J_BINDING[2],
+        ),
+        what=f"Apache Kafka {version}",
+    )
+
+
+def _tools_jars(version: str) -> _JarSet:
+    return _JarSet(
+        version=version,
+        dirname=f"kafka-tools-{version}",
+        main_jar=f"kafka-tools-{version}.jar",
+        pom=_TOOLS_POM.format(kafka=version),
+        what=f"Apache Kafka {version}'s command-line tools",
+    )
+
+
+def _verified(target: Path, main_jar: str) -> bool:
     """True when `target` holds a complete download (every jar of its manifest, same size)."""
     manifest = target / "COMPLETE.json"
     try:
         listed: dict[str, int] = json.loads(manifest.read_text())["jars"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    main_jar = f"kafka_{SCALA_VERSION}-{version}.jar"
     if main_jar not in listed:
         return False
     for name, size in listed.items():
@@ -207,30 +264,62 @@ def ensure_jars(
 
         libs = ensure_jars()
     """
+    return _ensure(_broker_jars(version), cache, progress, stop)
+
+
+def ensure_tools_jars(
+    cache: Path | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    version: str = KAFKA_VERSION,
+) -> Path:
+    """Return the directory holding Kafka's command-line tools jar (`kafka-tools`), downloading
+    it with Maven if needed as `ensure_jars` does; it runs on the broker's jars
+    (`tools_classpath`).
+
+        libs = ensure_tools_jars()
+    """
+    return _ensure(_tools_jars(version), cache, progress, stop)
+
+
+def tools_classpath(
+    cache: Path | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    version: str = KAFKA_VERSION,
+) -> str:
+    """The Java class path of Kafka's tools (the broker's jars and the tools jar, fetched if
+    needed), as one argument: Java expands the wildcards.
+
+        java = ["java", "-cp", tools_classpath(), "org.apache.kafka.tools.ConsoleProducer"]
+    """
+    broker = ensure_jars(cache, progress, stop, version)
+    tools = ensure_tools_jars(cache, progress, stop, version)
+    return f"{broker}/*{os.pathsep}{tools}/*"
+
+
+def _ensure(
+    jars: _JarSet,
+    cache: Path | None,
+    progress: Progress | None,
+    stop: threading.Event | None,
+) -> Path:
     cache = cache or cache_dir()
-    target = _jar_dir(cache, version)
+    target = cache / jars.dirname
     say = progress or (lambda _msg: None)
     with _locked(cache / ".lock"):
-        if _verified(target, version):
+        if _verified(target, jars.main_jar):
             return target / "libs"
         _require("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre)")
         mvn = _require(
             "mvn", "Maven fetches Kafka's jars the first time (Debian: apt-get install maven)"
         )
-        say(f"fetching Apache Kafka {version} jars from Maven Central into {target}")
+        say(f"fetching {jars.what} jars from Maven Central into {target}")
         last_error = ""
         for attempt in range(1, _MAVEN_ATTEMPTS + 1):
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
             try:
-                (staging / "pom.xml").write_text(
-                    _POM.format(
-                        scala=SCALA_VERSION,
-                        kafka=version,
-                        bgroup=_LOG4J_BINDING[0],
-                        bartifact=_LOG4J_BINDING[1],
-                        bversion=_LOG4J_BINDING[2],
-                    )
-                )
+                (staging / "pom.xml").write_text(jars.pom)
                 returncode, output = _run_maven(
                     [
                         mvn,
@@ -251,16 +340,16 @@ def ensure_jars(
                         "jars; nothing was kept"
                     )
                 if returncode == 0:
-                    jars = {p.name: p.stat().st_size for p in (staging / "libs").glob("*.jar")}
+                    found = {p.name: p.stat().st_size for p in (staging / "libs").glob("*.jar")}
                     (staging / "COMPLETE.json").write_text(
-                        json.dumps({"kafka": version, "jars": jars}, indent=1)
+                        json.dumps({"kafka": jars.version, "jars": found}, indent=1)
                     )
-                    if _verified(staging, version):
+                    if _verified(staging, jars.main_jar):
                         shutil.rmtree(target, ignore_errors=True)
                         staging.rename(target)
-                        say(f"{len(jars)} jars ready")
+                        say(f"{len(found)} jars ready")
                         return target / "libs"
-                    last_error = "Maven finished but the Kafka jar is missing from its output"
+                    last_error = f"Maven finished but {jars.main_jar} is missing from its output"
                 else:
                     last_error = output.strip()[-2000:]
             except subprocess.TimeoutExpired:
@@ -269,7 +358,7 @@ def ensure_jars(
                 shutil.rmtree(staging, ignore_errors=True)
             say(f"download attempt {attempt} failed; retrying")
         raise LocalKafkaError(
-            f"could not fetch Apache Kafka {version} from Maven Central after "
+            f"could not fetch {jars.what} from Maven Central after "
             f"{_MAVEN_ATTEMPTS} attempts:\n{last_error}"
         )
 

@@ -17,6 +17,7 @@ from bus.localkafka import (
     LocalKafkaInterruptedError,
     LocalKafkaPortInUseError,
     ensure_jars,
+    ensure_tools_jars,
 )
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE, fail
 
@@ -36,7 +37,10 @@ def broker(
         "cluster.",
     ),
     fetch_only: bool = typer.Option(
-        False, "--fetch-only", help="Only download Kafka's jars into the cache, then exit."
+        False,
+        "--fetch-only",
+        help="Only download Kafka's jars (and, for the pinned release, its command-line tools) "
+        "into the cache, then exit.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the address as JSON."),
 ) -> None:
@@ -60,13 +64,22 @@ def broker(
     if fetch_only:
         try:
             libs = ensure_jars(progress=say, stop=stop, version=kafka_version)
+            # The tests' foreign clients run the pinned release's console tools.
+            tools = (
+                ensure_tools_jars(progress=say, stop=stop)
+                if kafka_version == KAFKA_VERSION
+                else None
+            )
         except LocalKafkaInterruptedError as exc:
             say(str(exc))
             return
         except LocalKafkaError as exc:
             fail(str(exc), EXIT_UNAVAILABLE)
+        fetched = {"jars": str(libs), **({"tools": str(tools)} if tools is not None else {})}
         typer.echo(
-            json.dumps({"jars": str(libs)}) if as_json else f"Kafka {kafka_version} jars: {libs}"
+            json.dumps(fetched)
+            if as_json
+            else f"Kafka {kafka_version} " + ", ".join(f"{k}: {v}" for k, v in fetched.items())
         )
         return
 
