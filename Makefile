@@ -16,8 +16,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The AsyncAPI test tools (the official AsyncAPI JSON Schemas and the parser that
 # `asyncapi validate` runs), pinned in tools/asyncapi/package-lock.json, installed when missing.
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
+# Clients the project does not use itself, for the foreign-client tests (tests/foreign): KafkaJS
+# and the CloudEvents JS SDK, pinned in tools/foreign-clients/package-lock.json.
+FOREIGN_CLIENTS := tools/foreign-clients/node_modules/.package-lock.json
 
-.PHONY: install jars chromium asyncapi-tools lint schemas-check test test-all test-kafka-3.9 run bench clean
+.PHONY: install jars chromium asyncapi-tools foreign-clients lint schemas-check test test-all test-kafka-3.9 run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +43,12 @@ $(ASYNCAPI_TOOLS): tools/asyncapi/package-lock.json
 
 asyncapi-tools: $(ASYNCAPI_TOOLS)
 
+$(FOREIGN_CLIENTS): tools/foreign-clients/package-lock.json
+	cd tools/foreign-clients && npm ci --no-audit --no-fund --silent
+	touch $(FOREIGN_CLIENTS)
+
+foreign-clients: $(FOREIGN_CLIENTS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,7 +61,7 @@ schemas-check: install
 
 # Every guarantee is tested by `make test`; a test marked `slow` is a longer variant of one that
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
-test: jars chromium asyncapi-tools lint schemas-check
+test: jars chromium asyncapi-tools foreign-clients lint schemas-check
 	$(BIN)/pytest -m "not slow"
 
 # The guarantee tests (transactions, the poller's exactly-once, the agents' crash safety, lag)
@@ -61,7 +70,7 @@ OLDER_KAFKA := 3.9.2
 GUARANTEE_TESTS := tests/bus/test_roundtrip.py tests/producers/test_poller.py \
 	tests/consumers/test_agents.py tests/consumers/test_agents_crash.py tests/consumers/lag
 
-test-all: jars chromium asyncapi-tools lint schemas-check
+test-all: jars chromium asyncapi-tools foreign-clients lint schemas-check
 	$(BIN)/pytest
 	$(MAKE) test-kafka-3.9
 
@@ -73,4 +82,5 @@ run: jars
 	$(BIN)/dastra-kafka demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules \
+		tools/foreign-clients/node_modules
