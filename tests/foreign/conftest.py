@@ -14,18 +14,33 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bus.localkafka import tools_classpath
 from bus.settings import KafkaSettings
-from bus.topics import RIGHTS_REQUESTS, TASKS, TopicCatalogue
+from bus.topics import (
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    RIGHTS_REQUESTS,
+    TASKS,
+    TopicCatalogue,
+    command_topic,
+)
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
 from producers.poller import Poller
 from producers.poller.settings import PollerSettings
-from tests.consumers.agents_support import WorkerProcess
+from tests.consumers.agents_support import (
+    Tail,
+    WorkerProcess,
+    command_record,
+    produce,
+    results_of,
+)
 from tests.foreign.support import JavaTools, KafkaJSReader
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique
 
 VENDOR_TOPIC = "procurement.vendor-onboarded"
 VENDOR_RECIPE = "vendor-onboarded-link-processing"
 EVENT_TOPICS = (TASKS, RIGHTS_REQUESTS)
+# What a foreign consumer reads: the events, the command results, the dead letters.
+READ_TOPICS = (*EVENT_TOPICS, COMMAND_RESULTS, DEAD_LETTER)
 
 
 @pytest.fixture(scope="package")
@@ -58,14 +73,14 @@ def published(
     for n, name in enumerate(["Zoë Ångström", "O'Brien, Seán", "李 小龙"]):
         given, _, family = name.partition(" ")
         admin.create_rights_request(
-            title=f"Access request {n}: \"{name}\", please",
+            title=f'Access request {n}: "{name}", please',
             email=f"subject{n}@foreign.example",
             givenName=given,
             familyName=family,
         )
         admin.create_task(
             label=f"Answer {name}, by post",
-            descriptionHtml=f"<p>Dear {name},</p>\n<p>a, b; c: \"d\"</p>",
+            descriptionHtml=f'<p>Dear {name},</p>\n<p>a, b; c: "d"</p>',
             priority=["High", "Medium", "Low"][n],
         )
 
@@ -120,3 +135,37 @@ def java(fkafka: KafkaSettings) -> JavaTools:
 @pytest.fixture(scope="package")
 def kafkajs(fkafka: KafkaSettings) -> KafkaJSReader:
     return KafkaJSReader(fkafka)
+
+
+@pytest.fixture(scope="package")
+def traffic(
+    fkafka: KafkaSettings,
+    published: dict[str, int],
+    workers: tuple[WorkerProcess, WorkerProcess],
+) -> dict[str, int]:
+    """Every topic a foreign consumer reads holds records the project wrote: the events, the
+    result of a command that succeeded and of one that failed, and the failed one's dead letter
+    (the original CloudEvent, unchanged, plus the dlq.* headers). Returns the record count per
+    topic in READ_TOPICS."""
+    good_id, bad_id = unique("good"), unique("bad")
+    good = command_record(
+        {"label": "Foreign clients read this"}, command_id=good_id, action="create-task"
+    )
+    bad = command_record(
+        {"label": "Refused", "colour": "red"}, command_id=bad_id, action="create-task"
+    )
+    results = Tail(fkafka, COMMAND_RESULTS)
+    try:
+        produce(
+            fkafka,
+            command_topic("create-task"),
+            [(good_id.encode(), *good), (bad_id.encode(), *bad)],
+        )
+        found = results.wait_for_keys([good_id, bad_id], timeout=60)
+    finally:
+        results.close()
+    statuses = {key: results_of(records)[0]["status"] for key, records in found.items()}
+    assert statuses == {good_id: "succeeded", bad_id: "failed"}, statuses
+    counts = {topic: len(read_all(fkafka, fkafka.topic(topic))) for topic in READ_TOPICS}
+    assert all(counts.values()), counts
+    return counts
