@@ -60,7 +60,9 @@ def test_three_producers_two_workers_twenty_commands_one_actor(
     spellings = [f"dpo@{tag}.example", f"DPO@{tag}.Example", f"  dpo@{tag}.EXAMPLE "]
     email = spellings[0]
     key = _readme_key(email)
-    assert key.encode() == actor_record_key(FindOrCreateActor(email=email, companyName="Any"))
+    assert key.encode() == actor_record_key(
+        FindOrCreateActor.model_validate({"email": email, "companyName": "Any"})
+    )
 
     java_ids = [f"java-{tag}-{i}" for i in range(JAVA)]
     java_lines = [
@@ -88,8 +90,6 @@ def test_three_producers_two_workers_twenty_commands_one_actor(
         java.produce(command_topic("find-or-create-actor"), java_lines)
         return []
 
-    # Slow searches and creates widen the window in which two workers would both miss.
-    fault = fsandbox.admin.inject_fault("/v1/ws/*/Actors", latency_s=0.1)
     api = start_webhook(
         fkafka,
         WebhookSettings(tokens=[SecretStr(TOKEN)]),
@@ -97,6 +97,8 @@ def test_three_producers_two_workers_twenty_commands_one_actor(
         DastraSettings(workspace_id=fsandbox.workspace_id),
     )
     results = Tail(fkafka, COMMAND_RESULTS)
+    # Slow searches and creates widen the window in which two workers would both miss.
+    fault = fsandbox.admin.inject_fault("/v1/ws/*/Actors", latency_s=0.1)
     try:
 
         def post(i: int) -> Callable[[], list[str]]:

@@ -55,8 +55,10 @@ def test_the_readme_console_producer_example_is_run_by_the_workers(
         # by the Java producer where every project producer places that key (murmur2).
         topic = fkafka.topic(command_topic("find-or-create-actor"))
         [record] = [r for r in read_all(fkafka, topic) if r.headers.get("ce_id") == b"crm-43"]
-        key = actor_record_key(FindOrCreateActor(email="dpo@acme.eu", companyName="Acme"))
-        assert record.key == key
+        key = actor_record_key(
+            FindOrCreateActor.model_validate({"email": "dpo@acme.eu", "companyName": "Acme"})
+        )
+        assert key is not None and record.key == key
         assert record.headers["ce_id"] == b"crm-43"
         metadata = AdminClient(fkafka.confluent_config()).list_topics(topic, timeout=10)
         assert record.partition == murmur2(key, len(metadata.topics[topic].partitions))
