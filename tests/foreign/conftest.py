@@ -34,7 +34,13 @@ from tests.consumers.agents_support import (
     results_of,
 )
 from tests.foreign.support import JavaTools, KafkaJSReader
-from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique
+from tests.kafka_helpers import (
+    create_catalogue_topics,
+    delete_topics,
+    read_all,
+    unique,
+    wait_for,
+)
 
 VENDOR_TOPIC = "procurement.vendor-onboarded"
 VENDOR_RECIPE = "vendor-onboarded-link-processing"
@@ -50,6 +56,14 @@ def fkafka(kafka_bootstrap: str, catalogue: TopicCatalogue) -> Iterator[KafkaSet
     vendor = kafka.topic(VENDOR_TOPIC)
     admin = AdminClient(kafka.confluent_config())
     admin.create_topics([NewTopic(vendor, 3, 1)])[vendor].result(timeout=30)
+    # A created topic reaches the broker's metadata a moment after the controller answered;
+    # a worker started before that refuses to start (missing topic).
+    wanted = {*names, vendor}
+    wait_for(
+        lambda: wanted <= set(admin.list_topics(timeout=10).topics),
+        30,
+        "the topics in the broker's metadata",
+    )
     yield kafka
     delete_topics(kafka, [*names, vendor])
 
