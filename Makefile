@@ -17,7 +17,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # `asyncapi validate` runs), pinned in tools/asyncapi/package-lock.json, installed when missing.
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
 
-.PHONY: install jars chromium asyncapi-tools lint schemas-check test test-all run bench clean
+# The generated-types test tools (quicktype and TypeScript's tsc), pinned in
+# tools/typegen/package-lock.json, installed when missing.
+TYPEGEN_TOOLS := tools/typegen/node_modules/.package-lock.json
+
+.PHONY: install jars chromium asyncapi-tools typegen-tools lint schemas-check test test-all run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +44,12 @@ $(ASYNCAPI_TOOLS): tools/asyncapi/package-lock.json
 
 asyncapi-tools: $(ASYNCAPI_TOOLS)
 
+$(TYPEGEN_TOOLS): tools/typegen/package-lock.json
+	cd tools/typegen && npm ci --no-audit --no-fund --silent
+	touch $(TYPEGEN_TOOLS)
+
+typegen-tools: $(TYPEGEN_TOOLS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,14 +62,15 @@ schemas-check: install
 
 # Every guarantee is tested by `make test`; a test marked `slow` is a longer variant of one that
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
-test: jars chromium asyncapi-tools lint schemas-check
+test: jars chromium asyncapi-tools typegen-tools lint schemas-check
 	$(BIN)/pytest -m "not slow"
 
-test-all: jars chromium asyncapi-tools lint schemas-check
+test-all: jars chromium asyncapi-tools typegen-tools lint schemas-check
 	$(BIN)/pytest
 
 run: jars
 	$(BIN)/dastra-kafka demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules \
+		tools/typegen/node_modules

@@ -685,9 +685,25 @@ def contract_schema(name: str) -> dict[str, Any]:
     return schema_of(contract)
 
 
+def _drop_null_defaults(node: Any) -> None:
+    """Remove every `"default": null`: an optional property that is absent means null anyway,
+    and datamodel-codegen (0.97) copies that default into the model it makes for a constrained
+    alternative (`{"anyOf": [{"type": "string", "maxLength": 100}, {"type": "null"}],
+    "default": null}` gives `root: str = None`), which type checkers rightly reject."""
+    if isinstance(node, dict):
+        if "default" in node and node["default"] is None:
+            del node["default"]
+        for value in node.values():
+            _drop_null_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_null_defaults(value)
+
+
 def schema_of(contract: Contract) -> dict[str, Any]:
     """The JSON Schema of any `Contract` (registered or not: tests build modified ones)."""
     generated = contract.adapter.json_schema(mode="validation")
+    _drop_null_defaults(generated)
     if contract.lenient:
         _document_lenient_enums(generated)
     generated.pop("title", None)
