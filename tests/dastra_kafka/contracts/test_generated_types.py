@@ -6,6 +6,7 @@ language for all the schemas together (tools/typegen holds quicktype and TypeScr
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shutil
 import subprocess
@@ -174,9 +175,12 @@ def _typegen(tool: str) -> str:
     return str(path)
 
 
-def test_typescript_types_of_every_schema_pass_tsc_strict(tmp_path: Path) -> None:
-    inputs = _schemas_copy(tmp_path / "schemas")
-    output = tmp_path / "contracts.ts"
+@pytest.fixture(scope="module")
+def typescript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """contracts.ts: quicktype's types (and runtime checks) of every schema, in one run."""
+    work = tmp_path_factory.mktemp("typescript")
+    inputs = _schemas_copy(work / "schemas")
+    output = work / "contracts.ts"
     _run(
         [
             _typegen("quicktype"),
@@ -188,21 +192,47 @@ def test_typescript_types_of_every_schema_pass_tsc_strict(tmp_path: Path) -> Non
             str(output),
             *sorted(str(path) for path in inputs.iterdir()),
         ],
-        tmp_path,
+        work,
     )
-    text = output.read_text()
+    return output
+
+
+def test_typescript_types_of_every_schema_pass_tsc_strict(typescript: Path) -> None:
+    text = typescript.read_text()
     for title in ("Task", "RightsRequest", "CommandCreateTask", "CommandResult", "Notification"):
         assert f"export interface {title} {{" in text, title
-    _run(
-        [
-            _typegen("tsc"),
-            "--noEmit",
-            "--strict",
-            "--target",
-            "es2022",
-            "--module",
-            "nodenext",
-            str(output),
-        ],
-        tmp_path,
+    tsc = [_typegen("tsc"), "--strict", "--target", "es2022"]
+    _run([*tsc, "--noEmit", "--module", "nodenext", str(typescript)], typescript.parent)
+
+
+def test_every_example_reads_through_the_typescript_runtime_checks(
+    typescript: Path, catalogue: TopicCatalogue
+) -> None:
+    work = typescript.parent
+    tsc = [_typegen("tsc"), "--strict", "--target", "es2022", "--module", "commonjs"]
+    _run([*tsc, "--outDir", str(work / "js"), str(typescript)], work)
+    # quicktype writes one Convert.to<Type> per input, in input order (the sorted files).
+    methods = re.findall(r"public static (to\w+)\(json: string\)", typescript.read_text())
+    names = [path.name.removesuffix(".schema.json") for path in SCHEMA_FILES]
+    assert len(methods) == len(names)
+    method_of = dict(zip(names, methods, strict=True))
+    examples = []
+    for topic, part, data in _examples():
+        if data is None:
+            continue
+        spec = catalogue[topic]
+        schema = spec.key_schema if part.endswith(":key") else spec.value_schema
+        examples.append({"id": f"{topic} {part}", "method": method_of[schema], "json": data})
+    # And one the checks must refuse, so a check that accepts anything fails this test.
+    examples.append({"id": "off-contract", "method": method_of["command-result"], "json": {}})
+    for example in examples:
+        example["json"] = json.dumps(example["json"])
+    (work / "examples.json").write_text(json.dumps(examples))
+    script = PROJECT_ROOT / "tools" / "typegen" / "read-examples.cjs"
+    report = json.loads(
+        _run(["node", str(script), str(work / "js" / "contracts.js"), "examples.json"], work)
     )
+    refused = report.pop("off-contract")
+    assert refused is not None and "action" in refused
+    assert {key: error for key, error in report.items() if error is not None} == {}
+    assert len(report) == len(examples) - 1
