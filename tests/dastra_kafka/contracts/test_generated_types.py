@@ -137,15 +137,13 @@ def _examples() -> list[tuple[str, str, Any]]:
         for example in contract.examples:
             cases.append((topic, f"{example.name}:key", example.key))
             cases.append((topic, f"{example.name}:value", example.value))
-    return cases
+    return [case for case in cases if case[2] is not None]  # no key, or a tombstone
 
 
 @pytest.mark.parametrize(("topic", "part", "data"), _examples())
 def test_every_example_reads_through_the_generated_model(
     python_models: Path, catalogue: TopicCatalogue, topic: str, part: str, data: Any
 ) -> None:
-    if data is None:
-        pytest.skip("no key, or a tombstone")
     spec = catalogue[topic]
     schema = spec.key_schema if part.endswith(":key") else spec.value_schema
     module = importlib.import_module(f"{PACKAGE}.{_module_name(schema)}")
@@ -218,8 +216,6 @@ def test_every_example_reads_through_the_typescript_runtime_checks(
     method_of = dict(zip(names, methods, strict=True))
     examples = []
     for topic, part, data in _examples():
-        if data is None:
-            continue
         spec = catalogue[topic]
         schema = spec.key_schema if part.endswith(":key") else spec.value_schema
         examples.append({"id": f"{topic} {part}", "method": method_of[schema], "json": data})
