@@ -104,6 +104,19 @@ _OBJECT_KEYWORDS = frozenset(
     {"properties", "required", "additionalProperties", "minProperties", "maxProperties"}
 )
 _ALL_TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
+_NUMBERS = frozenset({"number", "integer"})
+_BOUND_TYPES: dict[str, frozenset[str]] = {
+    "minLength": frozenset({"string"}),
+    "maxLength": frozenset({"string"}),
+    "minItems": frozenset({"array"}),
+    "maxItems": frozenset({"array"}),
+    "minProperties": frozenset({"object"}),
+    "maxProperties": frozenset({"object"}),
+    "minimum": _NUMBERS,
+    "maximum": _NUMBERS,
+    "exclusiveMinimum": _NUMBERS,
+    "exclusiveMaximum": _NUMBERS,
+}
 _LOWER_BOUNDS = ("minLength", "minItems", "minProperties", "minimum", "exclusiveMinimum")
 _UPPER_BOUNDS = ("maxLength", "maxItems", "maxProperties", "maximum", "exclusiveMaximum")
 
@@ -362,7 +375,7 @@ class _Checker:
                     f"readers of the old schema accept only {values}",
                 )
             )
-        found += self._bounds(data, reader, path)
+        found += self._bounds(data, reader, path, kept)
         if kept & {"string"}:
             for keyword in ("pattern", "format"):
                 if keyword in reader and reader.get(keyword) != data.get(keyword):
@@ -410,12 +423,12 @@ class _Checker:
         return found
 
     def _bounds(
-        self, data: Mapping[str, Any], reader: Mapping[str, Any], path: str
+        self, data: Mapping[str, Any], reader: Mapping[str, Any], path: str, kept: set[str]
     ) -> list[Incompatibility]:
         found = []
         for keyword in (*_LOWER_BOUNDS, *_UPPER_BOUNDS):
-            if keyword not in reader:
-                continue
+            if keyword not in reader or not kept & _BOUND_TYPES[keyword]:
+                continue  # e.g. a maxLength beside an anyOf binds no object alternative
             lower = keyword in _LOWER_BOUNDS
             before = data.get(keyword)
             if before is None or (reader[keyword] > before if lower else reader[keyword] < before):

@@ -392,3 +392,22 @@ def test_a_forward_problem_reads_from_old_to_new() -> None:
     assert [str(p) for p in problems] == [
         "$.kind: enum-value-added: 'c' is new; readers of the old schema reject it"
     ]
+
+
+def test_a_length_bound_beside_an_anyof_binds_only_the_strings() -> None:
+    # The commands' personal fields, as pydantic writes them and flattened: the same values.
+    defs = {"Sealed": {"type": "object", "properties": {"ct": {"type": "string"}}}}
+    nested = {
+        "$defs": defs,
+        "anyOf": [{"type": "string"}, {"$ref": "#/$defs/Sealed"}],
+        "maxLength": 10,
+    }
+    flat = {
+        "$defs": defs,
+        "anyOf": [{"type": "string", "maxLength": 10}, {"$ref": "#/$defs/Sealed"}],
+    }
+    assert incompatibilities(nested, flat, "FULL") == []
+    assert incompatibilities(flat, nested, "FULL") == []
+    looser = copy.deepcopy(flat)
+    looser["anyOf"][0]["maxLength"] = 20
+    assert [p.kind for p in incompatibilities(nested, looser, "FULL")] == ["constraint-loosened"]
