@@ -34,6 +34,7 @@ __all__ = [
     "RIGHTS_REQUESTS",
     "TASKS",
     "WEBHOOK_IDEMPOTENCY",
+    "Compatibility",
     "TopicCatalogue",
     "TopicSpec",
     "TopicsFileError",
@@ -82,6 +83,10 @@ def command_topic(action: str) -> str:
 
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+# How a topic's schemas may evolve within its version (`dastra-kafka schemas check`): BACKWARD when
+# the bridge reads it (new readers, old records), FORWARD when others read what the bridge writes
+# (old readers, new records), FULL when both.
+Compatibility = Literal["BACKWARD", "FORWARD", "FULL"]
 
 
 class TopicSpec(BaseModel):
@@ -98,6 +103,7 @@ class TopicSpec(BaseModel):
     personal_data: bool
     key_schema: str = Field(min_length=1)
     value_schema: str = Field(min_length=1)
+    compatibility: Compatibility
     config: dict[str, str] = Field(default_factory=dict)
 
     def broker_configs(self) -> dict[str, str]:

@@ -77,6 +77,7 @@ _EXTRA_ENTRY = f"""
     personal_data: false
     key_schema: entity-key
     value_schema: task
+    compatibility: FULL
 """
 pytestmark = pytest.mark.timeout(240)
 
