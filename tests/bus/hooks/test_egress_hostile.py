@@ -252,3 +252,12 @@ def test_a_same_origin_307_to_a_public_address_is_followed() -> None:
     _target, answer = _deliver("https://public.example/hook", FakeResolver(), recorder)
     assert isinstance(answer, httpx.Response) and answer.status_code == 200
     assert [r.url.path for r in recorder.requests] == ["/hook", "/new"]
+
+
+def test_an_ipv6_literal_target_gets_a_bracketed_host_header() -> None:
+    recorder = _Recorder()
+    _target, answer = _deliver(f"https://[{PUBLIC_V6}]:8443/x", FakeResolver(), recorder)
+    assert isinstance(answer, httpx.Response) and answer.status_code == 200
+    [request] = recorder.requests
+    assert request.headers["host"] == f"[{PUBLIC_V6}]:8443"
+    assert request.url.host == PUBLIC_V6 and request.url.port == 8443
