@@ -54,8 +54,8 @@ class DastraSettings(BaseSettings):
     )
     # Worker processes sharing the key: the workers' share is divided among them.
     workers: int = Field(default=1, ge=1)
-    # This process's role; set by the entry point (`poller`, `worker`). None: the process is
-    # alone on the key and uses all of it.
+    # This process's role; the `poller` and `worker` verbs set theirs. None: the process is
+    # alone on the key and uses all of it (a script of yours can set DASTRA_BUDGET_ROLE).
     budget_role: BudgetRole | None = None
     # The validation key of Dastra's own webhooks (`Dastra-Signature`).
     webhook_signing_key: SecretStr | None = None
@@ -121,10 +121,11 @@ class DastraSettings(BaseSettings):
         return split
 
     def for_role(self, role: BudgetRole) -> DastraSettings:
-        """These settings for a process of `role` (a role already set, e.g. by
-        DASTRA_BUDGET_ROLE, is kept)."""
-        if self.budget_role is not None:
-            return self
+        """These settings for a process of `role`; raises ValueError when that role's part of
+        the key comes to under one request per window.
+
+            settings.dastra.for_role("poller").process_windows()  # [(100, 60.0), (2000, 600.0)]
+        """
         return self.model_validate({**self.model_dump(), "budget_role": role})
 
     @property

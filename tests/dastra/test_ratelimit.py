@@ -97,7 +97,7 @@ def test_the_default_split_and_a_process_alone_on_the_key() -> None:
     two = DastraSettings(budget_role="workers", workers=2)
     assert two.process_windows() == [(200, 60.0), (4000, 600.0)]
     assert DastraSettings().for_role("workers").budget_role == "workers"
-    assert DastraSettings(budget_role="poller").for_role("workers").budget_role == "poller"
+    assert DastraSettings(budget_role="poller").for_role("workers").budget_role == "workers"
 
 
 def test_budget_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
