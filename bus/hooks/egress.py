@@ -49,13 +49,27 @@ _RESOLVE_TIMEOUT_S = 5.0
 
 # Prefixes whose last 32 bits are an IPv4 address the packet ends up at (RFC 6052 NAT64, its
 # local-use range of RFC 8215): the IPv4 address is checked as well as the IPv6 one.
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+# Also SIIT's IPv4-translated addresses (RFC 2765, ::ffff:0:a.b.c.d).
+_NAT64 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 # Never public, whatever the running Python's `is_global` table says (it changed in 3.11.x
-# and 3.12.x): NAT64 local-use, Teredo, documentation, 6to4's relay anycast.
+# and 3.12.x): NAT64 local-use, Teredo, documentation, deprecated site-local, SRv6 SIDs,
+# 6to4's relay anycast.
 _NEVER_PUBLIC = tuple(
     ipaddress.ip_network(n)
-    for n in ("64:ff9b:1::/48", "2001::/32", "2001:db8::/32", "3fff::/20", "192.88.99.0/24")
+    for n in (
+        "64:ff9b:1::/48",
+        "2001::/32",
+        "2001:db8::/32",
+        "3fff::/20",
+        "fec0::/10",
+        "5f00::/16",
+        "192.88.99.0/24",
+    )
 )
 # A host name: letters, digits, '-' and '_' in dot-separated labels (httpx has already
 # lower-cased it and turned IDN into punycode). Anything else (%-escapes, spaces) is refused.
@@ -80,8 +94,9 @@ class Target:
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address carries, if any: IPv4-mapped (::ffff:0:0/96),
-    IPv4-compatible (::/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16, the
-    relay's IPv4) or Teredo (2001::/32, the client's de-obfuscated IPv4).
+    IPv4-compatible (::/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48), SIIT's IPv4-translated
+    (::ffff:0:0:0/96), 6to4 (2002::/16, the relay's IPv4) or Teredo (2001::/32, the client's
+    de-obfuscated IPv4).
 
         embedded_ipv4(ipaddress.IPv6Address("64:ff9b::a9fe:a9fe"))  # 169.254.169.254
     """

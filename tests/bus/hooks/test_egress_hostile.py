@@ -94,6 +94,10 @@ HOSTILE = [
     "https://[64:ff9b::10.0.0.1]/",
     "https://[64:ff9b:1::a9fe:a9fe]/",
     "https://[64:ff9b:1::808:808]/",  # local-use NAT64 is never public
+    "https://[::ffff:0:127.0.0.1]/",  # SIIT IPv4-translated
+    "https://[::ffff:0:a9fe:a9fe]/",
+    "https://[fec0::1]/",  # deprecated site-local
+    "https://[5f00::1]/",  # SRv6 segment identifiers
     "https://[2002:a9fe:a9fe::1]/",
     "https://[2002:7f00:1::]/",
     "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
@@ -147,6 +151,7 @@ def test_the_table_is_large_enough() -> None:
         ("https://[::ffff:8.8.8.8]/", ("::ffff:808:808",)),
         ("https://[64:ff9b::8.8.8.8]/", ("64:ff9b::808:808",)),
         ("https://[2002:808:808::1]/", ("2002:808:808::1",)),
+        ("https://[::ffff:0:8.8.8.8]/", ("::ffff:0:808:808",)),
         ("https://public.example/hooks/1", (PUBLIC_V4,)),
         ("https://dual.example/", (PUBLIC_V4, PUBLIC_V6)),  # IPv4 first
         ("https://b\u00fccher.example/", (PUBLIC_V4,)),
