@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from bus.topics import TopicCatalogue, TopicsFileError, default_topics_file, load_catalogue
+from dastra.settings import BudgetRole
 from dastra_kafka.settings import Settings
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "catalogue_of",
     "fail",
     "settings_of",
+    "with_budget_role",
 ]
 
 EXIT_OK = 0
@@ -31,6 +34,16 @@ def settings_of(ctx: typer.Context) -> Settings:
     if not isinstance(settings, Settings):
         raise RuntimeError("settings were not loaded: run through the dastra-kafka entry point")
     return settings
+
+
+def with_budget_role(settings: Settings, role: BudgetRole) -> Settings:
+    """The settings of a process of `role`: it keeps to that role's share of the Dastra API
+    key's rate limits (DASTRA_BUDGET_SHARES, DASTRA_WORKERS)."""
+    try:
+        dastra = settings.dastra.for_role(role)
+    except ValidationError as exc:
+        fail("; ".join(str(error["msg"]) for error in exc.errors()), EXIT_BAD_INPUT)
+    return settings.model_copy(update={"dastra": dastra})
 
 
 def catalogue_of(settings: Settings) -> TopicCatalogue:
