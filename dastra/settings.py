@@ -48,9 +48,10 @@ class DastraSettings(BaseSettings):
     # Explicit (limit, seconds) windows instead of the two above (tests, benchmarks): [[60, 10]].
     rate_limit_windows: list[tuple[int, float]] | None = None
     # How the key's limits are split between the roles that call Dastra, as weights
-    # ("poller=1,workers=4": the poller gets 1/5, the workers together 4/5).
+    # ("poller=1,workers=3", the default: the poller gets 1/4, 125/min, enough to poll both
+    # streams every second; the workers together 3/4).
     budget_shares: Annotated[dict[str, float], NoDecode] = Field(
-        default_factory=lambda: {"poller": 1.0, "workers": 4.0}
+        default_factory=lambda: {"poller": 1.0, "workers": 3.0}
     )
     # Worker processes sharing the key: the workers' share is divided among them.
     workers: int = Field(default=1, ge=1)
@@ -72,7 +73,7 @@ class DastraSettings(BaseSettings):
         for part in filter(None, (p.strip() for p in text.split(","))):
             role, sep, weight = part.partition("=")
             if not sep:
-                raise ValueError(f"write role=weight, e.g. poller=1,workers=4 (not {part!r})")
+                raise ValueError(f"write role=weight, e.g. poller=1,workers=3 (not {part!r})")
             shares[role.strip()] = weight.strip()
         return shares
 

@@ -93,9 +93,9 @@ def test_the_processes_sharing_a_key_never_add_up_to_more_than_its_limits(
 
 def test_the_default_split_and_a_process_alone_on_the_key() -> None:
     assert DastraSettings().process_windows() == [(500, 60.0), (10_000, 600.0)]
-    assert DastraSettings(budget_role="poller").process_windows() == [(100, 60.0), (2000, 600.0)]
+    assert DastraSettings(budget_role="poller").process_windows() == [(125, 60.0), (2500, 600.0)]
     two = DastraSettings(budget_role="workers", workers=2)
-    assert two.process_windows() == [(200, 60.0), (4000, 600.0)]
+    assert two.process_windows() == [(187, 60.0), (3750, 600.0)]
     assert DastraSettings().for_role("workers").budget_role == "workers"
     assert DastraSettings(budget_role="poller").for_role("workers").budget_role == "workers"
 
@@ -128,7 +128,7 @@ def test_a_process_sharing_the_key_paces_its_requests_evenly() -> None:
     assert paced.spacing == pytest.approx(0.1)
     assert "paced every 0.1s" in repr(paced)
     shared = RateLimiter.from_settings(DastraSettings(budget_role="poller"))
-    assert shared.spacing == pytest.approx(0.6) and shared.windows == [(100, 60.0), (2000, 600.0)]
+    assert shared.spacing == pytest.approx(0.48) and shared.windows == [(125, 60.0), (2500, 600.0)]
     assert RateLimiter.from_settings(DastraSettings()).spacing == 0.0
 
     async def starts(count: int) -> list[float]:
