@@ -5,6 +5,7 @@ both). Real worker processes, the session broker, the sandbox over HTTP."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from confluent_kafka.admin import (
@@ -95,7 +96,8 @@ def test_a_dead_letter_that_cannot_be_written_leaves_no_result_and_is_written_af
     # The dead-letter topic refuses the record (its value is the original bytes, 3 000 of them);
     # the result, without those bytes, would fit.
     _set_max_message_bytes(kafka, DEAD_LETTER, 2048)
-    bad = b"{not json " + b"x" * 3000
+    # Random bytes: the batch is compressed (gzip), so a repeated byte would fit in 2 048.
+    bad = b"{not json " + os.urandom(3000)
     topic = kafka.topic(command_topic("create-task"))
     command_id = f"{topic}/0/0"  # plain record: its id is its position on the fresh topic
     producer = RecordProducer(kafka)
