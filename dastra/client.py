@@ -344,16 +344,38 @@ class DastraClient:
                     status=response.status_code,
                 ) from None
 
-    async def raw_get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
-        """One `GET` attempt, answered whatever its status (no retry, no error for a 4xx/5xx):
-        for diagnostics that need statuses and headers. Raises only on transport failures.
+    async def raw_get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, retry: bool | None = None
+    ) -> httpx.Response:
+        """A `GET` answered whatever its status: for diagnostics that need statuses and
+        headers. When retrying (the client's default, or `retry=True`), 429, 5xx and transport
+        failures are retried like any call and raised past the deadline; a 4xx is returned.
+        Without retries one attempt is made, and only a transport failure raises.
 
         response = await dastra.raw_get("/me")"""
         http = self._open_http()
-        response, _sent = await self._attempt(
-            http, "GET", path, _query(params) if params else None, None
-        )
-        return response
+        query = _query(params) if params else None
+        retrying = self._retries if retry is None else retry
+        deadline = time.monotonic() + self._settings.retry_deadline_s
+        attempt = 0
+        while True:
+            try:
+                response, _sent = await self._attempt(http, "GET", path, query, None)
+                if response.status_code == 429 or response.status_code >= 500:
+                    error = error_for_response(response, "GET", path)
+                    if retrying and isinstance(error, DastraRetryable):
+                        raise error
+                return response
+            except DastraRetryable as exc:
+                delay = self._delay(exc, attempt)
+                if not retrying or time.monotonic() + delay > deadline:
+                    raise
+                _log.warning(
+                    "dastra.retry", method="GET", path=path, kind=exc.kind, status=exc.status,
+                    attempt=attempt + 1, delay_s=round(delay, 3),
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                attempt += 1
 
     def _one(self, model: type[_M], data: Any, method: str, path: str) -> _M:
         if not isinstance(data, dict):

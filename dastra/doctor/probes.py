@@ -362,7 +362,7 @@ async def detect(dastra: DastraClient, ws: int) -> Detection:
             "WARN",
             "no rights request or task to try filters on (empty workspace): casing and time "
             "zone unchecked",
-            "run `dastra-kafka doctor --write-probe`, or again once an item exists",
+            "run the doctor again once a rights request or task exists",
         )
         findings.append(note)
     else:
