@@ -137,8 +137,9 @@ def _and(*rules: dict[str, Any]) -> str:
 
 
 async def find_probe(dastra: DastraClient, ws: int) -> Probe | None:
-    """The newest rights request (or task) with a creation time: the item filters are tried on."""
-    for collection in ("DataSubjectRequests", "Tasks"):
+    """The newest rights request (else task, else actor) with a creation time: the item filters
+    are tried on."""
+    for collection in ("DataSubjectRequests", "Tasks", "Actors"):
         response = await dastra.raw_get(
             f"/v1/ws/{ws}/{collection}", {"sortBy": "dateCreation", "asc": False, "size": 5}
         )
@@ -360,9 +361,9 @@ async def detect(dastra: DastraClient, ws: int) -> Detection:
         note = Finding(
             "filter probe item",
             "WARN",
-            "no rights request or task to try filters on (empty workspace): casing and time "
-            "zone unchecked",
-            "run the doctor again once a rights request or task exists",
+            "no rights request, task or actor to try filters on (empty workspace): casing and "
+            "time zone unchecked",
+            "run the doctor again once a rights request, task or actor exists",
         )
         findings.append(note)
     else:

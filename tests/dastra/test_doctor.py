@@ -154,6 +154,9 @@ def test_archived_tasks_hidden_by_default_are_detected(strict: SandboxServer) ->
 def test_an_empty_workspace_warns_and_the_write_probe_still_works(
     strict: SandboxServer,
 ) -> None:
+    # The seeded actors hidden too: nothing at all to probe with.
+    empty = {"items": [], "total": 0, "size": 5, "page": 1}
+    strict.admin.inject_fault("/v1/ws/*/Actors", method="GET", status=200, body=empty)
     report = _doctor(strict.dastra_settings(), strict.workspace_id, write_probe=True)
 
     found = _by_name(report)
