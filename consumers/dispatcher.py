@@ -96,9 +96,11 @@ from consumers.agent_privacy import AgentPrivacy
 from consumers.result_index import REPLAY_COMMAND_ID_HEADER, REPLAY_ID_HEADER, ResultIndex
 from consumers.settings import WorkerSettings
 from dastra.client import DastraClient
+from dastra.doctor import detect
 from dastra.errors import (
     DastraAuthError,
     DastraConfigError,
+    DastraError,
     DastraNotFound,
     DastraRejected,
     DastraResponseError,
@@ -307,6 +309,7 @@ class Dispatcher:
 
         self._dastra: DastraClient | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._detection: asyncio.Task[None] | None = None
         self._index: ResultIndex | None = None
 
         self._engine = KeyedEngine[_Work](
@@ -350,6 +353,30 @@ class Dispatcher:
         self._index = ResultIndex(self._kafka, self._results_topic, on_crash=self._engine.crash)
         await self._index.start(partitions)
         await self._privacy.start()
+        if self._worker.detect and self._default_workspace is not None:
+            self._detection = asyncio.create_task(
+                self._adapt(self._dastra, self._default_workspace), name="dastra detection"
+            )
+
+    async def _adapt(self, client: DastraClient, ws: int) -> None:
+        """Detect Dastra's filter casing and filter time zone (dastra.doctor) and adapt the
+        client's filters; commands taken meanwhile use the defaults (camelCase, UTC). Best
+        effort: an unreachable Dastra leaves the defaults, logged."""
+        try:
+            async with DastraClient(self._dastra_settings, retries=False) as probe:
+                detection = await detect(probe, ws)
+        except DastraError as exc:
+            _log.warning("worker.dastra_profile_unknown", workspace=ws, error=type(exc).__name__)
+            return
+        profile = detection.profile
+        client.adapt(filter_case=profile.filter_case, filter_shift=profile.filter_shift)
+        _log.info(
+            "worker.dastra_profile",
+            workspace=ws,
+            filter_case=profile.filter_case,
+            filter_shift_s=profile.filter_shift.total_seconds(),
+            warnings=[f"{f.name}: {f.summary}" for f in detection.findings if f.status != "PASS"],
+        )
 
     async def drain(self) -> None:
         """Stop taking records; give those in flight WORKER_SHUTDOWN_GRACE_S to finish."""
@@ -357,6 +384,11 @@ class Dispatcher:
 
     async def close(self) -> None:
         """Close what `start` opened (after `drain`)."""
+        detection, self._detection = self._detection, None
+        if detection is not None:
+            detection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await detection
         index, self._index = self._index, None
         producer, self._producer = self._producer, None
         dastra, self._dastra = self._dastra, None

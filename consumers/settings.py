@@ -42,6 +42,9 @@ class WorkerSettings(BaseSettings):
     # a rights request is then the workspace's first area).
     workspace_id: int | None = Field(default=None, ge=1)
     area_id: int | None = Field(default=None, ge=1)
+    # At start-up, probe Dastra's filter field casing and filter time zone in the default
+    # workspace (dastra.doctor, in the background) and adapt the commands' filters to them.
+    detect: bool = True
     # Timeouts, 5xx and 429 are retried with jittered exponential backoff (at least Retry-After)
     # until this long after the first attempt; then a failed result and a dead letter.
     retry_deadline_s: float = Field(default=120.0, gt=0)

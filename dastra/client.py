@@ -7,7 +7,7 @@ returned (`.raw`), and `dastra.errors` exceptions. Calls (paths relative to the 
     GET  /me                                      GET  /v1/WorkSpaces, /v1/TenantUsers
     GET  /v1/ws/{ws}/Areas                        GET  /v1/ws/{ws}/DataProcessings[/{uuid}]
     GET  /v1/ws/{ws}/DataSubjectRequests[/{id}]   POST /v1/ws/{ws}/DataSubjectRequests
-    GET  /v1/ws/{ws}/Tasks[/{id}]                 POST /v1/ws/{ws}/Tasks
+    GET  /v1/ws/{ws}/Tasks[/{id}]                 POST /v1/ws/{ws}/Tasks, DELETE .../Tasks/{id}
     GET  /v1/ws/{ws}/Actors[/{id}]                POST /v1/ws/{ws}/Actors
     POST /v1/ws/{ws}/DataProcessings/recipients/batch
 
@@ -17,6 +17,8 @@ dropped connections, 5xx, 429) are retried with full-jitter exponential backoff 
 POST whose outcome is unknown (read timeout, dropped connection, 500/502/504) is not retried,
 since Dastra may have applied it: the caller decides (look it up by a natural key first).
 `retries=False` on the client or `retry=False` on a call raises the first typed error at once.
+`adapt()` makes every typed filter fit the server found by `dastra.doctor` (PascalCase fields,
+filter dates read in the server's local time).
 
     async with DastraClient(settings.dastra) as dastra:
         async for request in dastra.iter_rights_requests(ws, states=["Open"]):
@@ -29,7 +31,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
@@ -46,7 +48,7 @@ from dastra.errors import (
     DastraResponseError,
     DastraRetryable,
 )
-from dastra.filters import Filter, filters_param
+from dastra.filters import Filter, FilterCase, adapt_filter, filters_param
 from dastra.models import (
     Actor,
     ActorCreate,
@@ -177,6 +179,8 @@ class DastraClient:
         self._retries = retries
         self._http: httpx.AsyncClient | None = None
         self._state: _State = "unopened"
+        self._filter_case: FilterCase = "camel"
+        self._filter_shift = timedelta(0)
 
     def __repr__(self) -> str:
         return (
@@ -191,6 +195,27 @@ class DastraClient:
     @property
     def limiter(self) -> RateLimiter:
         return self._limiter
+
+    @property
+    def filter_case(self) -> FilterCase:
+        return self._filter_case
+
+    @property
+    def filter_shift(self) -> timedelta:
+        return self._filter_shift
+
+    def adapt(self, *, filter_case: FilterCase = "camel", filter_shift: timedelta) -> None:
+        """Spell typed filter fields in `filter_case` and move filter dates by `filter_shift`
+        (the server reads them as local time that far ahead of UTC) from now on.
+
+        dastra.adapt(filter_case="pascal", filter_shift=timedelta(hours=1))"""
+        self._filter_case = filter_case
+        self._filter_shift = filter_shift
+
+    def filters_value(self, filters: Filter | None) -> str | None:
+        """The `filters` query value this client sends for `filters` (adapted)."""
+        adapted = adapt_filter(filters, case=self._filter_case, shift=self._filter_shift)
+        return filters_param(adapted)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -319,6 +344,39 @@ class DastraClient:
                     status=response.status_code,
                 ) from None
 
+    async def raw_get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, retry: bool | None = None
+    ) -> httpx.Response:
+        """A `GET` answered whatever its status: for diagnostics that need statuses and
+        headers. When retrying (the client's default, or `retry=True`), 429, 5xx and transport
+        failures are retried like any call and raised past the deadline; a 4xx is returned.
+        Without retries one attempt is made, and only a transport failure raises.
+
+        response = await dastra.raw_get("/me")"""
+        http = self._open_http()
+        query = _query(params) if params else None
+        retrying = self._retries if retry is None else retry
+        deadline = time.monotonic() + self._settings.retry_deadline_s
+        attempt = 0
+        while True:
+            try:
+                response, _sent = await self._attempt(http, "GET", path, query, None)
+                if response.status_code == 429 or response.status_code >= 500:
+                    error = error_for_response(response, "GET", path)
+                    if retrying and isinstance(error, DastraRetryable):
+                        raise error
+                return response
+            except DastraRetryable as exc:
+                delay = self._delay(exc, attempt)
+                if not retrying or time.monotonic() + delay > deadline:
+                    raise
+                _log.warning(
+                    "dastra.retry", method="GET", path=path, kind=exc.kind, status=exc.status,
+                    attempt=attempt + 1, delay_s=round(delay, 3),
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                attempt += 1
+
     def _one(self, model: type[_M], data: Any, method: str, path: str) -> _M:
         if not isinstance(data, dict):
             raise DastraResponseError(
@@ -366,7 +424,7 @@ class DastraClient:
             "size": size,
             "sortBy": sort_by,
             "asc": asc,
-            "filters": filters_param(filters),
+            "filters": self.filters_value(filters),
         }
         data = await self._request("GET", path, params=query, retry=retry)
         return self._page_of(model, data, path)
@@ -645,6 +703,11 @@ class DastraClient:
         path = f"{self._ws(ws)}/Tasks"
         data = await self._request("POST", path, body=_body(body), retry=retry)
         return self._one(Task, data, "POST", path)
+
+    async def delete_task(self, ws: int | str, id: int | str, *, retry: bool | None = None) -> None:
+        """Delete a task (`DELETE /v1/ws/{ws}/Tasks/{id}`)."""
+        path = f"{self._ws(ws)}/Tasks/{_int_id(id, 'task id')}"
+        await self._request("DELETE", path, retry=retry)
 
     # --- actors ------------------------------------------------------------------------------
 

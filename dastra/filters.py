@@ -7,7 +7,11 @@ JSON rule string that list endpoints take as `?filters=`:
     RuleGroup("And", [Rule("state", "equal", "Open"), Rule("email", "isNotNull")])
     Rule("refId", "in", ["a", "b"]).dumps()  # '{"field":"refId","operator":"in","value":["a","b"]}'
 
-Dates become ISO 8601 strings, enums their value.
+Dates become ISO 8601 strings, enums their value. `adapt_filter` rewrites a rule for a server
+that spells fields in PascalCase or reads filter dates in its own time zone (what
+`dastra.doctor` detects):
+
+    adapt_filter(Rule("dateCreation", "greaterThan", t), case="pascal", shift=timedelta(hours=1))
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Any, Literal, TypeAlias
 from uuid import UUID
@@ -23,11 +27,14 @@ from uuid import UUID
 __all__ = [
     "OPERATORS",
     "Filter",
+    "FilterCase",
     "Operator",
     "Rule",
     "RuleGroup",
     "Separator",
+    "adapt_filter",
     "filters_param",
+    "pascal",
 ]
 
 Operator: TypeAlias = Literal[
@@ -47,6 +54,7 @@ Operator: TypeAlias = Literal[
     "isNotEmpty",
 ]
 Separator: TypeAlias = Literal["And", "Or"]
+FilterCase: TypeAlias = Literal["camel", "pascal"]
 
 OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
 _NO_VALUE = frozenset({"isNull", "isNotNull", "isEmpty", "isNotEmpty"})
@@ -128,3 +136,46 @@ def _value_tree(node: Any) -> Any:
     if isinstance(node, (list, tuple)):
         return [_value_tree(item) for item in node]
     return _value(node)
+
+
+def pascal(field: str) -> str:
+    """`dateCreation` -> `DateCreation`, each part of a dotted path (`a.b` -> `A.B`)."""
+    return ".".join(part[:1].upper() + part[1:] for part in field.split("."))
+
+
+def _shifted(value: Any, shift: timedelta) -> Any:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment + shift
+    if isinstance(value, (list, tuple)):
+        return [_shifted(item, shift) for item in value]
+    return value
+
+
+def adapt_filter(value: Filter | None, *, case: FilterCase, shift: timedelta) -> Filter | None:
+    """The same filter for a server that resolves `case` field names and reads filter dates as
+    its local time, `shift` ahead of UTC: field names re-spelled, datetime values moved by
+    `shift` (so that the server's reading is the instant meant). JSON strings pass unchanged."""
+    if value is None or isinstance(value, str):
+        return value
+    if case == "camel" and not shift:
+        return value
+    if isinstance(value, Rule):
+        field = pascal(value.field) if case == "pascal" else value.field
+        return Rule(field, value.operator, _shifted(value.value, shift))
+    if isinstance(value, RuleGroup):
+        rules = [adapt_filter(rule, case=case, shift=shift) for rule in value.rules]
+        return RuleGroup(value.separator, [r for r in rules if isinstance(r, (Rule, RuleGroup))])
+    adapted: Mapping[str, Any] = _adapt_mapping(value, case, shift)
+    return adapted
+
+
+def _adapt_mapping(node: Any, case: FilterCase, shift: timedelta) -> Any:
+    if isinstance(node, Mapping):
+        adapted = {key: _adapt_mapping(item, case, shift) for key, item in node.items()}
+        if case == "pascal" and isinstance(node.get("field"), str):
+            adapted["field"] = pascal(node["field"])
+        return adapted
+    if isinstance(node, (list, tuple)):
+        return [_adapt_mapping(item, case, shift) for item in node]
+    return _shifted(node, shift)

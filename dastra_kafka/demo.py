@@ -1,7 +1,8 @@
 """The main job behind `make run`: the whole pipeline, live, then checked.
 
-Consumes the settings. Starts (or reuses, when KAFKA_BOOTSTRAP_SERVERS is set) a Kafka broker
-and the Dastra sandbox (or the Dastra API when DASTRA_BASE_URL is set), applies topics.yaml, and
+Consumes the settings. Starts the Dastra sandbox (or uses the Dastra API when DASTRA_BASE_URL is
+set) and runs `dastra-kafka doctor` against it (a FAIL stops the demo), then starts (or reuses,
+when KAFKA_BOOTSTRAP_SERVERS is set) a Kafka broker, applies topics.yaml, and
 runs the poller, the worker (Faust agents), the webhook service, the hook dispatcher and the lag
 server as supervised processes. Then it drives traffic: rights requests and tasks created in the
 sandbox as a Dastra user would, commands sent through the webhook (a search with `?wait`
@@ -72,6 +73,7 @@ from bus.topics import (
 from consumers.lag import GroupSelection, LagMonitor, LagSnapshot, LagUnavailableError
 from dastra.sandbox import SandboxAdmin, SandboxServer
 from dastra.settings import DastraSettings
+from dastra_kafka.doctor import check, show
 from dastra_kafka.settings import Settings
 from dastra_kafka.supervisor import Service, ServiceFailedError, Supervisor
 
@@ -715,8 +717,9 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
     run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="dastra-kafka-demo-"))
     with _signals(stop), contextlib.ExitStack() as stack:
         try:
-            kafka = stack.enter_context(_kafka(settings, console))
             dastra, admin = stack.enter_context(_dastra(settings, console))
+            _doctor(dastra, console)
+            kafka = stack.enter_context(_kafka(settings, console))
             console.print(_apply_topics(kafka, catalogue))
             if privacy_env:
                 console.print(f'privacy: {options.privacy} mode (README "Privacy")')
@@ -758,6 +761,19 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
     else:
         _summary(report, console)
     return 0 if report.passed else 1
+
+
+def _doctor(dastra: DastraSettings, console: Console) -> None:
+    """`dastra-kafka doctor` against the Dastra the demo uses; a FAIL stops the demo."""
+    watched = dastra.watched_workspaces()
+    if not watched:
+        raise RuntimeError("no workspace: set DASTRA_WORKSPACE_ID")
+    with console.status("dastra-kafka doctor"):
+        report = check(dastra, watched[0])
+    show(report, console, title=f"dastra-kafka doctor: workspace {watched[0]}")
+    if not report.ok:
+        failed = ", ".join(f.name for f in report.findings if f.status == "FAIL")
+        raise RuntimeError(f"the doctor found a FAIL ({failed}): see `dastra-kafka doctor`")
 
 
 def _apply_topics(kafka: KafkaSettings, catalogue: TopicCatalogue) -> Table:

@@ -65,6 +65,9 @@ def test_the_demo_runs_to_a_passing_summary(
     # The demo shows every topic of topics.yaml as the cluster has it (the console is stderr).
     missing = [spec.name for spec in catalogue if f"│ {spec.name} " not in result.stderr]
     assert missing == [] and "missing" not in result.stderr
+    # The doctor ran first, against the sandbox the demo uses, with no FAIL.
+    assert "dastra-kafka doctor: workspace" in result.stderr
+    assert "│ FAIL │" not in result.stderr
     assert summary["passed"] is True
     assert all(check["passed"] for check in summary["checks"])
     assert sum(summary["created"].values()) >= 10

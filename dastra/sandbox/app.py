@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dastra.sandbox.connections import abort_connection
 from dastra.sandbox.controls import Controls, FaultSpec
 from dastra.sandbox.query import (
+    FilterMode,
     QueryError,
     compile_filter,
     page_of,
@@ -137,6 +138,9 @@ class SandboxRuntime:
         self.app: FastAPI | None = None
         spec = load_spec()
         self.fields = {kind: set(spec.properties(name)) for kind, name in _SCHEMAS.items()}
+        self.filter_mode = FilterMode(
+            pascal=config.filter_case == "pascal", tz=None if config.tz == "UTC" else config.tz
+        )
 
     def reset(self) -> None:
         self.state.reset()
@@ -362,6 +366,22 @@ def _field_is(field: str, value: Any) -> Callable[[Mapping[str, Any]], bool] | N
     return lambda obj: obj.get(field) == value
 
 
+def _task_visibility(
+    config: SandboxSettings, archived: bool | None, include_children: bool | None
+) -> list[Callable[[Mapping[str, Any]], bool] | None]:
+    """The task list's `archived` and `includeChildren`: by default `archived` filters (true:
+    only archived ones) and sub-tasks are listed; the strict modes hide each unless asked."""
+    keep: list[Callable[[Mapping[str, Any]], bool] | None] = []
+    if config.task_archived_hidden:
+        if not archived:
+            keep.append(lambda o: not o.get("archived"))
+    else:
+        keep.append(_field_is("archived", archived))
+    if config.task_children_hidden and not include_children:
+        keep.append(lambda o: o.get("parentId") is None)
+    return keep
+
+
 def _paged(
     runtime: SandboxRuntime,
     kind: str,
@@ -370,7 +390,7 @@ def _paged(
     keep: Callable[[Mapping[str, Any]], bool],
 ) -> Response:
     known = runtime.fields[kind]
-    predicate = compile_filter(query.filters, known)
+    predicate = compile_filter(query.filters, known, runtime.filter_mode)
     selected = [i for i in items if keep(i) and (predicate is None or predicate(i))]
     asc = bool(query.asc)
     if (query.sort_by or "id").casefold() == "id" and kind != "processings":
@@ -679,6 +699,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         object_ids: list[str] | None = Query(None, alias="objectIds"),
         parent_id: int | None = Query(None, alias="parentId"),
         exclude_done: bool | None = Query(None, alias="excludeDone"),
+        include_children: bool | None = Query(None, alias="includeChildren"),
         query: ListQuery = Depends(_list_query),
     ) -> Response:
         object_types = _check_enum(
@@ -686,7 +707,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         )
         keep = _one_of(
             _text_match(q, "label"),
-            _field_is("archived", archived),
+            *_task_visibility(config, archived, include_children),
             _field_in("state", _check_enum("states", states, "TaskState")),
             _field_in("priority", _check_enum("prios", prios, "Priority")),
             _field_in("id", ids),
@@ -703,6 +724,12 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
     @app.get("/v1/ws/{workspaceId}/Tasks/{id}", tags=["Tasks"], summary="One task")
     async def task(id: int, ws: int = Depends(workspace)) -> Response:
         return _json(state.get("tasks", ws, id))
+
+    @app.delete("/v1/ws/{workspaceId}/Tasks/{id}", tags=["Tasks"], summary="Delete a task")
+    async def delete_task(id: int, ws: int = Depends(workspace)) -> Response:
+        state.get("tasks", ws, id)  # 404 for another workspace's task
+        state.delete("tasks", id)
+        return _json(True)
 
     @app.post(
         "/v1/ws/{workspaceId}/Tasks",

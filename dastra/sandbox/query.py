@@ -6,6 +6,8 @@ Consumes the query parameters of Dastra's list endpoints (`filters`, `sortBy`, `
 Semantics follow JsonRuleEngine.Net over SQL Server as far as we can tell [I]: field names match
 the output's properties case-insensitively (dots reach into nested objects); string comparisons
 ignore case (SQL Server's default collation); dates compare as instants; `null` sorts first.
+Two strict modes (`FilterMode`) reproduce what the spec leaves open: field names resolved only
+in PascalCase, and rule dates read as wall-clock time in a zone, whatever their suffix says.
 """
 
 from __future__ import annotations
@@ -13,17 +15,36 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dastra.filters import OPERATORS
 
-__all__ = ["MAX_SIZE", "QueryError", "compile_filter", "page_of", "select_fields", "sort_items"]
+__all__ = [
+    "MAX_SIZE",
+    "FilterMode",
+    "QueryError",
+    "compile_filter",
+    "page_of",
+    "select_fields",
+    "sort_items",
+]
 
 MAX_SIZE = 500
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class FilterMode:
+    """How strictly filters are read: `pascal` accepts only PascalCase field names; `tz` is the
+    zone rule dates are read in, their offset ignored (None: dates are instants)."""
+
+    pascal: bool = False
+    tz: str | None = None
 
 
 class QueryError(Exception):
@@ -35,9 +56,14 @@ class QueryError(Exception):
         self.message = message
 
 
-def _resolver(field: str, known: set[str]) -> Callable[[Mapping[str, Any]], Any]:
+def _resolver(
+    field: str, known: set[str], *, pascal: bool = False
+) -> Callable[[Mapping[str, Any]], Any]:
     parts = field.split(".")
     if not parts[0] or parts[0].casefold() not in known:
+        raise QueryError("filters", f"The field '{field}' is not a property of the results.")
+    if pascal and not all(p[:1].isupper() for p in parts):
+        # A case-sensitive engine over .NET properties: `dateCreation` is not `DateCreation`.
         raise QueryError("filters", f"The field '{field}' is not a property of the results.")
     lowered = [p.casefold() for p in parts]
 
@@ -151,7 +177,20 @@ _TESTS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _compile(node: Any, known: set[str]) -> Predicate:
+def _local(value: Any, zone: ZoneInfo) -> Any:
+    """A rule date read as wall-clock time in `zone` (its own offset ignored), as UTC text."""
+    if isinstance(value, list):
+        return [_local(item, zone) for item in value]
+    moment = _date(value)
+    if moment is None:
+        return value
+    wall = moment.replace(tzinfo=None) if "T" in value else None
+    if wall is None:
+        return value
+    return wall.replace(tzinfo=zone).astimezone(UTC).isoformat()
+
+
+def _compile(node: Any, known: set[str], mode: FilterMode) -> Predicate:
     if not isinstance(node, Mapping):
         raise QueryError("filters", "A filter is a JSON object (a rule or a group of rules).")
     if "rules" in node:
@@ -161,7 +200,7 @@ def _compile(node: Any, known: set[str]) -> Predicate:
         separator = str(node.get("separator") or "And")
         if separator.casefold() not in ("and", "or"):
             raise QueryError("filters", f"Unknown separator '{separator}' (And, Or).")
-        parts = [_compile(rule, known) for rule in rules]
+        parts = [_compile(rule, known, mode) for rule in rules]
         if separator.casefold() == "or":
             return lambda obj: any(p(obj) for p in parts)
         return lambda obj: all(p(obj) for p in parts)
@@ -171,13 +210,17 @@ def _compile(node: Any, known: set[str]) -> Predicate:
     op = next((o for o in OPERATORS if o.casefold() == operator.casefold()), None)
     if op is None:
         raise QueryError("filters", f"Unknown operator '{operator}'.")
-    get = _resolver(field, known)
+    get = _resolver(field, known, pascal=mode.pascal)
     test = _TESTS[op]
     value = node.get("value")
+    if mode.tz is not None:
+        value = _local(value, ZoneInfo(mode.tz))
     return lambda obj: test(get(obj), value)
 
 
-def compile_filter(text: str | None, known_fields: Iterable[str]) -> Predicate | None:
+def compile_filter(
+    text: str | None, known_fields: Iterable[str], mode: FilterMode | None = None
+) -> Predicate | None:
     """The predicate of a `filters` JSON rule, or None when there is no filter."""
     if text is None or not text.strip():
         return None
@@ -185,7 +228,7 @@ def compile_filter(text: str | None, known_fields: Iterable[str]) -> Predicate |
         node = json.loads(text)
     except ValueError:
         raise QueryError("filters", "The filters parameter is not valid JSON.") from None
-    return _compile(node, {f.casefold() for f in known_fields})
+    return _compile(node, {f.casefold() for f in known_fields}, mode or FilterMode())
 
 
 def sort_items(

@@ -6,8 +6,10 @@ sandbox = SandboxSettings(rate_limit=False)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["SandboxSettings"]
@@ -39,6 +41,24 @@ class SandboxSettings(BaseSettings):
     workspaces: int = Field(default=1, ge=1, le=50)
     # Rights requests and tasks created in each workspace at start (on an empty state).
     seed_items: int = Field(default=0, ge=0)
+    # Strict modes: each reproduces one way the live API may differ where the spec is silent
+    # (README "Doctor"). `pascal`: filter fields resolve only spelled in PascalCase.
+    filter_case: Literal["any", "pascal"] = "any"
+    # Filter dates are read as wall-clock time in this zone, whatever their suffix says.
+    tz: str = "UTC"
+    # GET .../Tasks hides sub-tasks unless includeChildren=true...
+    task_children_hidden: bool = False
+    # ...and archived tasks unless archived=true (which then lists every task).
+    task_archived_hidden: bool = False
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"SANDBOX_TZ: unknown time zone {value!r}") from None
+        return value
 
     def windows(self) -> list[tuple[int, float]]:
         """The effective rate-limit windows as (limit, period in seconds); empty when off."""

@@ -20,6 +20,7 @@ from dastra_kafka.cli import (
     broker,
     demo,
     dlq,
+    doctor,
     hooks,
     lag,
     poller,
@@ -48,6 +49,7 @@ app = typer.Typer(
 _VERBS = (
     broker,  # broker: a local single-node Kafka (bus/localkafka.py)
     sandbox,  # sandbox: the local Dastra API (dastra/sandbox/)
+    doctor,  # doctor: checks the configured Dastra where its spec is silent (dastra/doctor/)
     topics,  # topics apply|check|list: topics.yaml against the cluster (bus/admin.py)
     poller,  # poller: Dastra changes -> event topics (producers/poller/)
     worker,  # worker: the Faust agents of the six commands and the recipes (consumers/app.py)

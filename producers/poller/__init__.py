@@ -13,6 +13,12 @@ PRIVACY_AUTO_ERASE, the erasure of a subject whose Erasure rights request is clo
 tombstones, markers, an event on `dastra.privacy-audit.v1`). A fixed `transactional.id` per
 workspace fences a second poller of the same workspace.
 
+At start-up (first cycle) the poller probes what Dastra's spec leaves open (`dastra.doctor`):
+the filter field casing that works, the offset at which Dastra reads filter dates, and whether
+Tasks hides sub-tasks or archived ones by default; it adapts the client's filters and sends
+`includeChildren`/`archived` explicitly, logs what it found once (`poller.dastra_profile`) and
+exports it as metrics. A probe that cannot reach Dastra fails the cycle; the next one retries.
+
 All events of a workspace go to one partition of their topic (chosen from the workspace id), so a
 consumer sees them in creation order per workspace, as design §4 promises.
 
@@ -43,6 +49,7 @@ from bus.records.poller import Cursor, Mark, PollTrigger, Recent, trigger_record
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import POLLER_TRIGGERS, TopicCatalogue
 from dastra.client import DastraClient
+from dastra.doctor import Profile, detect
 from dastra.errors import (
     DastraConfigError,
     DastraError,
@@ -111,10 +118,46 @@ class Poller:
         self._metrics = PollerMetrics(self.registry)
         chosen = start if start is not None else parse_start(settings.start_from)
         self._privacy = EventPrivacy(kafka, privacy or PrivacySettings())
+        self._dastra = dastra
+        self._profile: Profile | None = None
+        self._profile_lock = asyncio.Lock()
         self._workspaces = {
             ws: WorkspacePoller(ws, kafka, settings, dastra, self._metrics, chosen, self._privacy)
             for ws in dict.fromkeys(workspaces)
         }
+
+    @property
+    def profile(self) -> Profile | None:
+        """What was detected of Dastra and adapted to (None before the first cycle)."""
+        return self._profile
+
+    async def _adapt(self) -> None:
+        """Detect Dastra's behaviour once and adapt the client and the task trigger to it.
+        Raises `DastraError` when Dastra cannot be reached: the cycle fails, the next retries."""
+        async with self._profile_lock:
+            if self._profile is not None:
+                return
+            if not self._settings.detect:
+                self._profile = Profile()
+                return
+            detection = await detect(self._dastra, next(iter(self._workspaces)))
+            profile = detection.profile
+            self._dastra.adapt(filter_case=profile.filter_case, filter_shift=profile.filter_shift)
+            for worker in self._workspaces.values():
+                worker.list_params = {"Tasks": dict(profile.task_params)}
+            self._profile = profile
+            task_params = ",".join(f"{k}={v}".lower() for k, v in profile.task_params.items())
+            self._metrics.detected.labels(profile.filter_case, task_params).set(1)
+            self._metrics.filter_shift.set(profile.filter_shift.total_seconds())
+            _log.info(
+                "poller.dastra_profile",
+                filter_case=profile.filter_case,
+                filter_shift_s=profile.filter_shift.total_seconds(),
+                task_params=profile.task_params,
+                warnings=[
+                    f"{f.name}: {f.summary}" for f in detection.findings if f.status != "PASS"
+                ],
+            )
 
     def poll_now(self, workspace_id: int) -> None:
         """Make the poller poll a workspace at once (no-op for a workspace it does not watch)."""
@@ -185,6 +228,7 @@ class Poller:
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
             worker.wake.clear()
             try:
+                await self._adapt()
                 published = await worker.cycle(stop)
             except PollerFencedError as exc:
                 _log.error("poller.fenced", workspace=ws, error=str(exc))

@@ -40,6 +40,9 @@ class PollerSettings(BaseSettings):
     # it reads up to `late_max_tracked` of them again: the poller's main cost, and requests
     # taken from Dastra's rate limit.
     late_every_s: float = Field(default=5.0, ge=0)
+    # At start-up, probe what Dastra's spec leaves open (filter field casing, the time zone of
+    # filter dates, Tasks' includeChildren/archived defaults; dastra.doctor) and adapt to it.
+    detect: bool = True
 
     @model_validator(mode="after")
     def _bounds(self) -> PollerSettings:

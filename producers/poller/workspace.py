@@ -88,6 +88,17 @@ class PollerMetrics:
             ["workspace"],
             registry=registry,
         )
+        self.detected = Gauge(
+            "dastra_poller_dastra_profile",
+            "What the poller detected of Dastra at start-up and adapts to (value 1)",
+            ["filter_case", "task_params"],
+            registry=registry,
+        )
+        self.filter_shift = Gauge(
+            "dastra_poller_filter_shift_seconds",
+            "Offset added to filter dates: Dastra reads them as local time this far ahead of UTC",
+            registry=registry,
+        )
 
 
 class WorkspacePoller:
@@ -117,6 +128,9 @@ class WorkspacePoller:
         self._partitions: dict[str, int] = {}
         self._producer: Producer | None = None
         self.wake = asyncio.Event()
+        # Extra query parameters per collection (explicit includeChildren/archived for Tasks),
+        # set by the owner from what it detected at start-up.
+        self.list_params: dict[str, dict[str, Any]] = {}
 
     # --- Kafka side (blocking; called through asyncio.to_thread) -----------------------------
 
@@ -357,6 +371,7 @@ class WorkspacePoller:
                 sort_by=stream,
                 asc=asc,
                 filters=rule,
+                **self.list_params.get(resource.collection, {}),
             )
         except (
             ValidationError

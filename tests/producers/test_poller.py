@@ -218,7 +218,10 @@ def test_pages_that_shift_while_being_read_lose_and_duplicate_nothing(
     run_at, run_length = Counter(o["dateCreation"] for o in existing).most_common(1)[0]
     run = [o["id"] for o in existing if o["dateCreation"] == run_at]
     # Pages of 3, one transaction for the whole backfill: one pass reads every page in turn.
-    settings = PollerSettings(interval_min_s=0.05, interval_max_s=0.2, page_size=3, batch_size=1000)
+    # No start-up probes (dastra.doctor): the pages read below must be the pass's own.
+    settings = PollerSettings(
+        interval_min_s=0.05, interval_max_s=0.2, page_size=3, batch_size=1000, detect=False
+    )
     assert run_length >= 4 * settings.page_size  # the run spans several pages
     deleted: list[int] = []
     inserted: list[int] = []
@@ -816,3 +819,69 @@ def test_cli_a_fenced_poller_exits_1_and_sigterm_stops_one_with_0(
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+@pytest.mark.parametrize(
+    "strict",
+    [
+        {"filter_case": "pascal"},
+        {"tz": "Europe/Paris"},
+        {"tz": "America/New_York"},
+        {"task_children_hidden": True},
+        {"task_archived_hidden": True},
+    ],
+    ids=["pascal", "paris", "new-york", "children-hidden", "archived-hidden"],
+)
+def test_in_every_strict_sandbox_mode_no_item_is_missed_or_duplicated(
+    kafka: KafkaSettings, topics: TopicCatalogue, strict: dict[str, Any]
+) -> None:
+    """Each mode breaks the unadapted poller: PascalCase-only filters refuse its queries, a
+    server in Paris shifts the late window off the late item, one in New York skips new items,
+    hidden sub-tasks or archived tasks are never listed. Adapted at start-up, nothing is lost."""
+    config = SandboxSettings(port=0, rate_limit=False, seed_items=0, **strict)
+    with SandboxServer(config) as server:
+        ws = server.workspace_id
+        admin = server.admin
+        dastra = server.dastra_settings()
+        registry = CollectorRegistry()
+        parent = admin.create_task(label="parent")["id"]
+        admin.create_task(label="child", parentId=parent)
+        admin.create_task(label="archived", archived=True)
+        admin.create_rights_request(title="first")
+        first = poll(kafka, topics, dastra, ws, registry=registry)
+        assert first.failed == {} and first.events[ws] == 4
+        newest = admin.create_rights_request(title="newest")
+        admin.create_task(label="child 2", parentId=parent)
+        assert poll(kafka, topics, dastra, ws).events[ws] == 2
+        # Committed late: stamped just before `newest`, which the cursor has passed.
+        newest_at = datetime.fromisoformat(newest["dateCreation"].replace("Z", "+00:00"))
+        late = admin.create_rights_request(
+            title="late", backdate_s=(datetime.now(UTC) - newest_at).total_seconds() + 0.2
+        )
+        assert late["dateCreation"] < newest["dateCreation"]
+        admin.create_task(label="archived 2", archived=True)
+        admin.update_task(parent, label="parent, archived", archived=True)
+        third = poll(kafka, topics, dastra, ws)
+        assert third.failed == {} and third.events[ws] == 3
+        assert poll(kafka, topics, dastra, ws).events[ws] == 0
+        tasks = admin.objects("tasks")
+        requests = admin.objects("rightsRequests")
+
+    task_records = consume(kafka, kafka.topic(TASKS), expected=6, to_end=True)
+    created = _of_type(task_records, ".created")
+    assert Counter(_ids(created)) == Counter(t["id"] for t in tasks)
+    assert _ids(_of_type(task_records, ".updated")) == [parent]
+    rr_records = consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=3, to_end=True)
+    assert Counter(_ids(rr_records)) == Counter(r["id"] for r in requests)
+    # What was detected is exported once, as metrics.
+    shift = registry.get_sample_value("dastra_poller_filter_shift_seconds")
+    expected_shift = {"Europe/Paris": 3600.0, "America/New_York": -18000.0}
+    assert shift == expected_shift.get(strict.get("tz", ""), 0.0)
+    case = "pascal" if strict.get("filter_case") == "pascal" else "camel"
+    labelled = [
+        s.labels
+        for metric in registry.collect()
+        if metric.name == "dastra_poller_dastra_profile"
+        for s in metric.samples
+    ]
+    assert len(labelled) == 1 and labelled[0]["filter_case"] == case

@@ -121,6 +121,8 @@ def worker(
         sandbox_server,
         tmp_path_factory.mktemp("recipes-worker"),
         RECIPES_ENABLE=",".join(ENABLED),
+        # Some tests count calls to Dastra: no start-up probes (test_agents_strict.py has them).
+        WORKER_DETECT="false",
         RECIPES_DIRS=str(mine),
         RECIPES_DPO_USER_ID=str(DPO),
         RECIPES_ERASURE_SYSTEMS=",".join(SYSTEMS),
