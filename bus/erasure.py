@@ -32,7 +32,7 @@ from bus.envelope import RecordHeaders, encode_binary, new_event
 from bus.errors import BusError
 from bus.keystore import key_record, master_key_of
 from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
-from bus.reading import read_to_end
+from bus.reading import read_to_end, reader_group_id
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_AUDIT, PRIVACY_KEYS, TopicCatalogue
 
@@ -338,7 +338,7 @@ def _load_keys(kafka: KafkaSettings, timeout: float) -> tuple[KeyRing, dict[byte
 def _probe(kafka: KafkaSettings, timeout: float) -> None:
     """Fail fast, and quietly, when the cluster does not answer (`ErasureError`)."""
     consumer = Consumer(
-        kafka.confluent_config(**{"group.id": f"dastra-erase-probe-{uuid.uuid4().hex}"}),
+        kafka.confluent_config(**{"group.id": reader_group_id(kafka, "erase")}),
         logger=_QUIET,
     )
     try:

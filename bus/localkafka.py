@@ -339,6 +339,17 @@ def _server_properties(
     return "\n".join(lines) + "\n"
 
 
+def _authorizer_properties(sasl_users: dict[str, str] | None) -> str:
+    if not sasl_users:
+        raise LocalKafkaError("authorizer=True needs sasl_users: ACLs name SASL principals")
+    admin = next(iter(sasl_users))
+    return (
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
+        "allow.everyone.if.no.acl.found=false\n"
+        f"super.users=User:{admin};User:ANONYMOUS\n"
+    )
+
+
 @dataclass
 class LocalKafka:
     """A single-node KRaft broker+controller on loopback, owned by this object.
@@ -356,6 +367,9 @@ class LocalKafka:
     startup_timeout_s: float = 90.0
     stop_timeout_s: float = 30.0
     sasl_users: dict[str, str] | None = None
+    # Kafka's StandardAuthorizer with no access unless an ACL allows it. Needs `sasl_users`:
+    # their first user (the inter-broker one) and the controller's ANONYMOUS are super users.
+    authorizer: bool = False
     progress: Progress | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
@@ -423,6 +437,9 @@ class LocalKafka:
                     sasl_users=self.sasl_users,
                 )
             )
+            if self.authorizer:
+                with props.open("a") as handle:
+                    handle.write(_authorizer_properties(self.sasl_users))
             log4j = self._workdir / "log4j2.yaml"
             log4j.write_text(_LOG4J2)
             base = [

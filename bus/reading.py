@@ -24,7 +24,25 @@ from bus.envelope import header_pairs
 from bus.errors import TopicMissingError
 from bus.settings import KafkaSettings
 
-__all__ = ["StateRecord", "end_offsets", "read_latest", "read_to_end"]
+__all__ = [
+    "READER_GROUP_PREFIX",
+    "StateRecord",
+    "end_offsets",
+    "read_latest",
+    "read_to_end",
+    "reader_group_id",
+]
+
+# Every consumer of ours that only assigns partitions (never joins its group, never commits)
+# takes a group id under KAFKA_TOPIC_PREFIX + this: librdkafka still asks for the group's
+# coordinator, so on a cluster with ACLs one PREFIXED group rule (DESCRIBE) covers them all
+# (dastra_kafka/acls.py).
+READER_GROUP_PREFIX = "dastra-reader-"
+
+
+def reader_group_id(kafka: KafkaSettings, purpose: str) -> str:
+    """A fresh group id for an assign-only consumer: `<prefix>dastra-reader-<purpose>-<uuid>`."""
+    return kafka.topic(f"{READER_GROUP_PREFIX}{purpose}-{uuid.uuid4().hex}")
 
 
 _TRANSIENT = frozenset(
@@ -72,7 +90,7 @@ def read_to_end(
     consumer = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": f"dastra-reader-{uuid.uuid4().hex}",  # never joins, never commits
+                "group.id": reader_group_id(kafka, "read"),  # never joins, never commits
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed" if read_committed else "read_uncommitted",
@@ -142,7 +160,7 @@ def end_offsets(
     probe = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": f"dastra-reader-{uuid.uuid4().hex}",
+                "group.id": reader_group_id(kafka, "ends"),
                 "enable.auto.commit": False,
                 "isolation.level": "read_uncommitted",  # librdkafka's default is read_committed
             }

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Literal
 
@@ -24,6 +23,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bus.errors import TailerError
+from bus.reading import reader_group_id
 from bus.settings import KafkaSettings
 
 __all__ = ["TopicTailer"]
@@ -132,7 +132,7 @@ class TopicTailer:
             self._kafka.confluent_config(
                 **{
                     # Never joins a group (manual assignment) and never commits.
-                    "group.id": self._kafka.topic(f"dastra-tail-{self._name}-{uuid.uuid4().hex}"),
+                    "group.id": reader_group_id(self._kafka, f"tail-{self._name}"),
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "isolation.level": "read_committed",

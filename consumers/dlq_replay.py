@@ -48,7 +48,7 @@ from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict, record_headers
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
-from bus.reading import end_offsets
+from bus.reading import end_offsets, reader_group_id
 from bus.records.commands import RESULT_SUCCEEDED
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
@@ -187,7 +187,7 @@ def _read_to_end(
     consumer = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": f"dastra-kafka-dlq-replay-{uuid.uuid4().hex}",
+                "group.id": reader_group_id(kafka, "dlq-replay"),
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",

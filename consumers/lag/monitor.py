@@ -46,9 +46,13 @@ from consumers.lag.model import (
 from consumers.lag.settings import LagSettings
 from consumers.lag.window import KafkaWindowStore, LagWindow, WindowStore
 
-__all__ = ["LagMonitor"]
+__all__ = ["TIMESTAMPS_GROUP", "LagMonitor"]
 
 _log = structlog.get_logger(__name__)
+
+# The group id of the timestamp reader (under KAFKA_TOPIC_PREFIX, outside "dastra*", so never
+# one the monitor lists as the project's); it assigns partitions and never commits.
+TIMESTAMPS_GROUP = "lag-monitor.timestamps"
 
 
 @dataclass
@@ -137,7 +141,7 @@ class _TimestampReader:
                         # Needed by librdkafka; assign() never joins the group nor commits.
                         # Under the prefix like every group of ours (outside "dastra*", so
                         # never one the monitor lists as the project's).
-                        "group.id": self._kafka.topic("lag-monitor.timestamps"),
+                        "group.id": self._kafka.topic(TIMESTAMPS_GROUP),
                         "enable.auto.commit": False,
                         "enable.partition.eof": True,
                         # Deleted by retention: go to the first record still there.

@@ -48,10 +48,19 @@ from producers.poller.privacy import EventPrivacy
 from producers.poller.settings import PollerSettings
 from producers.poller.window import LateWindow
 
-__all__ = ["FENCING", "PollerMetrics", "WorkspacePoller", "load_cursors"]
+__all__ = [
+    "FENCING",
+    "TRANSACTIONAL_ID_PREFIX",
+    "PollerMetrics",
+    "WorkspacePoller",
+    "load_cursors",
+]
 
 _log = structlog.get_logger(__name__)
 
+
+# The transactional.id of a workspace is KAFKA_TOPIC_PREFIX + this + the workspace id.
+TRANSACTIONAL_ID_PREFIX = "dastra-poller-"
 
 FENCING = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
@@ -126,7 +135,9 @@ class WorkspacePoller:
         producer = Producer(
             self._kafka.producer_config(
                 **{
-                    "transactional.id": self._kafka.topic(f"dastra-poller-{self.workspace_id}"),
+                    "transactional.id": self._kafka.topic(
+                        f"{TRANSACTIONAL_ID_PREFIX}{self.workspace_id}"
+                    ),
                     "transaction.timeout.ms": int(self._settings.transaction_timeout_s * 1000),
                     "linger.ms": 5,
                 }
