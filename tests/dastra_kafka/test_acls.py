@@ -1,0 +1,208 @@
+"""Least privilege: a broker with Kafka's authorizer, one SASL user per role holding only the
+ACLs `dastra_kafka.acls` lists for it, and the roles run against it; a role missing one ACL
+fails with an error naming the missing permission."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
+
+from bus.hooks.settings import HooksSettings
+from bus.localkafka import LocalKafka
+from bus.settings import KafkaSettings
+from bus.topics import COMMAND_RESULTS, TopicCatalogue
+from dastra.sandbox import SandboxServer
+from dastra.settings import DastraSettings
+from dastra_kafka.acls import AclRole, AclRule, acl_bindings, markdown_table, role_acls
+from dastra_kafka.settings import Settings, env_prefixes
+from producers.webhook.settings import WebhookSettings
+from tests.consumers.agents_support import SCRIPT, WorkerProcess
+from tests.consumers.test_hooks import DispatcherThread
+from tests.kafka_helpers import consume, unique, wait_for
+from tests.producers.conftest import LOOPBACK, TOKEN, start_webhook, stop_webhook
+
+_ADMIN = ("admin", "admin-secret")
+
+
+def _user(role: AclRole) -> str:
+    return role.value.replace("-", "_")
+
+
+# One user per role, and one per role for the "missing one ACL" checks.
+_USERS = {
+    _ADMIN[0]: _ADMIN[1],
+    **{_user(role): f"{_user(role)}-secret" for role in AclRole},
+    **{f"{_user(role)}_short": f"{_user(role)}-short-secret" for role in AclRole},
+}
+
+
+@pytest.fixture(scope="module")
+def acl_broker() -> Iterator[LocalKafka]:
+    with LocalKafka(sasl_users=_USERS, authorizer=True) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return unique("acl") + "."
+
+
+def _as(broker: LocalKafka, user: str, prefix: str) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username=user,
+        sasl_password=_USERS[user],  # type: ignore[arg-type]
+        topic_prefix=prefix,
+    )
+
+
+def _grant(broker: LocalKafka, prefix: str, principal: str, rules: tuple[AclRule, ...]) -> None:
+    admin = AdminClient(_as(broker, _ADMIN[0], prefix).confluent_config())
+    for future in admin.create_acls(acl_bindings(rules, principal)).values():
+        future.result(timeout=30)
+
+
+def _rules(role: AclRole, kafka: KafkaSettings, catalogue: TopicCatalogue) -> tuple[AclRule, ...]:
+    return role_acls(role, Settings(kafka=kafka), catalogue)
+
+
+@pytest.fixture(scope="module")
+def granted(acl_broker: LocalKafka, prefix: str, catalogue: TopicCatalogue) -> None:
+    """Each role's user holds exactly its listed ACLs."""
+    for role in AclRole:
+        rules = _rules(role, _as(acl_broker, _user(role), prefix), catalogue)
+        _grant(acl_broker, prefix, f"User:{_user(role)}", rules)
+
+
+def _env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(env_prefixes())}
+    assert kafka.sasl_password is not None
+    return {
+        **base,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_SECURITY_PROTOCOL": kafka.security_protocol,
+        "KAFKA_SASL_MECHANISM": str(kafka.sasl_mechanism),
+        "KAFKA_SASL_USERNAME": str(kafka.sasl_username),
+        "KAFKA_SASL_PASSWORD": kafka.sasl_password.get_secret_value(),
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        **extra,
+    }
+
+
+def _cli(kafka: KafkaSettings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), "--env-file", "/nonexistent", *args],
+        env=_env(kafka, **env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def applied(acl_broker: LocalKafka, prefix: str, granted: None) -> None:
+    """`topics apply` as the topics-apply user creates the catalogue under the prefix."""
+    _ok(_cli(_as(acl_broker, "topics_apply", prefix), "topics", "apply", "--json"))
+
+
+def test_the_readme_lists_the_acls_the_code_derives(catalogue: TopicCatalogue) -> None:
+    settings = Settings()
+    table = markdown_table({r: role_acls(r, settings, catalogue) for r in AclRole})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table in readme, "README's ACL table is stale: run `dastra-kafka acls --markdown`"
+
+
+def test_each_role_runs_with_only_its_acls(
+    acl_broker: LocalKafka,
+    prefix: str,
+    applied: None,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    def kafka(role: AclRole) -> KafkaSettings:
+        return _as(acl_broker, _user(role), prefix)
+
+    admin = _as(acl_broker, _ADMIN[0], prefix)
+    # topics apply again: nothing to change, and the check reads every config it manages.
+    _ok(_cli(kafka(AclRole.TOPICS_APPLY), "topics", "apply", "--json"))
+    # The poller: one cycle, events and cursor in one transaction.
+    sandbox.admin.create_rights_request(title="least privilege")
+    sandbox.admin.create_task(label="least privilege")
+    summary = json.loads(
+        _ok(
+            _cli(
+                kafka(AclRole.POLLER),
+                "poller",
+                "--once",
+                "--from",
+                "beginning",
+                "--json",
+                **sandbox.env(),
+            )
+        )
+    )
+    assert summary["events"] == {str(sandbox.workspace_id): 2}, summary
+    # The webhook accepts a command and a REST hook subscription, the hook dispatcher sees it,
+    # the worker answers the command.
+    webhook = start_webhook(
+        kafka(AclRole.WEBHOOK),
+        WebhookSettings(tokens=[SecretStr(TOKEN)], kafka_timeout_s=10.0),
+        HooksSettings(allow_networks=LOOPBACK),
+        DastraSettings(workspace_id=sandbox.workspace_id),
+    )
+    try:
+        hook = webhook.client.post(
+            "/v1/hooks", json={"event": "task.created", "target_url": "https://127.0.0.1:9/h"}
+        )
+        assert hook.status_code == 201, hook.text
+        with DispatcherThread(kafka(AclRole.HOOKS), HooksSettings(allow_networks=LOOPBACK)) as d:
+            wait_for(lambda: d.knows(hook.json()["id"]), 30, "the dispatcher knows the hook")
+        answer = webhook.client.post("/v1/commands/search-actors", json={"q": "nobody"})
+        assert answer.status_code == 202, answer.text
+        command_id = answer.json()["command_id"]
+    finally:
+        stop_webhook(webhook)
+    worker = WorkerProcess(
+        kafka(AclRole.WORKER),
+        sandbox,
+        tmp_path,
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_MECHANISM="PLAIN",
+        KAFKA_SASL_USERNAME=_user(AclRole.WORKER),
+        KAFKA_SASL_PASSWORD=_USERS[_user(AclRole.WORKER)],
+    )
+    with worker:
+        results = consume(admin, admin.topic(COMMAND_RESULTS), expected=1, timeout=60)
+        assert [r.key for r in results] == [command_id.encode()]
+    # The lag monitor sees the worker's group.
+    lag = json.loads(_ok(_cli(kafka(AclRole.LAG), "lag", "--json")))
+    assert admin.topic("dastra-agents") in json.dumps(lag)
+    # dlq replay and privacy erase read and write only what they are allowed.
+    _ok(_cli(kafka(AclRole.DLQ_REPLAY), "dlq", "replay", "--json"))
+    _ok(
+        _cli(
+            kafka(AclRole.PRIVACY_ERASE),
+            "privacy",
+            "erase",
+            "--subject",
+            "jeanne@example.org",
+            "--json",
+            PRIVACY_MASTER_KEY=base64.b64encode(bytes(32)).decode(),
+        )
+    )
