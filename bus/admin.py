@@ -27,7 +27,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from bus.errors import KafkaUnavailableError
+from bus.errors import KafkaUnavailableError, authorization_failure
 from bus.topics import TopicCatalogue, TopicSpec
 
 __all__ = [
@@ -84,7 +84,15 @@ def describe(
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in present]
     futures = admin.describe_configs(resources, request_timeout=timeout)
     for resource, future in futures.items():
-        entries = future.result(timeout=timeout)
+        try:
+            entries = future.result(timeout=timeout)
+        except KafkaException as exc:
+            denied = authorization_failure(
+                exc.args[0], topic=resource.name, topic_operation="DESCRIBE_CONFIGS"
+            )
+            if denied is not None:
+                raise denied from exc
+            raise
         topic = metadata.topics[resource.name]
         partitions = topic.partitions
         replicas = len(next(iter(partitions.values())).replicas) if partitions else 0
@@ -185,13 +193,17 @@ def apply(admin: AdminClient, changes: Sequence[TopicChange], timeout: float = 3
         for change in changes
         if change.action == "create"
     ]
-    _wait(admin.create_topics(creates, request_timeout=timeout) if creates else {}, timeout)
+    _wait(
+        admin.create_topics(creates, request_timeout=timeout) if creates else {}, timeout, "CREATE"
+    )
     grows = [
         NewPartitions(change.topic, change.spec.partitions)
         for change in changes
         if change.action == "add-partitions"
     ]
-    _wait(admin.create_partitions(grows, request_timeout=timeout) if grows else {}, timeout)
+    _wait(
+        admin.create_partitions(grows, request_timeout=timeout) if grows else {}, timeout, "ALTER"
+    )
     alters = [
         ConfigResource(
             ResourceType.TOPIC,
@@ -205,7 +217,9 @@ def apply(admin: AdminClient, changes: Sequence[TopicChange], timeout: float = 3
         if change.action == "alter-config"
     ]
     _wait(
-        admin.incremental_alter_configs(alters, request_timeout=timeout) if alters else {}, timeout
+        admin.incremental_alter_configs(alters, request_timeout=timeout) if alters else {},
+        timeout,
+        "ALTER_CONFIGS",
     )
     _await_metadata(
         admin,
@@ -235,9 +249,16 @@ def _await_metadata(admin: AdminClient, expected: dict[str, int], timeout: float
         time.sleep(0.05)
 
 
-def _wait(futures: dict[Any, Any], timeout: float) -> None:
-    for future in futures.values():
-        future.result(timeout=timeout)
+def _wait(futures: dict[Any, Any], timeout: float, operation: str) -> None:
+    for key, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            topic = key.name if isinstance(key, ConfigResource) else str(key)
+            denied = authorization_failure(exc.args[0], topic=topic, topic_operation=operation)
+            if denied is not None:
+                raise denied from exc
+            raise
 
 
 def retention_warnings(catalogue: TopicCatalogue) -> list[str]:

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.envelope import RecordHeaders, encode_binary, new_event
-from bus.errors import BusError
+from bus.errors import BusError, authorization_failure
 from bus.keystore import key_record, master_key_of
 from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
 from bus.reading import read_to_end, reader_group_id
@@ -359,9 +359,10 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
     )
     failures: list[str] = []
 
-    def delivered(error: KafkaError | None, _message: Message) -> None:
+    def delivered(error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            failures.append(error.str())
+            denied = authorization_failure(error, topic=message.topic(), topic_operation="WRITE")
+            failures.append(str(denied) if denied is not None else error.str())
 
     def send(
         topic: str,
@@ -391,8 +392,12 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
             send(kafka.topic(topic), key, None, partition=partition)
     # The audit event last: it is written only once everything it reports was.
     if producer.flush(30) or failures:
-        raise ErasureError(f"erasure records not acknowledged: {failures[:1] or 'timeout'}")
+        raise ErasureError(
+            f"erasure records not acknowledged: {failures[0] if failures else 'timeout'}"
+        )
     audit_key, audit_value, headers = audit_record(audit)
     send(kafka.topic(PRIVACY_AUDIT), audit_key, audit_value, headers)
     if producer.flush(30) or failures:
-        raise ErasureError(f"the audit event was not acknowledged: {failures[:1] or 'timeout'}")
+        raise ErasureError(
+            f"the audit event was not acknowledged: {failures[0] if failures else 'timeout'}"
+        )

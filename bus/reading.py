@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bus.envelope import header_pairs
-from bus.errors import TopicMissingError
+from bus.errors import TopicMissingError, authorization_failure
 from bus.settings import KafkaSettings
 
 __all__ = [
@@ -87,10 +87,11 @@ def read_to_end(
     or `KafkaException` (`_TIMED_OUT`) when the end is not reached within `timeout` seconds.
     Stop iterating at any time: the consumer is closed.
     """
+    group = reader_group_id(kafka, "read")
     consumer = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": reader_group_id(kafka, "read"),  # never joins, never commits
+                "group.id": group,  # never joins, never commits
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed" if read_committed else "read_uncommitted",
@@ -101,6 +102,8 @@ def read_to_end(
     try:
         metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
         info = metadata.topics.get(topic)
+        if info is not None and (denied := authorization_failure(info.error, topic=topic)):
+            raise denied
         if info is None or info.error is not None:
             raise TopicMissingError(topic)
         deadline = time.monotonic() + timeout
@@ -128,6 +131,8 @@ def read_to_end(
             for message in consumer.consume(500, 0.1):
                 error = message.error()
                 if error is not None:
+                    if denied := authorization_failure(error, topic=topic, group=group):
+                        raise denied
                     if error.code() != KafkaError._PARTITION_EOF:
                         raise KafkaException(error)
                     continue
@@ -180,6 +185,8 @@ def end_offsets(
                     # Right after a topic is created, or while leadership moves, the broker
                     # answers "not leader" for a moment.
                     error = exc.args[0]
+                    if denied := authorization_failure(error, topic=topic):
+                        raise denied from exc
                     transient = error.retriable() or error.code() in _TRANSIENT
                     if not transient or time.monotonic() > deadline:
                         raise

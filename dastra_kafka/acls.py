@@ -155,12 +155,10 @@ def role_acls(role: AclRole, settings: Settings, catalogue: TopicCatalogue) -> t
         for name in _GROUP_CONSUMED:
             rules += _topic(name, "READ", prefix=prefix)
     elif role is AclRole.TOPICS_APPLY:
+        # ALTER implies DESCRIBE and ALTER_CONFIGS implies DESCRIBE_CONFIGS (Kafka's rules).
         rules = []
         for name in names:
-            rules += _topic(
-                name, "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "ALTER",
-                prefix=prefix,
-            )  # fmt: skip
+            rules += _topic(name, "CREATE", "ALTER", "ALTER_CONFIGS", prefix=prefix)
     elif role is AclRole.PRIVACY_ERASE:
         # Reads every topic to count and clean; tombstones the compacted ones; audits.
         for spec in catalogue:

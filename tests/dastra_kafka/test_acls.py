@@ -36,11 +36,45 @@ def _user(role: AclRole) -> str:
     return role.value.replace("-", "_")
 
 
-# One user per role, and one per role for the "missing one ACL" checks.
+# A role, the ACL taken away from it, and what its command line runs.
+_SHORT: list[tuple[AclRole, AclRule, tuple[str, ...]]] = [
+    (
+        AclRole.POLLER,
+        AclRule("TRANSACTIONAL_ID", "dastra-poller-", "PREFIXED", "WRITE"),
+        ("poller", "--once"),
+    ),
+    (
+        AclRole.POLLER,
+        AclRule("TOPIC", "dastra.tasks.v1", "LITERAL", "WRITE"),
+        ("poller", "--once", "--from", "beginning"),
+    ),
+    (
+        AclRole.TOPICS_APPLY,
+        AclRule("TOPIC", "dastra.tasks.v1", "LITERAL", "ALTER_CONFIGS"),
+        ("topics", "apply"),
+    ),
+    (
+        AclRole.LAG,
+        AclRule("GROUP", "dastra", "PREFIXED", "DESCRIBE"),
+        ("lag", "--group", "{prefix}dastra-hooks"),
+    ),
+    (
+        AclRole.DLQ_REPLAY,
+        AclRule("TOPIC", "dastra.dead-letter.v1", "LITERAL", "READ"),
+        ("dlq", "replay"),
+    ),
+    (
+        AclRole.PRIVACY_ERASE,
+        AclRule("TOPIC", "dastra.privacy-audit.v1", "LITERAL", "WRITE"),
+        ("privacy", "erase", "--subject", "jeanne@example.org"),
+    ),
+]
+
+# One user per role, and one per "missing one ACL" check.
 _USERS = {
     _ADMIN[0]: _ADMIN[1],
     **{_user(role): f"{_user(role)}-secret" for role in AclRole},
-    **{f"{_user(role)}_short": f"{_user(role)}-short-secret" for role in AclRole},
+    **{f"short{n}": f"short{n}-secret" for n in range(len(_SHORT))},
 }
 
 
@@ -206,3 +240,41 @@ def test_each_role_runs_with_only_its_acls(
             PRIVACY_MASTER_KEY=base64.b64encode(bytes(32)).decode(),
         )
     )
+
+
+@pytest.mark.parametrize(
+    "case", range(len(_SHORT)), ids=[f"{r}-{m.describe()}" for r, m, _ in _SHORT]
+)
+def test_a_role_missing_one_acl_fails_naming_it(
+    acl_broker: LocalKafka,
+    prefix: str,
+    applied: None,
+    catalogue: TopicCatalogue,
+    sandbox: SandboxServer,
+    case: int,
+) -> None:
+    role, missing, argv = _SHORT[case]
+    user = f"short{case}"
+    kafka = _as(acl_broker, user, prefix)
+    missing = AclRule(
+        missing.resource_type, prefix + missing.name, missing.pattern_type, missing.operation
+    )
+    rules = _rules(role, kafka, catalogue)
+    assert missing in rules
+    _grant(acl_broker, prefix, f"User:{user}", tuple(r for r in rules if r != missing))
+    sandbox.admin.create_task(label="least privilege")
+
+    result = _cli(
+        kafka,
+        *(arg.format(prefix=prefix) for arg in argv),
+        **sandbox.env(),
+        PRIVACY_MASTER_KEY=base64.b64encode(bytes(32)).decode(),
+    )
+
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "not authorized" in result.stderr, result.stderr
+    # ALTER_CONFIGS implies DESCRIBE_CONFIGS, the request that fails first.
+    operation = missing.operation.replace("ALTER_CONFIGS", "DESCRIBE_CONFIGS")
+    assert f"{operation} on {missing.resource_type.lower().replace('_', ' ')} " in result.stderr
+    assert missing.name in result.stderr, result.stderr
