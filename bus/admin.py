@@ -27,7 +27,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from bus.errors import KafkaUnavailableError, authorization_failure
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
 from bus.topics import TopicCatalogue, TopicSpec
 
 __all__ = [
@@ -87,7 +87,7 @@ def describe(
         try:
             entries = future.result(timeout=timeout)
         except KafkaException as exc:
-            denied = authorization_failure(
+            denied = KafkaAuthorizationError.from_error(
                 exc.args[0], topic=resource.name, topic_operation="DESCRIBE_CONFIGS"
             )
             if denied is not None:
@@ -255,7 +255,9 @@ def _wait(futures: dict[Any, Any], timeout: float, operation: str) -> None:
             future.result(timeout=timeout)
         except KafkaException as exc:
             topic = key.name if isinstance(key, ConfigResource) else str(key)
-            denied = authorization_failure(exc.args[0], topic=topic, topic_operation=operation)
+            denied = KafkaAuthorizationError.from_error(
+                exc.args[0], topic=topic, topic_operation=operation
+            )
             if denied is not None:
                 raise denied from exc
             raise

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.envelope import RecordHeaders, encode_binary, new_event
-from bus.errors import BusError, authorization_failure
+from bus.errors import BusError, KafkaAuthorizationError
 from bus.keystore import key_record, master_key_of
 from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
 from bus.reading import read_to_end, reader_group_id
@@ -361,7 +361,9 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
 
     def delivered(error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            denied = authorization_failure(error, topic=message.topic(), topic_operation="WRITE")
+            denied = KafkaAuthorizationError.from_error(
+                error, topic=message.topic(), topic_operation="WRITE"
+            )
             failures.append(str(denied) if denied is not None else error.str())
 
     def send(

@@ -42,14 +42,12 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException
 
 __all__ = [
-    "AUTHORIZATION_CODES",
     "BusError",
     "KafkaAuthorizationError",
     "KafkaUnavailableError",
     "RecordTooLargeError",
     "TailerError",
     "TopicMissingError",
-    "authorization_failure",
 ]
 
 
@@ -85,17 +83,6 @@ class TopicMissingError(BusError, KafkaException):
         self.topic = topic
 
 
-# The broker's answers to a request no ACL allows.
-AUTHORIZATION_CODES = frozenset(
-    {
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    }
-)
-
-
 class KafkaAuthorizationError(BusError, KafkaException):
     """Kafka refused `operation` (READ, WRITE, DESCRIBE, ...) on `resource` (`topic`, `group`,
     `transactional id`, `cluster`) `name` to this principal: no ACL allows it. Permanent until
@@ -122,26 +109,27 @@ class KafkaAuthorizationError(BusError, KafkaException):
     def __str__(self) -> str:
         return self.message
 
+    @classmethod
+    def from_error(
+        cls,
+        error: KafkaError | None,
+        *,
+        topic: str | None = None,
+        topic_operation: str = "READ",
+        group: str | None = None,
+        group_operation: str = "DESCRIBE",
+    ) -> KafkaAuthorizationError | None:
+        """What an authorization `error` of a request on `topic` (or `group`) means, naming the
+        operation the caller attempted; None for any other error.
 
-def authorization_failure(
-    error: KafkaError | None,
-    *,
-    topic: str | None = None,
-    topic_operation: str = "READ",
-    group: str | None = None,
-    group_operation: str = "DESCRIBE",
-) -> KafkaAuthorizationError | None:
-    """The `KafkaAuthorizationError` an authorization `error` of a request on `topic` (or
-    `group`) means, naming the operation the caller attempted; None for any other error.
-
-        if (denied := authorization_failure(info.error, topic=topic)) is not None:
-            raise denied
-    """
-    if error is None:
+            if (denied := KafkaAuthorizationError.from_error(info.error, topic=t)) is not None:
+                raise denied
+        """
+        if error is None:
+            return None
+        code = error.code()
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and topic is not None:
+            return cls("topic", topic, topic_operation)
+        if code == KafkaError.GROUP_AUTHORIZATION_FAILED and group is not None:
+            return cls("group", group, group_operation)
         return None
-    code = error.code()
-    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and topic is not None:
-        return KafkaAuthorizationError("topic", topic, topic_operation)
-    if code == KafkaError.GROUP_AUTHORIZATION_FAILED and group is not None:
-        return KafkaAuthorizationError("group", group, group_operation)
-    return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bus.envelope import header_pairs
-from bus.errors import TopicMissingError, authorization_failure
+from bus.errors import KafkaAuthorizationError, TopicMissingError
 from bus.settings import KafkaSettings
 
 __all__ = [
@@ -102,7 +102,9 @@ def read_to_end(
     try:
         metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
         info = metadata.topics.get(topic)
-        if info is not None and (denied := authorization_failure(info.error, topic=topic)):
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(info.error, topic=topic)
+        ):
             raise denied
         if info is None or info.error is not None:
             raise TopicMissingError(topic)
@@ -131,7 +133,9 @@ def read_to_end(
             for message in consumer.consume(500, 0.1):
                 error = message.error()
                 if error is not None:
-                    if denied := authorization_failure(error, topic=topic, group=group):
+                    if denied := KafkaAuthorizationError.from_error(
+                        error, topic=topic, group=group
+                    ):
                         raise denied
                     if error.code() != KafkaError._PARTITION_EOF:
                         raise KafkaException(error)
@@ -185,7 +189,7 @@ def end_offsets(
                     # Right after a topic is created, or while leadership moves, the broker
                     # answers "not leader" for a moment.
                     error = exc.args[0]
-                    if denied := authorization_failure(error, topic=topic):
+                    if denied := KafkaAuthorizationError.from_error(error, topic=topic):
                         raise denied from exc
                     transient = error.retriable() or error.code() in _TRANSIENT
                     if not transient or time.monotonic() > deadline:

@@ -46,7 +46,7 @@ from confluent_kafka import (
 
 from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict, record_headers
-from bus.errors import KafkaAuthorizationError, authorization_failure
+from bus.errors import KafkaAuthorizationError
 from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
 from bus.reading import end_offsets, reader_group_id
@@ -203,7 +203,7 @@ def _read_to_end(
             raise ReplayError(f"Kafka is unreachable at {kafka.bootstrap_servers}: {exc}") from exc
         described = metadata.topics.get(topic)
         if described is not None and (
-            denied := authorization_failure(described.error, topic=topic)
+            denied := KafkaAuthorizationError.from_error(described.error, topic=topic)
         ):
             raise ReplayError(str(denied)) from denied
         if described is None or described.error is not None:
@@ -232,7 +232,7 @@ def _read_to_end(
                 if error.code() == KafkaError._PARTITION_EOF:
                     pending.pop(_position(message)[0], None)
                     continue
-                if denied := authorization_failure(error, topic=topic, group=group):
+                if denied := KafkaAuthorizationError.from_error(error, topic=topic, group=group):
                     raise ReplayError(str(denied)) from denied
                 raise ReplayError(f"reading {topic}: {error.str()}")
             partition, offset = _position(message)

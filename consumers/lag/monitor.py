@@ -28,7 +28,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from bus.errors import authorization_failure
+from bus.errors import KafkaAuthorizationError
 from bus.records.lag import Status
 from bus.settings import KafkaSettings
 from consumers.lag.evaluation import evaluate_partition
@@ -369,7 +369,7 @@ class LagMonitor:
                     read.found = False
                     reads.append(read)
                     continue
-                denied = authorization_failure(exc.args[0], group=name)
+                denied = KafkaAuthorizationError.from_error(exc.args[0], group=name)
                 if denied is not None:
                     raise denied from exc
                 raise

@@ -3,6 +3,8 @@ enabled recipes (RECIPES_ENABLE)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, RECIPE_RUNS, command_topic
@@ -86,12 +88,45 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
     except KafkaException as exc:
         fail(f"Kafka is unreachable at {kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
     missing = [kafka.topic(name) for name in wanted if kafka.topic(name) not in existing]
+    _check_access(settings, admin, missing)
     if missing:
         fail(
             f"missing topic(s): {', '.join(missing)}; run `dastra-kafka topics apply` first "
             "(topics of yours that recipes name are not in topics.yaml: create them yourself)",
             EXIT_FAILED,
         )
+
+
+def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
+    """Fail naming the ACL when the principal may not use a topic or the worker's group: Faust
+    would wait forever for an assignment that never comes."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+
+    from bus.errors import KafkaAuthorizationError
+
+    kafka = settings.kafka
+    for topic in unlisted:  # a topic we may not describe is not listed: missing or denied?
+        try:
+            info = admin.list_topics(topic, timeout=15).topics.get(topic)
+        except KafkaException:
+            continue
+        operation = "WRITE" if topic == kafka.topic(DEAD_LETTER) else "READ"
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(
+                info.error, topic=topic, topic_operation=operation
+            )
+        ):
+            fail(str(denied), EXIT_BAD_INPUT)
+    group = kafka.topic(settings.worker.app_id)
+    try:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        future.result(timeout=30)
+    except KafkaException as exc:
+        denied = KafkaAuthorizationError.from_error(
+            exc.args[0], group=group, group_operation="READ"
+        )
+        if denied is not None:
+            fail(str(denied), EXIT_BAD_INPUT)
 
 
 def _run(settings: Settings, recipes: list[Recipe]) -> int:

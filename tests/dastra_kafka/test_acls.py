@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from bus.hooks.settings import HooksSettings
-from bus.localkafka import LocalKafka
+from bus.localkafka import LocalKafka, free_port
 from bus.settings import KafkaSettings
 from bus.topics import COMMAND_RESULTS, TopicCatalogue
 from dastra.sandbox import SandboxServer
@@ -62,6 +62,16 @@ _SHORT: list[tuple[AclRole, AclRule, tuple[str, ...]]] = [
         AclRole.DLQ_REPLAY,
         AclRule("TOPIC", "dastra.dead-letter.v1", "LITERAL", "READ"),
         ("dlq", "replay"),
+    ),
+    (
+        AclRole.WORKER,
+        AclRule("GROUP", "dastra-agents", "LITERAL", "READ"),
+        ("worker",),
+    ),
+    (
+        AclRole.HOOKS,
+        AclRule("GROUP", "dastra-hooks", "LITERAL", "READ"),
+        ("hooks",),
     ),
     (
         AclRole.PRIVACY_ERASE,
@@ -134,14 +144,18 @@ def _env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
 
 
 def _cli(kafka: KafkaSettings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), "--env-file", "/nonexistent", *args],
-        env=_env(kafka, **env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    try:
+        return subprocess.run(
+            [str(SCRIPT), "--env-file", "/nonexistent", *args],
+            env=_env(kafka, **env),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        pytest.fail(f"`dastra-kafka {' '.join(args)}` hung for 90 s:\n{output[-3000:]}")
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -251,6 +265,7 @@ def test_a_role_missing_one_acl_fails_naming_it(
     applied: None,
     catalogue: TopicCatalogue,
     sandbox: SandboxServer,
+    tmp_path: Path,
     case: int,
 ) -> None:
     role, missing, argv = _SHORT[case]
@@ -269,6 +284,8 @@ def test_a_role_missing_one_acl_fails_naming_it(
         *(arg.format(prefix=prefix) for arg in argv),
         **sandbox.env(),
         PRIVACY_MASTER_KEY=base64.b64encode(bytes(32)).decode(),
+        WORKER_WEB_PORT=str(free_port()),
+        WORKER_DATA_DIR=str(tmp_path / "faust-data"),
     )
 
     assert result.returncode != 0, result.stdout
