@@ -12,7 +12,7 @@ topic and never lowers a partition count.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ __all__ = [
     "TopicChange",
     "TopicState",
     "apply",
+    "check_topic_access",
     "describe",
     "plan",
     "retention_text",
@@ -270,3 +271,23 @@ def retention_warnings(catalogue: TopicCatalogue) -> list[str]:
         for spec in catalogue
         if spec.personal_data and spec.unbounded_retention
     ]
+
+
+def check_topic_access(admin: AdminClient, needs: Mapping[str, str], timeout: float = 15.0) -> None:
+    """Raise `KafkaAuthorizationError` for the first topic of `needs` (physical name -> the
+    operation the caller needs on it) this principal may not even describe: a role refused its
+    topics stops at start-up with the ACL named, before a library waits on it forever.
+
+        check_topic_access(admin, {"dastra.command-results.v1": "READ"})
+    """
+    for topic, operation in needs.items():
+        try:
+            info = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException:
+            continue  # unreachable: the caller's own start-up says so
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(
+                info.error, topic=topic, topic_operation=operation
+            )
+        ):
+            raise denied

@@ -22,7 +22,7 @@ from typing import Literal
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from bus.errors import TailerError
+from bus.errors import KafkaAuthorizationError, TailerError
 from bus.reading import reader_group_id
 from bus.settings import KafkaSettings
 
@@ -81,6 +81,8 @@ class TopicTailer:
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
             self.stop()
+            if isinstance(self._error, KafkaAuthorizationError):
+                raise self._error
             raise TailerError(f"could not start reading {self.topic}: {self._error or 'timeout'}")
         deadline = time.monotonic() + timeout
         while not self._caught_up.wait(0.05):
@@ -145,6 +147,10 @@ class TopicTailer:
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
         metadata = consumer.list_topics(self.topic, timeout=10)
         info = metadata.topics.get(self.topic)
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(info.error, topic=self.topic)
+        ):
+            raise denied
         if info is None or info.error is not None:
             raise TailerError(f"topic {self.topic} does not exist")
         partitions = sorted(info.partitions)

@@ -102,21 +102,18 @@ def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
     would wait forever for an assignment that never comes."""
     from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 
+    from bus.admin import check_topic_access
     from bus.errors import KafkaAuthorizationError
 
     kafka = settings.kafka
-    for topic in unlisted:  # a topic we may not describe is not listed: missing or denied?
-        try:
-            info = admin.list_topics(topic, timeout=15).topics.get(topic)
-        except KafkaException:
-            continue
-        operation = "WRITE" if topic == kafka.topic(DEAD_LETTER) else "READ"
-        if info is not None and (
-            denied := KafkaAuthorizationError.from_error(
-                info.error, topic=topic, topic_operation=operation
-            )
-        ):
-            fail(str(denied), EXIT_BAD_INPUT)
+    # A topic we may not describe is not listed: missing, or denied?
+    needs = {t: "WRITE" if t == kafka.topic(DEAD_LETTER) else "READ" for t in unlisted}
+    try:
+        check_topic_access(admin, needs)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    if unlisted:
+        return  # missing topics: the caller says so
     group = kafka.topic(settings.worker.app_id)
     try:
         future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from pydantic import SecretStr
 
 from bus.hooks.settings import HooksSettings
@@ -74,6 +81,11 @@ _SHORT: list[tuple[AclRole, AclRule, tuple[str, ...]]] = [
         ("hooks",),
     ),
     (
+        AclRole.WEBHOOK,
+        AclRule("TOPIC", "dastra.command-results.v1", "LITERAL", "READ"),
+        ("webhook", "--port", "{port}"),
+    ),
+    (
         AclRole.PRIVACY_ERASE,
         AclRule("TOPIC", "dastra.privacy-audit.v1", "LITERAL", "WRITE"),
         ("privacy", "erase", "--subject", "jeanne@example.org"),
@@ -110,10 +122,28 @@ def _as(broker: LocalKafka, user: str, prefix: str) -> KafkaSettings:
     )
 
 
+def _everything(principal: str) -> AclBindingFilter:
+    return AclBindingFilter(
+        ResourceType.ANY,
+        None,
+        ResourcePatternType.ANY,
+        principal,
+        None,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+
+
+def _granted(admin: AdminClient, principal: str) -> int:
+    return len(admin.describe_acls(_everything(principal)).result(timeout=30))
+
+
 def _grant(broker: LocalKafka, prefix: str, principal: str, rules: tuple[AclRule, ...]) -> None:
+    """Create the bindings and wait until the broker's authorizer holds them all."""
     admin = AdminClient(_as(broker, _ADMIN[0], prefix).confluent_config())
     for future in admin.create_acls(acl_bindings(rules, principal)).values():
         future.result(timeout=30)
+    wait_for(lambda: _granted(admin, principal) == len(rules), 30, f"{principal}'s ACLs")
 
 
 def _rules(role: AclRole, kafka: KafkaSettings, catalogue: TopicCatalogue) -> tuple[AclRule, ...]:
@@ -281,10 +311,11 @@ def test_a_role_missing_one_acl_fails_naming_it(
 
     result = _cli(
         kafka,
-        *(arg.format(prefix=prefix) for arg in argv),
+        *(arg.format(prefix=prefix, port=free_port()) for arg in argv),
         **sandbox.env(),
         PRIVACY_MASTER_KEY=base64.b64encode(bytes(32)).decode(),
         WORKER_WEB_PORT=str(free_port()),
+        WEBHOOK_TOKENS=TOKEN,
         WORKER_DATA_DIR=str(tmp_path / "faust-data"),
     )
 
@@ -295,3 +326,22 @@ def test_a_role_missing_one_acl_fails_naming_it(
     operation = missing.operation.replace("ALTER_CONFIGS", "DESCRIBE_CONFIGS")
     assert f"{operation} on {missing.resource_type.lower().replace('_', ' ')} " in result.stderr
     assert missing.name in result.stderr, result.stderr
+
+
+def test_acls_apply_creates_exactly_the_listed_bindings(
+    acl_broker: LocalKafka, prefix: str, catalogue: TopicCatalogue
+) -> None:
+    admin = _as(acl_broker, _ADMIN[0], prefix)
+    principal = f"User:{unique('ops')}"
+    out = _ok(_cli(admin, "acls", "--role", "dlq-replay", "--principal", principal, "--apply"))
+    assert f"--allow-principal {principal}" in out and "--transactional-id" not in out
+    client = AdminClient(admin.confluent_config())
+    found = client.describe_acls(_everything(principal)).result(timeout=30)
+    created = {
+        (b.restype.name, b.name, b.resource_pattern_type.name, b.operation.name) for b in found
+    }
+    expected = {
+        (r.resource_type, r.name, r.pattern_type, r.operation)
+        for r in _rules(AclRole.DLQ_REPLAY, admin, catalogue)
+    }
+    assert created == expected
