@@ -12,7 +12,7 @@ topic and never lowers a partition count.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,13 +27,14 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from bus.errors import KafkaUnavailableError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
 from bus.topics import TopicCatalogue, TopicSpec
 
 __all__ = [
     "TopicChange",
     "TopicState",
     "apply",
+    "check_topic_access",
     "describe",
     "plan",
     "retention_text",
@@ -84,7 +85,15 @@ def describe(
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in present]
     futures = admin.describe_configs(resources, request_timeout=timeout)
     for resource, future in futures.items():
-        entries = future.result(timeout=timeout)
+        try:
+            entries = future.result(timeout=timeout)
+        except KafkaException as exc:
+            denied = KafkaAuthorizationError.from_error(
+                exc.args[0], topic=resource.name, topic_operation="DESCRIBE_CONFIGS"
+            )
+            if denied is not None:
+                raise denied from exc
+            raise
         topic = metadata.topics[resource.name]
         partitions = topic.partitions
         replicas = len(next(iter(partitions.values())).replicas) if partitions else 0
@@ -185,13 +194,17 @@ def apply(admin: AdminClient, changes: Sequence[TopicChange], timeout: float = 3
         for change in changes
         if change.action == "create"
     ]
-    _wait(admin.create_topics(creates, request_timeout=timeout) if creates else {}, timeout)
+    _wait(
+        admin.create_topics(creates, request_timeout=timeout) if creates else {}, timeout, "CREATE"
+    )
     grows = [
         NewPartitions(change.topic, change.spec.partitions)
         for change in changes
         if change.action == "add-partitions"
     ]
-    _wait(admin.create_partitions(grows, request_timeout=timeout) if grows else {}, timeout)
+    _wait(
+        admin.create_partitions(grows, request_timeout=timeout) if grows else {}, timeout, "ALTER"
+    )
     alters = [
         ConfigResource(
             ResourceType.TOPIC,
@@ -205,7 +218,9 @@ def apply(admin: AdminClient, changes: Sequence[TopicChange], timeout: float = 3
         if change.action == "alter-config"
     ]
     _wait(
-        admin.incremental_alter_configs(alters, request_timeout=timeout) if alters else {}, timeout
+        admin.incremental_alter_configs(alters, request_timeout=timeout) if alters else {},
+        timeout,
+        "ALTER_CONFIGS",
     )
     _await_metadata(
         admin,
@@ -235,9 +250,18 @@ def _await_metadata(admin: AdminClient, expected: dict[str, int], timeout: float
         time.sleep(0.05)
 
 
-def _wait(futures: dict[Any, Any], timeout: float) -> None:
-    for future in futures.values():
-        future.result(timeout=timeout)
+def _wait(futures: dict[Any, Any], timeout: float, operation: str) -> None:
+    for key, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            topic = key.name if isinstance(key, ConfigResource) else str(key)
+            denied = KafkaAuthorizationError.from_error(
+                exc.args[0], topic=topic, topic_operation=operation
+            )
+            if denied is not None:
+                raise denied from exc
+            raise
 
 
 def retention_warnings(catalogue: TopicCatalogue) -> list[str]:
@@ -247,3 +271,23 @@ def retention_warnings(catalogue: TopicCatalogue) -> list[str]:
         for spec in catalogue
         if spec.personal_data and spec.unbounded_retention
     ]
+
+
+def check_topic_access(admin: AdminClient, needs: Mapping[str, str], timeout: float = 15.0) -> None:
+    """Raise `KafkaAuthorizationError` for the first topic of `needs` (physical name -> the
+    operation the caller needs on it) this principal may not even describe: a role refused its
+    topics stops at start-up with the ACL named, before a library waits on it forever.
+
+        check_topic_access(admin, {"dastra.command-results.v1": "READ"})
+    """
+    for topic, operation in needs.items():
+        try:
+            info = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException:
+            continue  # unreachable: the caller's own start-up says so
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(
+                info.error, topic=topic, topic_operation=operation
+            )
+        ):
+            raise denied

@@ -475,6 +475,17 @@ def _server_properties(
     return "\n".join(lines) + "\n"
 
 
+def _authorizer_properties(sasl_users: dict[str, str] | None) -> str:
+    if not sasl_users:
+        raise LocalKafkaError("authorizer=True needs sasl_users: ACLs name SASL principals")
+    admin = next(iter(sasl_users))
+    return (
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
+        "allow.everyone.if.no.acl.found=false\n"
+        f"super.users=User:{admin};User:ANONYMOUS\n"
+    )
+
+
 @dataclass
 class LocalKafka:
     """A single-node KRaft broker+controller on loopback, owned by this object.
@@ -493,6 +504,9 @@ class LocalKafka:
     stop_timeout_s: float = 30.0
     sasl_users: dict[str, str] | None = None
     oauth: OAuthBearerListener | None = None
+    # Kafka's StandardAuthorizer with no access unless an ACL allows it. Needs `sasl_users`:
+    # their first user (the inter-broker one) and the controller's ANONYMOUS are super users.
+    authorizer: bool = False
     progress: Progress | None = None
     # Any Kafka release on Maven Central with KRaft's static quorum (3.3 and later); older
     # clusters than the pinned one prove the project works where customers still run them.
@@ -572,6 +586,9 @@ class LocalKafka:
                     internal_port=self._internal_port,
                 )
             )
+            if self.authorizer:
+                with props.open("a") as handle:
+                    handle.write(_authorizer_properties(self.sasl_users))
             log4j = self._workdir / "log4j2.yaml"
             log4j.write_text(_LOG4J2)
             base = [

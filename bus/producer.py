@@ -26,7 +26,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from bus.envelope import RecordHeaders
-from bus.errors import KafkaUnavailableError, RecordTooLargeError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError, RecordTooLargeError
 from bus.settings import KafkaSettings
 
 __all__ = ["AsyncProducer", "Delivered"]
@@ -210,8 +210,14 @@ class AsyncProducer:
                     _settle, future, None, RecordTooLargeError(f"refused: {error.str()}")
                 )
             else:
+                # A missing ACL is named (callers still treat it as unavailable: an operator
+                # fixes it, and what was refused can be sent again then).
+                denied = KafkaAuthorizationError.from_error(
+                    error, topic=message.topic() or topic, topic_operation="WRITE"
+                )
+                reason = str(denied) if denied is not None else error.str()
                 loop.call_soon_threadsafe(
-                    _settle, future, None, KafkaUnavailableError(f"not acknowledged: {error.str()}")
+                    _settle, future, None, KafkaUnavailableError(f"not acknowledged: {reason}")
                 )
 
         try:

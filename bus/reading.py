@@ -21,10 +21,28 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bus.envelope import header_pairs
-from bus.errors import TopicMissingError
+from bus.errors import KafkaAuthorizationError, TopicMissingError
 from bus.settings import KafkaSettings
 
-__all__ = ["StateRecord", "end_offsets", "read_latest", "read_to_end"]
+__all__ = [
+    "READER_GROUP_PREFIX",
+    "StateRecord",
+    "end_offsets",
+    "read_latest",
+    "read_to_end",
+    "reader_group_id",
+]
+
+# Every consumer of ours that only assigns partitions (never joins its group, never commits)
+# takes a group id under KAFKA_TOPIC_PREFIX + this: librdkafka still asks for the group's
+# coordinator, so on a cluster with ACLs one PREFIXED group rule (DESCRIBE) covers them all
+# (dastra_kafka/acls.py).
+READER_GROUP_PREFIX = "dastra-reader-"
+
+
+def reader_group_id(kafka: KafkaSettings, purpose: str) -> str:
+    """A fresh group id for an assign-only consumer: `<prefix>dastra-reader-<purpose>-<uuid>`."""
+    return kafka.topic(f"{READER_GROUP_PREFIX}{purpose}-{uuid.uuid4().hex}")
 
 
 _TRANSIENT = frozenset(
@@ -69,10 +87,11 @@ def read_to_end(
     or `KafkaException` (`_TIMED_OUT`) when the end is not reached within `timeout` seconds.
     Stop iterating at any time: the consumer is closed.
     """
+    group = reader_group_id(kafka, "read")
     consumer = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": f"dastra-reader-{uuid.uuid4().hex}",  # never joins, never commits
+                "group.id": group,  # never joins, never commits
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed" if read_committed else "read_uncommitted",
@@ -83,6 +102,10 @@ def read_to_end(
     try:
         metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
         info = metadata.topics.get(topic)
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(info.error, topic=topic)
+        ):
+            raise denied
         if info is None or info.error is not None:
             raise TopicMissingError(topic)
         deadline = time.monotonic() + timeout
@@ -110,6 +133,10 @@ def read_to_end(
             for message in consumer.consume(500, 0.1):
                 error = message.error()
                 if error is not None:
+                    if denied := KafkaAuthorizationError.from_error(
+                        error, topic=topic, group=group
+                    ):
+                        raise denied
                     if error.code() != KafkaError._PARTITION_EOF:
                         raise KafkaException(error)
                     continue
@@ -142,7 +169,7 @@ def end_offsets(
     probe = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": f"dastra-reader-{uuid.uuid4().hex}",
+                "group.id": reader_group_id(kafka, "ends"),
                 "enable.auto.commit": False,
                 "isolation.level": "read_uncommitted",  # librdkafka's default is read_committed
             }
@@ -162,6 +189,8 @@ def end_offsets(
                     # Right after a topic is created, or while leadership moves, the broker
                     # answers "not leader" for a moment.
                     error = exc.args[0]
+                    if denied := KafkaAuthorizationError.from_error(error, topic=topic):
+                        raise denied from exc
                     transient = error.retriable() or error.code() in _TRANSIENT
                     if not transient or time.monotonic() > deadline:
                         raise

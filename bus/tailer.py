@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Literal
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from bus.errors import TailerError
+from bus.errors import KafkaAuthorizationError, TailerError
+from bus.reading import reader_group_id
 from bus.settings import KafkaSettings
 
 __all__ = ["TopicTailer"]
@@ -81,6 +81,8 @@ class TopicTailer:
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
             self.stop()
+            if isinstance(self._error, KafkaAuthorizationError):
+                raise self._error
             raise TailerError(f"could not start reading {self.topic}: {self._error or 'timeout'}")
         deadline = time.monotonic() + timeout
         while not self._caught_up.wait(0.05):
@@ -132,7 +134,7 @@ class TopicTailer:
             self._kafka.confluent_config(
                 **{
                     # Never joins a group (manual assignment) and never commits.
-                    "group.id": self._kafka.topic(f"dastra-tail-{self._name}-{uuid.uuid4().hex}"),
+                    "group.id": reader_group_id(self._kafka, f"tail-{self._name}"),
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "isolation.level": "read_committed",
@@ -145,6 +147,10 @@ class TopicTailer:
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
         metadata = consumer.list_topics(self.topic, timeout=10)
         info = metadata.topics.get(self.topic)
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(info.error, topic=self.topic)
+        ):
+            raise denied
         if info is None or info.error is not None:
             raise TailerError(f"topic {self.topic} does not exist")
         partitions = sorted(info.partitions)

@@ -46,9 +46,10 @@ from confluent_kafka import (
 
 from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict, record_headers
+from bus.errors import KafkaAuthorizationError
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
 from bus.privacy.keystore import load_ring
-from bus.reading import end_offsets
+from bus.reading import end_offsets, reader_group_id
 from bus.records.commands import RESULT_SUCCEEDED
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import ACTIONS, COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
@@ -184,10 +185,11 @@ def _read_to_end(
     on_progress: Progress | None = None,
 ) -> None:
     """Call `on_record` for every record of `topic` up to its end offsets of now."""
+    group = reader_group_id(kafka, "dlq-replay")
     consumer = Consumer(
         kafka.confluent_config(
             **{
-                "group.id": f"dastra-kafka-dlq-replay-{uuid.uuid4().hex}",
+                "group.id": group,
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
@@ -200,11 +202,17 @@ def _read_to_end(
         except Exception as exc:
             raise ReplayError(f"Kafka is unreachable at {kafka.bootstrap_servers}: {exc}") from exc
         described = metadata.topics.get(topic)
+        if described is not None and (
+            denied := KafkaAuthorizationError.from_error(described.error, topic=topic)
+        ):
+            raise ReplayError(str(denied)) from denied
         if described is None or described.error is not None:
             raise ReplayError(f"topic {topic} does not exist: run `dastra-kafka topics apply`")
         deadline = time.monotonic() + timeout_s
         try:
             ends = end_offsets(kafka, topic, list(described.partitions), timeout_s)
+        except KafkaAuthorizationError as exc:
+            raise ReplayError(str(exc)) from exc
         except KafkaException as exc:
             raise ReplayError(f"could not read the offsets of {topic}: {exc}") from exc
         total = sum(ends.values())  # at most: what retention removed is no longer there
@@ -224,6 +232,8 @@ def _read_to_end(
                 if error.code() == KafkaError._PARTITION_EOF:
                     pending.pop(_position(message)[0], None)
                     continue
+                if denied := KafkaAuthorizationError.from_error(error, topic=topic, group=group):
+                    raise ReplayError(str(denied)) from denied
                 raise ReplayError(f"reading {topic}: {error.str()}")
             partition, offset = _position(message)
             if partition in pending and offset < pending[partition]:

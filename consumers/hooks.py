@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from bus.deadletter import ErrorKind, OriginalRecord, dead_letter
 from bus.envelope import Envelope, EnvelopeError, decode, dumps, record_headers
-from bus.errors import KafkaUnavailableError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
 from bus.hooks.egress import EgressRefusedError, Target, client_for, post, resolve_target
 from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload, workspace_of
 from bus.hooks.settings import HooksSettings
@@ -433,6 +433,14 @@ class HookDispatcher:
     def _take(self, message: Message) -> None:
         error = message.error()
         if error is not None:
+            denied = KafkaAuthorizationError.from_error(
+                error,
+                topic=message.topic(),
+                group=self.kafka.topic(self.settings.group),
+                group_operation="READ",
+            )
+            if denied is not None:
+                raise denied  # permanent: waiting would hang with nothing delivered
             if error.code() != KafkaError._PARTITION_EOF:
                 _log.warning("hooks.consume_error", code=error.code())
             return

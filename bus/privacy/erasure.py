@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from bus.errors import BusError
+from bus.errors import BusError, KafkaAuthorizationError
 from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
 from bus.privacy.keystore import key_record, master_key_of
-from bus.reading import read_to_end
+from bus.reading import read_to_end, reader_group_id
 from bus.records.privacy_audit import AuditRequest, ErasureAudit, audit_record
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_AUDIT, PRIVACY_KEYS, TopicCatalogue
@@ -280,7 +280,7 @@ def _load_keys(kafka: KafkaSettings, timeout: float) -> tuple[KeyRing, dict[byte
 def _probe(kafka: KafkaSettings, timeout: float) -> None:
     """Fail fast, and quietly, when the cluster does not answer (`ErasureError`)."""
     consumer = Consumer(
-        kafka.confluent_config(**{"group.id": f"dastra-erase-probe-{uuid.uuid4().hex}"}),
+        kafka.confluent_config(**{"group.id": reader_group_id(kafka, "erase")}),
         logger=_QUIET,
     )
     try:
@@ -301,9 +301,12 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
     )
     failures: list[str] = []
 
-    def delivered(error: KafkaError | None, _message: Message) -> None:
+    def delivered(error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            failures.append(error.str())
+            denied = KafkaAuthorizationError.from_error(
+                error, topic=message.topic(), topic_operation="WRITE"
+            )
+            failures.append(str(denied) if denied is not None else error.str())
 
     def send(
         topic: str,
@@ -333,8 +336,12 @@ def _write(kafka: KafkaSettings, plan: ErasurePlan, audit: ErasureAudit) -> None
             send(kafka.topic(topic), key, None, partition=partition)
     # The audit event last: it is written only once everything it reports was.
     if producer.flush(30) or failures:
-        raise ErasureError(f"erasure records not acknowledged: {failures[:1] or 'timeout'}")
+        raise ErasureError(
+            f"erasure records not acknowledged: {failures[0] if failures else 'timeout'}"
+        )
     audit_key, audit_value, headers = audit_record(audit)
     send(kafka.topic(PRIVACY_AUDIT), audit_key, audit_value, headers)
     if producer.flush(30) or failures:
-        raise ErasureError(f"the audit event was not acknowledged: {failures[:1] or 'timeout'}")
+        raise ErasureError(
+            f"the audit event was not acknowledged: {failures[0] if failures else 'timeout'}"
+        )

@@ -32,7 +32,7 @@ from bus.privacy import (
     Opened,
     PrivacyError,
 )
-from bus.reading import end_offsets, read_to_end
+from bus.reading import end_offsets, read_to_end, reader_group_id
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.tailer import TopicTailer
 from bus.topics import PRIVACY_KEYS
@@ -122,7 +122,9 @@ class KeyStore:
     # --- catching up ---------------------------------------------------------------------------
 
     def _partitions(self, timeout: float) -> list[int]:
-        probe = Consumer(self._kafka.confluent_config(**{"group.id": "dastra-keystore-probe"}))
+        probe = Consumer(
+            self._kafka.confluent_config(**{"group.id": reader_group_id(self._kafka, "keystore")})
+        )
         try:
             info = probe.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
             return sorted(info.partitions) if info is not None and info.error is None else [0]

@@ -28,6 +28,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from bus.errors import KafkaAuthorizationError
 from bus.records.lag import Status
 from bus.settings import KafkaSettings
 from consumers.lag.evaluation import evaluate_partition
@@ -46,9 +47,13 @@ from consumers.lag.model import (
 from consumers.lag.settings import LagSettings
 from consumers.lag.window import KafkaWindowStore, LagWindow, WindowStore
 
-__all__ = ["LagMonitor"]
+__all__ = ["TIMESTAMPS_GROUP", "LagMonitor"]
 
 _log = structlog.get_logger(__name__)
+
+# The group id of the timestamp reader (under KAFKA_TOPIC_PREFIX, outside "dastra*", so never
+# one the monitor lists as the project's); it assigns partitions and never commits.
+TIMESTAMPS_GROUP = "lag-monitor.timestamps"
 
 
 @dataclass
@@ -137,7 +142,7 @@ class _TimestampReader:
                         # Needed by librdkafka; assign() never joins the group nor commits.
                         # Under the prefix like every group of ours (outside "dastra*", so
                         # never one the monitor lists as the project's).
-                        "group.id": self._kafka.topic("lag-monitor.timestamps"),
+                        "group.id": self._kafka.topic(TIMESTAMPS_GROUP),
                         "enable.auto.commit": False,
                         "enable.partition.eof": True,
                         # Deleted by retention: go to the first record still there.
@@ -364,6 +369,9 @@ class LagMonitor:
                     read.found = False
                     reads.append(read)
                     continue
+                denied = KafkaAuthorizationError.from_error(exc.args[0], group=name)
+                if denied is not None:
+                    raise denied from exc
                 raise
             read.committed = {
                 (tp.topic, tp.partition): tp.offset

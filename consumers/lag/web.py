@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bus.errors import KafkaAuthorizationError
 from consumers.lag import LagMonitor, LagSnapshot, LagUnavailableError, StatusChange
 from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
@@ -77,7 +78,7 @@ class LagService:
                 self.monitor.open()
                 self._opened = True
             snapshot = self.monitor.refresh()
-        except LagUnavailableError as exc:
+        except (LagUnavailableError, KafkaAuthorizationError) as exc:
             self.error = str(exc)
             _log.warning("lag refresh failed", error=self.error)
             return []

@@ -17,6 +17,7 @@ import typer
 
 from bus.logs import configure_logging
 from dastra_kafka.cli import (
+    acls,
     broker,
     demo,
     dlq,
@@ -61,6 +62,7 @@ _VERBS = (
     recipes,  # recipes list|validate (consumers/recipes/language.py)
     privacy,  # privacy keygen|erase (bus/privacy, bus/privacy/erasure.py)
     demo,  # demo: the whole pipeline, supervised (dastra_kafka/demo.py)
+    acls,  # acls: the Kafka ACLs each role needs (dastra_kafka/acls.py)
 )
 
 

@@ -65,6 +65,7 @@ def replay(
     """Re-publish matching dead letters (original key, value and headers) to their original
     topics. Only commands unless --include-events. Commands that already succeeded are skipped;
     a replayed command keeps its id."""
+    from bus.errors import KafkaAuthorizationError
     from consumers.dlq_replay import ReplayError, ReplayFilter, replay_dead_letters
 
     settings = settings_of(ctx)
@@ -97,6 +98,8 @@ def replay(
             )
     except ReplayError as exc:
         code = EXIT_UNAVAILABLE if "unreachable" in str(exc) else EXIT_FAILED
+        if isinstance(exc.__cause__, KafkaAuthorizationError):
+            code = EXIT_BAD_INPUT
         fail(str(exc), code)
     if as_json:
         typer.echo(json.dumps(summary.as_json()))

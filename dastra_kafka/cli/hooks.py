@@ -8,7 +8,7 @@ import signal
 
 import typer
 
-from dastra_kafka.cli._common import EXIT_UNAVAILABLE, fail, settings_of
+from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, settings_of
 from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
@@ -16,13 +16,15 @@ __all__ = ["register"]
 
 def hooks(ctx: typer.Context) -> None:
     """Run the REST hook dispatcher (a member of consumer group HOOKS_GROUP)."""
-    from bus.errors import TailerError
+    from bus.errors import KafkaAuthorizationError, TailerError
 
     settings = settings_of(ctx)
     try:
         asyncio.run(_run(settings))
     except TailerError as exc:
         fail(f"Kafka is not reachable or topics are missing: {exc}", EXIT_UNAVAILABLE)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 async def _run(settings: Settings) -> None:

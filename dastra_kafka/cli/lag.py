@@ -73,10 +73,14 @@ def _open(settings: Settings, selection: GroupSelection) -> LagMonitor:
 
 
 def _refresh(settings: Settings, monitor: LagMonitor) -> LagSnapshot:
+    from bus.errors import KafkaAuthorizationError
+
     try:
         return monitor.refresh()
     except LagUnavailableError as exc:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 @_app.callback(invoke_without_command=True)

@@ -74,7 +74,7 @@ async def _run(
     max_cycles: int | None,
     as_json: bool,
 ) -> int:
-    from bus.errors import KafkaUnavailableError, TopicMissingError
+    from bus.errors import KafkaAuthorizationError, KafkaUnavailableError, TopicMissingError
     from bus.privacy import PrivacyError
     from dastra.client import DastraClient
     from producers.poller import Poller, PollerFencedError
@@ -126,6 +126,9 @@ async def _run(
             return EXIT_FAILED
         except TopicMissingError as exc:
             typer.echo(str(exc.args[0].str() if exc.args else exc), err=True)
+            return EXIT_BAD_INPUT
+        except KafkaAuthorizationError as exc:
+            typer.echo(str(exc), err=True)
             return EXIT_BAD_INPUT
         except KafkaUnavailableError as exc:
             typer.echo(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", err=True)

@@ -18,8 +18,9 @@ from bus.admin import (
     retention_text,
     retention_warnings,
 )
-from bus.errors import KafkaUnavailableError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
 from dastra_kafka.cli._common import (
+    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
     catalogue_of,
@@ -44,6 +45,8 @@ def _plan(settings: Settings) -> list[TopicChange]:
         return plan(_admin(settings), catalogue, prefix=settings.kafka.topic_prefix)
     except KafkaUnavailableError as exc:
         fail(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 def _show(
@@ -101,6 +104,8 @@ def apply_command(
         allowed = [change for change in changes if change.allowed]
         try:
             apply(_admin(settings), allowed)
+        except KafkaAuthorizationError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
         except Exception as exc:  # KafkaException from a future
             fail(f"applying topics.yaml failed: {exc}", EXIT_FAILED)
     if any(not change.allowed for change in changes):

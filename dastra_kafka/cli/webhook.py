@@ -9,6 +9,7 @@ from types import FrameType
 import typer
 
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, settings_of
+from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
 
@@ -21,7 +22,7 @@ def webhook(
     """Serve the webhook API (OpenAPI at /openapi.json, docs at /docs) until Ctrl-C/SIGTERM."""
     import uvicorn
 
-    from bus.errors import TailerError
+    from bus.errors import KafkaAuthorizationError, TailerError
     from bus.privacy import PrivacyError
     from producers.webhook import WebhookService, create_app
 
@@ -39,6 +40,7 @@ def webhook(
         )
     except PrivacyError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
+    _check_access(settings)
     config = uvicorn.Config(
         create_app(service),
         host=host or settings.service.host,
@@ -51,6 +53,27 @@ def webhook(
         _Server(config).run()
     except TailerError as exc:
         fail(f"Kafka is not reachable or topics are missing: {exc}", EXIT_UNAVAILABLE)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+
+
+def _check_access(settings: Settings) -> None:
+    """The topics the service tails at start-up: refused, they would end in a traceback from
+    the server's lifespan; named here instead."""
+    from confluent_kafka.admin import AdminClient
+
+    from bus.admin import check_topic_access
+    from bus.errors import KafkaAuthorizationError
+    from bus.topics import COMMAND_RESULTS, HOOK_SUBSCRIPTIONS, WEBHOOK_IDEMPOTENCY
+
+    kafka = settings.kafka
+    tailed = (COMMAND_RESULTS, WEBHOOK_IDEMPOTENCY, HOOK_SUBSCRIPTIONS)
+    try:
+        check_topic_access(
+            AdminClient(kafka.confluent_config()), {kafka.topic(t): "READ" for t in tailed}
+        )
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 def _server_class() -> type:

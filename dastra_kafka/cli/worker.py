@@ -3,6 +3,8 @@ enabled recipes (RECIPES_ENABLE)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, RECIPE_RUNS, command_topic
@@ -87,12 +89,42 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
     except KafkaException as exc:
         fail(f"Kafka is unreachable at {kafka.bootstrap_servers}: {exc}", EXIT_UNAVAILABLE)
     missing = [kafka.topic(name) for name in wanted if kafka.topic(name) not in existing]
+    _check_access(settings, admin, missing)
     if missing:
         fail(
             f"missing topic(s): {', '.join(missing)}; run `dastra-kafka topics apply` first "
             "(topics of yours that recipes name are not in topics.yaml: create them yourself)",
             EXIT_FAILED,
         )
+
+
+def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
+    """Fail naming the ACL when the principal may not use a topic or the worker's group: Faust
+    would wait forever for an assignment that never comes."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+
+    from bus.admin import check_topic_access
+    from bus.errors import KafkaAuthorizationError
+
+    kafka = settings.kafka
+    # A topic we may not describe is not listed: missing, or denied?
+    needs = {t: "WRITE" if t == kafka.topic(DEAD_LETTER) else "READ" for t in unlisted}
+    try:
+        check_topic_access(admin, needs)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    if unlisted:
+        return  # missing topics: the caller says so
+    group = kafka.topic(settings.worker.app_id)
+    try:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        future.result(timeout=30)
+    except KafkaException as exc:
+        denied = KafkaAuthorizationError.from_error(
+            exc.args[0], group=group, group_operation="READ"
+        )
+        if denied is not None:
+            fail(str(denied), EXIT_BAD_INPUT)
 
 
 def _run(settings: Settings, recipes: list[Recipe]) -> int:

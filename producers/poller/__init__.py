@@ -72,6 +72,7 @@ from producers.poller.workspace import PollerMetrics, WorkspacePoller, load_curs
 
 __all__ = [
     "RESOURCES",
+    "TRIGGER_GROUP",
     "ChangedItem",
     "Cursor",
     "Mark",
@@ -87,6 +88,9 @@ __all__ = [
 ]
 
 _log = structlog.get_logger(__name__)
+
+# The trigger consumer's group (under KAFKA_TOPIC_PREFIX): it assigns partitions, never commits.
+TRIGGER_GROUP = "dastra-poller-triggers"
 
 
 class Poller:
@@ -325,7 +329,7 @@ class _TriggerListener:
             consumer = Consumer(
                 self._kafka.confluent_config(
                     **{
-                        "group.id": self._kafka.topic("dastra-poller-triggers"),
+                        "group.id": self._kafka.topic(TRIGGER_GROUP),
                         "enable.auto.commit": False,
                         "auto.offset.reset": "latest",
                     }

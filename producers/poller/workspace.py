@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from bus.envelope import deterministic_id, encode_binary, new_event
-from bus.errors import KafkaUnavailableError, TopicMissingError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError, TopicMissingError
 from bus.privacy import PAYLOAD_EXTENSION, dataref_of
 from bus.privacy.keystore import key_record
 from bus.reading import read_latest
@@ -48,10 +48,19 @@ from producers.poller.privacy import EventPrivacy
 from producers.poller.settings import PollerSettings
 from producers.poller.window import LateWindow
 
-__all__ = ["FENCING", "PollerMetrics", "WorkspacePoller", "load_cursors"]
+__all__ = [
+    "FENCING",
+    "TRANSACTIONAL_ID_PREFIX",
+    "PollerMetrics",
+    "WorkspacePoller",
+    "load_cursors",
+]
 
 _log = structlog.get_logger(__name__)
 
+
+# The transactional.id of a workspace is KAFKA_TOPIC_PREFIX + this + the workspace id.
+TRANSACTIONAL_ID_PREFIX = "dastra-poller-"
 
 FENCING = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
@@ -137,30 +146,44 @@ class WorkspacePoller:
     def open(self) -> None:
         """Init the transactional producer: aborts what an older poller of this workspace left
         open and fences it. Cursors are restored afterwards, by the owner, for all workspaces."""
+        transactional_id = self._kafka.topic(f"{TRANSACTIONAL_ID_PREFIX}{self.workspace_id}")
         producer = Producer(
             self._kafka.producer_config(
                 **{
-                    "transactional.id": self._kafka.topic(f"dastra-poller-{self.workspace_id}"),
+                    "transactional.id": transactional_id,
                     "transaction.timeout.ms": int(self._settings.transaction_timeout_s * 1000),
                     "linger.ms": 5,
                 }
             )
         )
+        topics = [self._kafka.topic(resource.topic) for resource in RESOURCES]
         try:
             producer.init_transactions(self._settings.transaction_timeout_s)
-            metadata = producer.list_topics(timeout=15)
+            # One topic per request: a topic we may not describe is then an authorization
+            # error, not missing from the list.
+            metadata = {topic: producer.list_topics(topic, timeout=15) for topic in topics}
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.code() in FENCING:
                 raise PollerFencedError(f"workspace {self.workspace_id}: {error.str()}") from exc
+            if error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+                raise KafkaAuthorizationError(
+                    "transactional id", transactional_id, "WRITE"
+                ) from exc
             raise KafkaUnavailableError(
                 f"workspace {self.workspace_id}: Kafka did not let the poller start: {error.str()}"
             ) from exc
-        for resource in RESOURCES:
-            topic = self._kafka.topic(resource.topic)
-            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        for resource, topic in zip(RESOURCES, topics, strict=True):
+            info = metadata[topic].topics.get(topic)
+            if (
+                info is not None
+                and info.error is not None
+                and info.error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,)
+            ):
+                raise KafkaAuthorizationError("topic", topic, "WRITE")
+            if info is None or info.error is not None:
                 raise TopicMissingError(topic)
-            count = len(metadata.topics[topic].partitions)
+            count = len(info.partitions)
             self._partitions[resource.topic] = murmur2(str(self.workspace_id).encode(), count)
         self._producer = producer
 
