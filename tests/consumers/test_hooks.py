@@ -259,3 +259,27 @@ def test_the_egress_guard_refuses_non_public_targets_and_redirects_to_other_host
     [last] = [m for m in more if m.headers["dlq.hook.id"] == away.id.encode()]
     info = read_dead_letter(list(last.headers.items()))
     assert "HTTP 307" in info.message
+
+
+def test_a_4xx_refusal_is_dead_lettered_at_once_but_408_409_429_are_retried(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    hooks_settings: HooksSettings,
+    subscriber: tuple[Subscriber, ServerThread],
+) -> None:
+    recorder, server = subscriber
+    recorder.answers("/refuses", 400)
+    recorder.answers("/busy", 409, 408, 429, 200)
+    refuses = _subscribe(kafka, f"{server.url}/refuses")
+    busy = _subscribe(kafka, f"{server.url}/busy")
+    patient = hooks_settings.model_copy(update={"max_attempts": 5})
+    with DispatcherThread(kafka, patient) as dispatcher:
+        wait_for(lambda: dispatcher.knows(refuses.id) and dispatcher.knows(busy.id), 10, "subs")
+        _publish(kafka, 1)
+        [letter] = _dead_letters(kafka, 1)
+        wait_for(lambda: recorder.accepted("/busy"), 20, "the delivery after 409, 408, 429")
+    assert len(recorder.at("/refuses")) == 1
+    info = read_dead_letter(list(letter.headers.items()))
+    assert letter.headers["dlq.hook.id"] == refuses.id.encode()
+    assert "rejected: HTTP 400" in info.message and info.attempts == 1
+    assert len(recorder.at("/busy")) == 4
