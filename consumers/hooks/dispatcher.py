@@ -201,9 +201,9 @@ class HookDispatcher:
 
     def _delete_group(self, group: str, key: str) -> None:
         admin = AdminClient(self.kafka.confluent_config())
-        futures = admin.delete_consumer_groups([group], request_timeout=10)
+        futures = admin.delete_consumer_groups([group], request_timeout=5)
         try:
-            futures[group].result(timeout=15)
+            futures[group].result(timeout=8)
         except (KafkaException, TimeoutError) as exc:
             # Another dispatcher still in the group deletes it when it leaves; otherwise the
             # broker expires its offsets (offsets.retention.minutes).

@@ -44,6 +44,7 @@ _log = structlog.get_logger(__name__)
 
 _COMMIT_EVERY_S = 0.5
 _END_OFFSETS_EVERY_S = 2.0
+_CLOSE_WITHIN_S = 5.0
 
 
 class HookReaderError(Exception):
@@ -136,10 +137,12 @@ class SubscriptionReader:
                 for _ in range(settings.concurrency):
                     group.create_task(self._work())
         finally:
-            with contextlib.suppress(AIOKafkaError, asyncio.CancelledError):
-                await asyncio.shield(self.commit())
-            with contextlib.suppress(AIOKafkaError):
-                await asyncio.shield(consumer.stop())
+            # Bounded: with the group coordinator away a commit would wait for its return; the
+            # next owner then starts from the previous commit (at-least-once).
+            with contextlib.suppress(AIOKafkaError, TimeoutError):
+                await asyncio.wait_for(self.commit(), _CLOSE_WITHIN_S)
+            with contextlib.suppress(AIOKafkaError, TimeoutError):
+                await asyncio.wait_for(consumer.stop(), _CLOSE_WITHIN_S)
             self._consumer = None
 
     # --- positions -----------------------------------------------------------------------------
