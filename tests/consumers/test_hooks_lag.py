@@ -21,7 +21,10 @@ from bus.hooks.settings import HooksSettings
 from bus.localkafka import free_port
 from bus.settings import KafkaSettings
 from bus.topics import DEAD_LETTER, TopicCatalogue
+from consumers.hooks.subscriber import group_of
+from consumers.lag.monitor import LagMonitor
 from tests.consumers.hooks_support import DispatcherThread, publish, put, subscribe
+from tests.consumers.lag.support import fast_lag_settings
 from tests.kafka_helpers import read_all, wait_for
 from tests.producers.webhook_support import ServerThread, Subscriber, TLSFiles
 
@@ -77,6 +80,11 @@ def test_a_burst_lags_the_rate_limited_subscriber_and_never_holds_the_fast_one(
         # the burst), and the slow one's lag shows it.
         assert slow_then < BURST / 2, slow_then
         assert lag_then is not None and lag_then > 0
+        # Its position is a consumer group of the project's: the lag monitor shows it as is.
+        with LagMonitor(kafka, fast_lag_settings()) as monitor:
+            groups = {g.group: g for g in monitor.refresh().groups}
+        seen = groups[group_of(kafka, settings, slow.id)]
+        assert sum(p.lag or 0 for p in seen.partitions) > 0
         # What it holds in memory is its read-ahead, not the backlog.
         held = registry.get_sample_value("dastra_hooks_buffered", {"hook": slow.id})
         assert held is not None and held <= settings.buffer_max + 1
@@ -183,6 +191,10 @@ def test_a_dispatcher_killed_mid_burst_is_resumed_by_another_without_a_gap(
         second.stop()
     ids = _ids(recorder, "/resumed")
     assert sorted(set(ids)) == list(range(burst))
+    # The successor resumed from the stored position: it repeated at most what was read ahead
+    # or delivered since the last commit, not everything the first one had delivered.
+    repeats = len(ids) - burst
+    assert repeats < burst // 4 <= killed_at, (repeats, killed_at)
     assert {r.headers["webhook-id"] for r in recorder.accepted("/resumed")} == {
         f"dastra:101:task.created:{n}" for n in range(burst)
     }  # repeats (at-least-once) carry the same webhook-id, so receivers drop them
