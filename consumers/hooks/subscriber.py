@@ -109,6 +109,8 @@ class SubscriptionReader:
     async def run(self) -> None:
         """Read, deliver and commit until cancelled; then commit and leave the group."""
         settings = self._context.settings
+        topics = [self._context.kafka.topic(t) for t in EVENT_TOPICS.values()]
+        await self._initialise(topics)
         consumer = AIOKafkaConsumer(
             **self._context.kafka.aiokafka_config(),
             group_id=self.group,
@@ -122,15 +124,13 @@ class SubscriptionReader:
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / 4),
         )
-        topics = [self._context.kafka.topic(t) for t in EVENT_TOPICS.values()]
-        await self._initialise(topics)
         # Subscribed before start(), which then waits for both topics' metadata: joining with
         # one topic known and rejoining when the other shows up would re-deliver what was in
         # flight in between.
         consumer.subscribe(topics, listener=_Listener(self))
         self._consumer = consumer
-        await consumer.start()
         try:
+            await consumer.start()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(consumer))
                 group.create_task(self._keep(consumer))
