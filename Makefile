@@ -16,8 +16,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The AsyncAPI test tools (the official AsyncAPI JSON Schemas and the parser that
 # `asyncapi validate` runs), pinned in tools/asyncapi/package-lock.json, installed when missing.
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
+# Clients the project does not use itself, for the foreign-client tests (tests/foreign): KafkaJS
+# and the CloudEvents JS SDK, pinned in tools/foreign-clients/package-lock.json.
+FOREIGN_CLIENTS := tools/foreign-clients/node_modules/.package-lock.json
 
-.PHONY: install jars chromium asyncapi-tools lint schemas-check test test-all run bench clean
+# The generated-types test tools (quicktype and TypeScript's tsc), pinned in
+# tools/typegen/package-lock.json, installed when missing.
+TYPEGEN_TOOLS := tools/typegen/node_modules/.package-lock.json
+
+.PHONY: install jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check test test-all test-kafka-3.9 run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +47,18 @@ $(ASYNCAPI_TOOLS): tools/asyncapi/package-lock.json
 
 asyncapi-tools: $(ASYNCAPI_TOOLS)
 
+$(FOREIGN_CLIENTS): tools/foreign-clients/package-lock.json
+	cd tools/foreign-clients && npm ci --no-audit --no-fund --silent
+	touch $(FOREIGN_CLIENTS)
+
+foreign-clients: $(FOREIGN_CLIENTS)
+
+$(TYPEGEN_TOOLS): tools/typegen/package-lock.json
+	cd tools/typegen && npm ci --no-audit --no-fund --silent
+	touch $(TYPEGEN_TOOLS)
+
+typegen-tools: $(TYPEGEN_TOOLS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,14 +71,26 @@ schemas-check: install
 
 # Every guarantee is tested by `make test`; a test marked `slow` is a longer variant of one that
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
-test: jars chromium asyncapi-tools lint schemas-check
+test: jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(BIN)/pytest -m "not slow"
 
-test-all: jars chromium asyncapi-tools lint schemas-check
+# The guarantee tests (transactions, the poller's exactly-once, the agents' crash safety, lag)
+# on an older cluster: Kafka 3.9 from Maven Central, as many customers still run it.
+OLDER_KAFKA := 3.9.2
+GUARANTEE_TESTS := tests/bus/test_roundtrip.py tests/producers/test_poller.py \
+	tests/consumers/test_agents.py tests/consumers/test_agents_crash.py tests/consumers/lag
+
+test-all: jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(BIN)/pytest
+	$(MAKE) test-kafka-3.9
+
+test-kafka-3.9: jars
+	$(BIN)/dastra-kafka broker --fetch-only --kafka-version $(OLDER_KAFKA)
+	KAFKA_TEST_VERSION=$(OLDER_KAFKA) $(BIN)/pytest -m "not slow" $(GUARANTEE_TESTS)
 
 run: jars
 	$(BIN)/dastra-kafka demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules \
+		tools/foreign-clients/node_modules tools/typegen/node_modules

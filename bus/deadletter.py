@@ -40,7 +40,7 @@ DLQ_ORIGINAL_OFFSET = "dlq.original.offset"
 DLQ_FAILED_AT = "dlq.failed.at"
 DLQ_COMPONENT = "dlq.component"
 DLQ_ATTEMPTS = "dlq.attempts"
-# The value is the original value sealed whole with its data subject's key (bus/privacy.py).
+# The value is the original value sealed whole with its data subject's key (bus/privacy/).
 DLQ_VALUE_ENCRYPTED = "dlq.value.encrypted"
 _DLQ_HEADERS = {
     DLQ_ERROR_KIND,

@@ -20,7 +20,7 @@ The second bases are kept for callers that catch the old ones: `KafkaUnavailable
 its subclasses) is a `RuntimeError` because `dastra_kafka/demo.py` catches `RuntimeError`
 around the broker, the tailers and the lag monitor; `TopicMissingError` is a `KafkaException`
 (`exc.args[0]` is a `KafkaError`) because `read_to_end` raises either it or a plain
-`KafkaException`, and its callers (`bus/erasure.py`, `bus/keystore.load_ring` via the demo, the
+`KafkaException`, and its callers (`bus/privacy/erasure.py`, `keystore.load_ring` via the demo, the
 lag window) catch `KafkaException` for both; `RecordTooLargeError` was a `ValueError` and stays
 one. The CLI maps `KafkaUnavailableError` to exit 3 and `TopicMissingError` to exit 2; the
 webhook answers 503 to `KafkaUnavailableError` and 413 to `RecordTooLargeError`.

@@ -2,7 +2,9 @@
 
 Consumes Maven Central (once, through `mvn`, into a user cache) and Java 17. Produces a running
 broker+controller process on a free loopback port (or a chosen one), its bootstrap address, and a
-clean stop. Used by `dastra-kafka broker`, the tests' session broker and the demo.
+clean stop. Used by `dastra-kafka broker`, the tests' session broker and the demo. Also fetches
+Kafka's command-line tools (`kafka-tools`: the console producer and consumer) beside the broker's
+jars, for the tests that play a client the project does not use itself.
 
     with LocalKafka() as broker:
         print(broker.bootstrap_servers)
@@ -34,9 +36,12 @@ __all__ = [
     "LocalKafkaError",
     "LocalKafkaInterruptedError",
     "LocalKafkaPortInUseError",
+    "OAuthBearerListener",
     "cache_dir",
     "ensure_jars",
+    "ensure_tools_jars",
     "free_port",
+    "tools_classpath",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -123,18 +128,71 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-def _jar_dir(cache: Path) -> Path:
-    return cache / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}"
+# The tools jar alone: everything it needs at run time is among the broker's jars.
+_TOOLS_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>eu.dastra.kafka</groupId>
+  <artifactId>local-tools</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version>
+      <exclusions>
+        <exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion>
+      </exclusions>
+    </dependency>
+  </dependencies>
+</project>
+"""
 
 
-def _verified(target: Path) -> bool:
+@dataclass(frozen=True)
+class _JarSet:
+    """One Maven download kept in the cache: its directory, the jar it must hold, its POM."""
+
+    version: str
+    dirname: str
+    main_jar: str
+    pom: str
+    what: str
+
+
+def _broker_jars(version: str) -> _JarSet:
+    return _JarSet(
+        version=version,
+        dirname=f"kafka_{SCALA_VERSION}-{version}",
+        main_jar=f"kafka_{SCALA_VERSION}-{version}.jar",
+        pom=_POM.format(
+            scala=SCALA_VERSION,
+            kafka=version,
+            bgroup=_LOG4J_BINDING[0],
+            bartifact=_LOG4J_BINDING[1],
+            bversion=_LOG4J_BINDING[2],
+        ),
+        what=f"Apache Kafka {version}",
+    )
+
+
+def _tools_jars(version: str) -> _JarSet:
+    return _JarSet(
+        version=version,
+        dirname=f"kafka-tools-{version}",
+        main_jar=f"kafka-tools-{version}.jar",
+        pom=_TOOLS_POM.format(kafka=version),
+        what=f"Apache Kafka {version}'s command-line tools",
+    )
+
+
+def _verified(target: Path, main_jar: str) -> bool:
     """True when `target` holds a complete download (every jar of its manifest, same size)."""
     manifest = target / "COMPLETE.json"
     try:
         listed: dict[str, int] = json.loads(manifest.read_text())["jars"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    main_jar = f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
     if main_jar not in listed:
         return False
     for name, size in listed.items():
@@ -194,8 +252,10 @@ def ensure_jars(
     cache: Path | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    version: str = KAFKA_VERSION,
 ) -> Path:
-    """Return the directory of Kafka's jars, downloading them with Maven if needed.
+    """Return the directory of Kafka's jars (of `version`, default the pinned one), downloading
+    them with Maven if needed.
 
     A download lands in a temporary directory and is published only after Maven succeeded and
     every jar was listed in a manifest; an interrupted or failed download is never used. A Maven
@@ -204,30 +264,62 @@ def ensure_jars(
 
         libs = ensure_jars()
     """
+    return _ensure(_broker_jars(version), cache, progress, stop)
+
+
+def ensure_tools_jars(
+    cache: Path | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    version: str = KAFKA_VERSION,
+) -> Path:
+    """Return the directory holding Kafka's command-line tools jar (`kafka-tools`), downloading
+    it with Maven if needed as `ensure_jars` does; it runs on the broker's jars
+    (`tools_classpath`).
+
+        libs = ensure_tools_jars()
+    """
+    return _ensure(_tools_jars(version), cache, progress, stop)
+
+
+def tools_classpath(
+    cache: Path | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    version: str = KAFKA_VERSION,
+) -> str:
+    """The Java class path of Kafka's tools (the broker's jars and the tools jar, fetched if
+    needed), as one argument: Java expands the wildcards.
+
+        java = ["java", "-cp", tools_classpath(), "org.apache.kafka.tools.ConsoleProducer"]
+    """
+    broker = ensure_jars(cache, progress, stop, version)
+    tools = ensure_tools_jars(cache, progress, stop, version)
+    return f"{broker}/*{os.pathsep}{tools}/*"
+
+
+def _ensure(
+    jars: _JarSet,
+    cache: Path | None,
+    progress: Progress | None,
+    stop: threading.Event | None,
+) -> Path:
     cache = cache or cache_dir()
-    target = _jar_dir(cache)
+    target = cache / jars.dirname
     say = progress or (lambda _msg: None)
     with _locked(cache / ".lock"):
-        if _verified(target):
+        if _verified(target, jars.main_jar):
             return target / "libs"
         _require("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre)")
         mvn = _require(
             "mvn", "Maven fetches Kafka's jars the first time (Debian: apt-get install maven)"
         )
-        say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {target}")
+        say(f"fetching {jars.what} jars from Maven Central into {target}")
         last_error = ""
         for attempt in range(1, _MAVEN_ATTEMPTS + 1):
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
             try:
-                (staging / "pom.xml").write_text(
-                    _POM.format(
-                        scala=SCALA_VERSION,
-                        kafka=KAFKA_VERSION,
-                        bgroup=_LOG4J_BINDING[0],
-                        bartifact=_LOG4J_BINDING[1],
-                        bversion=_LOG4J_BINDING[2],
-                    )
-                )
+                (staging / "pom.xml").write_text(jars.pom)
                 returncode, output = _run_maven(
                     [
                         mvn,
@@ -248,16 +340,16 @@ def ensure_jars(
                         "jars; nothing was kept"
                     )
                 if returncode == 0:
-                    jars = {p.name: p.stat().st_size for p in (staging / "libs").glob("*.jar")}
+                    found = {p.name: p.stat().st_size for p in (staging / "libs").glob("*.jar")}
                     (staging / "COMPLETE.json").write_text(
-                        json.dumps({"kafka": KAFKA_VERSION, "jars": jars}, indent=1)
+                        json.dumps({"kafka": jars.version, "jars": found}, indent=1)
                     )
-                    if _verified(staging):
+                    if _verified(staging, jars.main_jar):
                         shutil.rmtree(target, ignore_errors=True)
                         staging.rename(target)
-                        say(f"{len(jars)} jars ready")
+                        say(f"{len(found)} jars ready")
                         return target / "libs"
-                    last_error = "Maven finished but the Kafka jar is missing from its output"
+                    last_error = f"Maven finished but {jars.main_jar} is missing from its output"
                 else:
                     last_error = output.strip()[-2000:]
             except subprocess.TimeoutExpired:
@@ -266,7 +358,7 @@ def ensure_jars(
                 shutil.rmtree(staging, ignore_errors=True)
             say(f"download attempt {attempt} failed; retrying")
         raise LocalKafkaError(
-            f"could not fetch Apache Kafka {KAFKA_VERSION} from Maven Central after "
+            f"could not fetch {jars.what} from Maven Central after "
             f"{_MAVEN_ATTEMPTS} attempts:\n{last_error}"
         )
 
@@ -292,19 +384,51 @@ _LOG4J2 = """Configuration:
 """
 
 
+@dataclass(frozen=True)
+class OAuthBearerListener:
+    """A SASL_PLAINTEXT client listener that accepts OAUTHBEARER tokens: RS256 JWTs signed by
+    a key of `jwks_url`, with this audience and issuer. The broker may fetch only `jwks_url`
+    and `token_url` (Kafka 4's allowed-URLs list). Controller and inter-broker traffic stay on
+    a PLAINTEXT listener named INTERNAL, on loopback."""
+
+    jwks_url: str
+    token_url: str
+    audience: str
+    issuer: str
+
+
 def _server_properties(
-    *, port: int, controller_port: int, log_dir: Path, sasl_users: dict[str, str] | None
+    *,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    sasl_users: dict[str, str] | None,
+    oauth: OAuthBearerListener | None = None,
+    internal_port: int | None = None,
 ) -> str:
-    protocol = "SASL_PLAINTEXT" if sasl_users else "PLAINTEXT"
+    protocol = "SASL_PLAINTEXT" if sasl_users or oauth else "PLAINTEXT"
+    if oauth is not None:
+        listeners = (
+            f"SASL_PLAINTEXT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal_port},"
+            f"CONTROLLER://127.0.0.1:{controller_port}"
+        )
+        advertised = f"SASL_PLAINTEXT://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal_port}"
+        inter_broker = "INTERNAL"
+        protocol_map = "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    else:
+        listeners = f"{protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        advertised = f"{protocol}://127.0.0.1:{port}"
+        inter_broker = protocol
+        protocol_map = f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}"
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners={protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners={protocol}://127.0.0.1:{port}",
+        f"listeners={listeners}",
+        f"advertised.listeners={advertised}",
         "controller.listener.names=CONTROLLER",
-        f"inter.broker.listener.name={protocol}",
-        f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
+        f"inter.broker.listener.name={inter_broker}",
+        f"listener.security.protocol.map={protocol_map}",
         f"log.dirs={log_dir}",
         # One node: every internal topic has one replica, so transactions and groups work.
         "offsets.topic.replication.factor=1",
@@ -336,6 +460,18 @@ def _server_properties(
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="{admin_name}" password="{admin_secret}" {users};',
         ]
+    if oauth is not None:
+        prefix = "listener.name.sasl_plaintext.oauthbearer."
+        lines += [
+            "sasl.enabled.mechanisms=OAUTHBEARER",
+            f"{prefix}sasl.jaas.config="
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required ;",
+            f"{prefix}sasl.server.callback.handler.class="
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+            f"sasl.oauthbearer.jwks.endpoint.url={oauth.jwks_url}",
+            f"sasl.oauthbearer.expected.audience={oauth.audience}",
+            f"sasl.oauthbearer.expected.issuer={oauth.issuer}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -356,11 +492,16 @@ class LocalKafka:
     startup_timeout_s: float = 90.0
     stop_timeout_s: float = 30.0
     sasl_users: dict[str, str] | None = None
+    oauth: OAuthBearerListener | None = None
     progress: Progress | None = None
+    # Any Kafka release on Maven Central with KRaft's static quorum (3.3 and later); older
+    # clusters than the pinned one prove the project works where customers still run them.
+    version: str = KAFKA_VERSION
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _owns_workdir: bool = field(default=False, init=False, repr=False)
     _port: int | None = field(default=None, init=False, repr=False)
+    _internal_port: int | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -401,7 +542,7 @@ class LocalKafka:
         if self._process is not None:
             raise LocalKafkaError("the broker is already running")
         java = _require("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre)")
-        libs = ensure_jars(progress=self.progress, stop=stop)
+        libs = ensure_jars(progress=self.progress, stop=stop, version=self.version)
         if stop is not None and stop.is_set():
             raise LocalKafkaInterruptedError("stopped before the broker was started")
         if self.data_dir is not None:
@@ -412,7 +553,13 @@ class LocalKafka:
             self._workdir = Path(tempfile.mkdtemp(prefix="dastra-kafka-broker-"))
             self._owns_workdir = True
         try:
+            if self.oauth is not None and self.sasl_users:
+                raise LocalKafkaError("choose sasl_users (PLAIN) or oauth (OAUTHBEARER), not both")
             port, controller_port = self._choose_ports(self._workdir)
+            if self.oauth is not None:
+                self._internal_port = free_port()
+                while self._internal_port in (port, controller_port):
+                    self._internal_port = free_port()
             log_dir = self._workdir / "kraft-logs"
             props = self._workdir / "server.properties"
             props.write_text(
@@ -421,6 +568,8 @@ class LocalKafka:
                     controller_port=controller_port,
                     log_dir=log_dir,
                     sasl_users=self.sasl_users,
+                    oauth=self.oauth,
+                    internal_port=self._internal_port,
                 )
             )
             log4j = self._workdir / "log4j2.yaml"
@@ -432,6 +581,14 @@ class LocalKafka:
                 "-XX:+UseSerialGC",
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={log4j}",
+                *(
+                    [
+                        "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls="
+                        f"{self.oauth.jwks_url},{self.oauth.token_url}"
+                    ]
+                    if self.oauth is not None
+                    else []
+                ),
                 "-cp",
                 f"{libs}/*",  # one argument: Java expands the wildcard, not the shell
             ]
@@ -534,7 +691,11 @@ class LocalKafka:
                     break
             time.sleep(0.1)
         conf: dict[str, str | int | float | bool] = {"bootstrap.servers": f"127.0.0.1:{self._port}"}
-        if self.sasl_users:
+        if self._internal_port is not None:
+            # OAUTHBEARER clients need a token issuer; readiness is checked on the internal
+            # PLAINTEXT listener, which shares the broker's fate.
+            conf["bootstrap.servers"] = f"127.0.0.1:{self._internal_port}"
+        elif self.sasl_users:
             name, secret = next(iter(self.sasl_users.items()))
             conf.update(
                 {
@@ -584,3 +745,4 @@ class LocalKafka:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         self._port = None
+        self._internal_port = None

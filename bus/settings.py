@@ -17,10 +17,10 @@ import binascii
 import json
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bus.topics import COMMAND_RESULTS, RIGHTS_REQUESTS, TASKS
 
@@ -34,7 +34,8 @@ __all__ = [
 ]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+# AWS_MSK_IAM is OAUTHBEARER on the wire, with a token signed by AWS's MSK IAM signer.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
 
@@ -46,6 +47,68 @@ def part_config(prefix: str) -> SettingsConfigDict:
         extra="ignore",
         env_file_encoding="utf-8",
     )
+
+
+# A KAFKA_CLIENT_CONFIG key naming one of these holds a secret: its value is a SecretStr.
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+# KAFKA_CLIENT_CONFIG properties aiokafka has an equivalent for, on every aiokafka client the
+# project builds (consumer, producer, admin). The others are librdkafka-only.
+_AIOKAFKA_EQUIVALENTS = {
+    "request.timeout.ms": "request_timeout_ms",
+    "metadata.max.age.ms": "metadata_max_age_ms",
+    "connections.max.idle.ms": "connections_max_idle_ms",
+    "retry.backoff.ms": "retry_backoff_ms",
+    "sasl.kerberos.service.name": "sasl_kerberos_service_name",
+}
+
+
+def _key_values(value: Any, variable: str) -> Any:
+    """A JSON object, or `key=value,key=value` (a value holding a comma needs the JSON form)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValueError(f"{variable} is not a valid JSON object") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{variable} must be a JSON object or key=value,key=value")
+        return parsed
+    pairs = {}
+    for number, item in enumerate(text.split(","), start=1):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            # The item is not echoed: it may be a secret missing its "key=".
+            raise ValueError(
+                f"{variable} must be a JSON object or key=value,key=value "
+                f"(item {number} is not key=value)"
+            )
+        pairs[key.strip()] = val.strip()
+    return pairs
+
+
+def _as_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _client_properties(value: Any) -> Any:
+    """KAFKA_CLIENT_CONFIG as a dict; secret-looking keys become SecretStr so no repr, log or
+    JSON dump shows them."""
+    value = _key_values(value, "KAFKA_CLIENT_CONFIG")
+    if not isinstance(value, dict):
+        raise ValueError("KAFKA_CLIENT_CONFIG must be a JSON object or key=value,key=value")
+    properties: dict[str, str | SecretStr] = {}
+    for key, val in value.items():
+        if isinstance(val, SecretStr):
+            properties[str(key)] = val
+            continue
+        secret = any(word in str(key).lower() for word in _SECRET_WORDS)
+        properties[str(key)] = SecretStr(_as_text(val)) if secret else _as_text(val)
+    return properties
 
 
 def comma_separated(value: Any) -> Any:
@@ -81,37 +144,145 @@ class KafkaSettings(BaseSettings):
     # The codec of every batch the project writes. gzip is the one codec every mainstream client
     # reads without a plugin (KafkaJS reads no other); the project's own consumers read them all.
     compression_type: Compression = "gzip"
+    # min.insync.replicas of every topic `topics apply` creates or updates (2 with 3 replicas).
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    # SASL/OAUTHBEARER with OIDC client credentials (KAFKA_SASL_MECHANISM=OAUTHBEARER).
+    sasl_oauthbearer_token_endpoint_url: str | None = None
+    sasl_oauthbearer_client_id: str | None = None
+    sasl_oauthbearer_client_secret: SecretStr | None = None
+    sasl_oauthbearer_scope: str | None = None
+    # SASL extensions sent with the token (Confluent Cloud: logicalCluster, identityPoolId).
+    sasl_oauthbearer_extensions: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Amazon MSK IAM (KAFKA_SASL_MECHANISM=AWS_MSK_IAM): the cluster's AWS region; credentials
+    # come from the AWS environment (variables, profile, instance or task role).
+    sasl_aws_region: str | None = None
+    # Extra librdkafka properties for every client (KAFKA_CLIENT_CONFIG), see README.
+    client_config: Annotated[dict[str, str | SecretStr], NoDecode] = Field(default_factory=dict)
+    _token_provider: Any = PrivateAttr(default=None)
+
+    @field_validator("client_config", mode="before")
+    @classmethod
+    def _parse_client_config(cls, value: Any) -> Any:
+        return _client_properties(value)
+
+    @field_validator("sasl_oauthbearer_extensions", mode="before")
+    @classmethod
+    def _parse_extensions(cls, value: Any) -> Any:
+        pairs = _key_values(value, "KAFKA_SASL_OAUTHBEARER_EXTENSIONS")
+        if isinstance(pairs, dict):
+            return {str(key): _as_text(val) for key, val in pairs.items()}
+        return pairs
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL_"):
-            missing = [
-                name
-                for name, value in (
-                    ("KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+            needed: list[tuple[str, Any]] = [("KAFKA_SASL_MECHANISM", self.sasl_mechanism)]
+            if self.sasl_mechanism == "OAUTHBEARER":
+                needed += [
+                    (
+                        "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL",
+                        self.sasl_oauthbearer_token_endpoint_url,
+                    ),
+                    ("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", self.sasl_oauthbearer_client_id),
+                    ("KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", self.sasl_oauthbearer_client_secret),
+                ]
+            elif self.sasl_mechanism == "AWS_MSK_IAM":
+                needed += [("KAFKA_SASL_AWS_REGION", self.sasl_aws_region)]
+            else:
+                needed += [
                     ("KAFKA_SASL_USERNAME", self.sasl_username),
                     ("KAFKA_SASL_PASSWORD", self.sasl_password),
-                )
-                if value is None
-            ]
+                ]
+            missing = [name for name, value in needed if value is None]
             if missing:
                 raise ValueError(
                     f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
                 )
+        elif self.sasl_mechanism in ("OAUTHBEARER", "AWS_MSK_IAM"):
+            raise ValueError(
+                f"KAFKA_SASL_MECHANISM={self.sasl_mechanism} needs KAFKA_SECURITY_PROTOCOL="
+                "SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        for key, name in _AIOKAFKA_EQUIVALENTS.items():
+            value = self.client_config.get(key)
+            if name.endswith("_ms") and isinstance(value, str) and not value.isdigit():
+                raise ValueError(f"KAFKA_CLIENT_CONFIG: {key} must be a whole number of ms")
         return self
+
+    @property
+    def uses_oauthbearer(self) -> bool:
+        """OAUTHBEARER on the wire: OIDC client credentials or Amazon MSK IAM."""
+        return self.security_protocol.startswith("SASL_") and self.sasl_mechanism in (
+            "OAUTHBEARER",
+            "AWS_MSK_IAM",
+        )
+
+    def token_provider(self) -> Any:
+        """aiokafka's `sasl_oauth_token_provider` for OAUTHBEARER or AWS_MSK_IAM (one per
+        settings object, so every client shares its cached token); None otherwise."""
+        if not self.uses_oauthbearer:
+            return None
+        if self._token_provider is None:
+            from bus.oauth import MskIamTokenProvider, OidcTokenProvider
+
+            if self.sasl_mechanism == "AWS_MSK_IAM":
+                assert self.sasl_aws_region is not None
+                self._token_provider = MskIamTokenProvider(self.sasl_aws_region)
+            else:
+                assert self.sasl_oauthbearer_token_endpoint_url is not None
+                assert self.sasl_oauthbearer_client_id is not None
+                assert self.sasl_oauthbearer_client_secret is not None
+                self._token_provider = OidcTokenProvider(
+                    self.sasl_oauthbearer_token_endpoint_url,
+                    self.sasl_oauthbearer_client_id,
+                    self.sasl_oauthbearer_client_secret,
+                    scope=self.sasl_oauthbearer_scope,
+                    extensions=self.sasl_oauthbearer_extensions,
+                )
+        return self._token_provider
+
+    def client_properties(self) -> dict[str, str]:
+        """KAFKA_CLIENT_CONFIG with its secrets revealed: for building clients only."""
+        return {
+            key: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for key, value in self.client_config.items()
+        }
 
     @property
     def uses_ssl(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
     def confluent_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka configuration for Producer, Consumer and AdminClient."""
+        """librdkafka configuration for Producer, Consumer and AdminClient: the settings, then
+        KAFKA_CLIENT_CONFIG's extra properties, then the caller's `overrides` (the project's
+        own guarantees: idempotence, transactions, isolation, partitioner)."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
         }
-        if self.sasl_mechanism is not None:
+        if self.sasl_mechanism == "AWS_MSK_IAM":
+            from bus.oauth import msk_iam_oauth_cb
+
+            assert self.sasl_aws_region is not None
+            conf["sasl.mechanism"] = "OAUTHBEARER"
+            conf["oauth_cb"] = msk_iam_oauth_cb(self.sasl_aws_region)
+        elif self.sasl_mechanism == "OAUTHBEARER":
+            conf["sasl.mechanism"] = "OAUTHBEARER"
+            conf["sasl.oauthbearer.method"] = "oidc"
+            conf["sasl.oauthbearer.token.endpoint.url"] = self.sasl_oauthbearer_token_endpoint_url
+            conf["sasl.oauthbearer.client.id"] = self.sasl_oauthbearer_client_id
+            if self.sasl_oauthbearer_client_secret is not None:
+                conf["sasl.oauthbearer.client.secret"] = (
+                    self.sasl_oauthbearer_client_secret.get_secret_value()
+                )
+            if self.sasl_oauthbearer_scope:
+                conf["sasl.oauthbearer.scope"] = self.sasl_oauthbearer_scope
+            if self.sasl_oauthbearer_extensions:
+                conf["sasl.oauthbearer.extensions"] = ",".join(
+                    f"{key}={value}" for key, value in self.sasl_oauthbearer_extensions.items()
+                )
+        elif self.sasl_mechanism is not None:
             conf["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username is not None:
             conf["sasl.username"] = self.sasl_username
@@ -125,6 +296,7 @@ class KafkaSettings(BaseSettings):
             conf["ssl.key.location"] = str(self.ssl_keyfile)
         if self.ssl_key_password is not None:
             conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        conf.update(self.client_properties())
         conf.update(overrides)
         return conf
 
@@ -165,13 +337,22 @@ class KafkaSettings(BaseSettings):
         return context
 
     def aiokafka_config(self) -> dict[str, Any]:
-        """Keyword arguments for aiokafka clients (the driver under Faust)."""
+        """Keyword arguments for aiokafka clients (the driver under Faust). Of
+        KAFKA_CLIENT_CONFIG, only the properties with an aiokafka equivalent on every client
+        apply (request, metadata, idle and retry timings; Kerberos service name)."""
         conf: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
             "client_id": self.client_id,
         }
-        if self.sasl_mechanism is not None:
+        for key, value in self.client_properties().items():
+            name = _AIOKAFKA_EQUIVALENTS.get(key)
+            if name is not None:
+                conf[name] = value if name.startswith("sasl_") else int(value)
+        if self.uses_oauthbearer:
+            conf["sasl_mechanism"] = "OAUTHBEARER"
+            conf["sasl_oauth_token_provider"] = self.token_provider()
+        elif self.sasl_mechanism is not None:
             conf["sasl_mechanism"] = self.sasl_mechanism
             conf["sasl_plain_username"] = self.sasl_username
             conf["sasl_plain_password"] = (
@@ -203,7 +384,7 @@ PayloadMode = Literal["full", "redacted", "thin", "encrypted"]
 
 class PrivacySettings(BaseSettings):
     """Privacy of the bus (`PRIVACY_*`): how much personal data each topic carries, the keys that
-    hash and encrypt it, and erasure. See README "Privacy" and `bus/privacy.py`."""
+    hash and encrypt it, and erasure. See README "Privacy" and `bus/privacy/`."""
 
     model_config = part_config("PRIVACY_")
 

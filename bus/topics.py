@@ -34,6 +34,7 @@ __all__ = [
     "RIGHTS_REQUESTS",
     "TASKS",
     "WEBHOOK_IDEMPOTENCY",
+    "Compatibility",
     "TopicCatalogue",
     "TopicSpec",
     "TopicsFileError",
@@ -82,6 +83,10 @@ def command_topic(action: str) -> str:
 
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+# How a topic's schemas may evolve within its version (`dastra-kafka schemas check`): BACKWARD when
+# the bridge reads it (new readers, old records), FORWARD when others read what the bridge writes
+# (old readers, new records), FULL when both.
+Compatibility = Literal["BACKWARD", "FORWARD", "FULL"]
 
 
 class TopicSpec(BaseModel):
@@ -98,6 +103,7 @@ class TopicSpec(BaseModel):
     personal_data: bool
     key_schema: str = Field(min_length=1)
     value_schema: str = Field(min_length=1)
+    compatibility: Compatibility
     config: dict[str, str] = Field(default_factory=dict)
 
     def broker_configs(self) -> dict[str, str]:
@@ -148,6 +154,33 @@ class TopicCatalogue(BaseModel):
             update={
                 "topics": tuple(
                     spec.model_copy(update={"replication_factor": factor}) for spec in self.topics
+                )
+            }
+        )
+
+    def with_min_insync_replicas(self, count: int | None) -> TopicCatalogue:
+        """The same catalogue with `min.insync.replicas=count` in every topic's configs (None:
+        unchanged). A topic with fewer replicas than `count` would refuse every `acks=all`
+        write (NOT_ENOUGH_REPLICAS): that is a `ValueError` naming them.
+
+            catalogue.with_replication_factor(3).with_min_insync_replicas(2)
+        """
+        if count is None:
+            return self
+        short = [spec.name for spec in self.topics if spec.replication_factor < count]
+        if short:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={count} is more than the replication factor of "
+                f"{', '.join(short)}: every write with acks=all would be refused; lower it or "
+                "raise KAFKA_REPLICATION_FACTOR"
+            )
+        return self.model_copy(
+            update={
+                "topics": tuple(
+                    spec.model_copy(
+                        update={"config": {**spec.config, "min.insync.replicas": str(count)}}
+                    )
+                    for spec in self.topics
                 )
             }
         )

@@ -4,7 +4,7 @@ dead letters out.
 Consumes the data of command records (decrypting the fields the webhook encrypted with
 PRIVACY_MODE_COMMANDS=encrypted, with the keys of `dastra.privacy-keys.v1`) and the Dastra
 objects the handlers return. Produces the result payload in PRIVACY_MODE_RESULTS (full,
-redacted, thin, encrypted: see `bus/privacy.py`), the dead-letter value in
+redacted, thin, encrypted: see `bus/privacy/`), the dead-letter value in
 PRIVACY_MODE_DEAD_LETTERS (encrypted: the original value sealed whole with the key of the
 command's data subject, `dlq.value.encrypted` header), and the key records those need, which the
 dispatcher writes to `dastra.privacy-keys.v1` before the records they protect.
@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus.deadletter import DLQ_VALUE_ENCRYPTED
-from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import (
     ALGORITHM,
     PAYLOAD_EXTENSION,
@@ -36,6 +35,7 @@ from bus.privacy import (
     shape,
     subject_of,
 )
+from bus.privacy.keystore import KeyStore, key_record, master_key_of
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import COMMAND_RESULTS, PRIVACY_KEYS
 

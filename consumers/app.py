@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 import structlog
+from faust.auth import OAuthCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus.settings import KafkaSettings
@@ -122,6 +123,9 @@ def _broker_urls(kafka: KafkaSettings) -> list[str]:
 
 def _credentials(kafka: KafkaSettings) -> Any:
     context = kafka.ssl_context()
+    if kafka.uses_oauthbearer:
+        # OIDC client credentials or Amazon MSK IAM: the same token provider as aiokafka's.
+        return OAuthCredentials(oauth_cb=kafka.token_provider(), ssl_context=context)
     if kafka.security_protocol.startswith("SASL_"):
         return faust.SASLCredentials(
             username=kafka.sasl_username,

@@ -78,8 +78,8 @@ from bus.envelope import (
     header_pairs,
     new_event,
 )
-from bus.keystore import KeyStore
 from bus.privacy import PrivacyError
+from bus.privacy.keystore import KeyStore
 from bus.records.commands import (
     RESULT_FAILED,
     RESULT_SUCCEEDED,

@@ -46,8 +46,8 @@ from confluent_kafka import (
 
 from bus.deadletter import DeadLetterInfo, read_dead_letter
 from bus.envelope import header_dict, record_headers
-from bus.keystore import load_ring
 from bus.privacy import Decryptor, KeyRing, MasterKey, PrivacyError
+from bus.privacy.keystore import load_ring
 from bus.reading import end_offsets
 from bus.records.commands import RESULT_SUCCEEDED
 from bus.settings import KafkaSettings, PrivacySettings

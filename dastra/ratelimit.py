@@ -1,7 +1,8 @@
-"""Client-side rate limiter: keeps one process under Dastra's limits (500/min, 10 000/10 min).
+"""Client-side rate limiter: keeps one process under its part of Dastra's limits.
 
-Consumes the limits (`DastraSettings.rate_limit_per_minute`, `rate_limit_per_10_minutes`, or
-explicit `(limit, seconds)` windows). Produces permission to send one HTTP request.
+Consumes the limits (`DastraSettings.process_windows()`: the process's role's share of the API
+key's 500/min and 10 000/10 min, or explicit `(limit, seconds)` windows). Produces permission to
+send one HTTP request.
 
 A request holds a *slot* from just before it is sent until its response has arrived; a window
 counts the slots in flight plus those that ended less than `period` ago. Dastra sees the request
@@ -11,6 +12,11 @@ reach Dastra within any `period`, whatever the network delays and connection-poo
     limiter = shared_limiter(settings.dastra, scope=base_url)   # one per process and API key
     async with limiter.slot():
         response = await http.send(request)
+
+A limiter built with `pace=True` (every process that shares a key with others) also spaces the
+starts of its requests evenly, one per `period / limit` of its tightest window, instead of
+spending a whole window in a burst: the key's traffic stays even, and a process that only gets
+a share never sits out most of a window after a burst.
 
 The state is guarded by a thread lock and waiting is done with `asyncio.sleep`, so one limiter
 can be shared by several event loops (pytest, Faust, a poller) in the same process.
@@ -65,22 +71,22 @@ class RateLimiter:
         self,
         windows: Sequence[tuple[int, float]],
         *,
+        pace: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._windows = [_Window(limit, float(period)) for limit, period in windows]
         self._clock = clock
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._spacing = (
+            max((w.period / w.limit for w in self._windows), default=0.0) if pace else 0.0
+        )
+        self._next_start = float("-inf")
 
     @classmethod
     def from_settings(cls, settings: DastraSettings) -> RateLimiter:
-        """Dastra's two windows with the configured limits."""
-        return cls(
-            [
-                (settings.rate_limit_per_minute, 60.0),
-                (settings.rate_limit_per_10_minutes, 600.0),
-            ]
-        )
+        """This process's part of the API key's limits; paced when it shares the key."""
+        return cls(settings.process_windows(), pace=settings.budget_role is not None)
 
     @classmethod
     def unlimited(cls) -> RateLimiter:
@@ -95,17 +101,27 @@ class RateLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def spacing(self) -> float:
+        """Seconds between the starts of two requests when paced (0: not paced)."""
+        return self._spacing
+
     def __repr__(self) -> str:
         spec = ", ".join(f"{limit}/{period:g}s" for limit, period in self.windows) or "unlimited"
-        return f"RateLimiter({spec})"
+        paced = f", paced every {self._spacing:g}s" if self._spacing else ""
+        return f"RateLimiter({spec}{paced})"
 
     async def _start(self) -> None:
         while True:
             with self._lock:
                 now = self._clock()
                 wait = max((w.wait(now, self._in_flight) for w in self._windows), default=0.0)
+                wait = max(wait, self._next_start - now)
                 if wait <= 0:
                     self._in_flight += 1
+                    if self._spacing:
+                        # From this start, not the planned one: never a catch-up burst.
+                        self._next_start = now + self._spacing
                     return
             await asyncio.sleep(min(wait, 1.0) + 0.0005)
 
@@ -131,13 +147,13 @@ class RateLimiter:
         self._end()
 
 
-_SHARED: dict[tuple[str, int, int], RateLimiter] = {}
+_SHARED: dict[tuple[str, tuple[tuple[int, float], ...], bool], RateLimiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_limiter(settings: DastraSettings, *, scope: str = "") -> RateLimiter:
-    """The process-wide limiter for `scope` (e.g. the base URL) and the configured limits."""
-    key = (scope, settings.rate_limit_per_minute, settings.rate_limit_per_10_minutes)
+    """The process-wide limiter for `scope` (e.g. the base URL) and this process's limits."""
+    key = (scope, tuple(settings.process_windows()), settings.budget_role is not None)
     with _SHARED_LOCK:
         limiter = _SHARED.get(key)
         if limiter is None:

@@ -56,10 +56,10 @@ from rich.table import Table
 
 from bus.admin import apply, describe, plan, retention_text
 from bus.envelope import header_pairs
-from bus.erasure import erase, parse_subject
-from bus.keystore import load_ring
 from bus.localkafka import LocalKafka, LocalKafkaError, free_port
 from bus.privacy import Decryptor, MasterKey
+from bus.privacy.erasure import erase, parse_subject
+from bus.privacy.keystore import load_ring
 from bus.settings import KafkaSettings, PayloadMode, PrivacySettings
 from bus.topics import (
     COMMAND_RESULTS,

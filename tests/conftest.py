@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.localkafka import LocalKafka, free_port
+from bus.localkafka import KAFKA_VERSION, LocalKafka, free_port
 from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
 from dastra.sandbox import SandboxServer
@@ -22,7 +22,10 @@ from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique
 
 # Read before the autouse fixture below clears KAFKA_* for each test.
 _EXTERNAL_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-_KAFKA_IMAGE = "apache/kafka:4.4.0"
+# The Kafka release of the session broker (`make test-kafka-3.9` runs the guarantee tests on an
+# older cluster); the pinned one by default.
+_BROKER_VERSION = os.environ.get("KAFKA_TEST_VERSION") or KAFKA_VERSION
+_KAFKA_IMAGE = f"apache/kafka:{_BROKER_VERSION}"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -80,7 +83,7 @@ def kafka_bootstrap() -> Iterator[str]:
     elif _docker_engine_answers():
         yield from _container_broker()
     else:
-        with LocalKafka() as broker:
+        with LocalKafka(version=_BROKER_VERSION) as broker:
             yield broker.bootstrap_servers
 
 

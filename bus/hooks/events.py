@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.envelope import Envelope
-from bus.keystore import KeyStore
 from bus.privacy import PAYLOAD_EXTENSION
+from bus.privacy.keystore import KeyStore
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import RIGHTS_REQUESTS, TASKS
 

@@ -3,5 +3,6 @@
 `commands` (the six commands and their results), `poller` (cursor and poll triggers),
 `idempotency` (the webhook's Idempotency-Key records), `lag` (the lag monitor's window),
 `subscriptions` (REST hook subscriptions) and `recipe_runs` (recipe runs and notifications).
-The privacy records (data keys, aliases, erasure audit) live with their code in `bus.privacy`.
+The erasure audit event is `privacy_audit`; the key topic's records (data keys, aliases, erasure
+markers) live with the crypto that needs them, in `bus.privacy.crypto`.
 """

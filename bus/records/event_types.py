@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bus.erasure import AUDIT_EVENT_TYPE
 from bus.records.commands import RESULT_FAILED, RESULT_SUCCEEDED
+from bus.records.privacy_audit import AUDIT_EVENT_TYPE
 from bus.topics import COMMAND_RESULTS, PRIVACY_AUDIT, RIGHTS_REQUESTS, TASKS
 
 __all__ = ["EVENT_TYPES"]

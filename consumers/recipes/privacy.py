@@ -28,7 +28,6 @@ import structlog
 
 from bus.envelope import Envelope
 from bus.hooks.events import workspace_of
-from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import (
     PAYLOAD_EXTENSION,
     Batch,
@@ -38,6 +37,7 @@ from bus.privacy import (
     seal_command,
     subject_of,
 )
+from bus.privacy.keystore import KeyStore, key_record, master_key_of
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_KEYS, RIGHTS_REQUESTS, TASKS
 from dastra.client import DastraClient

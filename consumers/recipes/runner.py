@@ -72,8 +72,8 @@ from bus.envelope import (
     new_event,
 )
 from bus.hooks.events import workspace_of
-from bus.keystore import KeyStore
 from bus.privacy import PAYLOAD_EXTENSION
+from bus.privacy.keystore import KeyStore
 from bus.records.commands import CommandResult, command_record_key
 from bus.records.recipe_runs import (
     PublishedRecord,

@@ -128,6 +128,12 @@ class SandboxAdmin:
     def reset_calls(self) -> None:
         self._call("DELETE", "/calls")
 
+    def requests_log(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """The rate limiter's log from `since` on (the sandbox host's `time.monotonic()`):
+        `[{"at": 1234.5, "endpoint": "GET /v1/ws/{ws}/Tasks", "admitted": true}, ...]`."""
+        result: list[dict[str, Any]] = self._call("GET", "/requests", params={"since": since})
+        return result
+
     def inject_fault(
         self,
         path: str = "*",

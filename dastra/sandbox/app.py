@@ -254,7 +254,7 @@ class _SandboxMiddleware:
                     send, 401, b"", "text/plain", {"WWW-Authenticate": "Bearer, APIKey"}
                 )
                 return
-            wait = controls.admit()
+            wait = controls.admit(f"{method} {template}")
             if wait is not None:
                 await _send_simple(
                     send,
@@ -887,11 +887,22 @@ def _admin_router(runtime: SandboxRuntime) -> APIRouter:
             }
         )
 
-    @router.delete("/calls", summary="Zero the call counts")
+    @router.delete("/calls", summary="Zero the call counts and clear the rate limiter's log")
     async def reset_calls() -> Response:
         controls.calls.clear()
         controls.statuses.clear()
+        controls.log.clear()
         return _json({})
+
+    @router.get("/requests", summary="The rate limiter's log: each authenticated API call")
+    async def requests_log(since: float = 0.0) -> Response:
+        return _json(
+            [
+                {"at": entry.at, "endpoint": entry.endpoint, "admitted": entry.admitted}
+                for entry in controls.log
+                if entry.at >= since
+            ]
+        )
 
     @router.get("/faults", summary="The faults still active")
     async def faults() -> Response:

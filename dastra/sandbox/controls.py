@@ -2,7 +2,8 @@
 
 Consumes the sandbox settings and what tests ask through `/_sandbox/*`. Produces the decisions
 the middleware applies to each API call: a fault to inject, a 429 with its `Retry-After`, whether
-a bearer token is valid, and the per-endpoint counts tests read back.
+a bearer token is valid, and what tests read back: the per-endpoint counts, and the rate
+limiter's log (when each authenticated call reached it, and whether it was admitted or got 429).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from pydantic import BaseModel, Field, model_validator
 
 from dastra.sandbox.settings import SandboxSettings
 
-__all__ = ["Controls", "Fault", "FaultSpec", "RateWindow"]
+__all__ = ["Controls", "Fault", "FaultSpec", "RateWindow", "RequestLog"]
+
+# The limiter's log keeps this many calls (about 3 hours at Dastra's 500/min).
+_LOG_MAX = 100_000
 
 FaultKind = Literal["status", "latency", "hang", "drop"]
 
@@ -102,6 +106,16 @@ class RateWindow:
         return f"{minutes:g}m" if minutes >= 1 and minutes.is_integer() else f"{self.period:g}s"
 
 
+@dataclass(frozen=True)
+class RequestLog:
+    """One authenticated API call as the rate limiter saw it: when (`time.monotonic()` of the
+    sandbox's host), which endpoint, and whether it was admitted (else it got a 429)."""
+
+    at: float
+    endpoint: str
+    admitted: bool
+
+
 class Controls:
     """Mutable runtime state beside the data: reset with `reset()`."""
 
@@ -113,6 +127,7 @@ class Controls:
     def reset(self) -> None:
         self.faults: list[Fault] = []
         self.calls: Counter[str] = Counter()
+        self.log: deque[RequestLog] = deque(maxlen=_LOG_MAX)
         self.statuses: dict[str, Counter[str]] = {}
         self.windows = [RateWindow(limit, period) for limit, period in self._config.windows()]
         self.token_lifetime_s: float = float(self._config.token_lifetime_s)
@@ -183,11 +198,16 @@ class Controls:
 
     # --- rate limiting -----------------------------------------------------------------------
 
-    def admit(self) -> float | None:
+    def admit(self, endpoint: str = "") -> float | None:
         """Record one API call; None if admitted, else the seconds to wait (429)."""
+        now = time.monotonic()
+        wait = self._admit(now)
+        self.log.append(RequestLog(now, endpoint, wait is None))
+        return wait
+
+    def _admit(self, now: float) -> float | None:
         if not self.windows:
             return None
-        now = time.monotonic()
         wait = 0.0
         for window in self.windows:
             horizon = now - window.period

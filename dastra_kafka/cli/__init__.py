@@ -57,7 +57,7 @@ _VERBS = (
     dlq,  # dlq replay: dead letters back to their topics (consumers/dlq_replay.py)
     schemas,  # schemas export|check: the contract files (dastra_kafka/contracts/)
     recipes,  # recipes list|validate (consumers/recipes/language.py)
-    privacy,  # privacy keygen|erase (bus/privacy, bus/erasure.py)
+    privacy,  # privacy keygen|erase (bus/privacy, bus/privacy/erasure.py)
     demo,  # demo: the whole pipeline, supervised (dastra_kafka/demo.py)
 )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from bus.topics import TopicCatalogue, TopicsFileError, default_topics_file, load_catalogue
+from dastra.settings import BudgetRole
 from dastra_kafka.settings import Settings
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "catalogue_of",
     "fail",
     "settings_of",
+    "with_budget_role",
 ]
 
 EXIT_OK = 0
@@ -33,8 +36,19 @@ def settings_of(ctx: typer.Context) -> Settings:
     return settings
 
 
+def with_budget_role(settings: Settings, role: BudgetRole) -> Settings:
+    """The settings of a process of `role`: it keeps to that role's share of the Dastra API
+    key's rate limits (DASTRA_BUDGET_SHARES, DASTRA_WORKERS)."""
+    try:
+        dastra = settings.dastra.for_role(role)
+    except ValidationError as exc:
+        fail("; ".join(str(error["msg"]) for error in exc.errors()), EXIT_BAD_INPUT)
+    return settings.model_copy(update={"dastra": dastra})
+
+
 def catalogue_of(settings: Settings) -> TopicCatalogue:
-    """The topic catalogue named by the settings, with the replication override applied."""
+    """The topic catalogue named by the settings, with the replication overrides applied
+    (KAFKA_REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS)."""
     path = settings.service.topics_file
     if not path.is_absolute() and not path.is_file():
         path = default_topics_file()
@@ -42,7 +56,11 @@ def catalogue_of(settings: Settings) -> TopicCatalogue:
         catalogue = load_catalogue(path)
     except TopicsFileError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
-    return catalogue.with_replication_factor(settings.kafka.replication_factor)
+    catalogue = catalogue.with_replication_factor(settings.kafka.replication_factor)
+    try:
+        return catalogue.with_min_insync_replicas(settings.kafka.min_insync_replicas)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

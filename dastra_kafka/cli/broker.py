@@ -17,6 +17,7 @@ from bus.localkafka import (
     LocalKafkaInterruptedError,
     LocalKafkaPortInUseError,
     ensure_jars,
+    ensure_tools_jars,
 )
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE, fail
 
@@ -29,8 +30,17 @@ def broker(
         None, help="Keep topics and data here across restarts (default: a temporary directory)."
     ),
     heap: str = typer.Option("512m", help="Java maximum heap."),
+    kafka_version: str = typer.Option(
+        KAFKA_VERSION,
+        "--kafka-version",
+        help="Apache Kafka release from Maven Central (3.3 or later), e.g. 3.9.2 for an older "
+        "cluster.",
+    ),
     fetch_only: bool = typer.Option(
-        False, "--fetch-only", help="Only download Kafka's jars into the cache, then exit."
+        False,
+        "--fetch-only",
+        help="Only download Kafka's jars (and, for the pinned release, its command-line tools) "
+        "into the cache, then exit.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the address as JSON."),
 ) -> None:
@@ -53,18 +63,27 @@ def broker(
 
     if fetch_only:
         try:
-            libs = ensure_jars(progress=say, stop=stop)
+            libs = ensure_jars(progress=say, stop=stop, version=kafka_version)
+            # The tests' foreign clients run the pinned release's console tools.
+            tools = (
+                ensure_tools_jars(progress=say, stop=stop)
+                if kafka_version == KAFKA_VERSION
+                else None
+            )
         except LocalKafkaInterruptedError as exc:
             say(str(exc))
             return
         except LocalKafkaError as exc:
             fail(str(exc), EXIT_UNAVAILABLE)
+        fetched = {"jars": str(libs), **({"tools": str(tools)} if tools is not None else {})}
         typer.echo(
-            json.dumps({"jars": str(libs)}) if as_json else f"Kafka {KAFKA_VERSION} jars: {libs}"
+            json.dumps(fetched)
+            if as_json
+            else f"Kafka {kafka_version} " + ", ".join(f"{k}: {v}" for k, v in fetched.items())
         )
         return
 
-    local = LocalKafka(port=port, data_dir=data_dir, heap=heap, progress=say)
+    local = LocalKafka(port=port, data_dir=data_dir, heap=heap, progress=say, version=kafka_version)
     try:
         address = local.start(stop=stop)
     except LocalKafkaInterruptedError as exc:
@@ -79,7 +98,7 @@ def broker(
             typer.echo(json.dumps({"bootstrap_servers": address, "pid": local.pid}))
         else:
             typer.echo(f"KAFKA_BOOTSTRAP_SERVERS={address}")
-            say(f"Apache Kafka {KAFKA_VERSION} is ready (log: {local.log_file}); Ctrl-C stops it")
+            say(f"Apache Kafka {kafka_version} is ready (log: {local.log_file}); Ctrl-C stops it")
         while not stop.wait(0.5):
             if not local.running:
                 fail("the broker exited unexpectedly:\n" + local.log_tail(), EXIT_FAILED)

@@ -20,6 +20,7 @@ from dastra_kafka.cli._common import (
     catalogue_of,
     fail,
     settings_of,
+    with_budget_role,
 )
 from dastra_kafka.settings import Settings
 
@@ -48,7 +49,7 @@ def poller(
     unreachable (with --once or --max-cycles, when the last cycle failed)."""
     from producers.poller import parse_start
 
-    settings = settings_of(ctx)
+    settings = with_budget_role(settings_of(ctx), "poller")
     workspaces = workspace or settings.dastra.watched_workspaces()
     if not workspaces:
         fail("no workspace: set DASTRA_WORKSPACE_ID or pass --workspace", EXIT_BAD_INPUT)

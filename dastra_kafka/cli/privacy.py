@@ -62,8 +62,8 @@ def erase_command(
 
     Exit codes: 0 done (or nothing to erase); 2 bad --subject or no PRIVACY_MASTER_KEY;
     3 Kafka unreachable or a topic missing; 1 some records were not acknowledged (run again)."""
-    from bus.erasure import ErasureError, erase, parse_subject
     from bus.privacy import PrivacyError
+    from bus.privacy.erasure import ErasureError, erase, parse_subject
 
     settings = settings_of(ctx)
     try:

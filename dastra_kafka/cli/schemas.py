@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from bus.topics import load_catalogue
+from bus.topics import Compatibility, load_catalogue
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -25,6 +25,7 @@ from dastra_kafka.contracts.schemagen import (
     committed_files,
     drift,
     generate,
+    schema_compatibility,
 )
 
 __all__ = ["register"]
@@ -37,7 +38,9 @@ _app = typer.Typer(
 _ROOT_HELP = "Repository root holding schemas/ and docs/ (default: the directory of topics.yaml)."
 
 
-def _generate(ctx: typer.Context, root: Path | None) -> tuple[Path, dict[str, bytes]]:
+def _generate(
+    ctx: typer.Context, root: Path | None
+) -> tuple[Path, dict[str, bytes], dict[str, Compatibility]]:
     # The file as written, without KAFKA_REPLICATION_FACTOR: the output must not depend on the
     # environment of whoever runs the export.
     catalogue = load_catalogue(catalogue_of(settings_of(ctx)).path)
@@ -45,7 +48,7 @@ def _generate(ctx: typer.Context, root: Path | None) -> tuple[Path, dict[str, by
         files = generate(catalogue)
     except KeyError as exc:
         fail(f"{catalogue.path}: {exc.args[0]}", EXIT_BAD_INPUT)
-    return (root or catalogue.path.resolve().parent), files
+    return (root or catalogue.path.resolve().parent), files, schema_compatibility(catalogue)
 
 
 def _report_breaking(console: Console, title: str, found: dict[str, list[Incompatibility]]) -> None:
@@ -66,8 +69,8 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Write every generated file; refuse a breaking change unless --allow-breaking."""
-    base, files = _generate(ctx, root)
-    breaking = breaking_changes(committed_files(base), files)
+    base, files, modes = _generate(ctx, root)
+    breaking = breaking_changes(committed_files(base), files, modes)
     if breaking and not allow_breaking:
         if as_json:
             typer.echo(json.dumps({"written": [], "breaking": _as_lists(breaking)}, indent=2))
@@ -113,9 +116,9 @@ def check_command(
 ) -> None:
     """Exit 1 when the files differ from what the code generates (drift) or when the code's
     schemas break consumers of the committed ones (on disk, and at --against)."""
-    base, files = _generate(ctx, root)
+    base, files, modes = _generate(ctx, root)
     drifted = drift(base, files)
-    breaking = breaking_changes(committed_files(base), files)
+    breaking = breaking_changes(committed_files(base), files, modes)
     notes: list[str] = []
     if against:
         try:
@@ -123,7 +126,7 @@ def check_command(
         except ValueError as exc:
             notes.append(f"compatibility with {against} not checked: {exc}")
         else:
-            for path, problems in breaking_changes(at_ref, files).items():
+            for path, problems in breaking_changes(at_ref, files, modes).items():
                 breaking.setdefault(f"{path}@{against}", problems)
     if as_json:
         typer.echo(

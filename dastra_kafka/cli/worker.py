@@ -15,6 +15,7 @@ from dastra_kafka.cli._common import (
     catalogue_of,
     fail,
     settings_of,
+    with_budget_role,
 )
 from dastra_kafka.settings import Settings
 
@@ -36,7 +37,7 @@ def worker(
     failures also go to dastra.dead-letter.v1. /metrics and /ready are served on the web port.
     Enabled recipes (RECIPES_ENABLE=name,...) run here too; an invalid one stops the start.
     """
-    settings = settings_of(ctx)
+    settings = with_budget_role(settings_of(ctx), "workers")
     overrides = {
         name: value
         for name, value in (

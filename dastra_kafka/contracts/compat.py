@@ -1,24 +1,32 @@
-"""Backward compatibility of JSON Schemas: can data valid under the old schema still be read?
+"""Compatibility of JSON Schemas by role: can the readers of a topic still read its records?
 
-Consumes two JSON Schemas (draft 2020-12, as `schemas/` holds them: local `$ref`s into `$defs`).
-Produces the `Incompatibility`s a consumer of the committed contract would suffer from the new
-one, in the spirit of Schema Registry's BACKWARD mode for JSON Schema: every instance the old
-schema accepts must be accepted by the new one. Breaking:
+Consumes two JSON Schemas (draft 2020-12, as `schemas/` holds them: local `$ref`s into `$defs`):
+the committed one (old) and the one the code generates now (new), and the topic's compatibility.
+Produces the `Incompatibility`s its readers would suffer, in the spirit of Schema Registry's modes
+for JSON Schema:
 
-- a property removed (consumers rely on it), or newly required;
-- a narrowed type (`number` to `integer`, `string | null` to `string`, anything to `string`);
-- an enum value removed (unless the new schema still accepts it, as lenient enums do);
-- `additionalProperties` newly false (or newly a schema);
-- a tightened constraint (`maxLength` lowered, a `pattern` added or changed, ...);
-- an `anyOf`/`oneOf` alternative that no new alternative covers (reported with the closest
-  new alternative's reasons).
+- BACKWARD (the bridge reads the topic: commands, its own state): every instance the OLD schema
+  accepts must be accepted by the NEW one (new readers read old data). Breaking: a property removed
+  (consumers rely on it) or newly required; a narrowed type (`number` to `integer`, `string | null`
+  to `string`); an enum value removed, or an enum where there was none (unless the new schema still
+  accepts the value, as lenient enums do); `additionalProperties` newly false (or newly a schema);
+  a tightened constraint (`maxLength` lowered, a `pattern` added or changed, ...).
+- FORWARD (the bridge writes it, others read it with types generated from the old schema): every
+  instance the NEW schema accepts must be accepted by the OLD one (old readers read new data).
+  Breaking: a widened type (`id` made nullable, `integer` to `number`); a new value of a closed
+  enum, or an enum dropped; a required property made optional; a property added where the old
+  schema is closed (`additionalProperties: false`), or the model opened; a loosened constraint.
+  A property the new schema removes or adds to an open model passes: old readers ignore unknown
+  fields, and an optional one they may miss.
+- FULL: both.
 
-Additive changes pass: a new optional property, a new enum value, a wider type, a loosened
-constraint, a new branch. The check is conservative where a precise answer would need set algebra
-on patterns or unions: it may call a harmless change breaking, never the reverse for the cases
-above.
+An `anyOf`/`oneOf` alternative that no alternative on the other side covers is reported with the
+closest alternative's reasons. Lenient enums (`anyOf: [known values, any string]`) take any string
+on both sides, so a known value may come or go. The check is conservative where a precise answer
+would need set algebra on patterns or unions: it may call a harmless change breaking, never the
+reverse for the cases above.
 
-    problems = backward_incompatibilities(committed, generated)
+    problems = incompatibilities(committed, generated, "FULL")
 """
 
 from __future__ import annotations
@@ -29,7 +37,14 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-__all__ = ["Incompatibility", "backward_incompatibilities"]
+from bus.topics import Compatibility
+
+__all__ = [
+    "Incompatibility",
+    "backward_incompatibilities",
+    "forward_incompatibilities",
+    "incompatibilities",
+]
 
 Schema = Mapping[str, Any] | bool
 
@@ -54,8 +69,8 @@ _ANNOTATIONS = frozenset(
         "discriminator",
     }
 )
-# Keywords this module reasons about; any other validation keyword that appears or changes in the
-# new schema is reported as a changed constraint.
+# Keywords this module reasons about; any other validation keyword that differs is reported as a
+# changed constraint.
 _HANDLED = frozenset(
     {
         "$ref",
@@ -85,40 +100,106 @@ _HANDLED = frozenset(
         "maxProperties",
     }
 )
+_OBJECT_KEYWORDS = frozenset(
+    {"properties", "required", "additionalProperties", "minProperties", "maxProperties"}
+)
 _ALL_TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
+_NUMBERS = frozenset({"number", "integer"})
+_BOUND_TYPES: dict[str, frozenset[str]] = {
+    "minLength": frozenset({"string"}),
+    "maxLength": frozenset({"string"}),
+    "minItems": frozenset({"array"}),
+    "maxItems": frozenset({"array"}),
+    "minProperties": frozenset({"object"}),
+    "maxProperties": frozenset({"object"}),
+    "minimum": _NUMBERS,
+    "maximum": _NUMBERS,
+    "exclusiveMinimum": _NUMBERS,
+    "exclusiveMaximum": _NUMBERS,
+}
 _LOWER_BOUNDS = ("minLength", "minItems", "minProperties", "minimum", "exclusiveMinimum")
 _UPPER_BOUNDS = ("maxLength", "maxItems", "maxProperties", "maximum", "exclusiveMaximum")
+
+# The same difference seen from each side: BACKWARD kind -> FORWARD kind.
+_FORWARD_KIND = {
+    "type-narrowed": "type-widened",
+    "enum-value-removed": "enum-value-added",
+    "enum-added": "enum-removed",
+    "constraint-tightened": "constraint-loosened",
+    "property-removed": "property-added",
+    "property-required": "property-no-longer-required",
+    "additional-properties-closed": "additional-properties-opened",
+    "unresolvable-reference": "unresolvable-reference",
+}
 
 
 @dataclass(frozen=True)
 class Incompatibility:
-    """One way the new schema rejects data the old one accepted.
+    """One way the new schema breaks a reader.
 
-    `path` locates it in an instance (`$.area.id`, `$.tags[]`, `$.*` for any other property).
+    `path` locates it in an instance (`$.area.id`, `$.tags[]`, `$.*` for any other property);
+    `rule` is BACKWARD (new readers, old data) or FORWARD (old readers, new data).
     """
 
     path: str
     kind: str
     detail: str
+    rule: str = "BACKWARD"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.kind}: {self.detail}"
 
 
 def backward_incompatibilities(old: Schema, new: Schema) -> list[Incompatibility]:
-    """Every breaking difference from `old` (the committed schema) to `new`, sorted by path."""
-    checker = _Checker(old, new)
-    found = checker.compare(old, new, "$", frozenset())
-    unique = {(item.path, item.kind, item.detail): item for item in found}
+    """What `new` rejects of the data `old` (the committed schema) accepted, sorted by path."""
+    return _unique(_Checker(old, new, forward=False).compare(old, new, "$", frozenset()))
+
+
+def forward_incompatibilities(old: Schema, new: Schema) -> list[Incompatibility]:
+    """What readers of `old` (the committed schema) reject of the data `new` allows."""
+    return _unique(_Checker(new, old, forward=True).compare(new, old, "$", frozenset()))
+
+
+def incompatibilities(
+    old: Schema, new: Schema, compatibility: Compatibility
+) -> list[Incompatibility]:
+    """The breaking differences from `old` to `new` under a topic's compatibility mode."""
+    found: list[Incompatibility] = []
+    if compatibility in ("BACKWARD", "FULL"):
+        found += backward_incompatibilities(old, new)
+    if compatibility in ("FORWARD", "FULL"):
+        found += forward_incompatibilities(old, new)
+    return _unique(found)
+
+
+def _unique(found: list[Incompatibility]) -> list[Incompatibility]:
+    unique = {(item.path, item.kind, item.detail, item.rule): item for item in found}
     return [unique[key] for key in sorted(unique)]
 
 
 class _Checker:
-    def __init__(self, old_root: Schema, new_root: Schema) -> None:
-        self._old_root = old_root
-        self._new_root = new_root
-        defs = new_root.get("$defs", {}) if isinstance(new_root, Mapping) else {}
-        self._new_defs: Mapping[str, Any] = defs
+    """Is every instance valid under the `data` schema valid under the `reader` schema?
+
+    BACKWARD: data = old, reader = new. FORWARD: data = new, reader = old. Kinds and details
+    are worded from the side of the one whose schema changed (old -> new)."""
+
+    def __init__(self, data_root: Schema, reader_root: Schema, *, forward: bool) -> None:
+        self._data_root = data_root
+        self._reader_root = reader_root
+        self._forward = forward
+        defs = reader_root.get("$defs", {}) if isinstance(reader_root, Mapping) else {}
+        self._reader_defs: Mapping[str, Any] = defs
+
+    def _inc(self, path: str, kind: str, backward: str, forward: str) -> Incompatibility:
+        if self._forward:
+            return Incompatibility(path, _FORWARD_KIND[kind], forward, "FORWARD")
+        return Incompatibility(path, kind, backward, "BACKWARD")
+
+    def _change(self, data_side: object, reader_side: object) -> str:
+        """`old -> new`, whichever side each one is."""
+        if self._forward:
+            return f"{reader_side} -> {data_side}"
+        return f"{data_side} -> {reader_side}"
 
     # --- references ------------------------------------------------------------------------
 
@@ -157,195 +238,264 @@ class _Checker:
     # --- comparison ------------------------------------------------------------------------
 
     def compare(
-        self, old: Schema, new: Schema, path: str, seen: frozenset[tuple[str, str]]
+        self, data: Schema, reader: Schema, path: str, seen: frozenset[tuple[str, str]]
     ) -> list[Incompatibility]:
-        old_refs: list[str] = []
-        new_refs: list[str] = []
+        data_refs: list[str] = []
+        reader_refs: list[str] = []
         try:
-            old = self._resolve(old, self._old_root, old_refs)
-            new = self._resolve(new, self._new_root, new_refs)
+            data = self._resolve(data, self._data_root, data_refs)
+            reader = self._resolve(reader, self._reader_root, reader_refs)
         except _UnresolvableError as exc:
-            return [_inc(path, "unresolvable-reference", f"cannot compare through {exc.args[0]}")]
-        if old_refs or new_refs:
-            pair = ("|".join(old_refs), "|".join(new_refs))
+            text = f"cannot compare through {exc.args[0]}"
+            return [self._inc(path, "unresolvable-reference", text, text)]
+        if data_refs or reader_refs:
+            pair = ("|".join(data_refs), "|".join(reader_refs))
             if pair in seen:
                 return []  # a recursive structure already being compared
             seen = seen | {pair}
 
-        if _accepts_everything(new) or old is False:
+        if _accepts_everything(reader) or data is False:
             return []
-        if new is False:
-            return [_inc(path, "type-narrowed", "the new schema rejects every value")]
-        if old is True:
-            return [_inc(path, "type-narrowed", "any value was accepted; now constrained")]
-        assert isinstance(old, Mapping) and isinstance(new, Mapping)
+        if reader is False:
+            return [
+                self._inc(
+                    path,
+                    "type-narrowed",
+                    "the new schema rejects every value",
+                    "the old schema rejected every value",
+                )
+            ]
+        if data is True:
+            return [
+                self._inc(
+                    path,
+                    "type-narrowed",
+                    "any value was accepted; now constrained",
+                    "any value is accepted now; old readers took only some",
+                )
+            ]
+        assert isinstance(data, Mapping) and isinstance(reader, Mapping)
 
-        if "allOf" in old:  # data matched every member: merge them (narrower is fine)
-            merged: dict[str, Any] = {k: v for k, v in old.items() if k != "allOf"}
-            for member in old["allOf"]:
-                resolved = self._resolve(member, self._old_root, [])
+        if "allOf" in data:  # data matched every member: merge them (narrower is fine)
+            merged: dict[str, Any] = {k: v for k, v in data.items() if k != "allOf"}
+            for member in data["allOf"]:
+                resolved = self._resolve(member, self._data_root, [])
                 if resolved is False:
                     return []
                 if isinstance(resolved, Mapping):
                     merged.update(resolved)
-            return self.compare(merged, new, path, seen)
-        if "allOf" in new:  # data must match every member
-            rest = {k: v for k, v in new.items() if k != "allOf"}
-            found = self.compare(old, rest, path, seen) if _constraints(rest) else []
-            for member in new["allOf"]:
-                found += self.compare(old, member, path, seen)
+            return self.compare(merged, reader, path, seen)
+        if "allOf" in reader:  # data must match every member
+            rest = {k: v for k, v in reader.items() if k != "allOf"}
+            found = self.compare(data, rest, path, seen) if _constraints(rest) else []
+            for member in reader["allOf"]:
+                found += self.compare(data, member, path, seen)
             return found
 
-        enum = _enum_of(old)
+        enum = _enum_of(data)
         if enum is not None:
-            return self._enum_values(enum, new, path)
+            return self._enum_values(enum, reader, path)
 
-        old_branches = _branches(old)
-        if old_branches is not None:
-            rest = {k: v for k, v in old.items() if k not in ("anyOf", "oneOf")}
+        data_branches = _branches(data)
+        if data_branches is not None:
+            rest = {k: v for k, v in data.items() if k not in ("anyOf", "oneOf")}
             found = []
-            for branch in old_branches:
-                resolved = self._resolve(branch, self._old_root, [])
+            for branch in data_branches:
+                resolved = self._resolve(branch, self._data_root, [])
                 combined: Schema = resolved
                 if isinstance(resolved, Mapping) and _constraints(rest):
                     combined = {**rest, **resolved}
-                found += self.compare(combined, new, path, seen)
+                found += self.compare(combined, reader, path, seen)
             return found
 
-        new_branches = _branches(new)
-        if new_branches is not None:
-            rest = {k: v for k, v in new.items() if k not in ("anyOf", "oneOf")}
-            outer = self.compare(old, rest, path, seen) if _constraints(rest) else []
-            attempts = [self.compare(old, branch, path, seen) for branch in new_branches]
+        reader_branches = _branches(reader)
+        if reader_branches is not None:
+            rest = {k: v for k, v in reader.items() if k not in ("anyOf", "oneOf")}
+            outer = self.compare(data, rest, path, seen) if _constraints(rest) else []
+            attempts = [self.compare(data, branch, path, seen) for branch in reader_branches]
             # No alternative takes everything: report why the closest one does not.
             best = min(attempts, key=len)
             return outer + best
 
-        return self._same_shape(old, new, path, seen)
+        return self._same_shape(data, reader, path, seen)
 
     def _enum_values(
-        self, values: list[Any], new: Mapping[str, Any], path: str
+        self, values: list[Any], reader: Mapping[str, Any], path: str
     ) -> list[Incompatibility]:
-        wrapped = {"$defs": self._new_defs, "allOf": [new]}
+        wrapped = {"$defs": self._reader_defs, "allOf": [reader]}
         validator = Draft202012Validator(wrapped)
         return [
-            _inc(path, "enum-value-removed", f"{value!r} is no longer accepted")
+            self._inc(
+                path,
+                "enum-value-removed",
+                f"{value!r} is no longer accepted",
+                f"{value!r} is new; readers of the old schema reject it",
+            )
             for value in values
             if not validator.is_valid(value)
         ]
 
     def _same_shape(
         self,
-        old: Mapping[str, Any],
-        new: Mapping[str, Any],
+        data: Mapping[str, Any],
+        reader: Mapping[str, Any],
         path: str,
         seen: frozenset[tuple[str, str]],
     ) -> list[Incompatibility]:
         found: list[Incompatibility] = []
-        old_types = _types(old)
-        new_types = _types(new)
-        lost = {t for t in old_types - new_types if not (t == "integer" and "number" in new_types)}
+        data_types = _types(data)
+        reader_types = _types(reader)
+        lost = {
+            t
+            for t in data_types - reader_types
+            if not (t == "integer" and "number" in reader_types)
+        }
         if lost:
-            was = "any" if "type" not in old else "|".join(sorted(old_types))
+            data_text = "any" if "type" not in data else "|".join(sorted(data_types))
+            reader_text = "any" if "type" not in reader else "|".join(sorted(reader_types))
+            change = self._change(data_text, reader_text)
+            lost_text = ", ".join(sorted(lost))
             found.append(
-                _inc(
+                self._inc(
                     path,
                     "type-narrowed",
-                    f"{was} -> {'|'.join(sorted(new_types))} "
-                    f"(no longer: {', '.join(sorted(lost))})",
+                    f"{change} (no longer: {lost_text})",
+                    f"{change} (readers of the old schema reject: {lost_text})",
                 )
             )
-        kept = old_types & (new_types | ({"integer"} if "number" in new_types else set()))
-        found += self._bounds(old, new, path)
+        kept = data_types & (reader_types | ({"integer"} if "number" in reader_types else set()))
+        reader_enum = _enum_of(reader)
+        if reader_enum is not None:
+            values = ", ".join(repr(v) for v in reader_enum)
+            found.append(
+                self._inc(
+                    path,
+                    "enum-added",
+                    f"only {values} accepted now",
+                    f"readers of the old schema accept only {values}",
+                )
+            )
+        found += self._bounds(data, reader, path, kept)
         if kept & {"string"}:
             for keyword in ("pattern", "format"):
-                if keyword in new and new.get(keyword) != old.get(keyword):
-                    before = old.get(keyword, "none")
+                if keyword in reader and reader.get(keyword) != data.get(keyword):
+                    change = self._change(data.get(keyword, "none"), reader[keyword])
                     found.append(
-                        _inc(path, "constraint-tightened", f"{keyword}: {before} -> {new[keyword]}")
+                        self._inc(
+                            path,
+                            "constraint-tightened",
+                            f"{keyword}: {change}",
+                            f"{keyword}: {change}",
+                        )
                     )
-        multiple = new.get("multipleOf")
-        changed = multiple is not None and multiple != old.get("multipleOf")
+        multiple = reader.get("multipleOf")
+        changed = multiple is not None and multiple != data.get("multipleOf")
         if kept & {"number", "integer"} and changed:
-            found.append(_inc(path, "constraint-tightened", f"multipleOf: {multiple}"))
+            change = self._change(data.get("multipleOf", "none"), multiple)
+            found.append(
+                self._inc(
+                    path, "constraint-tightened", f"multipleOf: {change}", f"multipleOf: {change}"
+                )
+            )
         if kept & {"array"}:
-            if new.get("uniqueItems") and not old.get("uniqueItems"):
-                found.append(_inc(path, "constraint-tightened", "uniqueItems added"))
-            if "items" in new:
-                found += self.compare(old.get("items", True), new["items"], f"{path}[]", seen)
-        if kept & {"object"}:
-            found += self._object(old, new, path, seen)
-        for keyword in sorted(set(new) - _HANDLED - _ANNOTATIONS):
-            if new[keyword] != old.get(keyword):
-                found.append(_inc(path, "constraint-tightened", f"{keyword} added or changed"))
+            if reader.get("uniqueItems") and not data.get("uniqueItems"):
+                found.append(
+                    self._inc(
+                        path, "constraint-tightened", "uniqueItems added", "uniqueItems dropped"
+                    )
+                )
+            if "items" in reader:
+                found += self.compare(data.get("items", True), reader["items"], f"{path}[]", seen)
+        # A reader without `type` and object keywords (the siblings of an `anyOf`, say
+        # `{"maxLength": 250}`) says nothing about objects: no property of the data is "removed".
+        if kept & {"object"} and ("type" in reader or _OBJECT_KEYWORDS & set(reader)):
+            found += self._object(data, reader, path, seen)
+        for keyword in sorted(set(reader) - _HANDLED - _ANNOTATIONS):
+            if reader[keyword] != data.get(keyword):
+                found.append(
+                    self._inc(
+                        path,
+                        "constraint-tightened",
+                        f"{keyword} added or changed",
+                        f"{keyword} dropped or changed",
+                    )
+                )
         return found
 
-    @staticmethod
-    def _bounds(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[Incompatibility]:
+    def _bounds(
+        self, data: Mapping[str, Any], reader: Mapping[str, Any], path: str, kept: set[str]
+    ) -> list[Incompatibility]:
         found = []
-        for keyword in _LOWER_BOUNDS:
-            if keyword in new and (keyword not in old or new[keyword] > old[keyword]):
-                found.append(
-                    _inc(
-                        path,
-                        "constraint-tightened",
-                        f"{keyword}: {old.get(keyword, 'none')} -> {new[keyword]}",
-                    )
-                )
-        for keyword in _UPPER_BOUNDS:
-            if keyword in new and (keyword not in old or new[keyword] < old[keyword]):
-                found.append(
-                    _inc(
-                        path,
-                        "constraint-tightened",
-                        f"{keyword}: {old.get(keyword, 'none')} -> {new[keyword]}",
-                    )
-                )
+        for keyword in (*_LOWER_BOUNDS, *_UPPER_BOUNDS):
+            if keyword not in reader or not kept & _BOUND_TYPES[keyword]:
+                continue  # e.g. a maxLength beside an anyOf binds no object alternative
+            lower = keyword in _LOWER_BOUNDS
+            before = data.get(keyword)
+            if before is None or (reader[keyword] > before if lower else reader[keyword] < before):
+                text = f"{keyword}: {self._change(data.get(keyword, 'none'), reader[keyword])}"
+                found.append(self._inc(path, "constraint-tightened", text, text))
         return found
 
     def _object(
         self,
-        old: Mapping[str, Any],
-        new: Mapping[str, Any],
+        data: Mapping[str, Any],
+        reader: Mapping[str, Any],
         path: str,
         seen: frozenset[tuple[str, str]],
     ) -> list[Incompatibility]:
         found: list[Incompatibility] = []
-        old_props: Mapping[str, Any] = old.get("properties", {})
-        new_props: Mapping[str, Any] = new.get("properties", {})
-        old_extra: Schema = old.get("additionalProperties", True)
-        new_extra: Schema = new.get("additionalProperties", True)
-        for name, schema in old_props.items():
+        data_props: Mapping[str, Any] = data.get("properties", {})
+        reader_props: Mapping[str, Any] = reader.get("properties", {})
+        data_extra: Schema = data.get("additionalProperties", True)
+        reader_extra: Schema = reader.get("additionalProperties", True)
+        for name, schema in data_props.items():
             where = f"{path}.{name}"
-            if name not in new_props:
-                found.append(_inc(where, "property-removed", "consumers of the old schema read it"))
-            else:
-                found += self.compare(schema, new_props[name], where, seen)
-        old_required = set(old.get("required", []))
-        for name in new.get("required", []):
-            if name not in old_required:
+            if name in reader_props:
+                found += self.compare(schema, reader_props[name], where, seen)
+            elif not self._forward:
+                # Valid or not, consumers of the old schema read the property.
                 found.append(
-                    _inc(f"{path}.{name}", "property-required", "old data may not have it")
+                    self._inc(where, "property-removed", "consumers of the old schema read it", "")
                 )
-        for name, schema in new_props.items():
-            if name not in old_props and not _accepts_everything(old_extra):
-                # Old data could carry this name as an additional property of `old_extra`.
-                found += self.compare(old_extra, schema, f"{path}.{name}", seen)
-        if new_extra is False and old_extra is not False:
+            elif reader_extra is False:
+                found.append(
+                    self._inc(
+                        where, "property-removed", "", "the old schema refuses other properties"
+                    )
+                )
+            else:  # a new property: old readers see it as one of their additional properties
+                found += self.compare(schema, reader_extra, where, seen)
+        data_required = set(data.get("required", []))
+        for name in reader.get("required", []):
+            if name not in data_required:
+                found.append(
+                    self._inc(
+                        f"{path}.{name}",
+                        "property-required",
+                        "old data may not have it",
+                        "new data may not have it; readers of the old schema require it",
+                    )
+                )
+        for name, schema in reader_props.items():
+            if name not in data_props and not _accepts_everything(data_extra):
+                # The data could carry this name as one of its additional properties.
+                found += self.compare(data_extra, schema, f"{path}.{name}", seen)
+        if reader_extra is False and data_extra is not False:
             found.append(
-                _inc(f"{path}.*", "additional-properties-closed", "other properties now rejected")
+                self._inc(
+                    f"{path}.*",
+                    "additional-properties-closed",
+                    "other properties now rejected",
+                    "other properties allowed now; readers of the old schema reject them",
+                )
             )
-        elif new_extra is not False:
-            found += self.compare(old_extra, new_extra, f"{path}.*", seen)
+        elif reader_extra is not False:
+            found += self.compare(data_extra, reader_extra, f"{path}.*", seen)
         return found
 
 
 class _UnresolvableError(Exception):
     pass
-
-
-def _inc(path: str, kind: str, detail: str) -> Incompatibility:
-    return Incompatibility(path, kind, detail)
 
 
 def _constraints(schema: Mapping[str, Any]) -> bool:

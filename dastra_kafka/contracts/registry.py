@@ -44,13 +44,13 @@ from bus.deadletter import (
     ErrorKind,
 )
 from bus.envelope import Headers, header_dict
-from bus.erasure import ErasureAudit
 from bus.privacy import PAYLOAD_HEADER, KeyRecord, event_model, private_model
 from bus.records.commands import COMMAND_MODELS, CommandResult
 from bus.records.event_types import EVENT_TYPES
 from bus.records.idempotency import IdempotencyRecord
 from bus.records.lag import LagWindowKey, LagWindowRecord
 from bus.records.poller import Cursor, PollTrigger
+from bus.records.privacy_audit import ErasureAudit
 from bus.records.recipe_runs import Notification, RecipeRun
 from bus.records.subscriptions import HookSubscription
 from bus.topics import (
@@ -68,6 +68,7 @@ from bus.topics import (
     RIGHTS_REQUESTS,
     TASKS,
     WEBHOOK_IDEMPOTENCY,
+    Compatibility,
     TopicCatalogue,
     command_topic,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "TopicContract",
     "cloudevents_headers_schema",
     "contract_schema",
+    "derived_compatibility",
     "headers_schema",
     "schema_of",
     "structured_envelope_schema",
@@ -170,6 +172,24 @@ class TopicContract:
     tombstones: bool = False  # a null value deletes the key (compacted topics)
     structured: bool = False  # structured-mode CloudEvents are accepted too
     extra_required_headers: tuple[str, ...] = ()
+
+
+# The roles whose code is this project: released together, they read what they wrote before.
+_BRIDGE = frozenset(
+    {Role.POLLER, Role.AGENTS, Role.WEBHOOK, Role.HOOKS, Role.LAG_MONITOR, Role.RECIPES}
+)
+
+
+def derived_compatibility(contract: TopicContract) -> Compatibility:
+    """The compatibility a topic needs by who reads it (topics.yaml states it; a test checks
+    they agree): BACKWARD when the bridge reads it (new code reads records written before),
+    FORWARD when people or other systems read it with types generated from an older schema
+    (`any-consumer`, `operators`), FULL when both."""
+    bridge_reads = any(role in _BRIDGE for role in contract.receivers)
+    others_read = any(role not in _BRIDGE for role in contract.receivers)
+    if bridge_reads and others_read:
+        return "FULL"
+    return "BACKWARD" if bridge_reads else "FORWARD"
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -665,9 +685,25 @@ def contract_schema(name: str) -> dict[str, Any]:
     return schema_of(contract)
 
 
+def _drop_null_defaults(node: Any) -> None:
+    """Remove every `"default": null`: an optional property that is absent means null anyway,
+    and datamodel-codegen (0.97) copies that default into the model it makes for a constrained
+    alternative (`{"anyOf": [{"type": "string", "maxLength": 100}, {"type": "null"}],
+    "default": null}` gives `root: str = None`), which type checkers rightly reject."""
+    if isinstance(node, dict):
+        if "default" in node and node["default"] is None:
+            del node["default"]
+        for value in node.values():
+            _drop_null_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_null_defaults(value)
+
+
 def schema_of(contract: Contract) -> dict[str, Any]:
     """The JSON Schema of any `Contract` (registered or not: tests build modified ones)."""
     generated = contract.adapter.json_schema(mode="validation")
+    _drop_null_defaults(generated)
     if contract.lenient:
         _document_lenient_enums(generated)
     generated.pop("title", None)

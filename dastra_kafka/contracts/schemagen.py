@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import yaml
 
-from bus.topics import TopicCatalogue, TopicSpec
-from dastra_kafka.contracts.compat import Incompatibility, backward_incompatibilities
+from bus.topics import Compatibility, TopicCatalogue, TopicSpec
+from dastra_kafka.contracts.compat import Incompatibility, incompatibilities
 from dastra_kafka.contracts.registry import (
     CONTRACTS,
     TOPIC_CONTRACTS,
@@ -59,6 +59,7 @@ __all__ = [
     "drift",
     "dump_json",
     "generate",
+    "schema_compatibility",
     "schema_path",
 ]
 
@@ -229,6 +230,16 @@ _SERVERS: dict[str, Any] = {
             {"$ref": "#/components/securitySchemes/saslScramSha512"},
         ],
     },
+    "oauthBearer": {
+        "host": "{bootstrap}",
+        "protocol": "kafka-secure",
+        "title": "SASL/OAUTHBEARER over TLS",
+        "description": "KAFKA_SECURITY_PROTOCOL=SASL_SSL, KAFKA_SASL_MECHANISM=OAUTHBEARER with "
+        "OIDC client credentials (KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL, _CLIENT_ID, "
+        "_CLIENT_SECRET, _SCOPE; e.g. Confluent Cloud identity pools, Entra ID), or "
+        "KAFKA_SASL_MECHANISM=AWS_MSK_IAM (Amazon MSK IAM, a token signed by AWS's signer).",
+        "security": [{"$ref": "#/components/securitySchemes/oauthBearer"}],
+    },
     "ssl": {
         "host": "{bootstrap}",
         "protocol": "kafka-secure",
@@ -252,6 +263,19 @@ _SECURITY_SCHEMES = {
     "saslScramSha256": {"type": "scramSha256", "description": "SASL/SCRAM-SHA-256"},
     "saslScramSha512": {"type": "scramSha512", "description": "SASL/SCRAM-SHA-512"},
     "mutualTls": {"type": "X509", "description": "A client certificate (mutual TLS)"},
+    "oauthBearer": {
+        "type": "oauth2",
+        "description": "SASL/OAUTHBEARER: a bearer token from the cluster's identity provider "
+        "with the client-credentials grant (the token URL is the provider's: "
+        "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL).",
+        "flows": {
+            "clientCredentials": {
+                "tokenUrl": "https://identity-provider.example/oauth2/token",
+                "availableScopes": {},
+            }
+        },
+        "scopes": [],
+    },
 }
 
 _INFO_DESCRIPTION = """\
@@ -273,10 +297,42 @@ rights requests, tasks, actors) and Apache Kafka.
   with gzip by default (`KAFKA_COMPRESSION_TYPE`: none, gzip, snappy, lz4 or zstd), the one codec
   every mainstream client (KafkaJS included) reads without a plugin.
 
-Topic names get `KAFKA_TOPIC_PREFIX` in front when one is configured. Schemas evolve backward
-compatibly within a topic version (checked by `dastra-kafka schemas check`); a breaking change
-gets a new topic (`.v2`).
+Topic names get `KAFKA_TOPIC_PREFIX` in front when one is configured. Within a topic version
+the schemas evolve by the topic's compatibility (each channel states it; checked by
+`dastra-kafka schemas check`): BACKWARD where the bridge reads (commands, its own state: a new
+schema accepts every record the old one did; fields may be added as optional, never removed),
+FORWARD where others read what the bridge writes (every record valid under the new schema is
+valid under the old one, so types generated from an older schema keep reading: no widened type,
+no field made nullable or optional, no new value of a closed enumeration, no property added to
+a closed object), FULL where both do (events, results). Event payloads are lenient on purpose:
+unknown fields are allowed and their enumerations list known values but take any string, so
+consumers must tolerate new fields and values there (a known value may come or go; a field may
+be added). A breaking change gets a new topic (`.v2`).
 """
+
+
+_COMPATIBILITY_TEXT: dict[str, str] = {
+    "BACKWARD": "the bridge reads it: a new schema accepts every record the old one accepted",
+    "FORWARD": "others read what the bridge writes: readers of the old schema accept every "
+    "record the new one allows",
+    "FULL": "both: BACKWARD and FORWARD",
+}
+
+
+def schema_compatibility(catalogue: TopicCatalogue) -> dict[str, Compatibility]:
+    """Schema file path -> the compatibility its topics need together (a schema used by a
+    BACKWARD and a FORWARD topic must be FULL)."""
+    needs: dict[str, set[str]] = {}
+    for spec in catalogue:
+        for name in (spec.key_schema, spec.value_schema):
+            needs.setdefault(schema_path(name), set()).add(spec.compatibility)
+    result: dict[str, Compatibility] = {}
+    for path, modes in needs.items():
+        if "FULL" in modes or modes == {"BACKWARD", "FORWARD"}:
+            result[path] = "FULL"
+        else:
+            result[path] = "FORWARD" if modes == {"FORWARD"} else "BACKWARD"
+    return dict(sorted(result.items()))
 
 
 def asyncapi_document(
@@ -367,11 +423,13 @@ def _channel(spec: TopicSpec, contract: TopicContract, names: list[str]) -> dict
     )
     privacy += (
         f" Replicas: {spec.replication_factor} as topics.yaml declares it; production clusters "
-        "set KAFKA_REPLICATION_FACTOR (3)."
+        f"set KAFKA_REPLICATION_FACTOR (3). Schema compatibility: {spec.compatibility} "
+        f"({_COMPATIBILITY_TEXT[spec.compatibility]})."
     )
     return {
         "address": spec.name,
         "title": spec.name,
+        "x-schema-compatibility": spec.compatibility,
         "description": f"{spec.description} {privacy}".strip(),
         "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
         "bindings": {
@@ -565,9 +623,14 @@ def _topics_markdown(
         "Keys and header values are UTF-8 text. Topic names get `KAFKA_TOPIC_PREFIX` in front "
         "when one is configured.",
         "",
-        "| topic | key | value | partitions | cleanup | retention | personal data | written by "
-        "| read by |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Schema compatibility within a topic version (`dastra-kafka schemas check`): BACKWARD "
+        "where the bridge reads (a new schema accepts every record the old one did), FORWARD "
+        "where others read what the bridge writes (readers of the old schema accept every record "
+        "the new one allows), FULL where both do.",
+        "",
+        "| topic | key | value | partitions | cleanup | retention | personal data | "
+        "compatibility | written by | read by |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for spec in catalogue:
         contract = topics[spec.name]
@@ -575,7 +638,7 @@ def _topics_markdown(
             f"| [`{spec.name}`](#{_anchor(spec.name)}) | `{spec.key_schema}` | "
             f"`{spec.value_schema}` | {spec.partitions} | {spec.cleanup_policy} | "
             f"{_retention(spec)} | {'yes' if spec.personal_data else 'no'} | "
-            f"{', '.join(r.value for r in contract.senders)} | "
+            f"{spec.compatibility} | {', '.join(r.value for r in contract.senders)} | "
             f"{', '.join(r.value for r in contract.receivers)} |"
         )
     for spec in catalogue:
@@ -612,6 +675,8 @@ def _topic_section(
         f"**read by** {', '.join(r.value for r in contract.receivers)}.",
         f"- Partitions {spec.partitions}, cleanup `{spec.cleanup_policy}`, retention "
         f"{_retention(spec)}, personal data: {'yes' if spec.personal_data else 'no'}.",
+        f"- **Schema compatibility** {spec.compatibility}: "
+        f"{_COMPATIBILITY_TEXT[spec.compatibility]}.",
         "",
     ]
     headers = headers_schema(contract)
@@ -750,10 +815,13 @@ def _git(root: Path, *args: str) -> bytes:
 
 
 def breaking_changes(
-    committed: Mapping[str, bytes], generated: Mapping[str, bytes]
+    committed: Mapping[str, bytes],
+    generated: Mapping[str, bytes],
+    compatibility: Mapping[str, Compatibility],
 ) -> dict[str, list[Incompatibility]]:
-    """Per committed schema file, what the generated version breaks (files without problems are
-    left out). A committed schema the code no longer generates is reported as removed."""
+    """Per committed schema file, what the generated version breaks under the compatibility of
+    its topics (`schema_compatibility(catalogue)`; files without problems are left out). A
+    committed schema the code no longer generates is reported as removed."""
     found: dict[str, list[Incompatibility]] = {}
     for path, old_bytes in sorted(committed.items()):
         if not path.endswith(_SCHEMA_SUFFIX):
@@ -768,7 +836,8 @@ def breaking_changes(
             old = json.loads(old_bytes)
         except ValueError:
             continue  # not readable: drift reports it; there is no old contract to break
-        problems = backward_incompatibilities(old, json.loads(new_bytes))
+        mode = compatibility.get(path, "FULL")  # a schema no topic names: the strictest
+        problems = incompatibilities(old, json.loads(new_bytes), mode)
         if problems:
             found[path] = problems
     return found

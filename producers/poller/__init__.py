@@ -5,7 +5,7 @@ Consumes Dastra's API per workspace (`GET /v1/ws/{ws}/DataSubjectRequests` and `
 Produces `eu.dastra.rights_request.created|updated` on `dastra.rights-requests.v1` and
 `eu.dastra.task.created|updated` on `dastra.tasks.v1` (CloudEvents binary mode, key
 `<workspaceId>:<id>`, data = the Dastra object in the topic's payload mode, PRIVACY_MODE_*: full
-= unchanged; redacted, thin and encrypted minimise personal data, see `bus/privacy.py`; the
+= unchanged; redacted, thin and encrypted minimise personal data, see `bus/privacy/`; the
 mode travels in the `ce_dastrapayload` header when not full), and its cursor on the compacted
 `dastra.poller-state.v1`, in one Kafka transaction per batch. In the same transaction: the data
 keys and aliases on `dastra.privacy-keys.v1` that encrypted events need, and, with

@@ -61,7 +61,7 @@ class Resource:
 
     name: str  # part of the cursor key: "<workspaceId>:<name>"
     topic: str  # catalogue name of the event topic
-    entity: str  # in event types: eu.dastra.<entity>.created; the kind in bus/privacy.py
+    entity: str  # in event types: eu.dastra.<entity>.created; the kind in bus/privacy/
     collection: str  # Dastra's collection: /v1/ws/{ws}/<collection>
 
 

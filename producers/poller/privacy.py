@@ -14,10 +14,11 @@ from typing import Any
 
 import structlog
 
-from bus.erasure import ErasureAudit, ErasurePlan, ErasureRequest, plan_erasure
 from bus.errors import KafkaUnavailableError, TailerError, TopicMissingError
-from bus.keystore import KeyStore, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, Batch, PrivacyError, shape
+from bus.privacy.erasure import ErasurePlan, ErasureRequest, plan_erasure
+from bus.privacy.keystore import KeyStore, master_key_of
+from bus.records.privacy_audit import ErasureAudit
 from bus.settings import KafkaSettings, PayloadMode, PrivacySettings
 from producers.poller.items import RESOURCES, ChangedItem, Resource
 

@@ -22,12 +22,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from bus.envelope import deterministic_id, encode_binary, new_event
-from bus.erasure import audit_record
 from bus.errors import KafkaUnavailableError, TopicMissingError
-from bus.keystore import key_record
 from bus.privacy import PAYLOAD_EXTENSION, dataref_of
+from bus.privacy.keystore import key_record
 from bus.reading import read_latest
 from bus.records.poller import Cursor, Mark
+from bus.records.privacy_audit import audit_record
 from bus.settings import KafkaSettings
 from bus.topics import POLLER_STATE, PRIVACY_AUDIT, PRIVACY_KEYS
 from dastra.client import DastraClient

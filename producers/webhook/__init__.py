@@ -13,7 +13,7 @@ the broker (`acks=all`, idempotent producer) before any 2xx answer:
 - poll triggers on `dastra.poller-triggers.v1`.
 
 With PRIVACY_MODE_COMMANDS=encrypted the personal fields of each command are encrypted with the
-key of its data subject (`bus/privacy.py`), whose key records go to `dastra.privacy-keys.v1`
+key of its data subject (`bus/privacy/`), whose key records go to `dastra.privacy-keys.v1`
 first; with PRIVACY_MASTER_KEY, encrypted results (`?wait`) and samples are decrypted.
 
 Also reads: `dastra.command-results.v1` from its end (one tailer per process) for `?wait=N`,

@@ -20,8 +20,8 @@ from bus.errors import KafkaUnavailableError
 from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload
 from bus.hooks.settings import HooksSettings
 from bus.hooks.subscriptions import SubscriptionTable
-from bus.keystore import KeyStore, key_record, master_key_of
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
+from bus.privacy.keystore import KeyStore, key_record, master_key_of
 from bus.producer import AsyncProducer, Delivered
 from bus.reading import read_to_end
 from bus.records.commands import (

@@ -12,7 +12,6 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 import bus.errors
 from bus.envelope import header_dict, header_pairs, record_headers
-from bus.erasure import ErasureError
 from bus.errors import (
     BusError,
     KafkaUnavailableError,
@@ -20,6 +19,7 @@ from bus.errors import (
     TailerError,
     TopicMissingError,
 )
+from bus.privacy.erasure import ErasureError
 from consumers.lag import LagUnavailableError
 
 _PACKAGES = ("bus", "producers", "consumers", "dastra_kafka")

@@ -76,6 +76,7 @@ GOOD_ENTRY = """
     personal_data: false
     key_schema: k
     value_schema: v
+    compatibility: BACKWARD
 """
 
 
@@ -99,6 +100,15 @@ GOOD_ENTRY = """
             r"topic a\.topic: cleanup_policy: Input should be",
         ),
         ("defaults:\n  partitions: 3\ntopics:\n" + GOOD_ENTRY, r"defaults: unknown field"),
+        (
+            "defaults:\n  compatibility: FULL\ntopics:\n"
+            + GOOD_ENTRY.replace("    compatibility: BACKWARD\n", ""),
+            r"defaults: unknown field\(s\) compatibility",
+        ),
+        (
+            "topics:\n" + GOOD_ENTRY.replace("compatibility: BACKWARD", "compatibility: NONE"),
+            r"topic a\.topic: compatibility: Input should be 'BACKWARD', 'FORWARD' or 'FULL'",
+        ),
         ("- just\n- a list\n", r"expected a mapping"),
     ],
     ids=[
@@ -110,6 +120,8 @@ GOOD_ENTRY = """
         "unknown-top-level",
         "bad-enum",
         "bad-default",
+        "compatibility-not-defaultable",
+        "bad-compatibility",
         "not-a-mapping",
     ],
 )
@@ -130,7 +142,7 @@ def test_defaults_fill_entries(tmp_path: Path) -> None:
         tmp_path,
         "defaults:\n  replication_factor: 3\n  personal_data: true\n"
         "topics:\n  - {name: x, partitions: 1, cleanup_policy: compact, retention_ms: -1,"
-        " key_schema: k, value_schema: v}\n",
+        " key_schema: k, value_schema: v, compatibility: FULL}\n",
     )
     spec = load_catalogue(path)["x"]
     assert (spec.replication_factor, spec.personal_data) == (3, True)

@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewPartitions
+from confluent_kafka.admin import (
+    AdminClient,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+    ResourceType,
+)
 
 from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue
@@ -114,3 +120,29 @@ def test_a_bad_setting_of_any_part_is_an_invalid_configuration_not_a_traceback()
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
         assert done.stderr.startswith("invalid configuration: RECIPES_DEADLINE_WARNING_DAYS:")
+
+
+def test_apply_sets_min_insync_replicas_on_every_topic(
+    kafka: KafkaSettings, catalogue: TopicCatalogue
+) -> None:
+    env = {**_env(kafka), "KAFKA_REPLICATION_FACTOR": "1", "KAFKA_MIN_INSYNC_REPLICAS": "1"}
+    physical = [kafka.topic(spec.name) for spec in catalogue]
+    try:
+        applied = run_cli("topics", "apply", env=env)
+        assert applied.returncode == 0, applied.stderr
+        admin = AdminClient(kafka.confluent_config())
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in physical]
+        for resource, future in admin.describe_configs(resources).items():
+            entry = future.result(timeout=30)["min.insync.replicas"]
+            # Set on the topic itself, not the broker's default of 1 showing through.
+            assert (entry.value, entry.source) == ("1", ConfigSource.DYNAMIC_TOPIC_CONFIG.value), (
+                resource.name
+            )
+        assert run_cli("topics", "check", env=env).returncode == 0
+
+        # More in-sync replicas than replicas: every acks=all write would fail; refused up front.
+        too_many = run_cli("topics", "check", env={**env, "KAFKA_MIN_INSYNC_REPLICAS": "2"})
+        assert too_many.returncode == 2
+        assert "KAFKA_MIN_INSYNC_REPLICAS=2 is more than the replication factor" in too_many.stderr
+    finally:
+        delete_topics(kafka, physical)

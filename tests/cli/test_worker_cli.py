@@ -43,3 +43,21 @@ def test_dlq_replay_validates_dates_and_replays_nothing_on_an_empty_topic(
     assert empty.returncode == 0, empty.stderr
     summary = json.loads(empty.stdout)
     assert summary["scanned"] == 0 and summary["replayed"] == 0 and summary["records"] == []
+
+
+def test_a_role_without_a_part_of_the_dastra_key_refuses_to_start(kafka: KafkaSettings) -> None:
+    env = _env(
+        kafka,
+        DASTRA_BASE_URL="http://127.0.0.1:9",
+        DASTRA_API_KEY="secret-key-value",
+        DASTRA_WORKSPACE_ID="1",
+        DASTRA_BUDGET_SHARES="workers=1",
+    )
+    poller = run_cli("poller", "--once", env=env, timeout=60)
+    assert poller.returncode == 2, poller.stderr
+    assert "poller role's part" in poller.stderr and "DASTRA_BUDGET_SHARES" in poller.stderr
+    assert "secret-key-value" not in poller.stderr + poller.stdout
+    env.update(DASTRA_BUDGET_SHARES="poller=1,workers=1", DASTRA_WORKERS="1000")
+    worker = run_cli("worker", env=env, timeout=60)
+    assert worker.returncode == 2 and "DASTRA_WORKERS" in worker.stderr, worker.stderr
+    assert "secret-key-value" not in worker.stderr + worker.stdout

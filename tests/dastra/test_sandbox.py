@@ -247,6 +247,26 @@ def test_rate_limit_answers_429_with_retry_after(sandbox: SandboxServer, api: ht
     assert api.get("/me").status_code == 200
 
 
+def test_the_rate_limiters_log_has_every_authenticated_call(
+    sandbox: SandboxServer, api: httpx.Client
+) -> None:
+    sandbox.admin.configure(rate_limit_windows=[(2, 60.0)])
+    before = time.monotonic()
+    statuses = [api.get("/me").status_code for _ in range(3)]
+    sandbox.admin.info()  # admin calls are not API calls: not in the log
+    log = sandbox.admin.requests_log(since=before)
+    assert statuses == [200, 200, 429]
+    assert [(e["endpoint"], e["admitted"]) for e in log] == [
+        ("GET /me", True),
+        ("GET /me", True),
+        ("GET /me", False),
+    ]
+    assert before <= log[0]["at"] <= log[1]["at"] <= log[2]["at"] <= time.monotonic()
+    assert sandbox.admin.requests_log(since=time.monotonic()) == []
+    sandbox.admin.reset_calls()
+    assert sandbox.admin.requests_log() == []
+
+
 def test_faults(sandbox: SandboxServer, api: httpx.Client) -> None:
     ws = sandbox.workspace_id
     sandbox.admin.inject_fault("/v1/ws/{ws}/Actors", method="POST", status=503, times=1)

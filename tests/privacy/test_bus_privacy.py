@@ -20,7 +20,6 @@ from confluent_kafka import Producer
 
 from bus.envelope import dumps
 from bus.hooks.settings import HooksSettings
-from bus.keystore import load_ring
 from bus.privacy import (
     Decryptor,
     Encryptor,
@@ -29,6 +28,7 @@ from bus.privacy import (
     resolve_dataref,
     subject_of,
 )
+from bus.privacy.keystore import load_ring
 from bus.settings import KafkaSettings
 from bus.settings import PrivacySettings as _PrivacySettings
 from bus.topics import (
@@ -77,6 +77,7 @@ _EXTRA_ENTRY = f"""
     personal_data: false
     key_schema: entity-key
     value_schema: task
+    compatibility: FULL
 """
 pytestmark = pytest.mark.timeout(240)
 

@@ -1,4 +1,4 @@
-"""bus/privacy.py without Kafka: what each payload mode leaves of an object, the encryption
+"""bus/privacy/ without Kafka: what each payload mode leaves of an object, the encryption
 format as the README documents it (re-implemented here from the text, with `cryptography`
 only), subjects and the alias graph, and schemas that stay valid in every mode."""
 
@@ -18,8 +18,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
 from bus.envelope import dumps, encode_binary, new_event
-from bus.erasure import ErasureRequest, parse_subject, plan_erasure
-from bus.keystore import key_record
 from bus.privacy import (
     POLICIES,
     DataKeyRecord,
@@ -37,6 +35,8 @@ from bus.privacy import (
     subject_of,
     thin,
 )
+from bus.privacy.erasure import ErasureRequest, parse_subject, plan_erasure
+from bus.privacy.keystore import key_record
 from bus.settings import PrivacySettings
 from bus.topics import RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra_kafka.contracts._examples import _RIGHTS_REQUEST, _TASK

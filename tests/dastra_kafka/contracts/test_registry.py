@@ -34,12 +34,13 @@ from dastra_kafka.contracts.schemagen import (
     committed_files,
     drift,
     generate,
+    schema_compatibility,
     schema_path,
 )
 from tests.conftest import PROJECT_ROOT
 
 # The task contract's model: dastra.models.Task whose personal fields may also be encrypted or
-# erased (bus/privacy.py payload modes).
+# erased (bus/privacy/ payload modes).
 TaskEvent: type[Task] = CONTRACTS["task"].type
 
 ASYNCAPI_TOOLS = PROJECT_ROOT / "tools" / "asyncapi"
@@ -325,6 +326,7 @@ def test_asyncapi_describes_every_topic_with_bindings_and_roles(
         "saslScramSha256",
         "saslScramSha512",
         "mutualTls",
+        "oauthBearer",
     }
 
 
@@ -358,7 +360,9 @@ def test_a_model_changed_without_regeneration_is_drift_and_a_new_required_field_
     task_drift = next(p for p in problems if p.path == schema_path("task"))
     assert '+      "title": "Riskscore",' in task_drift.diff  # a readable diff summary
 
-    breaking = breaking_changes(committed_files(PROJECT_ROOT), files)
+    breaking = breaking_changes(
+        committed_files(PROJECT_ROOT), files, schema_compatibility(catalogue)
+    )
     assert list(breaking) == [schema_path("task")]
     assert [(i.path, i.kind) for i in breaking[schema_path("task")]] == [
         ("$.riskScore", "property-required")
@@ -369,7 +373,10 @@ def test_an_additive_model_change_is_drift_but_not_breaking(catalogue: TopicCata
     changed = create_model("Task", __base__=TaskEvent, risk_score=(int | None, None))
     files = generate(catalogue, contracts=_with_task(changed))
     assert schema_path("task") in {p.path for p in drift(PROJECT_ROOT, files)}
-    assert breaking_changes(committed_files(PROJECT_ROOT), files) == {}
+    assert (
+        breaking_changes(committed_files(PROJECT_ROOT), files, schema_compatibility(catalogue))
+        == {}
+    )
 
 
 def test_a_narrowed_enum_breaks(catalogue: TopicCatalogue) -> None:
@@ -383,6 +390,10 @@ def test_a_narrowed_enum_breaks(catalogue: TopicCatalogue) -> None:
     contracts["hook-subscription"] = Contract(
         original.name, schema_type, original.title, original.description
     )
-    breaking = breaking_changes(committed_files(PROJECT_ROOT), generate(catalogue, contracts))
+    breaking = breaking_changes(
+        committed_files(PROJECT_ROOT),
+        generate(catalogue, contracts),
+        schema_compatibility(catalogue),
+    )
     kinds = {(i.path, i.kind) for i in breaking[schema_path("hook-subscription")]}
     assert ("$.event", "enum-value-removed") in kinds

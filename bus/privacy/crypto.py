@@ -1,22 +1,10 @@
-"""Privacy of the bus: which fields are personal data, and the payload modes that minimise them.
+"""The `encrypted` payload mode: crypto-shredding with one data key per data subject.
 
-Consumes Dastra objects (rights requests, tasks, actors, nested users), command data and the
-records of `dastra.privacy-keys.v1`. Produces the payload of each mode, the key records the
-`encrypted` mode needs, and the decoder that reads encrypted payloads back. No I/O here: the
-Kafka side is `bus/keystore.py`, erasure is `bus/erasure.py`.
-
-- `POLICIES`: the personal fields of every object type, in one place (README "Privacy").
-- `redact(...)`: personal fields replaced by `hmac-sha256:<hex>` keyed hashes (e-mails lowered
-  and stripped first, so consumers can still join and count) or removed.
-- `thin(...)`: ids, type, workspace, state and dates, plus `dataref`, the Dastra API path of the
-  object (a claim check: resolve it with your own credentials, see `resolve_dataref`).
-- `Encryptor` / `Decryptor`: the `encrypted` mode (crypto-shredding). Each personal field value
-  becomes `{"$enc": "aes-256-gcm", "kid", "iv", "ct"}`, encrypted with the data key of the
-  record's data subject; data keys are wrapped by the master key and kept, one record each, on
-  the compacted key topic. Deleting a subject's key (`privacy erase`) makes every copy of their
-  fields unreadable; the decoder then reports them as `{"$erased": true}`.
-
-The algorithm is spelled out in README "Privacy: reading encrypted payloads" for other languages.
+Consumes the master key, the records of the compacted key topic (`dastra.privacy-keys.v1`) and
+payloads to seal or open. Produces sealed payloads (each personal field value becomes
+`{"$enc": "aes-256-gcm", "kid", "iv", "ct"}`), the key records a batch must write before its
+records, and opened payloads where an erased subject's fields read `{"$erased": true}`. No I/O:
+the Kafka side is `bus/privacy/keystore.py`, erasure `bus/privacy/erasure.py`.
 
     ring = KeyRing(); ring.apply(key, value)              # every record of the key topic
     batch = Encryptor(master, ring, "poller").batch()
@@ -34,367 +22,31 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from bus.settings import PayloadMode
-
-__all__ = [
-    "ALGORITHM",
-    "ERASED",
-    "PAYLOAD_EXTENSION",
-    "PAYLOAD_HEADER",
-    "POLICIES",
-    "RESULT_KINDS",
-    "AliasRecord",
-    "Batch",
-    "DataKeyRecord",
-    "Decryptor",
-    "EncryptedField",
-    "Encryptor",
-    "ErasedField",
-    "ErasedMarker",
-    "KeyRecord",
-    "KeyRing",
-    "MasterKey",
-    "ObjectPolicy",
-    "Opened",
-    "PrivacyError",
-    "Subject",
-    "command_subject",
-    "dataref_of",
-    "event_model",
-    "find_kids",
-    "keyed_hash",
-    "parse_dataref",
-    "parse_key_record",
-    "private_model",
-    "redact",
-    "resolve_dataref",
-    "seal_command",
-    "shape",
-    "subject_of",
-    "thin",
-]
+from bus.privacy.policies import (
+    ObjectPolicy,
+    PrivacyError,
+    Subject,
+    canonical,
+    command_subject,
+    walk,
+)
 
 ALGORITHM: Literal["aes-256-gcm"] = "aes-256-gcm"
-# The payload mode travels as a CloudEvents extension attribute (binary mode: this header).
-# Absent means `full`.
-PAYLOAD_EXTENSION = "dastrapayload"
-PAYLOAD_HEADER = f"ce_{PAYLOAD_EXTENSION}"
 ERASED: dict[str, Any] = {"$erased": True}
-_HASH_PREFIX = "hmac-sha256:"
 _AAD = "dastra-kafka:v1:{kid}:{name}"
 _WRAP_AAD = "dastra-kafka:v1:dek:{kid}"
 _SUBJECT_LABEL = b"dastra-kafka:v1:subject-id"
 _MASTER_ID_LABEL = b"dastra-kafka:v1:master-key-id"
 _KID = re.compile(rb'"kid":\s*"(k_[0-9a-f]{32})"')
-
-
-class PrivacyError(ValueError):
-    """A key or envelope is malformed, or was made with another master key."""
-
-
-# --- which fields are personal -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ObjectPolicy:
-    """The personal data of one object type (Dastra's camelCase member names).
-
-    `personal`: members whose value is personal data (free text included). `nested`: members
-    holding another object (or a list of them) with its own policy. `thin`: the members a thin
-    payload keeps. `natural_person_only`: personal unless the object is a legal person
-    (`actorType` Morale). `collection`: the Dastra API collection, for `dataref`.
-    """
-
-    kind: str
-    personal: frozenset[str]
-    nested: Mapping[str, str] = field(default_factory=dict)
-    thin: frozenset[str] = frozenset()
-    collection: str | None = None
-    natural_person_only: frozenset[str] = frozenset()
-
-    def is_personal(self, name: str, obj: Mapping[str, Any]) -> bool:
-        if name in self.natural_person_only:
-            return obj.get("actorType") != "Morale"
-        return name in self.personal
-
-
-def _names(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_USER = ObjectPolicy("user", _names("displayName givenName familyName email avatarUrl"))
-_ACTOR_FIELDS = _names(
-    "givenName familyName email phoneNumber contactName address zipCode city description"
-)
-
-POLICIES: dict[str, ObjectPolicy] = {
-    policy.kind: policy
-    for policy in (
-        _USER,
-        ObjectPolicy(
-            "rights_request",
-            # `title`: Dastra titles name the requester ("Access request from ..."); the
-            # `additionalDatas` are the answers of the request form.
-            _names(
-                "title email givenName familyName phoneNumber address zipCode city description "
-                "message resolutionMessage closedReasonDescription userId referrerUrl "
-                "additionalDatas attachments"
-            ),
-            nested={"creator": "user", "operator": "user", "closedByUser": "user"},
-            thin=_names(
-                "id refId demandId areaId workFlowStepId state purposes closedReason archived "
-                "dateCreation dateUpdate dateClosed expiryTime"
-            ),
-            collection="DataSubjectRequests",
-        ),
-        ObjectPolicy(
-            "task",
-            _names("label descriptionHtml descriptionPlainText additionalDatas"),
-            nested={
-                "owner": "user",
-                "assignedToUser": "user",
-                "creator": "user",
-                "children": "task",
-            },
-            thin=_names(
-                "id state priority objectType objectId parentId areaId workspaceId workFlowStepId "
-                "ownerId assignedToUserId archived deadline dateCreation dateUpdate dateClosed "
-                "dateActivated"
-            ),
-            collection="Tasks",
-        ),
-        ObjectPolicy(
-            "actor",
-            _ACTOR_FIELDS,
-            nested={"creator": "user"},
-            thin=_names("id actorType vendorType accessLevel dateCreation dateUpdate"),
-            collection="Actors",
-            natural_person_only=_names("displayName"),
-        ),
-        # Command data (what the webhook encrypts, and what identifies a dead letter's subject).
-        ObjectPolicy(
-            "command.create-rights-request",
-            _names(
-                "title email givenName familyName phoneNumber address zipCode city description "
-                "message userId additionalDatas"
-            ),
-        ),
-        ObjectPolicy("command.create-actor", _ACTOR_FIELDS),
-        ObjectPolicy("command.find-or-create-actor", _ACTOR_FIELDS),
-        ObjectPolicy(
-            "command.create-task", _names("label descriptionHtml description additionalDatas")
-        ),
-        ObjectPolicy("command.search-actors", _names("q email")),
-        ObjectPolicy("command.link-actor-to-processing", _names("label description")),
-        # The link result holds ids only.
-        ObjectPolicy("link", frozenset()),
-    )
-}
-
-# The object type of each action's result (`CommandResult.result`).
-RESULT_KINDS: dict[str, str] = {
-    "create-task": "task",
-    "create-actor": "actor",
-    "find-or-create-actor": "actor",
-    "create-rights-request": "rights_request",
-    "search-actors": "actor",
-    "link-actor-to-processing": "link",
-}
-
-# Members whose values are normalised as e-mail addresses before hashing or aliasing.
-_EMAIL_FIELDS = frozenset({"email"})
-
-
-_DROP = object()  # a replacement that leaves the member out
-
-
-def _walk(
-    kind: str,
-    obj: Any,
-    personal: Callable[[ObjectPolicy, str, Any], Any],
-) -> Any:
-    """A copy of `obj` (an object of `kind`, or a list of them) with every personal member
-    replaced by `personal(policy, name, value)` (`_DROP`: left out)."""
-    policy = POLICIES[kind]
-    if isinstance(obj, list):
-        return [_walk(kind, item, personal) for item in obj]
-    if not isinstance(obj, Mapping):
-        return obj
-    out: dict[str, Any] = {}
-    for name, value in obj.items():
-        if value is not None and policy.is_personal(name, obj):
-            replaced = personal(policy, name, value)
-            if replaced is not _DROP:
-                out[name] = replaced
-        elif name in policy.nested and value is not None:
-            out[name] = _walk(policy.nested[name], value, personal)
-        else:
-            out[name] = value
-    return out
-
-
-def _normalised(name: str, value: Any) -> bytes:
-    if isinstance(value, str):
-        text = value.strip().lower() if name in _EMAIL_FIELDS else value.strip()
-        return text.encode("utf-8")
-    return _canonical(value)
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def keyed_hash(value: Any, key: bytes, *, email: bool = False) -> str:
-    """The `redacted` mode's pseudonym of a value: `hmac-sha256:<hex>` of the value (strings
-    stripped; e-mails also lower-cased; anything else as canonical JSON). Compute it on your own
-    data, with the same PRIVACY_HASH_KEY, to join with redacted events.
-
-        keyed_hash(" Jeanne@Example.org", key, email=True) == keyed_hash("jeanne@example.org", ...)
-    """
-    digest = hmac.new(key, _normalised("email" if email else "", value), hashlib.sha256)
-    return _HASH_PREFIX + digest.hexdigest()
-
-
-def redact(kind: str, obj: Any, *, key: bytes | None, remove: bool = False) -> Any:
-    """`obj` with its personal fields replaced by keyed hashes (`remove`: left out).
-
-    redact("rights_request", obj, key=b"...")["email"]  # 'hmac-sha256:9f0c...'
-    """
-    if not remove and key is None:
-        raise PrivacyError("redacted mode with hashes needs PRIVACY_HASH_KEY")
-
-    def hashed(_policy: ObjectPolicy, name: str, value: Any) -> Any:
-        if remove:
-            return _DROP
-        assert key is not None
-        return keyed_hash(value, key, email=name in _EMAIL_FIELDS)
-
-    return _walk(kind, obj, hashed)
-
-
-def dataref_of(kind: str, workspace_id: int, object_id: Any) -> str:
-    """The Dastra API path of an object: `/v1/ws/{ws}/DataSubjectRequests/{id}`."""
-    collection = POLICIES[kind].collection
-    if collection is None:
-        raise PrivacyError(f"{kind} objects have no Dastra collection")
-    return f"/v1/ws/{workspace_id}/{collection}/{object_id}"
-
-
-def parse_dataref(dataref: str) -> tuple[int, str, str]:
-    """`/v1/ws/12/Tasks/918` -> (12, "Tasks", "918"); `PrivacyError` for anything else."""
-    match = re.fullmatch(r"/v1/ws/([0-9]+)/([A-Za-z]+)/([^/]+)", dataref)
-    if match is None:
-        raise PrivacyError("not a Dastra object path: /v1/ws/{ws}/{collection}/{id}")
-    return int(match.group(1)), match.group(2), match.group(3)
-
-
-def thin(kind: str, obj: Any, *, workspace_id: int) -> Any:
-    """Only ids, type, workspace, state and dates of `obj`, plus its `dataref`.
-
-    thin("task", task, workspace_id=12)  # {"id": 918, "state": "Open", ..., "dataref": "/v1/..."}
-    """
-    if isinstance(obj, list):
-        return [thin(kind, item, workspace_id=workspace_id) for item in obj]
-    policy = POLICIES[kind]
-    if not isinstance(obj, Mapping) or policy.collection is None:
-        return obj
-    out = {name: value for name, value in obj.items() if name in policy.thin}
-    if "id" in obj:
-        out["dataref"] = dataref_of(kind, workspace_id, obj["id"])
-    return out
-
-
-async def resolve_dataref(dastra: Any, dataref: str) -> dict[str, Any]:
-    """Fetch the object a thin payload points to, with your own `DastraClient`.
-
-    full = await resolve_dataref(client, event["dataref"])
-    """
-    ws, collection, object_id = parse_dataref(dataref)
-    getters = {
-        "DataSubjectRequests": dastra.get_rights_request,
-        "Tasks": dastra.get_task,
-        "Actors": dastra.get_actor,
-    }
-    if collection not in getters:
-        raise PrivacyError(f"unknown collection {collection}")
-    found = await getters[collection](ws, object_id)
-    raw: dict[str, Any] = found.raw
-    return raw
-
-
-# --- subjects ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subject:
-    """Whose data a record holds: `ref` names the data subject (`rr:<ws>:<id>`,
-    `actor:<ws>:<id>`, `task:<ws>:<id>`, `email:<address>`, `command:<id>`); `aliases` are other
-    refs of the same person (their e-mail), so `privacy erase` finds them by either."""
-
-    ref: str
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def scope(self) -> Literal["object", "email", "command"]:
-        """`object` subjects (a Dastra object) stay erased: new data about them is written as
-        erased. E-mail and command subjects may come back (a new request after an erasure)."""
-        head = self.ref.split(":", 1)[0]
-        if head == "email":
-            return "email"
-        if head == "command":
-            return "command"
-        return "object"
-
-
-def _email_ref(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return f"email:{value.strip().lower()}"
-    return None
-
-
-def subject_of(kind: str, obj: Mapping[str, Any], workspace_id: int | None) -> Subject:
-    """The data subject of a Dastra object: a rights request's requester (aliased by e-mail);
-    a task attached to a rights request (objectType DataSubject) belongs to that request's
-    subject, one attached to an actor to that actor; an actor is its own subject."""
-    ws = workspace_id if workspace_id is not None else obj.get("workspaceId", 0)
-    email = _email_ref(obj.get("email"))
-    aliases = (email,) if email else ()
-    if kind == "rights_request":
-        return Subject(f"rr:{ws}:{obj.get('id')}", aliases)
-    if kind == "actor":
-        return Subject(f"actor:{ws}:{obj.get('id')}", aliases)
-    if kind == "task":
-        object_type, object_id = obj.get("objectType"), obj.get("objectId")
-        if object_type == "DataSubject" and object_id not in (None, ""):
-            return Subject(f"rr:{ws}:{object_id}")
-        if object_type == "Actor" and object_id not in (None, ""):
-            return Subject(f"actor:{ws}:{object_id}")
-        return Subject(f"task:{ws}:{obj.get('id')}")
-    raise PrivacyError(f"no data subject for {kind} objects")
-
-
-def command_subject(
-    action: str, data: Mapping[str, Any], workspace_id: int | None, command_id: str
-) -> Subject:
-    """The data subject of a command: the e-mail it carries (requester, actor, search), the
-    rights request a task is attached to, else the command itself."""
-    if action == "create-task":
-        if data.get("objectType") == "DataSubject" and data.get("objectId") and workspace_id:
-            return Subject(f"rr:{workspace_id}:{data['objectId']}")
-    elif action != "link-actor-to-processing":
-        email = _email_ref(data.get("email"))
-        if email:
-            return Subject(email)
-    return Subject(f"command:{command_id}")
 
 
 def seal_command(
@@ -758,9 +410,9 @@ class Batch:
         def encrypt(_policy: ObjectPolicy, name: str, value: Any) -> Any:
             if key is None or aead is None:
                 return dict(ERASED)
-            return _seal_value(aead, key[0], name, _canonical(value))
+            return _seal_value(aead, key[0], name, canonical(value))
 
-        return _walk(kind, obj, encrypt)
+        return walk(kind, obj, encrypt)
 
     def seal_bytes(self, raw: bytes, subject: Subject) -> bytes | None:
         """A whole record value encrypted (a dead letter): the envelope as JSON bytes, with
@@ -768,7 +420,7 @@ class Batch:
         key = self._key(subject)
         if key is None:
             return None
-        return _canonical(_seal_value(AESGCM(key[1]), key[0], "$record", raw))
+        return canonical(_seal_value(AESGCM(key[1]), key[0], "$record", raw))
 
     def commit(self) -> None:
         """The records are on the key topic: the ring knows them from now on."""
@@ -817,7 +469,7 @@ class Decryptor:
 
     def unknown(self, raw_or_data: Any) -> set[str]:
         """Key ids referenced but neither present nor seen deleted: the ring may be behind."""
-        raw = raw_or_data if isinstance(raw_or_data, bytes) else _canonical(raw_or_data)
+        raw = raw_or_data if isinstance(raw_or_data, bytes) else canonical(raw_or_data)
         return {kid for kid in find_kids(raw) if not self.ring.knows(kid)}
 
     def open(self, data: Any) -> Opened:
@@ -865,91 +517,3 @@ class Decryptor:
         if record is None:
             return None
         return _open_value(AESGCM(self.master.unwrap(record)), envelope, "$record")
-
-
-# --- one entry point per mode ------------------------------------------------------------------
-
-
-def shape(
-    mode: PayloadMode,
-    kind: str,
-    obj: Any,
-    *,
-    workspace_id: int,
-    hash_key: bytes | None = None,
-    remove: bool = False,
-    batch: Batch | None = None,
-    subject: Callable[[Mapping[str, Any]], Subject] | None = None,
-) -> Any:
-    """The payload of `obj` (an object of `kind`, or a list) in `mode`. `encrypted` needs a
-    `batch`; each object's subject is `subject(obj)` (default: `subject_of`)."""
-    if mode == "full":
-        return obj
-    if mode == "redacted":
-        return redact(kind, obj, key=hash_key, remove=remove)
-    if mode == "thin":
-        return thin(kind, obj, workspace_id=workspace_id)
-    if batch is None:
-        raise PrivacyError("encrypted mode needs PRIVACY_MASTER_KEY")
-    if isinstance(obj, list):
-        return [
-            shape(mode, kind, item, workspace_id=workspace_id, batch=batch, subject=subject)
-            for item in obj
-        ]
-    if not isinstance(obj, Mapping):
-        return obj
-    who = subject(obj) if subject is not None else subject_of(kind, obj, workspace_id)
-    return batch.seal(kind, obj, who)
-
-
-# --- schemas -----------------------------------------------------------------------------------
-
-
-def _widen(annotation: Any) -> Any:
-    return annotation | EncryptedField | ErasedField
-
-
-def private_model(kind: str, base: type[BaseModel], nested: Mapping[str, Any]) -> type[BaseModel]:
-    """`base` whose personal fields (per `POLICIES[kind]`) also accept an encrypted or erased
-    field, and whose nested members use the models in `nested` (by member name): the schema of
-    a payload in any mode. Same model name, so generated schemas keep their definitions."""
-    policy = POLICIES[kind]
-    overrides: dict[str, Any] = {}
-    for name, info in base.model_fields.items():
-        member = info.alias or name
-        personal = member in policy.personal or member in policy.natural_person_only
-        if personal:
-            overrides[name] = (_widen(info.annotation), info)
-        elif member in nested:
-            overrides[name] = (nested[member] | None, info)
-    model: type[BaseModel] = create_model(
-        base.__name__, __base__=base, __doc__=base.__doc__, **overrides
-    )
-    return model
-
-
-def event_model(kind: str, base: type[BaseModel], user: type[BaseModel]) -> type[BaseModel]:
-    """The schema of an event's data in every payload mode: personal fields may be encrypted
-    or erased; thin payloads add `dataref`; `truncated` marks an object too large for Kafka."""
-    policy = POLICIES[kind]
-    private_user = private_model("user", user, {})
-    nested = {member: private_user for member, inner in policy.nested.items() if inner == "user"}
-    widened = private_model(kind, base, nested)
-    extra: dict[str, Any] = {
-        "dataref": (
-            str | None,
-            Field(
-                default=None,
-                description="Thin payloads and oversized objects: the Dastra API path of the "
-                "object (`/v1/ws/{ws}/<collection>/{id}`), to fetch with your own credentials",
-            ),
-        ),
-        "truncated": (
-            bool | None,
-            Field(default=None, description="True: the object was too large for a record"),
-        ),
-    }
-    model: type[BaseModel] = create_model(
-        base.__name__, __base__=widened, __doc__=base.__doc__, **extra
-    )
-    return model

@@ -26,31 +26,24 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from pydantic import BaseModel, ConfigDict, Field
 
-from bus.envelope import RecordHeaders, encode_binary, new_event
 from bus.errors import BusError
-from bus.keystore import key_record, master_key_of
 from bus.privacy import ErasedMarker, KeyRing, MasterKey, PrivacyError, find_kids
+from bus.privacy.keystore import key_record, master_key_of
 from bus.reading import read_to_end
+from bus.records.privacy_audit import AuditRequest, ErasureAudit, audit_record
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import PRIVACY_AUDIT, PRIVACY_KEYS, TopicCatalogue
 
 __all__ = [
-    "AUDIT_EVENT_TYPE",
-    "AuditRequest",
-    "ErasureAudit",
     "ErasureError",
     "ErasurePlan",
     "ErasureRequest",
-    "audit_record",
     "erase",
     "parse_subject",
     "plan_erasure",
 ]
 
-AUDIT_EVENT_TYPE = "eu.dastra.privacy.erased"
-_AUDIT_SOURCE = "dastra-kafka://privacy"
 Progress = Callable[[str, int], None]  # (topic, records scanned so far)
 # How long `erase` waits for the cluster's first answer before it says Kafka is unreachable.
 _PROBE_TIMEOUT_S = 5.0
@@ -101,41 +94,6 @@ def parse_subject(text: str, workspace: int | None) -> ErasureRequest:
         raise ValueError("--subject <id> needs --workspace (or DASTRA_WORKSPACE_ID)")
     rr = int(match.group(2))
     return ErasureRequest("rights-request", f"rr:{ws}:{rr}", ws, rr)
-
-
-class AuditRequest(BaseModel):
-    """What was asked: the ids of a rights request, or the subject id of an e-mail."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["email", "rights-request"]
-    subject: str = Field(description="The keyed hash of the subject (never the e-mail itself)")
-    workspace_id: int | None = None
-    rights_request_id: int | None = None
-
-
-class ErasureAudit(BaseModel):
-    """The audit event of one erasure (value on dastra.privacy-audit.v1, key = audit id)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    audit_id: str
-    at: datetime
-    by: str = Field(description="Who ran it: the --by text of the CLI, or `poller`")
-    trigger: Literal["manual", "auto"] = Field(
-        description="manual: `dastra-kafka privacy erase`; auto: the poller saw an Erasure "
-        "rights request closed (PRIVACY_AUTO_ERASE)"
-    )
-    request: AuditRequest
-    subjects: list[str] = Field(description="Subject ids erased (the person's aliases linked)")
-    key_ids: list[str] = Field(description="Data keys deleted (tombstoned)")
-    erased_markers: int = Field(description="Dastra objects marked erased for the future")
-    tombstones: dict[str, int] = Field(description="Tombstones written, per topic")
-    unreadable_records: dict[str, int] | None = Field(
-        default=None,
-        description="Records sealed with the deleted keys, per topic: unreadable from now on "
-        "(null: not counted)",
-    )
 
 
 @dataclass
@@ -213,22 +171,6 @@ def plan_erasure(ring: KeyRing, master: MasterKey, request: ErasureRequest) -> E
         alias_keys=ring.alias_keys(subjects),
         markers=markers,
     )
-
-
-def audit_record(audit: ErasureAudit) -> tuple[bytes, bytes, RecordHeaders]:
-    """Key, value and headers of the audit event (CloudEvents binary mode)."""
-    headers, value = encode_binary(
-        new_event(
-            type=AUDIT_EVENT_TYPE,
-            source=_AUDIT_SOURCE,
-            id=audit.audit_id,
-            subject=audit.request.subject,
-            time=audit.at,
-            data=audit.model_dump(mode="json"),
-        )
-    )
-    assert value is not None
-    return audit.audit_id.encode(), value, headers
 
 
 def _scan(
