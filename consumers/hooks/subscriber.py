@@ -30,8 +30,8 @@ from bus.deadletter import OriginalRecord
 from bus.envelope import EnvelopeError, decode, dumps
 from bus.hooks.events import EVENT_TOPICS, hook_event_of, hook_payload, workspace_of
 from bus.hooks.settings import HooksSettings
-from bus.keystore import KeyStore
 from bus.privacy import PrivacyError
+from bus.privacy.keystore import KeyStore
 from bus.records.subscriptions import HookSubscription
 from bus.settings import KafkaSettings
 from consumers.hooks.delivery import Bucket, Deliverer, Prepared
