@@ -47,6 +47,12 @@ class HookSubscription(BaseModel):
         default=None, description="Only events of this workspace; all workspaces when null"
     )
     created_at: datetime
+    rate_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=10000,
+        description="Requests per second to this subscriber; HOOKS_RATE_PER_S when null",
+    )
 
     @field_serializer("secret", when_used="json")
     def _reveal(self, secret: SecretStr) -> str:
@@ -56,7 +62,12 @@ class HookSubscription(BaseModel):
 
     @classmethod
     def new(
-        cls, *, event: HookEvent, target_url: str, workspace_id: int | None = None
+        cls,
+        *,
+        event: HookEvent,
+        target_url: str,
+        workspace_id: int | None = None,
+        rate_per_s: float | None = None,
     ) -> HookSubscription:
         """A new subscription with a fresh id and a fresh 32-byte secret."""
         key = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -67,4 +78,5 @@ class HookSubscription(BaseModel):
             secret=SecretStr(f"whsec_{key}"),
             workspace_id=workspace_id,
             created_at=datetime.now(UTC),
+            rate_per_s=rate_per_s,
         )

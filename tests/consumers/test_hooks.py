@@ -6,93 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from types import TracebackType
 
 import pytest
-from confluent_kafka import Producer
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from bus.deadletter import read_dead_letter
-from bus.envelope import encode_binary, new_event
 from bus.hooks.settings import HooksSettings
-from bus.records.subscriptions import HookSubscription
-from bus.settings import KafkaSettings, PrivacySettings
+from bus.settings import KafkaSettings
 from bus.topics import DEAD_LETTER, HOOK_SUBSCRIPTIONS, TASKS, TopicCatalogue
-from consumers.hooks import HookDispatcher
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
 from dastra.settings import DastraSettings
 from producers.poller import Poller
 from producers.poller.settings import PollerSettings
+from tests.consumers.hooks_support import DispatcherThread
+from tests.consumers.hooks_support import publish as _publish
+from tests.consumers.hooks_support import subscribe as _subscribe
+from tests.consumers.hooks_support import unsubscribe as _unsubscribe
 from tests.kafka_helpers import Record, consume, read_all, wait_for
 from tests.producers.conftest import Running
 from tests.producers.webhook_support import ServerThread, Subscriber, TLSFiles
-
-
-class DispatcherThread:
-    """A HookDispatcher in its own thread and event loop, started and stopped by the test."""
-
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        settings: HooksSettings,
-        privacy: PrivacySettings | None = None,
-    ) -> None:
-        self._kafka = kafka
-        self._settings = settings
-        self._privacy = privacy
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self.dispatcher: HookDispatcher | None = None
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            ready = asyncio.Event()
-            async with HookDispatcher(
-                self._kafka, self._settings, privacy=self._privacy
-            ) as dispatcher:
-                self.dispatcher = dispatcher
-                waiter = asyncio.create_task(ready.wait())
-                waiter.add_done_callback(lambda _t: self._ready.set())
-                await dispatcher.run(stop=self._stop, ready=ready)
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    def __enter__(self) -> DispatcherThread:
-        self._thread.start()
-        assert self._ready.wait(60), "the dispatcher did not become ready"
-        assert self._error is None, self._error
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the dispatcher did not stop"
-
-    def knows(self, subscription_id: str) -> bool:
-        return (
-            self.dispatcher is not None and self.dispatcher.table.get(subscription_id) is not None
-        )
 
 
 @pytest.fixture
@@ -100,45 +36,6 @@ def subscriber(tls: TLSFiles) -> Iterator[tuple[Subscriber, ServerThread]]:
     recorder = Subscriber()
     with ServerThread(recorder, certfile=tls.cert, keyfile=tls.key) as server:
         yield recorder, server
-
-
-def _subscribe(kafka: KafkaSettings, url: str, event: str = "task.created") -> HookSubscription:
-    """A subscription written straight to the topic, as any producer could."""
-    subscription = HookSubscription.new(event=event, target_url=url)  # type: ignore[arg-type]
-    producer = Producer(kafka.confluent_config())
-    producer.produce(
-        kafka.topic(HOOK_SUBSCRIPTIONS),
-        key=subscription.id.encode(),
-        value=subscription.model_dump_json().encode(),
-    )
-    assert producer.flush(10) == 0
-    return subscription
-
-
-def _unsubscribe(kafka: KafkaSettings, *subscriptions: HookSubscription) -> None:
-    producer = Producer(kafka.confluent_config())
-    for subscription in subscriptions:
-        producer.produce(kafka.topic(HOOK_SUBSCRIPTIONS), key=subscription.id.encode(), value=None)
-    assert producer.flush(10) == 0
-
-
-def _publish(kafka: KafkaSettings, *task_ids: int, ws: int = 101) -> None:
-    producer = Producer(kafka.confluent_config())
-    for task_id in task_ids:
-        headers, value = encode_binary(
-            new_event(
-                type="eu.dastra.task.created",
-                source=f"dastra://workspaces/{ws}",
-                id=f"dastra:{ws}:task.created:{task_id}",
-                subject=str(task_id),
-                time=datetime.now(UTC),
-                data={"id": task_id, "label": f"task {task_id}"},
-            )
-        )
-        producer.produce(
-            kafka.topic(TASKS), key=f"{ws}:{task_id}".encode(), value=value, headers=headers
-        )
-    assert producer.flush(10) == 0
 
 
 def _dead_letters(kafka: KafkaSettings, expected: int) -> list[Record]:
@@ -281,8 +178,12 @@ def test_a_subscriber_that_hangs_does_not_delay_another(
         _publish(kafka, *range(1, 21))
         # Each of the hanging subscriber's attempts waits 60 s; the other gets everything now.
         wait_for(lambda: len(recorder.accepted("/fast")) == 20, 15, "all 20 fast deliveries")
+        # Each subscriber reads on its own: the hanging one gets its first requests out when
+        # its reader is there, then all its workers are stuck.
+        stuck = patient.concurrency
+        wait_for(lambda: len(recorder.at("/hangs")) >= stuck, 15, "the stuck requests")
         assert recorder.accepted("/hangs") == []
-        assert len(recorder.at("/hangs")) == patient.concurrency  # its workers, all stuck
+        assert len(recorder.at("/hangs")) == stuck
     ids = sorted(json.loads(r.body)["data"]["id"] for r in recorder.accepted("/fast"))
     assert ids == list(range(1, 21))
 
@@ -362,3 +263,27 @@ def test_the_egress_guard_refuses_non_public_targets_and_redirects_to_other_host
     [last] = [m for m in more if m.headers["dlq.hook.id"] == away.id.encode()]
     info = read_dead_letter(list(last.headers.items()))
     assert "HTTP 307" in info.message
+
+
+def test_a_4xx_refusal_is_dead_lettered_at_once_but_408_409_429_are_retried(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    hooks_settings: HooksSettings,
+    subscriber: tuple[Subscriber, ServerThread],
+) -> None:
+    recorder, server = subscriber
+    recorder.answers("/refuses", 400)
+    recorder.answers("/busy", 409, 408, 429, 200)
+    refuses = _subscribe(kafka, f"{server.url}/refuses")
+    busy = _subscribe(kafka, f"{server.url}/busy")
+    patient = hooks_settings.model_copy(update={"max_attempts": 5})
+    with DispatcherThread(kafka, patient) as dispatcher:
+        wait_for(lambda: dispatcher.knows(refuses.id) and dispatcher.knows(busy.id), 10, "subs")
+        _publish(kafka, 1)
+        [letter] = _dead_letters(kafka, 1)
+        wait_for(lambda: recorder.accepted("/busy"), 20, "the delivery after 409, 408, 429")
+    assert len(recorder.at("/refuses")) == 1
+    info = read_dead_letter(list(letter.headers.items()))
+    assert letter.headers["dlq.hook.id"] == refuses.id.encode()
+    assert "rejected: HTTP 400" in info.message and info.attempts == 1
+    assert len(recorder.at("/busy")) == 4

@@ -32,7 +32,7 @@ from dastra_kafka.acls import AclRole, AclRule, acl_bindings, markdown_table, ro
 from dastra_kafka.settings import Settings, env_prefixes
 from producers.webhook.settings import WebhookSettings
 from tests.consumers.agents_support import SCRIPT, WorkerProcess
-from tests.consumers.test_hooks import DispatcherThread
+from tests.consumers.hooks_support import DispatcherThread
 from tests.kafka_helpers import consume, unique, wait_for
 from tests.producers.conftest import LOOPBACK, TOKEN, start_webhook, stop_webhook
 
@@ -77,7 +77,7 @@ _SHORT: list[tuple[AclRole, AclRule, tuple[str, ...]]] = [
     ),
     (
         AclRole.HOOKS,
-        AclRule("GROUP", "dastra-hooks", "LITERAL", "READ"),
+        AclRule("GROUP", "dastra-hooks.", "PREFIXED", "READ"),
         ("hooks",),
     ),
     (

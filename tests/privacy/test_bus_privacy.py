@@ -49,7 +49,7 @@ from dastra_kafka.contracts.registry import validate_record
 from producers.poller import Poller, PollSummary
 from producers.poller.settings import PollerSettings
 from tests.consumers.agents_support import WorkerProcess
-from tests.consumers.test_hooks import DispatcherThread
+from tests.consumers.hooks_support import DispatcherThread
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique, wait_for
 from tests.privacy.support import (
     HASH_KEY,
