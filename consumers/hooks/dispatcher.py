@@ -19,13 +19,14 @@ from typing import Self
 
 import httpx
 import structlog
+from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, start_http_server
 
-from bus.errors import KafkaUnavailableError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
 from bus.hooks.egress import client_for
-from bus.hooks.events import event_keys
+from bus.hooks.events import EVENT_TOPICS, event_keys
 from bus.hooks.settings import HooksSettings
 from bus.hooks.subscriptions import SubscriptionTable
 from bus.producer import AsyncProducer
@@ -68,6 +69,8 @@ class HookDispatcher:
         self._context: ReaderContext | None = None
         self.readers: dict[str, SubscriptionReader] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # A refusal no retry can cure (a missing ACL): `run` raises it.
+        self._fatal: KafkaAuthorizationError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._chores: set[asyncio.Task[None]] = set()
 
@@ -136,6 +139,8 @@ class HookDispatcher:
             )
         try:
             while not stop.is_set():
+                if self._fatal is not None:
+                    raise self._fatal
                 readers = self.readers.values()
                 if ready is not None and all(r.assigned.is_set() for r in readers):
                     ready.set()
@@ -174,6 +179,19 @@ class HookDispatcher:
             self.readers[key] = reader
             try:
                 await reader.run()
+            except (GroupAuthorizationFailedError, TopicAuthorizationFailedError) as exc:
+                # Permanent until an operator grants the ACL: retrying would deliver nothing.
+                denied = isinstance(exc, GroupAuthorizationFailedError)
+                self._fatal = (
+                    KafkaAuthorizationError("group", reader.group, "READ")
+                    if denied
+                    else KafkaAuthorizationError(
+                        "topic",
+                        " or ".join(self.kafka.topic(t) for t in EVENT_TOPICS.values()),
+                        "READ",
+                    )
+                )
+                return
             except Exception:
                 _log.exception("hooks.reader_crashed", hook=key)
             await asyncio.sleep(_RESTART_AFTER_S)

@@ -158,8 +158,9 @@ class SubscriptionReader:
         # The group, assigned by hand: it never joins, its commits only succeed while the group
         # has no member.
         keeper = AIOKafkaConsumer(**config, group_id=self.group, enable_auto_commit=False)
-        await probe.start()
         try:
+            # Inside the try: a reader cancelled while starting still closes both.
+            await probe.start()
             await keeper.start()
             partitions: list[TopicPartition] = []
             for topic in topics:

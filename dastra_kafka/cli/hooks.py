@@ -27,30 +27,8 @@ def hooks(ctx: typer.Context) -> None:
         fail(str(exc), EXIT_BAD_INPUT)
 
 
-def _check_access(settings: Settings) -> None:
-    """Fail naming the ACL when the principal may not use the subscriptions' consumer groups
-    (`<HOOKS_GROUP>.<subscription id>`): their readers would retry forever, delivering nothing."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    from bus.errors import KafkaAuthorizationError
-
-    groups = settings.kafka.topic(f"{settings.hooks.group}.")
-    probe = f"{groups}access-check"
-    admin = AdminClient(settings.kafka.confluent_config())
-    try:
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(probe)])[probe]
-        future.result(timeout=30)
-    except KafkaException as exc:
-        if KafkaAuthorizationError.from_error(exc.args[0], group=probe) is not None:
-            raise KafkaAuthorizationError("group", f"{groups}*", "READ") from None
-        # Anything else (the cluster unreachable, ...) is the dispatcher's to report.
-
-
 async def _run(settings: Settings) -> None:
     from consumers.hooks import HookDispatcher
-
-    _check_access(settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
