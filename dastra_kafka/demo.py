@@ -151,7 +151,7 @@ class DemoReport:
         disruptions = sum(self.chaos.kills.values()) + self.chaos.broker_restarts
         return [
             (
-                "chaos: services killed and restarted, broker restarted",
+                "chaos: every target killed or restarted came back",
                 disruptions > 0 and not self.chaos.errors,
                 self.chaos.text()
                 + f"; the traffic resent {self.command_retries} command(s) with their "

@@ -193,3 +193,31 @@ def test_a_mistyped_recipe_stops_the_demo_before_anything_starts(tmp_path: Path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "did you mean new-request-dpo-task?" in result.stderr
     assert "Kafka" not in result.stdout + result.stderr  # it stopped before the broker
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--chaos-targets", "poller,brokr"], {}, "brokr; choose among poller, worker"),
+        ([], {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "unset KAFKA_BOOTSTRAP_SERVERS"),
+    ],
+)
+def test_chaos_is_refused_before_anything_starts_when_it_cannot_run(
+    tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dastra_kafka", "demo", "--chaos", *args],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DASTRA_"))},
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing must be reached
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr
+    assert "Kafka:" not in result.stdout + result.stderr  # it stopped before the broker
