@@ -786,6 +786,10 @@ def _summary(report: DemoReport, console: Console) -> None:
     table.add_column("detail")
     for name, ok, detail in report.checks():
         table.add_row(name, "[green]PASS[/]" if ok else "[red]FAIL[/]", detail)
+    if report.chaos is not None:
+        console.print(f"chaos (seed {report.chaos.plan.seed}):")
+        for line in report.chaos.timeline:
+            console.print(f"  {line}")
     console.print(table)
 
 
