@@ -101,9 +101,6 @@ class Chaos(threading.Thread):
         self._lock = lock
         self._halt = threading.Event()
         self._t0 = time.monotonic()
-        # Set while the broker is down: callers skip admin calls then (librdkafka 2.16 can
-        # abort on an admin request in flight across a broker restart; see `demo._watch`).
-        self.broker_down = threading.Event()
 
     @property
     def rounds_pending(self) -> bool:
@@ -143,13 +140,9 @@ class Chaos(threading.Thread):
         if target == BROKER:
             assert self._broker is not None  # checked in __init__
             address = self._broker.bootstrap_servers
-            self.broker_down.set()
-            try:
-                self._broker.stop()
-                time.sleep(down)
-                back = self._broker.start()
-            finally:
-                self.broker_down.clear()
+            self._broker.stop()
+            time.sleep(down)
+            back = self._broker.start()
             if back != address:
                 raise LocalKafkaError(f"the broker came back at {back}, not {address}")
             with self._lock:

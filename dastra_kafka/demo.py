@@ -944,11 +944,7 @@ def _watch(
                     report.errors.append(f"service(s) exited: {', '.join(dead)}")
                 break
             try:
-                # No admin request in flight across a broker restart: librdkafka 2.16.0 aborted
-                # this process (and `lag serve`) on one (`rd_kafka_enq_once_del_source_return:
-                # Assertion eonce->refcnt > 0`) when the broker came back after a minute.
-                down = chaos is not None and chaos.broker_down.is_set()
-                snapshot = None if down else monitor.refresh()
+                snapshot = monitor.refresh()
             except LagUnavailableError:
                 snapshot = None
             with lock:
