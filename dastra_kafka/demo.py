@@ -20,6 +20,14 @@ no requester's e-mail or name is in clear on the event and result topics, and in
 mode erases one requester (`privacy erase`, by e-mail) and checks that their records now read as
 erased while every other requester's still decrypt.
 
+With `--chaos` (`dastra_kafka/chaos.py`) the demo owns its broker (data directory under the run
+directory) and, while the traffic flows, SIGKILLs the poller, the worker, the webhook and the
+hook dispatcher at random and restarts them, and restarts the broker on its data directory. The
+traffic then behaves as a careful client: each command carries an Idempotency-Key and is sent
+again with the same key while the webhook is down or answers 503 (or 409, key in progress), and
+a `?wait` that timed out is asked again until answered. The same checks must pass; the summary
+also reports the kills and broker restarts.
+
     code = run(settings, catalogue, DemoOptions(duration_s=60))
 """
 
@@ -73,6 +81,7 @@ from bus.topics import (
 from consumers.lag import GroupSelection, LagMonitor, LagSnapshot, LagUnavailableError
 from dastra.sandbox import SandboxAdmin, SandboxServer
 from dastra.settings import DastraSettings
+from dastra_kafka.chaos import Chaos, ChaosLog, ChaosPlan
 from dastra_kafka.doctor import check, show
 from dastra_kafka.settings import Settings
 from dastra_kafka.supervisor import Service, ServiceFailedError, Supervisor
@@ -94,6 +103,11 @@ class DemoOptions:
     run_dir: Path | None = None
     recipes: tuple[str, ...] = ()
     privacy: PayloadMode = "full"
+    chaos: ChaosPlan | None = None
+    # Under chaos: how long one command is retried (webhook down, 503, ?wait timed out), and
+    # the drain's deadline after the last target came back.
+    chaos_retry_s: float = 150.0
+    chaos_drain_s: float = 240.0
 
 
 @dataclass
@@ -125,9 +139,28 @@ class DemoReport:
     in_clear: Counter[str] = field(default_factory=Counter)  # topic kind -> records
     sealed: dict[int, list[Any]] = field(default_factory=dict)
     erasure: tuple[bool, str] | None = None
+    # Chaos (`--chaos`): what it did, and the traffic's retries through it.
+    chaos: ChaosLog | None = None
+    command_retries: int = 0  # sends repeated with the same Idempotency-Key
+    wait_retries: int = 0  # `?wait` requests that timed out and were asked again
 
     def checks(self) -> list[tuple[str, bool, str]]:
-        return self._flow_checks() + self._privacy_checks()
+        return self._flow_checks() + self._privacy_checks() + self._chaos_checks()
+
+    def _chaos_checks(self) -> list[tuple[str, bool, str]]:
+        if self.chaos is None:
+            return []
+        disruptions = sum(self.chaos.kills.values()) + self.chaos.broker_restarts
+        return [
+            (
+                "chaos: every target killed or restarted came back",
+                disruptions > 0 and not self.chaos.errors,
+                self.chaos.text()
+                + f"; the traffic resent {self.command_retries} command(s) with their "
+                f"Idempotency-Key and asked {self.wait_retries} ?wait again"
+                + (f"; {'; '.join(self.chaos.errors[:2])}" if self.chaos.errors else ""),
+            )
+        ]
 
     @property
     def settled(self) -> bool:
@@ -176,7 +209,8 @@ class DemoReport:
             ),
             ("no command has two results", not twice, f"{len(twice)} with more than one"),
             (
-                "every search with ?wait answered in time",
+                "every search with ?wait answered"
+                + (" (retried to an answer)" if self.chaos is not None else " in time"),
                 bool(self.searches) and -1 not in self.searches,
                 f"{sum(1 for n in self.searches if n >= 0)} of {len(self.searches)} searches "
                 f"answered (results: {self.searches[:8]})",
@@ -208,17 +242,24 @@ def _is_created(ce_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def _kafka(settings: Settings, console: Console) -> Iterator[KafkaSettings]:
+def _kafka(
+    settings: Settings, console: Console, data_dir: Path | None
+) -> Iterator[tuple[KafkaSettings, LocalKafka | None]]:
+    """The broker: the configured one, or a local one (on `data_dir` when given, which keeps
+    its topics and port across a restart)."""
     if "bootstrap_servers" in settings.kafka.model_fields_set:
         console.print(f"Kafka: using [bold]{settings.kafka.bootstrap_servers}[/]")
-        yield settings.kafka
+        yield settings.kafka, None
         return
     with console.status("starting a local Apache Kafka broker (KRaft, one node)"):
-        broker = LocalKafka(progress=lambda message: console.print(message))
+        broker = LocalKafka(data_dir=data_dir, progress=lambda message: console.print(message))
         broker.start()
     try:
         console.print(f"Kafka: local broker at [bold]{broker.bootstrap_servers}[/]")
-        yield settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+        yield (
+            settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers}),
+            broker,
+        )
     finally:
         with console.status("stopping the broker"):
             broker.stop()
@@ -361,6 +402,11 @@ def _services(
 _PERSONAL = re.compile(rb"(?:subject|crm)[0-9]+@example\.org|Subject [0-9]+")
 
 
+_TRANSIENT = frozenset(
+    {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
+)
+
+
 class _Tail(threading.Thread):
     """Reads the event, result and dead-letter topics (read_committed) from where they were
     when the demo started, into the report; in a privacy mode, scans them for personal data."""
@@ -408,7 +454,9 @@ class _Tail(threading.Thread):
                     continue
                 error = message.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
+                    # Lost connections are reported, and recovered from, by librdkafka itself
+                    # (the broker restarted under `--chaos`).
+                    if error.code() not in _TRANSIENT:
                         with self._lock:
                             self._report.errors.append(f"tail: {error.str()}")
                     continue
@@ -535,7 +583,8 @@ class _Traffic(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(60)
+        # Under chaos a command in flight is retried to its answer (`chaos_retry_s`) first.
+        self.join(60 + (self._options.chaos_retry_s if self._options.chaos else 0))
         self._http.close()
 
     def run(self) -> None:
@@ -584,14 +633,45 @@ class _Traffic(threading.Thread):
                 self._admin.update_rights_request(earlier[0 if n % 2 else -1], state="Processing")
 
     def _send(self, action: str, body: dict[str, Any], wait: float | None = None) -> Any:
-        """POST a command to the webhook; with `wait`, return its result (or None)."""
+        """POST a command to the webhook; with `wait`, return its result (or None).
+
+        Under chaos, the same request (same Idempotency-Key, so the same command id) is sent
+        again while the webhook is down, answers 503 (Kafka unavailable) or 409 (the key's
+        first request is still in progress, or its webhook was killed holding the lease), and
+        while a `?wait` times out, until `chaos_retry_s` runs out."""
         params = {"wait": wait} if wait else None
-        response = self._http.post(f"/v1/commands/{action}", json=body, params=params)
-        if response.status_code not in (200, 202):
-            raise RuntimeError(f"{action}: the webhook answered {response.status_code}")
-        with self._lock:
-            self._report.commands.add(response.headers["Command-Id"])
-        return response.json() if response.status_code == 200 else None
+        headers = {"Idempotency-Key": f"demo-{uuid.uuid4()}"}
+        retry_until = time.monotonic() + (
+            self._options.chaos_retry_s if self._options.chaos is not None else 0.0
+        )
+        while True:
+            retrying = time.monotonic() < retry_until
+            try:
+                response = self._http.post(
+                    f"/v1/commands/{action}", json=body, params=params, headers=headers
+                )
+            except httpx.TransportError:
+                if not retrying:
+                    raise
+                with self._lock:
+                    self._report.command_retries += 1
+                time.sleep(0.5)
+                continue
+            if response.status_code in (409, 503) and retrying:
+                with self._lock:
+                    self._report.command_retries += 1
+                time.sleep(0.5)
+                continue
+            if response.status_code not in (200, 202):
+                raise RuntimeError(f"{action}: the webhook answered {response.status_code}")
+            with self._lock:
+                self._report.commands.add(response.headers["Command-Id"])
+            if response.status_code == 200:
+                return response.json()
+            if not wait or not retrying:
+                return None
+            with self._lock:  # ?wait timed out: the same key answers with the same command
+                self._report.wait_retries += 1
 
     def _send_command(self) -> None:
         n = self._round
@@ -672,6 +752,13 @@ def _view(
             ("dead letters", report.dead_letters),
             ("hook deliveries (signature verified)", sum(report.deliveries.values())),
         ]
+        if report.chaos is not None:
+            rows += [
+                ("chaos: services SIGKILLed", sum(report.chaos.kills.values())),
+                ("chaos: broker restarts", report.chaos.broker_restarts),
+                ("commands resent (same Idempotency-Key)", report.command_retries),
+                ("?wait asked again", report.wait_retries),
+            ]
         for name, value in rows:
             flow.add_row(name, str(value))
         lag = Table(title="consumer lag", expand=True)
@@ -701,6 +788,10 @@ def _summary(report: DemoReport, console: Console) -> None:
     table.add_column("detail")
     for name, ok, detail in report.checks():
         table.add_row(name, "[green]PASS[/]" if ok else "[red]FAIL[/]", detail)
+    if report.chaos is not None:
+        console.print(f"chaos (seed {report.chaos.plan.seed}):")
+        for line in report.chaos.timeline:
+            console.print(f"  {line}")
     console.print(table)
 
 
@@ -715,11 +806,15 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
     lock = threading.Lock()
     stop = threading.Event()
     run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="dastra-kafka-demo-"))
+    if options.chaos is not None:
+        report.chaos = ChaosLog(options.chaos)
     with _signals(stop), contextlib.ExitStack() as stack:
         try:
             dastra, admin = stack.enter_context(_dastra(settings, console))
             _doctor(dastra, console)
-            kafka = stack.enter_context(_kafka(settings, console))
+            # Under chaos the demo owns its broker, on a data directory it can restart it on.
+            data_dir = run_dir / "kafka" if options.chaos is not None else None
+            kafka, broker = stack.enter_context(_kafka(settings, console, data_dir))
             console.print(_apply_topics(kafka, catalogue))
             if privacy_env:
                 console.print(f'privacy: {options.privacy} mode (README "Privacy")')
@@ -728,6 +823,10 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
             supervisor = stack.enter_context(Supervisor(run_dir))
             subscriber = stack.enter_context(_Subscriber(report, lock))
             enabled = {"RECIPES_ENABLE": ",".join(options.recipes)} if options.recipes else {}
+            if options.chaos is not None:
+                # A SIGKILLed worker leaves the group only when its session times out: the
+                # restarted one is assigned its partitions sooner with a shorter session.
+                enabled |= {"WORKER_SESSION_TIMEOUT_S": "10", "WORKER_HEARTBEAT_INTERVAL_S": "1"}
             base = {**_env(kafka, dastra), **privacy_env}
             for service in _services(base, ports, token, enabled):
                 with console.status(f"starting {service.name}"):
@@ -750,7 +849,12 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
                 "lag page": f"http://127.0.0.1:{ports.lag}/",
                 "logs": str(run_dir),
             }
-            _watch(options, report, lock, stop, supervisor, monitor, traffic, urls, console)
+            chaos = None
+            if report.chaos is not None:
+                chaos = Chaos(supervisor, broker, report.chaos, lock)
+                chaos.start()
+                stack.callback(chaos.stop)  # before the supervisor stops the services
+            _watch(options, report, lock, stop, supervisor, monitor, traffic, chaos, urls, console)
             if options.privacy == "encrypted" and admin is not None and not stop.is_set():
                 _erase_one(kafka, privacy, catalogue, report, lock, console)
         except (ServiceFailedError, LocalKafkaError, RuntimeError, httpx.HTTPError) as exc:
@@ -837,13 +941,19 @@ def _watch(
     supervisor: Supervisor,
     monitor: LagMonitor,
     traffic: _Traffic,
+    chaos: Chaos | None,
     urls: dict[str, str],
     console: Console,
 ) -> None:
-    """The live view while traffic flows, then while the last results drain."""
+    """The live view while traffic flows (and chaos disrupts), then while the last results
+    drain: under chaos, for up to `chaos_drain_s` after the last target came back."""
     started = time.monotonic()
     with Live(console=console, auto_refresh=False, transient=options.as_json) as live:
-        while not stop.is_set() and time.monotonic() - started < options.duration_s:
+        # With a number of chaos rounds, the traffic flows until they are done too.
+        while not stop.is_set() and (
+            time.monotonic() - started < options.duration_s
+            or (chaos is not None and chaos.rounds_pending)
+        ):
             dead = supervisor.dead()
             if dead:
                 with lock:
@@ -857,8 +967,20 @@ def _watch(
                 report.lag = snapshot or report.lag
             live.update(_view(report, lock, urls, started, options.duration_s), refresh=True)
             stop.wait(1.0)
+        drain_s = options.drain_timeout_s
+        if chaos is not None:
+            live.update(
+                _view(report, lock, {**urls, "chaos": "bringing the last target back"}, started, 0),
+                refresh=True,
+            )
+            chaos.stop()  # the last target is back when it returns
+            drain_s = max(drain_s, options.chaos_drain_s)
         traffic.stop()
-        _drain(report, lock, options.drain_timeout_s, live, urls, started)
+        _drain(report, lock, drain_s, live, urls, started)
+    dead = supervisor.dead()
+    with lock:
+        if dead and not any(e.startswith("service(s) exited") for e in report.errors):
+            report.errors.append(f"service(s) exited while draining: {', '.join(dead)}")
 
 
 def _drain(
@@ -985,4 +1107,11 @@ def _as_json(report: DemoReport) -> dict[str, Any]:
         "dead_letters": report.dead_letters,
         "hook_deliveries": sum(report.deliveries.values()),
         "privacy": report.privacy,
+        "chaos": None
+        if report.chaos is None
+        else {
+            **report.chaos.as_json(),
+            "command_retries": report.command_retries,
+            "wait_retries": report.wait_retries,
+        },
     }

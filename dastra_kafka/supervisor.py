@@ -3,6 +3,9 @@
 Consumes service definitions (argv, environment, a readiness probe). Produces running processes,
 each in its own process group with its output in a log file, started in order and stopped in
 reverse order: SIGTERM, then SIGKILL after a deadline, so nothing ever hangs on shutdown.
+`kill(name)` SIGKILLs a service on purpose (the demo's `--chaos`) and `restart(name)` starts it
+again: a killed service is not reported by `dead()` until it is restarted, so only a service
+that exits on its own counts as a failure. The methods may be called from several threads.
 
     with Supervisor(run_dir) as supervisor:
         supervisor.start(Service("poller", [...], env, ready=lambda: True))
@@ -14,6 +17,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ class _Running:
     service: Service
     process: subprocess.Popen[bytes]
     log: Path
+    killed: bool = False  # by `kill()`, on purpose: not a failure
 
 
 class Supervisor:
@@ -52,6 +57,7 @@ class Supervisor:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self._running: list[_Running] = []
+        self._lock = threading.Lock()  # `_running`: the demo's watch and chaos threads share it
 
     def __enter__(self) -> Supervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +76,35 @@ class Supervisor:
 
     def start(self, service: Service) -> None:
         """Start `service` and wait until its probe answers (or fail with its log tail)."""
+        with self._lock:
+            if any(r.service.name == service.name for r in self._running):
+                raise ServiceFailedError(f"{service.name} is already running")
+        self._launch(service, replacing=None)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL `name` (its whole process group) on purpose and wait until it is gone."""
+        with self._lock:
+            running = self._find(name)
+            running.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.process.pid, signal.SIGKILL)
+        running.process.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        """Start `name` again (after `kill`, or stop it first) and wait until it is ready."""
+        with self._lock:
+            running = self._find(name)
+            running.killed = True
+        _terminate(running)
+        self._launch(running.service, replacing=running)
+
+    def _find(self, name: str) -> _Running:
+        for running in self._running:
+            if running.service.name == name:
+                return running
+        raise KeyError(name)
+
+    def _launch(self, service: Service, replacing: _Running | None) -> None:
         log = self.log_of(service.name)
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -81,7 +116,11 @@ class Supervisor:
                 start_new_session=True,
             )
         running = _Running(service, process, log)
-        self._running.append(running)
+        with self._lock:
+            if replacing is not None and replacing in self._running:
+                self._running[self._running.index(replacing)] = running  # keeps the stop order
+            else:
+                self._running.append(running)
         deadline = time.monotonic() + service.ready_timeout_s
         while True:
             if process.poll() is not None:
@@ -99,14 +138,17 @@ class Supervisor:
             time.sleep(0.2)
 
     def dead(self) -> list[str]:
-        """Names of services that exited on their own."""
-        return [r.service.name for r in self._running if r.process.poll() is not None]
+        """Names of services that exited on their own (not those `kill()` ended)."""
+        with self._lock:
+            return [
+                r.service.name
+                for r in self._running
+                if not r.killed and r.process.poll() is not None
+            ]
 
     def pid(self, name: str) -> int:
-        for running in self._running:
-            if running.service.name == name:
-                return running.process.pid
-        raise KeyError(name)
+        with self._lock:
+            return self._find(name).process.pid
 
     def tail(self, name: str, lines: int = 25) -> str:
         path = self.log_of(name)
@@ -115,15 +157,21 @@ class Supervisor:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, name: str) -> None:
-        for running in list(self._running):
-            if running.service.name == name:
-                _terminate(running)
+        with self._lock:
+            found = [r for r in self._running if r.service.name == name]
+            for running in found:
                 self._running.remove(running)
+        for running in found:
+            _terminate(running)
 
     def stop_all(self) -> None:
         """SIGTERM every service, newest first; SIGKILL what outlives its deadline."""
-        while self._running:
-            _terminate(self._running.pop())
+        while True:
+            with self._lock:
+                if not self._running:
+                    return
+                running = self._running.pop()
+            _terminate(running)
 
 
 def _probe(ready: Callable[[], bool]) -> bool:

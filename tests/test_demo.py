@@ -1,6 +1,7 @@
 """`dastra-kafka demo` (behind `make run`) runs the whole pipeline to a passing summary, in the
 default payload mode, in `thin` mode and in `encrypted` mode (which ends by erasing one requester,
-with a recipe switched on); a mistyped `--recipe` stops it before anything starts; the demo's
+with a recipe switched on), and under `--chaos` (services SIGKILLed and restarted, the broker
+restarted); a mistyped `--recipe` stops it before anything starts; the demo's
 check for personal data in clear is itself checked on records that hold some."""
 
 from __future__ import annotations
@@ -111,6 +112,80 @@ def test_the_demo_runs_to_a_passing_summary(
     delete_topics(kafka, [kafka.topic(spec.name) for spec in catalogue])
 
 
+CHAOS_ROUNDS = 1
+SERVICES = "poller,worker,webhook,hooks"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "targets",
+    [
+        SERVICES,
+        # With broker restarts: make test-all. librdkafka 2.16 can abort a process whose admin
+        # client asks a group coordinator while the broker restarts (its issue #4605: the
+        # lag monitor's describe/list of groups, in `lag serve` and the demo itself); until a
+        # release fixes it, a run of `make test` must not depend on that race.
+        pytest.param(f"{SERVICES},broker", marks=pytest.mark.slow),
+    ],
+    ids=["services", "services-and-broker"],
+)
+def test_under_chaos_nothing_is_lost_or_duplicated(tmp_path: Path, targets: str) -> None:
+    """`--chaos` with a fixed seed: every service SIGKILLed and restarted (and, in the slow
+    variant, the broker restarted on its data directory: the demo runs its own broker), and the
+    same checks pass."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dastra_kafka",
+            "demo",
+            "--chaos",
+            "--chaos-targets",
+            targets,
+            "--seed",
+            "7",
+            "--chaos-rounds",
+            str(CHAOS_ROUNDS),
+            "--chaos-every",
+            "4",
+            "--duration",
+            "20",
+            "--item-every",
+            "0.7",
+            "--command-every",
+            "1",
+            "--run-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DASTRA_"))},
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=850,
+        check=False,
+    )
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in tmp_path.glob("*.log"))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:] + logs
+    summary = json.loads(result.stdout)
+    assert summary["passed"] is True
+    assert all(check["passed"] for check in summary["checks"])
+    chaos = summary["chaos"]
+    every = {"poller": CHAOS_ROUNDS, "worker": CHAOS_ROUNDS, "webhook": CHAOS_ROUNDS}
+    assert chaos["kills"] == {**every, "hooks": CHAOS_ROUNDS}, chaos["timeline"]
+    restarts = CHAOS_ROUNDS if "broker" in targets else 0
+    assert chaos["broker_restarts"] == restarts and chaos["errors"] == []
+    assert sum(summary["created"].values()) >= 10
+    assert summary["commands"] >= 5
+    # Exactly one result per command (and the malformed record's failed one) through the kills.
+    assert summary["results"] == summary["commands"] + summary["dead_letters"]
+    assert summary["hook_deliveries"] >= sum(summary["created"].values())
+    # The broker kept its data directory, under the run directory.
+    assert (tmp_path / "kafka" / "kraft-logs" / "meta.properties").is_file()
+
+
 def test_the_personal_data_check_finds_a_requester_in_clear() -> None:
     report = DemoReport(privacy="thin", searches=[1])  # the flow itself went through
     event = b'{"id": 7, "email": "subject3@example.org", "familyName": "Subject 3"}'
@@ -138,3 +213,31 @@ def test_a_mistyped_recipe_stops_the_demo_before_anything_starts(tmp_path: Path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "did you mean new-request-dpo-task?" in result.stderr
     assert "Kafka" not in result.stdout + result.stderr  # it stopped before the broker
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--chaos-targets", "poller,brokr"], {}, "brokr; choose among poller, worker"),
+        ([], {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "unset KAFKA_BOOTSTRAP_SERVERS"),
+    ],
+)
+def test_chaos_is_refused_before_anything_starts_when_it_cannot_run(
+    tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dastra_kafka", "demo", "--chaos", *args],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DASTRA_"))},
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing must be reached
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr
+    assert "Kafka:" not in result.stdout + result.stderr  # it stopped before the broker

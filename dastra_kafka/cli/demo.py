@@ -33,9 +33,31 @@ def demo(
         'requester is erased at the end and checked unreadable). README "Privacy".',
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    chaos: bool = typer.Option(
+        False,
+        "--chaos",
+        help="While the traffic flows, SIGKILL services at random and restart them, and restart "
+        "the broker (the demo then runs its own); the same checks must pass.",
+    ),
+    seed: int = typer.Option(2026, help="--chaos: the seed of its random schedule."),
+    chaos_targets: str = typer.Option(
+        "poller,worker,webhook,hooks,broker",
+        help="--chaos: what it disrupts, comma-separated among poller, worker, webhook, hooks "
+        "and broker.",
+    ),
+    chaos_every: float = typer.Option(
+        8.0, min=1, help="--chaos: mean seconds between two disruptions."
+    ),
+    chaos_rounds: int | None = typer.Option(
+        None,
+        min=1,
+        help="--chaos: hit every target this many times (in shuffled rounds), the traffic "
+        "flowing past --duration until done; default: until --duration ends.",
+    ),
 ) -> None:
     """Run the whole pipeline on a local broker and the Dastra sandbox, drive traffic, show it
     live, then check that nothing was lost or duplicated (exit 1 when a check fails)."""
+    from dastra_kafka.chaos import BROKER, ChaosPlan
     from dastra_kafka.demo import DemoOptions, run
 
     if privacy not in get_args(PayloadMode):
@@ -44,6 +66,23 @@ def demo(
     catalogue = catalogue_of(settings)
     if recipe:
         _check_recipes(settings, catalogue, recipe)
+    plan = None
+    if chaos:
+        try:
+            plan = ChaosPlan(
+                seed=seed,
+                targets=tuple(t.strip() for t in chaos_targets.split(",") if t.strip()),
+                every_s=chaos_every,
+                rounds=chaos_rounds,
+            )
+        except ValueError as exc:
+            fail(f"--chaos-targets: {exc}", EXIT_BAD_INPUT)
+        if BROKER in plan.targets and "bootstrap_servers" in settings.kafka.model_fields_set:
+            fail(
+                "--chaos restarts the broker, so the demo must run its own: unset "
+                "KAFKA_BOOTSTRAP_SERVERS, or leave broker out of --chaos-targets",
+                EXIT_BAD_INPUT,
+            )
     options = DemoOptions(
         duration_s=duration,
         item_every_s=item_every,
@@ -52,6 +91,7 @@ def demo(
         recipes=tuple(recipe),
         privacy=cast(PayloadMode, privacy),
         as_json=as_json,
+        chaos=plan,
     )
     raise typer.Exit(run(settings, catalogue, options))
 
