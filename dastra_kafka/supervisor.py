@@ -27,6 +27,11 @@ from types import TracebackType
 __all__ = ["Service", "ServiceFailedError", "Supervisor"]
 
 
+# A child's log must say why it ended: unbuffered output keeps the lines written just before a
+# crash, and the fault handler writes the Python stack of a fatal signal (SIGSEGV, SIGABRT) there.
+_CRASH_VISIBLE = {"PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+
+
 class ServiceFailedError(RuntimeError):
     """A service exited or did not become ready; the message carries the end of its log."""
 
@@ -109,7 +114,7 @@ class Supervisor:
         with log.open("ab") as out:
             process = subprocess.Popen(
                 service.argv,
-                env={**os.environ, **service.env},
+                env={**os.environ, **_CRASH_VISIBLE, **service.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

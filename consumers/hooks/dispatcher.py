@@ -20,11 +20,10 @@ from typing import Self
 import httpx
 import structlog
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, start_http_server
 
 from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
+from bus.groups import delete_group
 from bus.hooks.egress import client_for
 from bus.hooks.events import EVENT_TOPICS, event_keys
 from bus.hooks.settings import HooksSettings
@@ -218,14 +217,15 @@ class HookDispatcher:
         chore.add_done_callback(self._chores.discard)
 
     def _delete_group(self, group: str, key: str) -> None:
-        admin = AdminClient(self.kafka.confluent_config())
-        futures = admin.delete_consumer_groups([group], request_timeout=5)
         try:
-            futures[group].result(timeout=8)
-        except (KafkaException, TimeoutError) as exc:
+            deleted = delete_group(self.kafka, group)
+        except (KafkaUnavailableError, KafkaAuthorizationError) as exc:
+            deleted = False
+            _log.info("hooks.group_not_deleted", hook=key, error=str(exc)[:200])
+        if not deleted:
             # Another dispatcher still in the group deletes it when it leaves; otherwise the
             # broker expires its offsets (offsets.retention.minutes).
-            _log.info("hooks.group_not_deleted", hook=key, error=str(exc)[:200])
+            _log.info("hooks.group_kept", hook=key)
 
     async def _unsubscribe(self, recipient: Recipient) -> None:
         """410 Gone: the subscriber asked to be removed. Tombstone it for every replica."""

@@ -101,10 +101,9 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
 def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
     """Fail naming the ACL when the principal may not use a topic or the worker's group: Faust
     would wait forever for an assignment that never comes."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
-
     from bus.admin import check_topic_access
-    from bus.errors import KafkaAuthorizationError
+    from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
+    from bus.groups import committed_offsets
 
     kafka = settings.kafka
     # A topic we may not describe is not listed: missing, or denied?
@@ -117,14 +116,13 @@ def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
         return  # missing topics: the caller says so
     group = kafka.topic(settings.worker.app_id)
     try:
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        future.result(timeout=30)
-    except KafkaException as exc:
-        denied = KafkaAuthorizationError.from_error(
-            exc.args[0], group=group, group_operation="READ"
-        )
-        if denied is not None:
-            fail(str(denied), EXIT_BAD_INPUT)
+        # Over aiokafka: librdkafka's group admin calls can crash the process while a new
+        # cluster creates its offsets topic (bus/groups.py says why).
+        committed_offsets(kafka, group)
+    except KafkaAuthorizationError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except KafkaUnavailableError:
+        return  # the coordinator is slow to come: the Faust worker waits for it itself
 
 
 def _run(settings: Settings, recipes: list[Recipe]) -> int:

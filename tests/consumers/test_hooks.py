@@ -14,9 +14,11 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from bus.deadletter import read_dead_letter
+from bus.groups import committed_offsets
 from bus.hooks.settings import HooksSettings
 from bus.settings import KafkaSettings
 from bus.topics import DEAD_LETTER, HOOK_SUBSCRIPTIONS, TASKS, TopicCatalogue
+from consumers.hooks.subscriber import group_of
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
 from dastra.settings import DastraSettings
@@ -154,6 +156,9 @@ def test_410_gone_unsubscribes_for_every_replica(
         _publish(kafka, 1)
         wait_for(lambda: not dispatcher.knows(hook_id), 20, "the unsubscription")
         wait_for(lambda: webhook.client.get("/v1/hooks").json() == [], 10, "the webhook's view")
+        # Its position (a consumer group that had committed) is deleted with it.
+        group = group_of(kafka, hooks_settings, hook_id)
+        wait_for(lambda: committed_offsets(kafka, group) == {}, 30, "its group deleted")
         _publish(kafka, 2, 3)
         time.sleep(1.0)  # would show a delivery to the removed subscriber
     assert len(recorder.at("/gone")) == 1
