@@ -11,6 +11,7 @@
 - `GET /api/lag`: the last snapshot as JSON; `GET /api/lag/trend`: per group, lag and time lag
   over the last LAG_TREND_S seconds;
 - `GET /`: a self-contained page (inline JS and SVG, no CDN) that redraws itself;
+- `GET /docs`: Swagger UI from the project's own pinned files (`dastra.apidocs`), no CDN;
 - `GET /healthz`: 200 while refreshes succeed, else 503;
 - optionally a JSON POST to LAG_ALERT_URL on every change of a group's status, retried with
   jittered exponential backoff (honouring Retry-After), `webhook-id` stable across retries.
@@ -42,6 +43,7 @@ from bus.errors import KafkaAuthorizationError
 from consumers.lag import LagMonitor, LagSnapshot, LagUnavailableError, StatusChange
 from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
+from dastra.apidocs import add_api_docs
 from dastra.retry import backoff_delay, parse_retry_after
 
 __all__ = ["LagService", "create_app"]
@@ -381,7 +383,10 @@ def create_app(
         title="dastra-kafka lag",
         description="Consumer lag of the watched groups: metrics, JSON and a web page.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_api_docs(app)
     app.state.service = service
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

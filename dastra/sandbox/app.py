@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dastra.apidocs import add_api_docs
 from dastra.sandbox.connections import abort_connection
 from dastra.sandbox.controls import Controls, FaultSpec
 from dastra.sandbox.query import (
@@ -52,7 +53,7 @@ __all__ = ["ADMIN_PREFIX", "ADMIN_TOKEN_HEADER", "SandboxRuntime", "create_app"]
 ADMIN_PREFIX = "/_sandbox"
 ADMIN_TOKEN_HEADER = "X-Sandbox-Admin-Token"  # noqa: S105 - a header name
 _PUBLIC = frozenset({"/status", "/connect/token"})
-_DOCS = ("/docs", "/redoc", "/openapi.json")
+_DOCS = ("/docs", "/openapi.json")
 _JSON_TYPES = ("application/json", "text/json", "application/json-patch+json")
 _SCHEMAS = {
     "areas": "AreaDto",
@@ -449,7 +450,10 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
             "`POST /connect/token`. Test controls live under `/_sandbox`."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_api_docs(app)
     runtime.app = app
     app.state.runtime = runtime
     app.add_middleware(_SandboxMiddleware, runtime=runtime)

@@ -58,6 +58,7 @@ from bus.records.commands import COMMAND_MODELS
 from bus.records.poller import trigger_record
 from bus.records.subscriptions import HOOK_EVENTS, HookEvent, HookSubscription
 from bus.topics import ACTIONS, POLLER_TRIGGERS, command_topic
+from dastra.apidocs import add_api_docs
 from producers.webhook.http import (
     BodyLimit,
     Measure,
@@ -138,7 +139,10 @@ def create_app(service: WebhookService) -> FastAPI:
             "subscribe REST hooks to Dastra events (Zapier-compatible)."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_api_docs(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     metrics = service.metrics
     app.add_middleware(Measure, metrics=metrics)

@@ -39,18 +39,21 @@ class _Server(uvicorn.Server):
 
 
 class ServerThread:
-    """An ASGI app served by uvicorn on 127.0.0.1 in a daemon thread (lifespan on)."""
+    """An ASGI app served by uvicorn on loopback (127.0.0.1 unless `host` says another
+    127.x address) in a daemon thread (lifespan on)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
+        host: str = "127.0.0.1",
         port: int = 0,
         certfile: Path | None = None,
         keyfile: Path | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
         self._app = app
+        self._host = host
         self._port = port
         self._certfile = certfile
         self._keyfile = keyfile
@@ -62,12 +65,12 @@ class ServerThread:
     @property
     def url(self) -> str:
         scheme = "https" if self._certfile else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self._host}:{self.port}"
 
     def start(self) -> Self:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
+        sock.bind((self._host, self._port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
