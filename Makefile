@@ -13,6 +13,10 @@ STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# The alert-rule tests run promtool (`promtool check rules`, `promtool test rules`): Debian's
+# prometheus package, installed when missing.
+PROMTOOL := /usr/bin/promtool
+
 # The AsyncAPI test tools (the official AsyncAPI JSON Schemas and the parser that
 # `asyncapi validate` runs), pinned in tools/asyncapi/package-lock.json, installed when missing.
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
@@ -24,7 +28,7 @@ FOREIGN_CLIENTS := tools/foreign-clients/node_modules/.package-lock.json
 # tools/typegen/package-lock.json, installed when missing.
 TYPEGEN_TOOLS := tools/typegen/node_modules/.package-lock.json
 
-.PHONY: install jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check test test-all test-kafka-3.9 run bench clean
+.PHONY: install jars chromium promtool asyncapi-tools foreign-clients typegen-tools lint schemas-check test test-all test-kafka-3.9 run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +44,11 @@ jars: install
 chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+promtool:
+	@test -x $(PROMTOOL) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		prometheus; }
 
 $(ASYNCAPI_TOOLS): tools/asyncapi/package-lock.json
 	cd tools/asyncapi && npm ci --no-audit --no-fund --silent
@@ -71,7 +80,7 @@ schemas-check: install
 
 # Every guarantee is tested by `make test`; a test marked `slow` is a longer variant of one that
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
-test: jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check
+test: jars chromium promtool asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(BIN)/pytest -m "not slow"
 
 # The guarantee tests (transactions, the poller's exactly-once, the agents' crash safety, lag)
@@ -80,7 +89,7 @@ OLDER_KAFKA := 3.9.2
 GUARANTEE_TESTS := tests/bus/test_roundtrip.py tests/producers/test_poller.py \
 	tests/consumers/test_agents.py tests/consumers/test_agents_crash.py tests/consumers/lag
 
-test-all: jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check
+test-all: jars chromium promtool asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(BIN)/pytest
 	$(MAKE) test-kafka-3.9
 

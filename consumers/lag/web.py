@@ -383,6 +383,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.registry = registry
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
