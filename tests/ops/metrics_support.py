@@ -8,6 +8,7 @@ import re
 
 from prometheus_client import CollectorRegistry
 
+from bus.metrics import role_registry
 from bus.settings import KafkaSettings
 from consumers.dispatcher import AgentMetrics
 from consumers.hooks.metrics import HookMetrics
@@ -16,6 +17,7 @@ from consumers.lag.model import LagSnapshot
 from consumers.lag.settings import LagSettings
 from consumers.lag.web import create_app
 from consumers.recipes.runner import RecipeMetrics
+from dastra.metrics import DastraMetrics
 from producers.poller.workspace import PollerMetrics
 from producers.webhook.service import WebhookMetrics
 
@@ -38,13 +40,14 @@ _SUFFIXES = {
 
 def role_registries() -> dict[str, CollectorRegistry]:
     """One registry per role, filled the way the role fills the one its /metrics serves."""
-    worker = AgentMetrics().registry
+    worker = AgentMetrics().registry  # with the Dastra client's metrics
     RecipeMetrics(worker)
-    poller = CollectorRegistry()
+    poller = role_registry()  # as `dastra-kafka poller` builds it
     PollerMetrics(poller)
-    webhook = CollectorRegistry()
+    DastraMetrics(poller)
+    webhook = role_registry()
     WebhookMetrics(webhook)
-    hooks = CollectorRegistry()
+    hooks = role_registry()
     HookMetrics(hooks)
     app = create_app(LagMonitor(KafkaSettings(), LagSettings()), LagSettings())
     # The lag families exist once a refresh succeeded: an empty one is enough for their names.
