@@ -78,3 +78,10 @@ def test_every_metric_an_alert_reads_is_exported_by_a_role() -> None:
         assert used, f"{rule['alert']}: no metric found in {rule['expr']!r}"
         unknown = used - exported - PROMETHEUS_BUILTINS
         assert not unknown, f"{rule['alert']} reads metrics no role exports: {sorted(unknown)}"
+
+
+def test_promtool_accepts_the_prometheus_configuration_and_its_rule_files() -> None:
+    config = ROOT / "ops" / "prometheus" / "prometheus.yml"
+    result = _promtool_run("check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
