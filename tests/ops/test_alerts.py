@@ -85,3 +85,9 @@ def test_promtool_accepts_the_prometheus_configuration_and_its_rule_files() -> N
     result = _promtool_run("check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
+
+
+def test_the_readme_lists_every_alert() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [rule["alert"] for rule in _rules() if f"`{rule['alert']}`" not in readme]
+    assert not missing, f"alerts the README's Operators section does not list: {missing}"
