@@ -3,6 +3,7 @@ enabled recipes (RECIPES_ENABLE)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import typer
@@ -101,7 +102,7 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
 def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
     """Fail naming the ACL when the principal may not use a topic or the worker's group: Faust
     would wait forever for an assignment that never comes."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 
     from bus.admin import check_topic_access
     from bus.errors import KafkaAuthorizationError
@@ -116,7 +117,25 @@ def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
     if unlisted:
         return  # missing topics: the caller says so
     group = kafka.topic(settings.worker.app_id)
+    # librdkafka 2.16 crashes the process (SIGSEGV in rd_kafka_cgrp_op: an admin client has no
+    # group handle) when a ListConsumerGroupOffsets answer carries a coordinator error, as it
+    # does while a new cluster's or group's coordinator loads. Describe the group first, until
+    # its coordinator answers, so the offsets request meets a ready coordinator.
+    transient = {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+    deadline = time.monotonic() + 30
     try:
+        while True:
+            try:
+                admin.describe_consumer_groups([group])[group].result(timeout=30)
+                break
+            except KafkaException as exc:
+                if exc.args[0].code() not in transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
         future.result(timeout=30)
     except KafkaException as exc:
