@@ -401,6 +401,15 @@ def test_a_dastra_429_waits_its_retry_after_then_succeeds(env: Env) -> None:
     assert metric("dastra_client_retries_total", **tasks, kind="rate_limited") >= 2
     assert metric("dastra_client_request_duration_seconds_count", **tasks) >= 3
     assert metric("dastra_client_limiter_wait_seconds_count", endpoint=tasks["endpoint"]) >= 3
+    # Faust's own sensors, in the same registry.
+    assert metric("faust_messages_received_total") >= 1
+    assert (
+        metric(
+            "faust_messages_received_per_topic_total",
+            topic=env.kafka.topic(command_topic("create-task")),
+        )
+        >= 1
+    )
 
 
 def test_dastra_503_for_20_seconds_delays_every_action_but_loses_none(env: Env) -> None:

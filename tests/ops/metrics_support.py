@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 
 from bus.metrics import role_registry
@@ -42,6 +43,7 @@ def role_registries() -> dict[str, CollectorRegistry]:
     """One registry per role, filled the way the role fills the one its /metrics serves."""
     worker = AgentMetrics().registry  # with the Dastra client's metrics
     RecipeMetrics(worker)
+    FaustMetrics.create(worker, "faust")  # Faust's sensors, as consumers/app.py adds them
     poller = role_registry()  # as `dastra-kafka poller` builds it
     PollerMetrics(poller)
     DastraMetrics(poller)
