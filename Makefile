@@ -13,6 +13,10 @@ STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# The alert-rule tests run promtool (`promtool check rules`, `promtool test rules`): Debian's
+# prometheus package, installed when missing.
+PROMTOOL := /usr/bin/promtool
+
 # The AsyncAPI test tools (the official AsyncAPI JSON Schemas and the parser that
 # `asyncapi validate` runs), pinned in tools/asyncapi/package-lock.json, installed when missing.
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
@@ -20,11 +24,15 @@ ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
 # and the CloudEvents JS SDK, pinned in tools/foreign-clients/package-lock.json.
 FOREIGN_CLIENTS := tools/foreign-clients/node_modules/.package-lock.json
 
+# The Compose Specification's JSON Schema, to validate docker-compose.yml (and its monitoring
+# profile) where no Docker engine runs, pinned in tools/compose-spec/package-lock.json.
+COMPOSE_SPEC := tools/compose-spec/node_modules/.package-lock.json
+
 # The generated-types test tools (quicktype and TypeScript's tsc), pinned in
 # tools/typegen/package-lock.json, installed when missing.
 TYPEGEN_TOOLS := tools/typegen/node_modules/.package-lock.json
 
-.PHONY: install jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check test test-all test-kafka-3.9 run bench clean
+.PHONY: install jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check test test-all test-kafka-3.9 run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +49,11 @@ chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
+promtool:
+	@test -x $(PROMTOOL) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		prometheus; }
+
 $(ASYNCAPI_TOOLS): tools/asyncapi/package-lock.json
 	cd tools/asyncapi && npm ci --no-audit --no-fund --silent
 	touch $(ASYNCAPI_TOOLS)
@@ -52,6 +65,12 @@ $(FOREIGN_CLIENTS): tools/foreign-clients/package-lock.json
 	touch $(FOREIGN_CLIENTS)
 
 foreign-clients: $(FOREIGN_CLIENTS)
+
+$(COMPOSE_SPEC): tools/compose-spec/package-lock.json
+	cd tools/compose-spec && npm ci --no-audit --no-fund --silent
+	touch $(COMPOSE_SPEC)
+
+compose-spec: $(COMPOSE_SPEC)
 
 $(TYPEGEN_TOOLS): tools/typegen/package-lock.json
 	cd tools/typegen && npm ci --no-audit --no-fund --silent
@@ -71,7 +90,7 @@ schemas-check: install
 
 # Every guarantee is tested by `make test`; a test marked `slow` is a longer variant of one that
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
-test: jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check
+test: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(BIN)/pytest -m "not slow"
 
 # The guarantee tests (transactions, the poller's exactly-once, the agents' crash safety, lag)
@@ -80,7 +99,7 @@ OLDER_KAFKA := 3.9.2
 GUARANTEE_TESTS := tests/bus/test_roundtrip.py tests/producers/test_poller.py \
 	tests/consumers/test_agents.py tests/consumers/test_agents_crash.py tests/consumers/lag
 
-test-all: jars chromium asyncapi-tools foreign-clients typegen-tools lint schemas-check
+test-all: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(BIN)/pytest
 	$(MAKE) test-kafka-3.9
 
@@ -93,4 +112,4 @@ run: jars
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules \
-		tools/foreign-clients/node_modules tools/typegen/node_modules
+		tools/foreign-clients/node_modules tools/typegen/node_modules tools/compose-spec/node_modules

@@ -5,13 +5,14 @@ Consumes the Kafka settings and a group name; produces offsets, `KafkaAuthorizat
 group the principal may not use, `KafkaUnavailableError` when the coordinator does not answer in
 time. Nothing else.
 
-Why not confluent-kafka's AdminClient, which the rest of the bus uses: its coordinator-targeted
-calls (ListConsumerGroupOffsets, DeleteGroups, DescribeConsumerGroups) hit a use-after-free in
-librdkafka when the group coordinator is not available yet (a new cluster creating
-`__consumer_offsets`, a broker restarting): the process dies with SIGSEGV or an assertion
-(librdkafka issues #4605 and #5397, unfixed in confluent-kafka 2.16.1). `tests/bus/test_groups.py`
-shows it on a fresh broker. aiokafka's pure-Python client meets the same cases with an
-exception, which is retried here until the deadline.
+Why not confluent-kafka's AdminClient, which the rest of the bus uses: when a
+ListConsumerGroupOffsets answer carries a coordinator error (the coordinator of a new cluster or
+group still loading), librdkafka 2.16 hands it to a consumer-group handle an admin client does
+not have, and the process dies with SIGSEGV (a core dump shows `rd_kafka_cgrp_op` from
+`rd_kafka_handle_OffsetFetch`); its other coordinator calls have a use-after-free of their own
+across broker restarts (librdkafka issues #4605 and #5397). The worker died so at start-up.
+`tests/bus/test_groups.py` meets the case on a fresh broker. aiokafka's pure-Python client answers
+it with an exception, which is retried here until the deadline.
 
     committed_offsets(kafka, "dastra-worker")    # {("dastra.commands.create-task.v1", 0): 42}
 """

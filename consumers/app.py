@@ -8,8 +8,10 @@ trigger topics are consumed by this app too. Serves, on the Faust web server
 (WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
 
     GET /metrics   Prometheus metrics of the agents (per action: succeeded, failed, retried,
-                   dead-lettered, duplicates; latency and duration histograms; in flight) and
-                   of the recipes (runs, steps, dead letters, periodic checks)
+                   dead-lettered, duplicates; latency and duration histograms; in flight), of
+                   the recipes (runs, steps, dead letters, periodic checks), of the Dastra
+                   client (`dastra_client_*`), Faust's own sensors (`faust_*`: messages in,
+                   sends, commits, rebalances, offsets per partition) and the process
     GET /ready     200 once partitions are assigned and the result index (and the recipes'
                    run state) is caught up, else 503
 
@@ -32,6 +34,7 @@ from typing import Any
 import faust
 import structlog
 from faust.auth import OAuthCredentials
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus.settings import KafkaSettings
@@ -180,6 +183,10 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
         kafka, worker, settings.dastra, on_crash=app.crash, privacy=settings.privacy
     )
     app.dispatcher = dispatcher
+    # Faust's sensors, in the worker's registry (Faust's own helper would use the global one).
+    app.monitor = PrometheusMonitor(
+        metrics=FaustMetrics.create(dispatcher.metrics.registry, "faust")
+    )
     for action in worker.selected_actions():
         dispatcher.attach(app, _SPECS[action])
     runner: RecipeRunner | None = None

@@ -78,6 +78,7 @@ from bus.envelope import (
     header_pairs,
     new_event,
 )
+from bus.metrics import role_registry
 from bus.privacy import PrivacyError
 from bus.privacy.keystore import KeyStore
 from bus.records.commands import (
@@ -106,6 +107,7 @@ from dastra.errors import (
     DastraResponseError,
     DastraRetryable,
 )
+from dastra.metrics import DastraMetrics
 from dastra.retry import backoff_delay
 from dastra.settings import DastraSettings
 
@@ -156,8 +158,9 @@ class AgentMetrics:
     """Prometheus metrics of the agents, per action (served at /metrics by the Faust web)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or role_registry()
         r = self.registry
+        self.dastra = DastraMetrics(r)
         self.succeeded = Counter(
             "dastra_agent_commands_succeeded", "Commands that succeeded", ["action"], registry=r
         )
@@ -336,7 +339,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         """Open the Dastra client, the producer and the result index."""
-        self._dastra = DastraClient(self._dastra_settings)
+        self._dastra = DastraClient(self._dastra_settings, metrics=self.metrics.dastra)
         await self._dastra.__aenter__()
         producer = AIOKafkaProducer(
             **self._kafka.aiokafka_producer_config(),
@@ -363,7 +366,9 @@ class Dispatcher:
         client's filters; commands taken meanwhile use the defaults (camelCase, UTC). Best
         effort: an unreachable Dastra leaves the defaults, logged."""
         try:
-            async with DastraClient(self._dastra_settings, retries=False) as probe:
+            async with DastraClient(
+                self._dastra_settings, retries=False, metrics=self.metrics.dastra
+            ) as probe:
                 detection = await detect(probe, ws)
         except DastraError as exc:
             _log.warning("worker.dastra_profile_unknown", workspace=ws, error=type(exc).__name__)
@@ -639,6 +644,7 @@ class Dispatcher:
                     await self._finish(work, failure=failure, attempts=attempt, started=started)
                     return
                 self.metrics.retried.labels(action, exc.kind).inc()
+                self.metrics.dastra.retried(exc)
                 _log.warning(
                     "agents.retry",
                     action=action,

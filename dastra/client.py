@@ -18,7 +18,8 @@ POST whose outcome is unknown (read timeout, dropped connection, 500/502/504) is
 since Dastra may have applied it: the caller decides (look it up by a natural key first).
 `retries=False` on the client or `retry=False` on a call raises the first typed error at once.
 `adapt()` makes every typed filter fit the server found by `dastra.doctor` (PascalCase fields,
-filter dates read in the server's local time).
+filter dates read in the server's local time). With `metrics=` (a `DastraMetrics` in the
+owner's registry) every attempt, retry and rate-limiter wait is counted per endpoint template.
 
     async with DastraClient(settings.dastra) as dastra:
         async for request in dastra.iter_rights_requests(ws, states=["Open"]):
@@ -49,6 +50,7 @@ from dastra.errors import (
     DastraRetryable,
 )
 from dastra.filters import Filter, FilterCase, adapt_filter, filters_param
+from dastra.metrics import DastraMetrics, endpoint_template
 from dastra.models import (
     Actor,
     ActorCreate,
@@ -162,6 +164,7 @@ class DastraClient:
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: RateLimiter | None = None,
         retries: bool = True,
+        metrics: DastraMetrics | None = None,
     ) -> None:
         url = base_url or settings.base_url
         if not url:
@@ -177,6 +180,7 @@ class DastraClient:
             limiter if limiter is not None else shared_limiter(settings, scope=self._base_url)
         )
         self._retries = retries
+        self._metrics = metrics
         self._http: httpx.AsyncClient | None = None
         self._state: _State = "unopened"
         self._filter_case: FilterCase = "camel"
@@ -267,14 +271,29 @@ class DastraClient:
         body: Any,
     ) -> tuple[httpx.Response, dict[str, str]]:
         headers = await self._auth.headers(http)
+        queued = time.monotonic()
         async with self._limiter.slot():
+            started = time.monotonic()
             try:
                 response = await http.request(
                     method, path, params=params, json=body, headers=headers
                 )
             except httpx.TransportError as exc:
-                raise error_for_transport(exc, method, path) from exc
+                error = error_for_transport(exc, method, path)
+                self._count(method, path, error.kind, started - queued, started)
+                raise error from exc
+        self._count(method, path, str(response.status_code), started - queued, started)
         return response, headers
+
+    def _count(self, method: str, path: str, status: str, waited: float, started: float) -> None:
+        if self._metrics is not None:
+            took = time.monotonic() - started
+            endpoint = endpoint_template(path)
+            self._metrics.attempt(endpoint, method, status, waited_s=waited, took_s=took)
+
+    def _count_retry(self, error: DastraRetryable) -> None:
+        if self._metrics is not None:
+            self._metrics.retried(error)
 
     def _delay(self, error: DastraRetryable, attempt: int) -> float:
         # At least what Dastra asked for, plus a little jitter so callers do not stampede.
@@ -329,6 +348,7 @@ class DastraClient:
                     attempt=attempt + 1,
                     delay_s=round(delay, 3),
                 )
+                self._count_retry(exc)
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
@@ -374,6 +394,7 @@ class DastraClient:
                     "dastra.retry", method="GET", path=path, kind=exc.kind, status=exc.status,
                     attempt=attempt + 1, delay_s=round(delay, 3),
                 )  # fmt: skip
+                self._count_retry(exc)
                 await asyncio.sleep(delay)
                 attempt += 1
 

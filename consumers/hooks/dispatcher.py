@@ -28,6 +28,7 @@ from bus.hooks.egress import client_for
 from bus.hooks.events import EVENT_TOPICS, event_keys
 from bus.hooks.settings import HooksSettings
 from bus.hooks.subscriptions import SubscriptionTable
+from bus.metrics import role_registry
 from bus.producer import AsyncProducer
 from bus.records.subscriptions import HookSubscription
 from bus.settings import KafkaSettings, PrivacySettings
@@ -59,7 +60,7 @@ class HookDispatcher:
         self.settings = settings
         self.keys = event_keys(kafka, privacy, "hooks")
         self._host = host
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or role_registry()
         self._metrics = HookMetrics(self.registry)
         self.table = SubscriptionTable(kafka)
         self._producer = AsyncProducer(kafka, timeout_s=30.0, linger_ms=5)

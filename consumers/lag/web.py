@@ -35,11 +35,12 @@ import httpx
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bus.errors import KafkaAuthorizationError
+from bus.metrics import role_registry
 from consumers.lag import LagMonitor, LagSnapshot, LagUnavailableError, StatusChange
 from consumers.lag.page import PAGE
 from consumers.lag.settings import LagSettings
@@ -346,7 +347,7 @@ def create_app(
     app = create_app(LagMonitor(kafka, lag), lag)
     """
     service = LagService(monitor, lag)
-    registry = CollectorRegistry(auto_describe=False)
+    registry = role_registry()
     registry.register(_LagCollector(service))
 
     async def refresh_loop(alerter: _Alerter | None, stop: asyncio.Event) -> None:
@@ -388,6 +389,7 @@ def create_app(
     )
     add_api_docs(app)
     app.state.service = service
+    app.state.registry = registry
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

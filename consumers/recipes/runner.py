@@ -72,6 +72,7 @@ from bus.envelope import (
     new_event,
 )
 from bus.hooks.events import workspace_of
+from bus.metrics import role_registry
 from bus.privacy import PAYLOAD_EXTENSION
 from bus.privacy.keystore import KeyStore
 from bus.records.commands import CommandResult, command_record_key
@@ -125,7 +126,7 @@ class RecipeMetrics:
     """Prometheus metrics of the recipe runner (served with the agents' at /metrics)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or role_registry()
         r = self.registry
         self.runs = Counter(
             "dastra_recipe_runs",

@@ -75,8 +75,10 @@ async def _run(
     as_json: bool,
 ) -> int:
     from bus.errors import KafkaAuthorizationError, KafkaUnavailableError, TopicMissingError
+    from bus.metrics import role_registry
     from bus.privacy import PrivacyError
     from dastra.client import DastraClient
+    from dastra.metrics import DastraMetrics
     from producers.poller import Poller, PollerFencedError
 
     catalogue = catalogue_of(settings)
@@ -102,7 +104,9 @@ async def _run(
         if live is not None:
             live.update(view(), refresh=True)
 
-    async with DastraClient(settings.dastra) as dastra:
+    # One registry for the poller's /metrics: its own metrics and its Dastra client's.
+    registry = role_registry()
+    async with DastraClient(settings.dastra, metrics=DastraMetrics(registry)) as dastra:
         try:
             poller = Poller(
                 settings.kafka,
@@ -112,6 +116,7 @@ async def _run(
                 workspaces=workspaces,
                 start=start,  # type: ignore[arg-type]
                 host=settings.service.host,
+                registry=registry,
                 privacy=settings.privacy,
             )
         except PrivacyError as exc:

@@ -27,8 +27,10 @@ published, the ids published at exactly that timestamp, and the (id, timestamp) 
 within `late_window_s` before it. Each cycle first re-reads that window and publishes what it had
 not seen (items that became visible late), then reads forward from the newest timestamp.
 
-    async with DastraClient(settings.dastra) as dastra:
-        poller = Poller(settings.kafka, settings.poller, catalogue, dastra, workspaces=[12])
+    registry = role_registry()   # served on POLLER_METRICS_PORT, with the client's metrics
+    async with DastraClient(settings.dastra, metrics=DastraMetrics(registry)) as dastra:
+        poller = Poller(settings.kafka, settings.poller, catalogue, dastra, workspaces=[12],
+                        registry=registry)
         summary = await poller.run(stop=stop_event, max_cycles=1)
 """
 
@@ -44,6 +46,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
 from bus.errors import KafkaUnavailableError
+from bus.metrics import role_registry
 from bus.reading import end_offsets
 from bus.records.poller import Cursor, Mark, PollTrigger, Recent, trigger_record
 from bus.settings import KafkaSettings, PrivacySettings
@@ -118,7 +121,7 @@ class Poller:
         self._kafka = kafka
         self._settings = settings
         self._host = host
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or role_registry()
         self._metrics = PollerMetrics(self.registry)
         chosen = start if start is not None else parse_start(settings.start_from)
         self._privacy = EventPrivacy(kafka, privacy or PrivacySettings())

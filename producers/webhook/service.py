@@ -20,6 +20,7 @@ from bus.errors import KafkaUnavailableError
 from bus.hooks.events import EVENT_TOPICS, event_keys, hook_event_of, hook_payload
 from bus.hooks.settings import HooksSettings
 from bus.hooks.subscriptions import SubscriptionTable
+from bus.metrics import role_registry
 from bus.privacy import PAYLOAD_EXTENSION, PrivacyError, seal_command
 from bus.privacy.keystore import KeyStore, key_record, master_key_of
 from bus.producer import AsyncProducer, Delivered
@@ -100,7 +101,7 @@ class WebhookService:
         self.keys: KeyStore | None = event_keys(kafka, self.privacy, "webhook")
         self.hooks = hooks
         self.dastra = dastra
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or role_registry()
         self.metrics = WebhookMetrics(self.registry)
         self.producer = AsyncProducer(
             kafka, timeout_s=webhook.kafka_timeout_s, max_record_bytes=webhook.max_record_bytes

@@ -6,6 +6,7 @@ offsets; then ordering, a slow command, the find-or-create race, decoding modes 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from bus.deadletter import read_dead_letter
@@ -236,6 +238,22 @@ def test_a_command_succeeds_with_one_result_and_the_object_in_dastra(env: Env, a
     assert record.headers["ce_type"] == b"eu.dastra.command.succeeded"
     assert record.headers["ce_subject"] == command_id.encode()
     assert env.worker.metric("dastra_agent_commands_succeeded_total", action=action) >= 1
+    # The Dastra client's requests are counted per endpoint template: no ids, no e-mails.
+    endpoints = _client_endpoints(env.worker.metrics())
+    assert endpoints, "no dastra_client_requests_total on the worker's /metrics"
+    assert all(_TEMPLATE.fullmatch(e) for e in endpoints), endpoints
+
+
+_TEMPLATE = re.compile(r"(?:/(?:[A-Za-z][A-Za-z0-9-]*|\{(?:ws|id|uuid|value)\}))+")
+
+
+def _client_endpoints(metrics: str) -> set[str]:
+    return {
+        sample.labels["endpoint"]
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "dastra_client_requests_total"
+    }
 
 
 def _as_bytes(headers: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
@@ -374,6 +392,23 @@ def test_a_dastra_429_waits_its_retry_after_then_succeeds(env: Env) -> None:
             "dastra_agent_commands_retried_total", action="create-task", kind="rate_limited"
         )
         >= 2
+    )
+    # The same, as the Dastra client saw it: attempts by status, retries, limiter waits.
+    tasks = {"endpoint": "/v1/ws/{ws}/Tasks", "method": "POST"}
+    metric = env.worker.metric
+    assert metric("dastra_client_requests_total", **tasks, status="429") >= 2
+    assert metric("dastra_client_requests_total", **tasks, status="200") >= 1
+    assert metric("dastra_client_retries_total", **tasks, kind="rate_limited") >= 2
+    assert metric("dastra_client_request_duration_seconds_count", **tasks) >= 3
+    assert metric("dastra_client_limiter_wait_seconds_count", endpoint=tasks["endpoint"]) >= 3
+    # Faust's own sensors, in the same registry.
+    assert metric("faust_messages_received_total") >= 1
+    assert (
+        metric(
+            "faust_messages_received_per_topic_total",
+            topic=env.kafka.topic(command_topic("create-task")),
+        )
+        >= 1
     )
 
 
@@ -533,4 +568,8 @@ def test_metrics_and_readiness_are_served_on_loopback(env: Env) -> None:
     for name in ("succeeded", "failed", "retried", "dead_lettered", "duplicate"):
         assert f"# TYPE dastra_agent_commands_{name}_total counter" in text
     assert "# TYPE dastra_agent_command_latency_seconds histogram" in text
+    # The standard collectors of every role's registry.
+    for standard in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+        assert f"\n{standard}" in text, standard
+    assert "python_gc_objects_collected_total{" in text
     assert env.worker.ready()

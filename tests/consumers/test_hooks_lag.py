@@ -173,6 +173,9 @@ def test_a_dispatcher_killed_mid_burst_is_resumed_by_another_without_a_gap(
         "SERVICE_LOG_LEVEL": "warning",
     }
     first = _HooksProcess(env, tmp_path / f"hooks-{uuid.uuid4().hex[:6]}.log").start()
+    # `dastra-kafka hooks` serves the standard process metrics beside its own.
+    served = httpx.get(f"http://127.0.0.1:{first.port}/metrics", timeout=5).text
+    assert "\nprocess_cpu_seconds_total " in served and "\npython_info{" in served
     try:
         publish(kafka, *range(burst), pad=PAD)
         wait_for(lambda: len(recorder.accepted("/resumed")) >= burst // 4, 60, "a quarter")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from bus.hooks.settings import HooksSettings
@@ -82,7 +81,7 @@ def start_webhook(
     hooks: HooksSettings,
     dastra: DastraSettings,
 ) -> Running:
-    service = WebhookService(kafka, webhook, hooks, dastra, registry=CollectorRegistry())
+    service = WebhookService(kafka, webhook, hooks, dastra)  # its own role registry, as served
     server = ServerThread(create_app(service)).start()
     client = httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30

@@ -24,9 +24,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.localkafka import free_port
+from bus.metrics import role_registry
 from bus.settings import KafkaSettings
 from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra.client import DastraClient
+from dastra.metrics import DastraMetrics
 from dastra.sandbox import SandboxServer
 from dastra.sandbox.settings import SandboxSettings
 from dastra.settings import DastraSettings
@@ -687,8 +689,18 @@ def test_metrics_are_served_while_polling(
     settings = FAST.model_copy(update={"metrics_port": port})
 
     async def scenario() -> str:
-        async with DastraClient(dastra_settings) as client:
-            poller = Poller(kafka, settings, topics, client, workspaces=[ws], start="beginning")
+        # Wired as `dastra-kafka poller` does: one registry for the poller and its client.
+        registry = role_registry()
+        async with DastraClient(dastra_settings, metrics=DastraMetrics(registry)) as client:
+            poller = Poller(
+                kafka,
+                settings,
+                topics,
+                client,
+                workspaces=[ws],
+                start="beginning",
+                registry=registry,
+            )
             stop, cycled = asyncio.Event(), asyncio.Event()
             running = asyncio.create_task(
                 poller.run(stop=stop, on_cycle=lambda _w, _n: cycled.set())
@@ -708,6 +720,16 @@ def test_metrics_are_served_while_polling(
     labels = (("topic", TASKS), ("type", "eu.dastra.task.created"), ("workspace", str(ws)))
     assert samples[("dastra_poller_events_published_total", labels)] == 1
     assert ("dastra_poller_last_success_timestamp_seconds", (("workspace", str(ws)),)) in samples
+    # The Dastra client's traffic, per endpoint template (the workspace id is not in it).
+    tasks = (("endpoint", "/v1/ws/{ws}/Tasks"), ("method", "GET"))
+    assert samples[("dastra_client_requests_total", (*tasks, ("status", "200")))] >= 1
+    assert samples[("dastra_client_request_duration_seconds_count", tasks)] >= 1
+    assert samples[("dastra_client_limiter_wait_seconds_count", tasks[:1])] >= 1
+    endpoints = {dict(labels).get("endpoint") for _name, labels in samples} - {None}
+    assert all(str(ws) not in str(e) for e in endpoints), endpoints
+    # The standard process collectors.
+    assert ("process_cpu_seconds_total", ()) in samples
+    assert any(name == "python_info" for name, _labels in samples)
     # The port is released with the poller: a second run can bind it again.
     assert "dastra_poller_cycles_total{" in asyncio.run(scenario())
 
@@ -805,6 +827,11 @@ def test_cli_a_fenced_poller_exits_1_and_sigterm_stops_one_with_0(
     try:
         first = start(0)
         second = start(1)  # its producer's init fenced the first one's
+        # The CLI serves the Dastra client's metrics and the process's with the poller's.
+        served = httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=5).text
+        wanted = 'dastra_client_requests_total{endpoint="/v1/ws/{ws}/DataSubjectRequests"'
+        assert f'{wanted},method="GET",status="200"}}' in served
+        assert "\nprocess_cpu_seconds_total " in served
         item = sandbox.admin.create_rights_request(title="after the takeover")["id"]
         # The first finds the item too, but its transaction is refused: it stops with 1.
         assert first.wait(60) == 1, logs[0].read_text()[-2000:]

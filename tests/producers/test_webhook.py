@@ -110,6 +110,7 @@ def _check_auth(anonymous: httpx.Client) -> None:
     assert ready.status_code == 200 and all(ready.json()["checks"].values())
     metrics = anonymous.get("/metrics").text
     assert 'dastra_webhook_requests_total{method="GET",route="/v1/me",status="401"} 5.0' in metrics
+    assert "\nprocess_cpu_seconds_total " in metrics and "\npython_info{" in metrics
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -126,6 +126,8 @@ def test_metrics_and_api_carry_kafka_lag_exporter_names(kafka: KafkaSettings) ->
     assert value("kafka_partition_earliest_offset", topic=name, partition="0") == 0
     assert value("dastra_consumergroup_status", group=group) == 0
     assert value("dastra_lag_up") == 1
+    assert ("process_cpu_seconds_total", ()) in samples
+    assert any(name == "python_info" for name, _labels in samples)
     assert api["lag"] == 10 and api["partitions"][0]["time_lag_s"] > 0
     assert health.status_code == 200
     assert len(trend["groups"][group]["lag"]) >= 1
