@@ -7,6 +7,7 @@
    time from `dateCreation` to arrival at a read_committed consumer, p50 and p99.
 
     .venv/bin/python -m bench.poller [--items 20000] [--latency-items 200]
+        [--smoke]   # the smallest run (200 items, 10 latency items), for the smoke test
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import random
 import statistics
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
@@ -115,39 +114,6 @@ async def _backfill(kafka: KafkaSettings, sandbox: SandboxServer, ws: int) -> tu
     return summary.events[ws], time.perf_counter() - began
 
 
-def _arrivals(
-    kafka: KafkaSettings, topic: str, stop: threading.Event, out: dict[int, float]
-) -> None:
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        starts = []
-        for partition in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            starts.append(TopicPartition(topic, partition, high))
-        consumer.assign(starts)
-        while not stop.is_set():
-            message = consumer.poll(0.05)
-            if message is None or message.error() is not None:
-                error = message.error() if message is not None else None
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(str(error))
-                continue
-            data = json.loads(message.value() or b"{}")
-            out.setdefault(int(data["id"]), time.time())
-    finally:
-        consumer.close()
-
-
 async def _latency(
     kafka: KafkaSettings, sandbox: SandboxServer, ws: int, items: int
 ) -> list[float]:
@@ -155,7 +121,7 @@ async def _latency(
     arrivals: dict[int, float] = {}
     stop_consumer = threading.Event()
     reader = threading.Thread(
-        target=_arrivals,
+        target=_common.record_arrivals,
         args=(kafka, kafka.topic(RIGHTS_REQUESTS), stop_consumer, arrivals),
         daemon=True,
     )
@@ -193,7 +159,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--latency-items", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run")
     args = parser.parse_args()
+    if args.smoke:
+        args.items, args.latency_items = 200, 10
     with _common.kafka() as kafka, SandboxServer(SandboxSettings(rate_limit=False)) as sandbox:
         admin = AdminClient(kafka.confluent_config())
         apply(admin, plan(admin, load_catalogue(default_topics_file()), kafka.topic_prefix))
