@@ -160,12 +160,16 @@ async def _measure(
     if len(set(quiet) | set(triggered)) != 2 * len(workspaces):
         raise RuntimeError("the sandbox gave two items the same id")
     late = [i for i in [*quiet, *triggered] if i not in arrivals]
-    quiet_summary = _seconds(
-        _common.latency_summary([arrivals[i] - quiet[i] for i in quiet if i in arrivals])
-    )
-    base = _seconds(
-        _common.latency_summary([arrivals[i] - triggered[i] for i in triggered if i in arrivals])
-    )
+    quiet_samples = sorted(arrivals[i] - quiet[i] for i in quiet if i in arrivals)
+    base_samples = sorted(arrivals[i] - triggered[i] for i in triggered if i in arrivals)
+    quiet_summary = {
+        **_seconds(_common.latency_summary(quiet_samples)),
+        "samples_s": [round(x, 3) for x in quiet_samples],
+    }
+    base = {
+        **_seconds(_common.latency_summary(base_samples)),
+        "samples_s": [round(x, 3) for x in base_samples],
+    }
     per_minute = quiet_calls / len(workspaces) / (quiet_elapsed / 60)
     share_minute = per_minute / _PER_MINUTE
     share_10_minutes = per_minute * 10 / _PER_10_MINUTES

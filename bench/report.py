@@ -412,16 +412,18 @@ def _run_all(chosen: list[Benchmark], smoke: bool, logdir: Path) -> dict[str, An
             for benchmark in chosen:
                 task = tasks[benchmark.name]
                 progress.start_task(task)
-                progress.update(task, description=f"[bold]{benchmark.name}[/]: {benchmark.about}")
+                running = f"[bold]{benchmark.name}[/]: {benchmark.about}"
+                progress.update(task, description=running)
+                if not _console.is_terminal:  # a log, not a live display: one line per step
+                    _console.print(f"{time.strftime('%H:%M:%S')} {running}")
                 doc = run_benchmark(benchmark, bootstrap=bootstrap, smoke=smoke, logdir=logdir)
                 results[benchmark.name] = doc
                 state = "[red]failed" if "error" in doc else "[green]done"
-                progress.update(
-                    task,
-                    completed=1,
-                    description=f"{state}[/] {benchmark.name} in {doc['seconds']:.0f} s",
-                )
+                finished = f"{state}[/] {benchmark.name} in {doc['seconds']:.0f} s"
+                progress.update(task, completed=1, description=finished)
                 progress.stop_task(task)
+                if not _console.is_terminal:
+                    _console.print(f"{time.strftime('%H:%M:%S')} {finished}")
     return results
 
 
