@@ -162,14 +162,8 @@ async def _measure(
     late = [i for i in [*quiet, *triggered] if i not in arrivals]
     quiet_samples = sorted(arrivals[i] - quiet[i] for i in quiet if i in arrivals)
     base_samples = sorted(arrivals[i] - triggered[i] for i in triggered if i in arrivals)
-    quiet_summary = {
-        **_seconds(_common.latency_summary(quiet_samples)),
-        "samples_s": [round(x, 3) for x in quiet_samples],
-    }
-    base = {
-        **_seconds(_common.latency_summary(base_samples)),
-        "samples_s": [round(x, 3) for x in base_samples],
-    }
+    quiet_summary = _seconds(_common.latency_summary(quiet_samples))
+    base = _seconds(_common.latency_summary(base_samples))
     per_minute = quiet_calls / len(workspaces) / (quiet_elapsed / 60)
     share_minute = per_minute / _PER_MINUTE
     share_10_minutes = per_minute * 10 / _PER_10_MINUTES
@@ -180,8 +174,8 @@ async def _measure(
         "settings": settings.model_dump(
             include={"interval_min_s", "interval_max_s", "late_window_s", "late_every_s"}
         ),
-        "trigger_latency": quiet_summary,
-        "baseline_triggered": base,
+        "trigger_latency": {**quiet_summary, "samples_s": [round(x, 3) for x in quiet_samples]},
+        "baseline_triggered": {**base, "samples_s": [round(x, 3) for x in base_samples]},
         "missing": len(late),
         "ratio_p50": _common.ratio(quiet_summary["p50_s"], base["p50_s"]),
         "ratio_p99": _common.ratio(quiet_summary["p99_s"], base["p99_s"]),
