@@ -91,7 +91,7 @@ test-kafka-3.9: jars
 run: jars
 	$(BIN)/dastra-kafka demo
 
-# Every benchmark at its full size (about 25 minutes; figures mean most on an idle machine):
+# Every benchmark at its full size (about 20 minutes; figures mean most on an idle machine):
 # bench/results.json and BENCHMARKS.md. `make bench BENCH_ARGS=--smoke` for the smallest sizes.
 bench: jars
 	$(BIN)/python -m bench $(BENCH_ARGS)

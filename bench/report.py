@@ -6,7 +6,7 @@ Produces `bench/results.json` (every benchmark's document, the rows below evalua
 machine's load) and `BENCHMARKS.md` (one row per line of issue 20's table, then the other
 benchmarks: figure, its baseline from the same run, the ratio, the goal, met or not).
 
-    .venv/bin/python -m bench                  # every benchmark at full size (about 25 minutes)
+    .venv/bin/python -m bench                  # every benchmark at full size (about 20 minutes)
     .venv/bin/python -m bench --smoke          # the smallest settings (about a minute)
     .venv/bin/python -m bench --only wait,quiet --json   # the JSON document on stdout
 """
