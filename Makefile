@@ -110,6 +110,11 @@ test-kafka-3.9: jars
 run: jars
 	$(BIN)/dastra-kafka demo
 
+# Every benchmark at its full size (about 20 minutes; figures mean most on an idle machine):
+# bench/results.json and BENCHMARKS.md. `make bench BENCH_ARGS=--smoke` for the smallest sizes.
+bench: jars
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/asyncapi/node_modules \
 		tools/foreign-clients/node_modules tools/typegen/node_modules tools/compose-spec/node_modules

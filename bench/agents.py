@@ -9,127 +9,48 @@ commands (CloudEvents binary mode) and reads their results.
    `--commands` (5 000) create-task commands. Commands/s, against the sequential ideal
    (1 / 50 ms = 20/s) and the concurrency ideal (concurrency x 20/s); p50/p99 from produce to
    result (a burst, so this includes the time spent queued); then `--paced` (500) commands at
-   `--paced-rate` (40/s): p50/p99 without queueing.
+   `--paced-rate` (40/s): p50/p99 without queueing. Baseline in the same run: the same number
+   of `POST /v1/ws/{ws}/Tasks` made directly at the same rate (DastraClient, same sandbox, same
+   latency): ratio = pipeline p50 (p99) / direct p50 (p99); the pipeline's overhead is its
+   percentile minus the direct one.
 2. The same against the sandbox's 500/min limit, with the client's limiter at the whole key
    (500/min: the worker is alone on it, DASTRA_BUDGET_SHARES=workers=1, so it paces its calls
    at one per 0.12 s): `--limited` (1 000) commands. Achieved rate as a share of the limit,
    429 answers seen by the sandbox, and commands that failed because of them (goal 0).
 
     .venv/bin/python -m bench.agents [--commands 5000] [--limited 1000] [--concurrency 16]
+        [--smoke]   # the smallest run: 20 commands per phase, for the smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from bench import _common
+from bench import _common, _services
 from bus.admin import apply, plan
 from bus.envelope import encode_binary, new_event
-from bus.localkafka import free_port
 from bus.settings import KafkaSettings
 from bus.topics import COMMAND_RESULTS, command_topic, default_topics_file, load_catalogue
+from dastra.client import DastraClient
 from dastra.sandbox import SandboxAdmin
-from dastra_kafka.settings import env_prefixes
+from dastra.settings import DastraSettings
 
 __all__ = ["main"]
 
 _console = Console(stderr=True)
-_SCRIPT = Path(sys.executable).with_name("dastra-kafka")
 _LIMIT_PER_MINUTE = 500
-
-
-def _stop(process: subprocess.Popen[bytes], within: float = 20.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(within)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(env_prefixes())}
-
-
-@contextlib.contextmanager
-def _sandbox(workdir: Path) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    log = (workdir / "sandbox.log").open("wb")
-    process = subprocess.Popen(
-        [str(_SCRIPT), "--env-file", "/nonexistent", "sandbox", "--port", str(port), "--json"],
-        env={**_base_env(), "SERVICE_LOG_LEVEL": "warning"},
-        stdout=subprocess.PIPE,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        info: dict[str, Any] = json.loads(process.stdout.readline())
-        yield info
-    finally:
-        _stop(process)
-        log.close()
-
-
-@contextlib.contextmanager
-def _worker(
-    kafka: KafkaSettings, sandbox: dict[str, Any], workdir: Path, **env: str
-) -> Iterator[str]:
-    port = free_port()
-    log = (workdir / f"worker-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [str(_SCRIPT), "--env-file", "/nonexistent", "worker"],
-        env={
-            **_base_env(),
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "DASTRA_BASE_URL": sandbox["base_url"],
-            "DASTRA_API_KEY": sandbox["api_key"],
-            "DASTRA_WORKSPACE_ID": str(sandbox["workspace_id"]),
-            "WORKER_WEB_PORT": str(port),
-            "WORKER_APP_ID": f"bench-agents-{port}",
-            "WORKER_DATA_DIR": str(workdir / "faust"),
-            "SERVICE_LOG_LEVEL": "warning",
-            **env,
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the worker exited; see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker was not ready within 60 s; see {log.name}")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(process)
-        log.close()
 
 
 def _run(
@@ -214,6 +135,29 @@ def _run(
     }
 
 
+async def _direct(sandbox: dict[str, Any], count: int, rate: float) -> list[float]:
+    """The baseline: `count` tasks created directly at `rate`/s; their latencies."""
+    settings = DastraSettings(
+        base_url=sandbox["base_url"],
+        api_key=sandbox["api_key"],
+        workspace_id=sandbox["workspace_id"],
+        rate_limit_per_minute=1_000_000,
+        rate_limit_per_10_minutes=10_000_000,
+    )
+    ws = sandbox["workspace_id"]
+    async with DastraClient(settings) as client:
+
+        def create(n: int) -> Any:
+            body = {"label": f"Bench direct {n}", "priority": "Medium"}
+            return client.create_task(ws, body, retry=False)
+
+        latencies, results = await _common.paced(create, count, rate)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} direct calls failed: {failed[0]!r}")
+    return [x for x in latencies if x is not None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--commands", type=int, default=5000)
@@ -222,12 +166,15 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="sandbox latency, seconds")
     parser.add_argument("--paced", type=int, default=500, help="commands of the paced run")
     parser.add_argument("--paced-rate", type=float, default=40.0, help="its commands/s")
+    parser.add_argument("--smoke", action="store_true", help="the smallest run (20 per phase)")
     args = parser.parse_args()
+    if args.smoke:
+        args.commands = args.limited = args.paced = 20
     sequential_ideal = 1 / args.latency if args.latency > 0 else float("inf")
     with (
         tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp,
         _common.kafka() as kafka,
-        _sandbox(Path(tmp)) as sandbox,
+        _services.sandbox(Path(tmp)) as sandbox,
     ):
         workdir = Path(tmp)
         admin_client = AdminClient(kafka.confluent_config())
@@ -238,15 +185,19 @@ def main() -> None:
         if args.latency > 0:
             admin.inject_fault("/v1/*", latency_s=args.latency)
         concurrency = str(args.concurrency)
-        with _worker(kafka, sandbox, workdir, WORKER_CONCURRENCY=concurrency,
+        with _services.worker(kafka, sandbox, workdir, WORKER_CONCURRENCY=concurrency,
                      DASTRA_RATE_LIMIT_PER_MINUTE="1000000",
                      DASTRA_RATE_LIMIT_PER_10_MINUTES="10000000"):  # fmt: skip
             free = _run(kafka, args.commands, "free", "rate limit off")
             paced = _run(kafka, args.paced, "paced", "paced", rate=args.paced_rate)
+        with _console.status("baseline: the same calls made directly"):
+            direct = _common.latency_summary(
+                asyncio.run(_direct(sandbox, args.paced, args.paced_rate))
+            )
         admin.configure(rate_limit=True)  # Dastra's 500/min and 10 000/10 min
         admin.reset_calls()
         # The worker is alone on the key here: the workers' part is all of it.
-        with _worker(kafka, sandbox, workdir, WORKER_CONCURRENCY=concurrency,
+        with _services.worker(kafka, sandbox, workdir, WORKER_CONCURRENCY=concurrency,
                      DASTRA_BUDGET_SHARES="workers=1"):  # fmt: skip
             limited = _run(kafka, args.limited, "limited", "500/min limit")
         # The sustained rate: results 501..N over the time they took (without pacing, the first
@@ -286,6 +237,19 @@ def main() -> None:
                     "p99_produce_to_result_s": paced["p99_produce_to_result_s"],
                     "failed": paced["failed"],
                     "note": "well below capacity: one 50 ms Dastra call plus the pipeline",
+                    "baseline_direct_create_task": direct,
+                    "overhead_p50_ms": _overhead(
+                        paced["p50_produce_to_result_s"], direct["p50_ms"]
+                    ),
+                    "overhead_p99_ms": _overhead(
+                        paced["p99_produce_to_result_s"], direct["p99_ms"]
+                    ),
+                    "ratio_p50": _common.ratio(
+                        paced["p50_produce_to_result_s"] * 1000, direct["p50_ms"]
+                    ),
+                    "ratio_p99": _common.ratio(
+                        paced["p99_produce_to_result_s"] * 1000, direct["p99_ms"]
+                    ),
                 },
                 "rate_limited": {
                     **limited,
@@ -304,6 +268,10 @@ def main() -> None:
             indent=2,
         )
     )
+
+
+def _overhead(pipeline_s: float, direct_ms: float | int | None) -> float | None:
+    return None if direct_ms is None else round(pipeline_s * 1000 - direct_ms, 2)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ the ratio to the bare AdminClient calls that fetch the same offsets (20 committe
 requests and one log-end request), measured in the same run, interleaved.
 
     .venv/bin/python -m bench.lag_refresh            # a local broker, or KAFKA_BOOTSTRAP_SERVERS
+        [--groups 20] [--partitions 25] [--rounds 30] [--smoke]   # smoke: 2 x 5, 3 rounds
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import statistics
@@ -30,10 +32,7 @@ from consumers.lag.settings import LagSettings
 
 __all__ = ["main"]
 
-GROUPS = 20
-PARTITIONS = 25
 RECORDS = 40  # per partition
-ROUNDS = 30
 
 
 def _summary(values_ms: list[float]) -> dict[str, float]:
@@ -44,11 +43,11 @@ def _summary(values_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _setup(kafka: KafkaSettings) -> tuple[list[str], list[str]]:
+def _setup(kafka: KafkaSettings, count: int, partitions: int) -> tuple[list[str], list[str]]:
     admin = AdminClient(kafka.confluent_config())
-    topics = [kafka.topic(f"bench.t{i:02d}") for i in range(GROUPS)]
-    groups = [kafka.topic(f"dastra.bench.g{i:02d}") for i in range(GROUPS)]
-    futures = admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
+    topics = [kafka.topic(f"bench.t{i:02d}") for i in range(count)]
+    groups = [kafka.topic(f"dastra.bench.g{i:02d}") for i in range(count)]
+    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
     for future in futures.values():
         future.result(timeout=60)
     catalogue = load_catalogue(default_topics_file())
@@ -57,24 +56,24 @@ def _setup(kafka: KafkaSettings) -> tuple[list[str], list[str]]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         listed = admin.list_topics(timeout=10).topics
-        if all(t in listed and len(listed[t].partitions) == PARTITIONS for t in topics):
+        if all(t in listed and len(listed[t].partitions) == partitions for t in topics):
             break
         time.sleep(0.1)
     producer = Producer(kafka.confluent_config(**{"linger.ms": 20}))
     now_ms = int(time.time() * 1000)
     for t in topics:
-        for p in range(PARTITIONS):
+        for p in range(partitions):
             for i in range(RECORDS):
                 producer.produce(t, value=b"{}", partition=p, timestamp=now_ms - 600_000 + i)
     assert producer.flush(60) == 0
     return topics, groups
 
 
-def _commit(kafka: KafkaSettings, group: str, topic: str, step: int) -> None:
+def _commit(kafka: KafkaSettings, group: str, topic: str, step: int, partitions: int) -> None:
     """Every fifth partition caught up; the others lagging, moving on by `step`."""
     offsets = [
         TopicPartition(topic, p, RECORDS if p % 5 == 0 else 5 + step + p % 7)
-        for p in range(PARTITIONS)
+        for p in range(partitions)
     ]
     consumer = Consumer(kafka.confluent_config(**{"group.id": group, "enable.auto.commit": False}))
     try:
@@ -109,18 +108,28 @@ def _cleanup(kafka: KafkaSettings, topics: list[str]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--groups", type=int, default=20)
+    parser.add_argument("--partitions", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--smoke", action="store_true", help="2 groups x 5 partitions, 3 rounds")
+    args = parser.parse_args()
+    if args.smoke:
+        args.groups, args.partitions, args.rounds = 2, 5, 3
     with _common.kafka() as kafka:
-        topics, groups = _setup(kafka)
+        topics, groups = _setup(kafka, args.groups, args.partitions)
         try:
-            result = _measure(kafka, topics, groups)
+            result = _measure(kafka, topics, groups, args.partitions, args.rounds)
         finally:
             _cleanup(kafka, topics)
     print(json.dumps(result, indent=2))
 
 
-def _measure(kafka: KafkaSettings, topics: list[str], groups: list[str]) -> dict[str, Any]:
+def _measure(
+    kafka: KafkaSettings, topics: list[str], groups: list[str], partitions: int, rounds: int
+) -> dict[str, Any]:
     for group, topic in zip(groups, topics, strict=True):
-        _commit(kafka, group, topic, 0)
+        _commit(kafka, group, topic, 0, partitions)
     lag = LagSettings(sample_interval_s=0, window_s=300, persist_window=True)
     admin = AdminClient(kafka.confluent_config())
     steady: list[float] = []
@@ -129,13 +138,13 @@ def _measure(kafka: KafkaSettings, topics: list[str], groups: list[str]) -> dict
     with LagMonitor(kafka, lag) as monitor:
         first = monitor.refresh()
         snapshot = first
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             bare.append(_bare(admin, groups, topics))
             snapshot = monitor.refresh()
             steady.append(snapshot.poll_ms)
-        for step in range(1, ROUNDS // 3 + 1):
+        for step in range(1, max(1, rounds // 3) + 1):
             for group, topic in zip(groups, topics, strict=True):
-                _commit(kafka, group, topic, step)
+                _commit(kafka, group, topic, step, partitions)
             bare.append(_bare(admin, groups, topics))
             snapshot = monitor.refresh()
             moving.append(snapshot.poll_ms)
@@ -143,18 +152,18 @@ def _measure(kafka: KafkaSettings, topics: list[str], groups: list[str]) -> dict
     default_sampling: list[float] = []
     with LagMonitor(kafka, LagSettings(persist_window=True)) as monitor:
         monitor.refresh()
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             bare.append(_bare(admin, groups, topics))
             default_sampling.append(monitor.refresh().poll_ms)
-    partitions = sum(len(g.partitions) for g in snapshot.groups)
+    total = sum(len(g.partitions) for g in snapshot.groups)
     lagging = sum(1 for g in snapshot.groups for p in g.partitions if p.lag)
-    assert partitions == GROUPS * PARTITIONS, partitions
+    assert total == len(groups) * partitions, total
     assert all(p.time_lag_s is not None for g in snapshot.groups for p in g.partitions)
     bare_p50 = statistics.median(bare)
     return {
         "benchmark": "lag_refresh",
-        "groups": GROUPS,
-        "partitions": partitions,
+        "groups": len(groups),
+        "partitions": total,
         "lagging_partitions": lagging,
         "rounds": {
             "steady": len(steady),

@@ -4,9 +4,13 @@
    beginning` cycle: events/s, against the baseline of fetching the same pages in the same order
    without producing anything (ratio = poller rate / fetch rate).
 2. Trigger latency at default poller settings: items created one by one at random intervals;
-   time from `dateCreation` to arrival at a read_committed consumer, p50 and p99.
+   time from `dateCreation` to arrival at a read_committed consumer, p50 and p99. Baseline in
+   the same run (after it): a quarter as many items, each followed at once by a record on
+   `dastra.poller-triggers.v1` (polled at once, no interval waited); ratio = p50 (p99) / p50
+   (p99) of the baseline.
 
     .venv/bin/python -m bench.poller [--items 20000] [--latency-items 200]
+        [--smoke]   # the smallest run (200 items, 10 latency items), for the smoke test
 """
 
 from __future__ import annotations
@@ -18,18 +22,19 @@ import random
 import statistics
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from bench import _common
 from bus.admin import apply, plan
 from bus.logs import configure_logging
+from bus.records.poller import trigger_record
 from bus.settings import KafkaSettings, ServiceSettings
-from bus.topics import RIGHTS_REQUESTS, default_topics_file, load_catalogue
+from bus.topics import POLLER_TRIGGERS, RIGHTS_REQUESTS, default_topics_file, load_catalogue
 from dastra.client import DastraClient
 from dastra.filters import Rule
 from dastra.sandbox import SandboxServer
@@ -115,77 +120,67 @@ async def _backfill(kafka: KafkaSettings, sandbox: SandboxServer, ws: int) -> tu
     return summary.events[ws], time.perf_counter() - began
 
 
-def _arrivals(
-    kafka: KafkaSettings, topic: str, stop: threading.Event, out: dict[int, float]
-) -> None:
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        starts = []
-        for partition in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            starts.append(TopicPartition(topic, partition, high))
-        consumer.assign(starts)
-        while not stop.is_set():
-            message = consumer.poll(0.05)
-            if message is None or message.error() is not None:
-                error = message.error() if message is not None else None
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(str(error))
-                continue
-            data = json.loads(message.value() or b"{}")
-            out.setdefault(int(data["id"]), time.time())
-    finally:
-        consumer.close()
-
-
 async def _latency(
-    kafka: KafkaSettings, sandbox: SandboxServer, ws: int, items: int
+    kafka: KafkaSettings, sandbox: SandboxServer, ws: int, items: int, *, triggered: bool
 ) -> list[float]:
+    """Items created one by one (exponential gaps, mean 0.25 s) while a poller runs; with
+    `triggered`, a record on dastra.poller-triggers.v1 right after each creation (the baseline:
+    no waiting for the interval). Latencies from dateCreation to a read_committed consumer."""
     catalogue = load_catalogue(default_topics_file())
     arrivals: dict[int, float] = {}
-    stop_consumer = threading.Event()
+    stop_consumer, reading = threading.Event(), threading.Event()
     reader = threading.Thread(
-        target=_arrivals,
-        args=(kafka, kafka.topic(RIGHTS_REQUESTS), stop_consumer, arrivals),
+        target=_common.record_arrivals,
+        args=(kafka, kafka.topic(RIGHTS_REQUESTS), stop_consumer, arrivals, reading),
         daemon=True,
     )
     reader.start()
     created: dict[int, float] = {}
     rng = random.Random(7)
+    trigger = Producer(kafka.confluent_config(**{"linger.ms": 0})) if triggered else None
+    what = "baseline (triggered)" if triggered else "latency"
     async with DastraClient(sandbox.dastra_settings()) as client:
         poller = Poller(kafka, PollerSettings(), catalogue, client, workspaces=[ws], start="now")
-        stop = asyncio.Event()
-        running = asyncio.create_task(poller.run(stop=stop))
-        await asyncio.sleep(2)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(poller.run(stop=stop, ready=ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        if not await asyncio.to_thread(reading.wait, 60):
+            raise RuntimeError("the event reader did not start")
         with _console.status("") as status:
             for n in range(items):
-                status.update(f"latency: created {n}/{items}, arrived {len(arrivals)}")
+                status.update(f"{what}: created {n}/{items}, arrived {len(arrivals)}")
                 await asyncio.sleep(rng.expovariate(1 / 0.25))
                 item = await asyncio.to_thread(
                     sandbox.admin.create_rights_request, title=f"latency {n}"
                 )
+                if trigger is not None:
+                    key, value = trigger_record(ws, "bench")
+                    trigger.produce(kafka.topic(POLLER_TRIGGERS), key=key, value=value)
+                    trigger.poll(0)
                 created[int(item["id"])] = datetime.fromisoformat(
                     item["dateCreation"].replace("Z", "+00:00")
                 ).timestamp()
             deadline = time.monotonic() + 60
             while len(arrivals) < len(created) and time.monotonic() < deadline:
-                status.update(f"latency: waiting for {len(created) - len(arrivals)} events")
+                status.update(f"{what}: waiting for {len(created) - len(arrivals)} events")
                 await asyncio.sleep(0.1)
         stop.set()
         await running
+    if trigger is not None and trigger.flush(30):
+        raise RuntimeError("poller triggers not acknowledged")
     stop_consumer.set()
     reader.join(10)
     return [arrivals[i] - created[i] for i in created if i in arrivals]
+
+
+def _summary(latencies: list[float], items: int) -> dict[str, Any]:
+    return {
+        "items": len(latencies),
+        "lost": items - len(latencies),
+        "p50_s": round(statistics.median(latencies), 3),
+        "p99_s": round(_common.percentile(latencies, 0.99), 3),
+        "max_s": round(max(latencies), 3),
+    }
 
 
 def main() -> None:
@@ -193,7 +188,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--latency-items", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="the smallest run")
     args = parser.parse_args()
+    if args.smoke:
+        args.items, args.latency_items = 200, 10
     with _common.kafka() as kafka, SandboxServer(SandboxSettings(rate_limit=False)) as sandbox:
         admin = AdminClient(kafka.confluent_config())
         apply(admin, plan(admin, load_catalogue(default_topics_file()), kafka.topic_prefix))
@@ -215,7 +213,9 @@ def main() -> None:
         backfill_calls = _list_calls(sandbox)
         if published != args.items:
             raise SystemExit(f"the backfill published {published} events, not {args.items}")
-        latencies = asyncio.run(_latency(kafka, sandbox, ws, args.latency_items))
+        latencies = asyncio.run(_latency(kafka, sandbox, ws, args.latency_items, triggered=False))
+        baseline_items = max(5, args.latency_items // 4)
+        triggered = asyncio.run(_latency(kafka, sandbox, ws, baseline_items, triggered=True))
     fetch_rate = fetched / fetch_s
     publish_rate = published / publish_s
     print(
@@ -233,11 +233,14 @@ def main() -> None:
                     "ratio_to_fetch_only": round(publish_rate / fetch_rate, 3),
                 },
                 "trigger_latency": {
-                    "items": len(latencies),
-                    "lost": args.latency_items - len(latencies),
-                    "p50_s": round(statistics.median(latencies), 3),
-                    "p99_s": round(_common.percentile(latencies, 0.99), 3),
-                    "max_s": round(max(latencies), 3),
+                    **_summary(latencies, args.latency_items),
+                    "baseline_triggered": _summary(triggered, baseline_items),
+                    "ratio_p50": _common.ratio(
+                        statistics.median(latencies), statistics.median(triggered)
+                    ),
+                    "ratio_p99": _common.ratio(
+                        _common.percentile(latencies, 0.99), _common.percentile(triggered, 0.99)
+                    ),
                     "settings": PollerSettings().model_dump(
                         include={"interval_min_s", "interval_max_s", "page_size", "batch_size"}
                     ),

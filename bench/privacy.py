@@ -6,7 +6,7 @@ encoding it as the poller does in each mode, against the baseline of encoding it
 per object (every object is a new person, the worst case); `encrypted` reuses the subject's key
 (a person's later events); `decrypt` is a consumer opening an encrypted event.
 
-    .venv/bin/python -m bench.privacy [--objects 5000]
+    .venv/bin/python -m bench.privacy [--objects 5000] [--smoke]   # smoke: 50 objects
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def _timed(objects: list[dict[str, Any]], encode: Callable[[dict[str, Any]], byt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=5000)
+    parser.add_argument("--smoke", action="store_true", help="50 objects")
     args = parser.parse_args()
+    if args.smoke:
+        args.objects = 50
     objects = _objects(args.objects)
     master = MasterKey(os.urandom(32))
     hash_key = os.urandom(32)

@@ -13,7 +13,7 @@
    instead of waiting for it.
 
     .venv/bin/python -m bench.webhook [--seconds 8] [--connections 32] [--events 3000]
-        [--default-events 1500]
+        [--default-events 1500] [--smoke]   # --smoke: the smallest run, for the smoke test
 """
 
 from __future__ import annotations
@@ -24,14 +24,10 @@ import contextlib
 import ipaddress
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,7 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from rich.console import Console
 
-from bench import _common
+from bench import _common, _services
 from bus.admin import apply, plan
 from bus.envelope import encode_binary, new_event
 from bus.hooks.settings import HooksSettings
@@ -103,52 +99,10 @@ def _serve(kind: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
-@contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str], port: int) -> Iterator[str]:
-    process = subprocess.Popen(
-        argv,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{argv[:3]} exited with {process.returncode}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{argv[:3]} did not listen on {port}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
-def _webhook_process(kafka: KafkaSettings) -> contextlib.AbstractContextManager[str]:
-    port = free_port()
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "WEBHOOK_TOKENS": _TOKEN,
-        "SERVICE_LOG_LEVEL": "warning",
-    }
-    binary = Path(sys.executable).parent / "dastra-kafka"
-    return _process([str(binary), "webhook", "--port", str(port)], env, port)
-
-
 def _helper_process(kind: str) -> contextlib.AbstractContextManager[str]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.webhook", f"--serve-{kind}", str(port)]
-    return _process(argv, {}, port)
+    return _services.process(argv, {}, port)
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -291,7 +245,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         with _helper_process("bare") as bare:
             baseline = asyncio.run(_load(bare, args.seconds, args.connections, keyed=False))
         _console.print("[bold]commands[/]: dastra-kafka webhook (acks=all)")
-        with _webhook_process(kafka) as webhook:
+        with _services.webhook(kafka, _TOKEN) as webhook:
             plain = asyncio.run(_load(webhook, args.seconds, args.connections, keyed=False))
             keyed = asyncio.run(_load(webhook, args.seconds, args.connections, keyed=True))
         _console.print("[bold]hooks[/]: delivery to a fast local subscriber")
@@ -303,7 +257,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
             fast = asyncio.run(_deliveries(kafka, sink, args.events, lifted))
             default = HooksSettings(allow_networks=loopback, allow_http=True)
             # Far more than one subscriber's read-ahead, at its configured 25/s.
-            burst = max(args.default_events, default.buffer_max * 2)
+            burst = (
+                args.default_events
+                if args.smoke
+                else max(args.default_events, default.buffer_max * 2)
+            )
             limited = asyncio.run(_deliveries(kafka, sink, burst, default))
     return {
         "machine": {"cpus": os.cpu_count()},
@@ -333,6 +291,7 @@ def main() -> None:
     parser.add_argument(
         "--default-events", type=int, default=1500, help="events at the default hook settings"
     )
+    parser.add_argument("--smoke", action="store_true", help="the smallest run (about 20 s)")
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -342,6 +301,8 @@ def main() -> None:
     if args.serve_sink:
         _serve("sink", args.serve_sink)
         return
+    if args.smoke:
+        args.seconds, args.connections, args.events, args.default_events = 1.0, 4, 50, 30
     configure_logging(ServiceSettings(log_level="warning"))
     print(json.dumps(_measure(args), indent=2))
 

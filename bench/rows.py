@@ -1,0 +1,324 @@
+"""What `python -m bench` shows: the benchmarks it runs and the rows of BENCHMARKS.md.
+
+Consumes a benchmark's JSON document (`python -m bench.<name>`); produces, per row, a `Cell`:
+the figure, its baseline from the same run, the ratio, and whether issue 20's goal is met.
+
+    cell = evaluate(ROWS[3], {"wait": json.loads(output)})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BENCHMARKS", "ROWS", "Benchmark", "Cell", "Row", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark module, run as `python -m bench.<name> [args] [--smoke]`."""
+
+    name: str
+    about: str
+    args: tuple[str, ...] = ()
+
+
+# In the order they run; the long quiet spell last but one, the CPU-only one last.
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark("webhook", "webhook commands and hook delivery"),
+    Benchmark("wait", "the ?wait round trip of a search"),
+    Benchmark("agents", "the command agents"),
+    Benchmark("poller", "the poller's backfill and trigger latency"),
+    Benchmark("lag_refresh", "one lag refresh over 500 partitions"),
+    Benchmark("quiet", "the trigger after a quiet spell"),
+    Benchmark("privacy", "payload modes (CPU only)"),
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A row's evaluation: what it measured, its baseline, the ratio, whether the goal is met
+    (None: no goal, or not measured)."""
+
+    figure: str
+    baseline: str
+    ratio: float | None
+    ratio_of: str
+    met: bool | None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table. `benchmark` None: not measured (`reason` says why)."""
+
+    what: str
+    goal: str
+    benchmark: str | None
+    evaluate: Callable[[dict[str, Any]], Cell] | None = None
+    reason: str = ""
+    issue_row: bool = True
+
+
+# --- the rows ------------------------------------------------------------------------------------
+
+
+def _ms(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
+def _s(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _le(value: Any, limit: float) -> bool:
+    return value is not None and value <= limit
+
+
+def _webhook(keyed: bool, ratio_goal: float, p99_goal: float) -> Callable[[dict[str, Any]], Cell]:
+    def evaluate(doc: dict[str, Any]) -> Cell:
+        commands = doc["commands"]
+        run = commands["webhook_with_idempotency_key" if keyed else "webhook"]
+        base = commands["baseline_bare_fastapi"]
+        ratio = commands["ratio_rps_keyed" if keyed else "ratio_rps"]
+        return Cell(
+            figure=f"{run['requests_per_s']:.0f} req/s, p50 {_ms(run['p50_ms'])}, "
+            f"p99 {_ms(run['p99_ms'])}",
+            baseline=f"bare FastAPI 202: {base['requests_per_s']:.0f} req/s, "
+            f"p99 {_ms(base['p99_ms'])}",
+            ratio=ratio,
+            ratio_of="req/s",
+            met=ratio is not None and ratio >= ratio_goal and _le(run["p99_ms"], p99_goal),
+            values={"run": run, "baseline": base, "connections": commands["connections"]},
+        )
+
+    return evaluate
+
+
+def _agents_paced(doc: dict[str, Any]) -> Cell:
+    paced = doc["paced_latency"]
+    direct = paced["baseline_direct_create_task"]
+    p50, p99 = paced["p50_produce_to_result_s"] * 1000, paced["p99_produce_to_result_s"] * 1000
+    latency_ms = doc["sandbox_latency_s"] * 1000
+    # The issue's measure: the pipeline's p99 minus Dastra's injected latency.
+    overhead = p99 - latency_ms
+    return Cell(
+        figure=f"{paced['rate_per_s']:.0f}/s: p50 {_ms(p50)}, p99 {_ms(p99)} "
+        f"(overhead p99 {_ms(overhead)})",
+        baseline=f"POST Tasks direct: p50 {_ms(direct['p50_ms'])}, p99 {_ms(direct['p99_ms'])}",
+        ratio=paced["ratio_p99"],
+        ratio_of="p99",
+        met=overhead <= 100,
+        values={"overhead_p99_ms": round(overhead, 2), "paced": paced},
+    )
+
+
+def _wait(doc: dict[str, Any]) -> Cell:
+    trip, base = doc["round_trip"], doc["baseline_direct_search"]
+    statuses = trip["statuses"]
+    other = {k: v for k, v in statuses.items() if k != "200"}
+    return Cell(
+        figure=f"{doc['rate_per_s']:.0f}/s: p50 {_ms(trip['p50_ms'])}, p99 {_ms(trip['p99_ms'])}"
+        + (f" ({sum(other.values())} not 200: {other})" if other else ""),
+        baseline=f"GET Actors direct: p50 {_ms(base['p50_ms'])}, p99 {_ms(base['p99_ms'])}",
+        ratio=doc["ratio_p99"],
+        ratio_of="p99",
+        met=not other and _le(trip["p50_ms"], 100) and _le(trip["p99_ms"], 250),
+        values={"round_trip": trip, "baseline": base},
+    )
+
+
+def _poller_trigger(doc: dict[str, Any]) -> Cell:
+    latency = doc["trigger_latency"]
+    base = latency["baseline_triggered"]
+    return Cell(
+        figure=f"p50 {_s(latency['p50_s'])}, p99 {_s(latency['p99_s'])} "
+        f"({latency['items']} items, {latency['lost']} lost)",
+        baseline=f"trigger record after each creation: p50 {_s(base['p50_s'])}, "
+        f"p99 {_s(base['p99_s'])}",
+        ratio=latency["ratio_p99"],
+        ratio_of="p99",
+        met=latency["lost"] == 0 and _le(latency["p99_s"], 2.0),
+        values={"trigger_latency": latency},
+    )
+
+
+def _slow(summary: dict[str, Any], over_s: float) -> str:
+    """`, k of n over X s` when the samples are listed and some are that slow."""
+    samples = summary.get("samples_s") or []
+    slow = sum(1 for x in samples if x > over_s)
+    return f" ({slow} of {len(samples)} over {over_s:g} s)" if slow else ""
+
+
+def _quiet(doc: dict[str, Any]) -> Cell:
+    latency, base = doc["trigger_latency"], doc["baseline_triggered"]
+    share = doc["budget_share"]
+    return Cell(
+        figure=f"after {doc['quiet_s'] / 60:.1f} min: p50 {_s(latency['p50_s'])}, "
+        f"p99 {_s(latency['p99_s'])} ({latency['count']} workspaces, {doc['missing']} missing); "
+        f"{doc['requests_per_minute_per_workspace']:.1f} requests/min = {share:.1%} of the budget",
+        baseline=f"trigger record after each creation: p50 {_s(base['p50_s'])}, "
+        f"p99 {_s(base['p99_s'])}{_slow(base, 1.0)}",
+        ratio=doc["ratio_p99"],
+        ratio_of="p99",
+        met=doc["missing"] == 0 and _le(latency["p99_s"], 2.0) and share <= 0.25,
+        values={"trigger_latency": latency, "baseline": base, "budget_share": share},
+    )
+
+
+def _backfill(doc: dict[str, Any]) -> Cell:
+    backfill = doc["backfill"]
+    ratio = backfill["ratio_to_fetch_only"]
+    return Cell(
+        figure=f"{backfill['items']} items at {backfill['events_per_s']:.0f} events/s "
+        f"({backfill['backfill_list_requests']} list requests)",
+        baseline=f"the same pages without Kafka: {backfill['baseline_fetch_items_per_s']:.0f} "
+        f"items/s ({backfill['baseline_list_requests']} requests)",
+        ratio=ratio,
+        ratio_of="items/s",
+        met=ratio is not None and ratio >= 0.8,
+        values={"backfill": backfill},
+    )
+
+
+def _agents_burst(doc: dict[str, Any]) -> Cell:
+    free = doc["rate_limit_off"]
+    return Cell(
+        figure=f"{free['commands']} commands at {free['commands_per_s']:.0f}/s",
+        baseline=f"concurrency ideal {free['concurrency_ideal_per_s']:.0f}/s (not measured)",
+        ratio=free["ratio_to_concurrency_ideal"],
+        ratio_of="commands/s",
+        met=None,
+    )
+
+
+def _agents_limited(doc: dict[str, Any]) -> Cell:
+    limited = doc["rate_limited"]
+    return Cell(
+        figure=f"{limited['commands']} commands, {limited['sustained_commands_per_s']:.2f}/s "
+        f"sustained, {limited['failed']} failed, {limited['sandbox_429_answers']} x 429",
+        baseline=f"the key's limit {limited['limit_per_s']:.2f}/s (Dastra's 500/min)",
+        ratio=limited["share_of_limit_overall"],
+        ratio_of="commands/s",
+        met=None,
+    )
+
+
+def _hooks(doc: dict[str, Any]) -> Cell:
+    lifted, default = doc["hooks"]["rate_limit_lifted"], doc["hooks"]["default_settings"]
+    return Cell(
+        figure=f"{lifted['deliveries_per_s']:.0f}/s limit lifted; at the default 25/s: "
+        f"{default['deliveries_per_s']:.1f}/s, {default['dead_lettered']} dead-lettered, "
+        f"{default['missing']} missing",
+        baseline=f"the configured {default['rate_per_s_limit']:.0f}/s",
+        ratio=default["share_of_limit"],
+        ratio_of="deliveries/s at the default",
+        met=None,
+    )
+
+
+def _lag(doc: dict[str, Any]) -> Cell:
+    steady, bare = doc["refresh_steady"], doc["bare_admin_calls"]
+    return Cell(
+        figure=f"{doc['partitions']} partitions: p50 {_ms(steady['p50_ms'])}",
+        baseline=f"the bare AdminClient calls: p50 {_ms(bare['p50_ms'])}",
+        ratio=doc["ratio_steady_to_bare_p50"],
+        ratio_of="p50",
+        met=None,
+    )
+
+
+def _privacy(doc: dict[str, Any]) -> Cell:
+    us = doc["us_per_object"]
+    return Cell(
+        figure=f"encrypted {us['encrypted']:.0f} µs, redacted {us['redacted']:.0f} µs per object",
+        baseline=f"full (unchanged) {us['full']:.0f} µs",
+        ratio=doc["ratio_to_full"]["encrypted"],
+        ratio_of="encrypted",
+        met=None,
+    )
+
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "webhook `POST /v1/commands/create-task`, 16 connections",
+        "ratio ≥ 0.6, p99 ≤ 40 ms",
+        "webhook",
+        _webhook(keyed=False, ratio_goal=0.6, p99_goal=40),
+    ),
+    Row(
+        "the same with a fresh `Idempotency-Key` per request",
+        "ratio ≥ 0.4, p99 ≤ 60 ms",
+        "webhook",
+        _webhook(keyed=True, ratio_goal=0.4, p99_goal=60),
+    ),
+    Row(
+        "agents at a steady 40 commands/s, Dastra answering in 50 ms: produce → result",
+        "overhead (p99 - 50 ms) ≤ 100 ms",
+        "agents",
+        _agents_paced,
+    ),
+    Row(
+        "`?wait` round trip of a search (webhook → worker → Dastra 50 ms → answer), 20 req/s",
+        "p50 ≤ 100 ms, p99 ≤ 250 ms",
+        "wait",
+        _wait,
+    ),
+    Row(
+        "trigger latency, polling only, right after a 20 000-item backfill",
+        "p99 ≤ 2 s",
+        "poller",
+        _poller_trigger,
+    ),
+    Row(
+        "trigger latency, polling only, one item after 10 minutes of quiet",
+        "p99 ≤ 2 s with ≤ 25 % of Dastra's request budget",
+        "quiet",
+        _quiet,
+    ),
+    Row(
+        "trigger latency with Dastra's webhook pushing a poll",
+        "p99 ≤ 0.5 s",
+        None,
+        reason="not measured: needs the sandbox to send Dastra's signed webhook when an item "
+        "is created (a new sandbox feature, not built yet). The nearest floor measured is the "
+        "quiet-spell row's baseline: a trigger record produced right after each creation.",
+    ),
+    Row(
+        "poller backfill vs fetching the same pages without Kafka",
+        "ratio ≥ 0.8",
+        "poller",
+        _backfill,
+    ),
+    Row(
+        "agents, a burst with the rate limit off",
+        "",
+        "agents",
+        _agents_burst,
+        issue_row=False,
+    ),
+    Row(
+        "agents against Dastra's 500/min",
+        "",
+        "agents",
+        _agents_limited,
+        issue_row=False,
+    ),
+    Row("REST hook delivery to one fast subscriber", "", "webhook", _hooks, issue_row=False),
+    Row("lag monitor: one refresh", "", "lag_refresh", _lag, issue_row=False),
+    Row("payload modes: encoding a rights request", "", "privacy", _privacy, issue_row=False),
+)
+
+
+def evaluate(row: Row, results: dict[str, Any]) -> Cell | str:
+    """The row's cell, or why there is none (not measured, the benchmark failed or was not
+    run)."""
+    if row.benchmark is None or row.evaluate is None:
+        return row.reason
+    doc = results.get(row.benchmark)
+    if doc is None:
+        return f"not run (`python -m bench.{row.benchmark}`)"
+    if "error" in doc:
+        return f"failed: {doc['error']}"
+    return row.evaluate(doc)

@@ -1,0 +1,57 @@
+"""Smoke check of every benchmark: each runs at its smallest settings (`--smoke`) against the
+session broker, completes, and every table row it feeds reports a finite ratio. No timing is
+asserted: the figures of a smoke run mean nothing (`make bench` measures)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import report, rows
+
+_MEASURED = {row.benchmark for row in rows.ROWS if row.benchmark is not None}
+
+
+@pytest.mark.parametrize("benchmark", rows.BENCHMARKS, ids=lambda b: b.name)
+def test_benchmark_runs_and_reports_a_ratio(
+    benchmark: rows.Benchmark, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    doc = report.run_benchmark(benchmark, bootstrap=kafka_bootstrap, smoke=True, logdir=tmp_path)
+    log = (tmp_path / f"{benchmark.name}.log").read_text(errors="replace")
+    assert "error" not in doc, f"{doc['error']}\n{log[-3000:]}"
+    fed = [row for row in rows.ROWS if row.benchmark == benchmark.name]
+    assert fed, f"no row of BENCHMARKS.md shows {benchmark.name}"
+    for row in fed:
+        cell = rows.evaluate(row, {benchmark.name: doc})
+        assert isinstance(cell, rows.Cell), cell
+        assert cell.ratio is not None and math.isfinite(cell.ratio), (row.what, doc)
+        assert cell.baseline and cell.figure
+    # The markdown table carries the ratio of each of its rows.
+    document = {
+        "generated_at": "now",
+        "command": "test",
+        "smoke": True,
+        "seconds": doc["seconds"],
+        "note": "",
+        "machine": {"cpus": 2, "system": "test", "load_average": {"start": [0], "end": [0]}},
+        "results": {benchmark.name: doc},
+    }
+    table = report.markdown(document)
+    for row in fed:
+        line = next(x for x in table.splitlines() if x.startswith(f"| {row.what} |"))
+        cell = rows.evaluate(row, {benchmark.name: doc})
+        assert isinstance(cell, rows.Cell)
+        assert f"{cell.ratio:.2f}" in line, line
+
+
+def test_every_benchmark_feeds_a_row_and_every_issue_row_is_there() -> None:
+    assert {b.name for b in rows.BENCHMARKS} == _MEASURED
+    issue_rows = [row for row in rows.ROWS if row.issue_row]
+    assert len(issue_rows) == 8
+    unmeasured = [row for row in issue_rows if row.benchmark is None]
+    assert [row.what for row in unmeasured] == [
+        "trigger latency with Dastra's webhook pushing a poll"
+    ]
+    assert all(row.reason for row in unmeasured)
