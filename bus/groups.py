@@ -20,8 +20,9 @@ it with an exception, which is retried here until the deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -40,12 +41,13 @@ from aiokafka.errors import (
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetFetchRequest
 
-from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
+from bus.errors import BusError, KafkaAuthorizationError, KafkaUnavailableError
 from bus.settings import KafkaSettings
 
-__all__ = ["committed_offsets", "delete_group"]
+__all__ = ["committed_offsets", "committed_offsets_of", "delete_group"]
 
 _T = TypeVar("_T")
+TP = tuple[str, int]
 
 # What a coordinator answers while it moves, starts or loads: asked again until the deadline.
 _RETRIABLE = (
@@ -62,25 +64,38 @@ _GROUP_ID_NOT_FOUND = 69
 _NON_EMPTY_GROUP = 68
 
 
-def committed_offsets(
-    kafka: KafkaSettings, group: str, timeout_s: float = 30.0
-) -> dict[tuple[str, int], int]:
+def committed_offsets(kafka: KafkaSettings, group: str, timeout_s: float = 30.0) -> dict[TP, int]:
     """The group's committed offsets ({} for a group that never committed). Raises
     `KafkaAuthorizationError` when the principal may not read the group."""
+    result = committed_offsets_of(kafka, [group], timeout_s)[group]
+    if isinstance(result, BusError):
+        raise result
+    return result
 
-    async def ask(admin: AIOKafkaAdminClient) -> dict[tuple[str, int], int]:
-        coordinator = await admin.find_coordinator(group)
-        response = await admin._send_request(OffsetFetchRequest(group, None), coordinator)
-        _raise_for(getattr(response, "error_code", 0), group, "READ")
-        offsets: dict[tuple[str, int], int] = {}
-        for topic, partitions in response.topics:
-            for partition, offset, _metadata, error in partitions:
-                _raise_for(error, group, "READ")
-                if offset >= 0:
-                    offsets[(topic, partition)] = offset
-        return offsets
 
-    return asyncio.run(_with_admin(kafka, group, "READ", ask, timeout_s))
+def committed_offsets_of(
+    kafka: KafkaSettings, groups: Sequence[str], timeout_s: float = 30.0, operation: str = "READ"
+) -> dict[str, dict[TP, int] | BusError]:
+    """Each group's committed offsets, asked together over one client: per group the offsets,
+    or the `KafkaAuthorizationError` (naming `operation`, what the caller needs on the group)
+    or `KafkaUnavailableError` that group met."""
+
+    async def ask_all(admin: AIOKafkaAdminClient, deadline: float) -> dict[str, Any]:
+        answers = await asyncio.gather(
+            *(
+                _retrying(functools.partial(_offsets, admin, g, operation), g, operation, deadline)
+                for g in groups
+            ),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, BusError):
+                raise answer
+        return dict(zip(groups, answers, strict=True))
+
+    if not groups:
+        return {}
+    return asyncio.run(_with_admin(kafka, ",".join(groups), ask_all, timeout_s))
 
 
 def delete_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> bool:
@@ -88,7 +103,7 @@ def delete_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> b
     while it still has members (one of them deletes it when it leaves, or the broker expires
     its offsets after `offsets.retention.minutes`)."""
 
-    async def ask(admin: AIOKafkaAdminClient) -> bool:
+    async def delete(admin: AIOKafkaAdminClient) -> bool:
         coordinator = await admin.find_coordinator(group)
         response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
         for _group, error in response.results:
@@ -98,14 +113,49 @@ def delete_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> b
                 _raise_for(error, group, "DELETE")
         return True
 
-    return asyncio.run(_with_admin(kafka, group, "DELETE", ask, timeout_s))
+    async def ask(admin: AIOKafkaAdminClient, deadline: float) -> bool:
+        return await _retrying(lambda: delete(admin), group, "DELETE", deadline)
+
+    return asyncio.run(_with_admin(kafka, group, ask, timeout_s))
+
+
+async def _offsets(admin: AIOKafkaAdminClient, group: str, operation: str) -> dict[TP, int]:
+    coordinator = await admin.find_coordinator(group)
+    # The admin client's own list_consumer_group_offsets ignores the answer's top-level error
+    # (a refused group reads as "no offsets"), so the request is sent here.
+    response = await admin._send_request(OffsetFetchRequest(group, None), coordinator)
+    _raise_for(getattr(response, "error_code", 0), group, operation)
+    offsets: dict[TP, int] = {}
+    for topic, partitions in response.topics:
+        for partition, offset, _metadata, error in partitions:
+            if not error and offset >= 0:  # a partition error is that partition's, not the group's
+                offsets[(topic, partition)] = offset
+    return offsets
+
+
+async def _retrying(
+    ask: Callable[[], Awaitable[_T]], group: str, operation: str, deadline: float
+) -> _T:
+    """`ask()` again while the coordinator moves or loads, until `deadline` (monotonic)."""
+    while True:
+        try:
+            return await asyncio.wait_for(ask(), max(0.1, deadline - time.monotonic()))
+        except GroupAuthorizationFailedError as exc:
+            raise KafkaAuthorizationError("group", group, operation) from exc
+        except (*_RETRIABLE, TimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailableError(
+                    f"the coordinator of group {group} did not answer in time: {type(exc).__name__}"
+                ) from exc
+            await asyncio.sleep(0.2)
+        except KafkaError as exc:
+            raise KafkaUnavailableError(f"group {group}: {type(exc).__name__}") from exc
 
 
 async def _with_admin(
     kafka: KafkaSettings,
-    group: str,
-    operation: str,
-    ask: Callable[[AIOKafkaAdminClient], Awaitable[_T]],
+    what: str,
+    ask: Callable[[AIOKafkaAdminClient, float], Awaitable[_T]],
     timeout_s: float,
 ) -> _T:
     deadline = time.monotonic() + timeout_s
@@ -115,22 +165,13 @@ async def _with_admin(
     }
     admin = AIOKafkaAdminClient(**config)
     try:
-        while True:
-            try:
-                if not admin._started:
-                    await asyncio.wait_for(admin.start(), max(0.1, deadline - time.monotonic()))
-                return await asyncio.wait_for(ask(admin), max(0.1, deadline - time.monotonic()))
-            except GroupAuthorizationFailedError as exc:
-                raise KafkaAuthorizationError("group", group, operation) from exc
-            except (*_RETRIABLE, TimeoutError) as exc:
-                if time.monotonic() >= deadline:
-                    raise KafkaUnavailableError(
-                        f"the coordinator of group {group} did not answer within "
-                        f"{timeout_s:.0f} s: {type(exc).__name__}"
-                    ) from exc
-                await asyncio.sleep(0.2)
-            except KafkaError as exc:
-                raise KafkaUnavailableError(f"group {group}: {type(exc).__name__}") from exc
+        try:
+            await asyncio.wait_for(admin.start(), max(0.1, deadline - time.monotonic()))
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnavailableError(
+                f"Kafka did not answer for group(s) {what}: {type(exc).__name__}"
+            ) from exc
+        return await ask(admin, deadline)
     finally:
         await admin.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -19,16 +19,15 @@ from typing import Any
 
 import structlog
 from confluent_kafka import (
-    OFFSET_INVALID,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from bus.errors import KafkaAuthorizationError
+from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
+from bus.groups import committed_offsets_of
 from bus.records.lag import Status
 from bus.settings import KafkaSettings
 from consumers.lag.evaluation import evaluate_partition
@@ -217,6 +216,7 @@ class LagMonitor:
         self.window = LagWindow(lag.window_s, lag.sample_interval_s)
         self._admin: AdminClient | None = None
         self._reader: _TimestampReader | None = None
+        self._pool: ThreadPoolExecutor | None = None  # runs the groups' offsets requests
         self._known: list[TP] = []  # the partitions of the last refresh
         self._starts: dict[TP, tuple[int, float]] = {}  # log start, when read (monotonic)
 
@@ -238,6 +238,7 @@ class LagMonitor:
             self.window.load(self._store.load())
         self._admin = AdminClient(self._kafka.confluent_config())
         self._reader = _TimestampReader(self._kafka)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lag-offsets")
 
     def close(self) -> None:
         """Write what is left of the window and close the clients (idempotent)."""
@@ -251,6 +252,9 @@ class LagMonitor:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
             self._admin = None
 
     def refresh(self) -> LagSnapshot:
@@ -317,27 +321,30 @@ class LagMonitor:
 
     def _ask_groups(
         self, admin: AdminClient, names: Sequence[str]
-    ) -> tuple[dict[str, Future[Any]], dict[str, Future[Any]]]:
+    ) -> tuple[dict[str, Future[Any]], Future[dict[str, Any]] | None]:
         if not names:
-            return {}, {}
+            return {}, None
+        assert self._pool is not None
         timeout = self._lag.timeout_s
         described = admin.describe_consumer_groups(list(names), request_timeout=timeout)
-        # One group per request (the client's limit), all in flight at once.
-        offsets = {
-            name: admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(name)], request_timeout=timeout
-            )[name]
-            for name in names
-        }
+        # Committed offsets over aiokafka, all groups in flight at once: librdkafka's
+        # ListConsumerGroupOffsets can crash the process while a coordinator loads (bus/groups).
+        offsets = self._pool.submit(
+            committed_offsets_of, self._kafka, list(names), timeout, "DESCRIBE"
+        )
         return described, offsets
 
     def _collect_groups(
         self,
         names: Sequence[str],
-        pending: tuple[dict[str, Future[Any]], dict[str, Future[Any]]],
+        pending: tuple[dict[str, Future[Any]], Future[dict[str, Any]] | None],
         deadline: float,
     ) -> list[_GroupRead]:
-        described, offsets = pending
+        described, asked = pending
+        try:
+            offsets = _wait(asked, deadline) if asked is not None else {}
+        except FutureTimeoutError as exc:
+            raise LagUnavailableError("reading the groups' offsets timed out") from exc
         reads: list[_GroupRead] = []
         for name in names:
             read = _GroupRead(name)
@@ -359,7 +366,6 @@ class LagMonitor:
                     )
                     for m in description.members
                 )
-                result = _wait(offsets[name], deadline)
             except FutureTimeoutError as exc:
                 raise LagUnavailableError(f"describing group {name} timed out") from exc
             except KafkaException as exc:
@@ -373,11 +379,12 @@ class LagMonitor:
                 if denied is not None:
                     raise denied from exc
                 raise
-            read.committed = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in result.topic_partitions or []
-                if tp.offset != OFFSET_INVALID and tp.offset >= 0 and tp.error is None
-            }
+            committed = offsets.get(name, {})
+            if isinstance(committed, KafkaAuthorizationError):
+                raise committed
+            if isinstance(committed, KafkaUnavailableError):
+                raise LagUnavailableError(f"reading group {name}'s offsets failed: {committed}")
+            read.committed = dict(committed)
             if read.state == "DEAD" and not read.committed:
                 read.found = False
             reads.append(read)
