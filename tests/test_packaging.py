@@ -2,7 +2,8 @@
 (marked `wheel`) the wheel built from this checkout, installed without -e in a fresh virtual
 environment at the locked versions, runs `topics check`, `recipes validate` and `schemas check`
 from a directory outside the checkout, with the data files the wheel carries (bus/shipped.py).
-The wheel tests reach PyPI through pip (its cache after the first run): about 10 s warm."""
+The wheel tests reach PyPI through pip (its cache after the first run): about 35 s here, most
+of it building the wheel and installing the runtime set into the venv (once per module)."""
 
 from __future__ import annotations
 
