@@ -1,7 +1,8 @@
 # The dastra-kafka services (one image, one CLI verb per container; see docker-compose.yml).
 FROM python:3.11-slim
-WORKDIR /app
-COPY pyproject.toml README.md topics.yaml ./
+WORKDIR /src
+COPY pyproject.toml README.md requirements.lock topics.yaml ./
+COPY docs/topics.md ./docs/topics.md
 COPY dastra_kafka ./dastra_kafka
 COPY bus ./bus
 COPY dastra ./dastra
@@ -9,9 +10,12 @@ COPY producers ./producers
 COPY consumers ./consumers
 COPY schemas ./schemas
 COPY recipes ./recipes
-# Editable: the shipped recipes, topics.yaml and schemas/ are found next to the code, as in a
-# checkout (a plain wheel would leave them behind).
-RUN pip install --no-cache-dir -e . && useradd --system --uid 10001 dastra
+# A plain install at the locked versions (requirements.lock, the runtime part of it): the wheel
+# carries topics.yaml, recipes/, schemas/ and docs/topics.md (bus/shipped.py finds them), so the
+# source is not kept. Mount your own catalogue and point SERVICE_TOPICS_FILE at it to replace it.
+RUN pip install --no-cache-dir --constraint requirements.lock . \
+    && cd / && rm -rf /src && useradd --system --uid 10001 dastra
+WORKDIR /app
 USER dastra
-ENV SERVICE_HOST=0.0.0.0 SERVICE_TOPICS_FILE=/app/topics.yaml
+ENV SERVICE_HOST=0.0.0.0
 CMD ["dastra-kafka", "--help"]

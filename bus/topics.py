@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bus.shipped import shipped_root
+
 __all__ = [
     "ACTIONS",
     "COMMAND_RECORD_MAX_BYTES",
@@ -41,6 +43,7 @@ __all__ = [
     "command_topic",
     "default_topics_file",
     "load_catalogue",
+    "resolve_topics_file",
 ]
 
 RIGHTS_REQUESTS = "dastra.rights-requests.v1"
@@ -190,8 +193,17 @@ _DEFAULTABLE = {"replication_factor", "cleanup_policy", "retention_ms", "persona
 
 
 def default_topics_file() -> Path:
-    """`topics.yaml` of this checkout (the file next to the installed packages)."""
-    return Path(__file__).resolve().parent.parent / "topics.yaml"
+    """The shipped `topics.yaml`: the checkout's, or the installed wheel's (`bus/shipped.py`)."""
+    return shipped_root() / "topics.yaml"
+
+
+def resolve_topics_file(configured: Path) -> Path:
+    """The catalogue a process reads for SERVICE_TOPICS_FILE: the file itself when it is absolute
+    or exists from the working directory, else the shipped one (the default `topics.yaml`, run
+    from anywhere)."""
+    if configured.is_absolute() or configured.is_file():
+        return configured
+    return default_topics_file()
 
 
 def load_catalogue(path: Path) -> TopicCatalogue:

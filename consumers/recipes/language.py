@@ -58,8 +58,8 @@ from pydantic import ValidationError
 
 from bus.topics import (
     TopicCatalogue,
-    default_topics_file,
     load_catalogue,
+    resolve_topics_file,
 )
 from consumers.recipes.checks import compile_recipe
 from consumers.recipes.model import (
@@ -233,10 +233,7 @@ def runnable_recipes(
     """The recipes the settings enable, all valid; `RecipeError` otherwise (the worker refuses
     to start half-configured)."""
     if catalogue is None:
-        path = settings.service.topics_file
-        if not path.is_absolute() and not path.is_file():
-            path = default_topics_file()
-        catalogue = load_catalogue(path)
+        catalogue = load_catalogue(resolve_topics_file(settings.service.topics_file))
     return load_recipes(settings.recipes, catalogue).require_runnable()
 
 

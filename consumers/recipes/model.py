@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bus.shipped import shipped_root
 from bus.topics import (
     COMMAND_RESULTS,
     NOTIFICATIONS,
@@ -100,8 +101,8 @@ MAX_ID_LENGTH = 200
 
 
 def shipped_recipes_dir() -> Path:
-    """`recipes/` of this checkout: the shipped recipes."""
-    return Path(__file__).resolve().parents[2] / "recipes"
+    """`recipes/`: the shipped recipes, the checkout's or the installed wheel's."""
+    return shipped_root() / "recipes"
 
 
 @dataclass(frozen=True)

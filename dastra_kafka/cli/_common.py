@@ -7,7 +7,7 @@ from typing import NoReturn
 import typer
 from pydantic import ValidationError
 
-from bus.topics import TopicCatalogue, TopicsFileError, default_topics_file, load_catalogue
+from bus.topics import TopicCatalogue, TopicsFileError, load_catalogue, resolve_topics_file
 from dastra.settings import BudgetRole
 from dastra_kafka.settings import Settings
 
@@ -49,9 +49,7 @@ def with_budget_role(settings: Settings, role: BudgetRole) -> Settings:
 def catalogue_of(settings: Settings) -> TopicCatalogue:
     """The topic catalogue named by the settings, with the replication overrides applied
     (KAFKA_REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS)."""
-    path = settings.service.topics_file
-    if not path.is_absolute() and not path.is_file():
-        path = default_topics_file()
+    path = resolve_topics_file(settings.service.topics_file)
     try:
         catalogue = load_catalogue(path)
     except TopicsFileError as exc:
