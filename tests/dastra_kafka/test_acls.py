@@ -32,7 +32,7 @@ from dastra_kafka.acls import AclRole, AclRule, acl_bindings, markdown_table, ro
 from dastra_kafka.settings import Settings, env_prefixes
 from producers.webhook.settings import WebhookSettings
 from tests.consumers.agents_support import SCRIPT, WorkerProcess
-from tests.consumers.hooks_support import DispatcherThread
+from tests.consumers.hooks_support import DispatcherThread, subscribe
 from tests.kafka_helpers import consume, unique, wait_for
 from tests.producers.conftest import LOOPBACK, TOKEN, start_webhook, stop_webhook
 
@@ -308,6 +308,10 @@ def test_a_role_missing_one_acl_fails_naming_it(
     assert missing in rules
     _grant(acl_broker, prefix, f"User:{user}", tuple(r for r in rules if r != missing))
     sandbox.admin.create_task(label="least privilege")
+    if role is AclRole.HOOKS:
+        # A subscription whose reader's group the dispatcher will be refused (this case must
+        # not depend on one an earlier test left).
+        subscribe(_as(acl_broker, _ADMIN[0], prefix), "https://127.0.0.1:9/h")
 
     result = _cli(
         kafka,
