@@ -23,9 +23,11 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
@@ -38,13 +40,20 @@ from aiokafka.errors import (
     RequestTimedOutError,
     for_code,
 )
-from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.protocol.admin import DeleteGroupsRequest, DescribeGroupsRequest
 from aiokafka.protocol.commit import OffsetFetchRequest
 
 from bus.errors import BusError, KafkaAuthorizationError, KafkaUnavailableError
 from bus.settings import KafkaSettings
 
-__all__ = ["committed_offsets", "committed_offsets_of", "delete_group"]
+__all__ = [
+    "GroupMember",
+    "GroupRead",
+    "committed_offsets",
+    "committed_offsets_of",
+    "delete_group",
+    "read_groups",
+]
 
 _T = TypeVar("_T")
 TP = tuple[str, int]
@@ -62,6 +71,38 @@ _RETRIABLE = (
 # DeleteGroups answers for a group that has no offsets (already gone) or still has members.
 _GROUP_ID_NOT_FOUND = 69
 _NON_EMPTY_GROUP = 68
+# DescribeGroups' states, by the names librdkafka's ConsumerGroupState gives them.
+_STATES = {
+    "Stable": "STABLE",
+    "Empty": "EMPTY",
+    "Dead": "DEAD",
+    "PreparingRebalance": "PREPARING_REBALANCING",
+    "CompletingRebalance": "COMPLETING_REBALANCING",
+}
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """A live member of a group and the partitions it was assigned."""
+
+    member_id: str
+    client_id: str
+    host: str
+    partitions: tuple[TP, ...]
+
+
+@dataclass(frozen=True)
+class GroupRead:
+    """One group as its coordinator describes it, with its committed offsets. `state` is
+    STABLE, EMPTY, DEAD, PREPARING_REBALANCING, COMPLETING_REBALANCING or UNKNOWN; `simple` when
+    the offsets are committed by clients that never join (no protocol type); `found` is False
+    for a group the coordinator does not know."""
+
+    state: str
+    simple: bool
+    members: tuple[GroupMember, ...]
+    committed: dict[TP, int]
+    found: bool = True
 
 
 def committed_offsets(kafka: KafkaSettings, group: str, timeout_s: float = 30.0) -> dict[TP, int]:
@@ -98,6 +139,31 @@ def committed_offsets_of(
     return asyncio.run(_with_admin(kafka, ",".join(groups), ask_all, timeout_s))
 
 
+def read_groups(
+    kafka: KafkaSettings, groups: Sequence[str], timeout_s: float = 30.0
+) -> dict[str, GroupRead | BusError]:
+    """Each group's description and committed offsets, all groups in flight at once over one
+    client (what the lag monitor needs on every refresh): per group a `GroupRead`, or the
+    `KafkaAuthorizationError` (DESCRIBE on the group) / `KafkaUnavailableError` it met."""
+
+    async def ask_all(admin: AIOKafkaAdminClient, deadline: float) -> dict[str, Any]:
+        answers = await asyncio.gather(
+            *(
+                _retrying(functools.partial(_read, admin, g), g, "DESCRIBE", deadline)
+                for g in groups
+            ),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, BusError):
+                raise answer
+        return dict(zip(groups, answers, strict=True))
+
+    if not groups:
+        return {}
+    return asyncio.run(_with_admin(kafka, ",".join(groups), ask_all, timeout_s))
+
+
 def delete_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> bool:
     """Delete the group (its committed positions). True when deleted or already gone; False
     while it still has members (one of them deletes it when it leaves, or the broker expires
@@ -117,6 +183,32 @@ def delete_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> b
         return await _retrying(lambda: delete(admin), group, "DELETE", deadline)
 
     return asyncio.run(_with_admin(kafka, group, ask, timeout_s))
+
+
+async def _read(admin: AIOKafkaAdminClient, group: str) -> GroupRead:
+    coordinator = await admin.find_coordinator(group)
+    response = await admin._send_request(DescribeGroupsRequest([group]), coordinator)
+    (described,) = response.groups
+    error, _name, state, protocol_type = described[:4]
+    if error == _GROUP_ID_NOT_FOUND:
+        return GroupRead("DEAD", False, (), {}, found=False)
+    _raise_for(error, group, "DESCRIBE")
+    members = tuple(_member(m, protocol_type) for m in described[5])
+    committed = await _offsets(admin, group, "DESCRIBE")
+    found = not (state == "Dead" and not committed)
+    return GroupRead(
+        _STATES.get(state, "UNKNOWN"), protocol_type == "", members, committed, found=found
+    )
+
+
+def _member(member: tuple[Any, ...], protocol_type: str) -> GroupMember:
+    # (member_id, [group_instance_id from v4,] client_id, client_host, metadata, assignment)
+    member_id, client_id, host, assignment = member[0], member[-4], member[-3], member[-1]
+    partitions: list[TP] = []
+    if protocol_type == "consumer" and assignment:
+        decoded = ConsumerProtocolMemberAssignment.decode(assignment)
+        partitions = [(topic, p) for topic, parts in decoded.assignment for p in parts]
+    return GroupMember(member_id, client_id, host, tuple(sorted(partitions)))
 
 
 async def _offsets(admin: AIOKafkaAdminClient, group: str, operation: str) -> dict[TP, int]:

@@ -1,6 +1,7 @@
-"""Consumer lag monitor. Reads, for each watched consumer group, the committed offsets
-(AdminClient `list_consumer_group_offsets`), the group's state and members
-(`describe_consumer_groups`) and the log start and end of each partition (`list_offsets`), then
+"""Consumer lag monitor. Reads, for each watched consumer group, the committed offsets and the
+group's state and members (`bus.groups.read_groups`, over aiokafka: librdkafka's group admin
+calls can crash the process while a coordinator loads) and the log start and end of each
+partition (AdminClient `list_offsets`), then
 the timestamp of the record at each committed offset that has lag (one reused `assign`+`seek`
 consumer, cached by topic, partition and offset). Reads and writes `dastra.lag-window.v1`
 (compacted): the evaluation window and each group's last status, so a restart keeps both.

@@ -26,8 +26,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from bus.errors import KafkaAuthorizationError, KafkaUnavailableError
-from bus.groups import committed_offsets_of
+from bus.errors import BusError, KafkaAuthorizationError
+from bus.groups import GroupRead, read_groups
 from bus.records.lag import Status
 from bus.settings import KafkaSettings
 from consumers.lag.evaluation import evaluate_partition
@@ -268,7 +268,7 @@ class LagMonitor:
         names = self._group_names(admin, deadline)
         # Pipelined: log ends of the partitions seen last time are asked for together with the
         # groups' offsets; only partitions new since then cost a second round trip.
-        pending = self._ask_groups(admin, names)
+        pending = self._ask_groups(names)
         known = self._known
         latest_asked = self._ask_offsets(admin, known, _LATEST)
         starts_asked = self._ask_offsets(admin, self._stale_starts(known), _EARLIEST)
@@ -319,75 +319,50 @@ class LagMonitor:
             names = [n for n in names if n.startswith(self.selection.prefix)]
         return sorted(names)
 
-    def _ask_groups(
-        self, admin: AdminClient, names: Sequence[str]
-    ) -> tuple[dict[str, Future[Any]], Future[dict[str, Any]] | None]:
+    def _ask_groups(self, names: Sequence[str]) -> Future[dict[str, GroupRead | BusError]] | None:
+        """Every group's description and committed offsets, in flight while the log ends are
+        asked. Over aiokafka (bus/groups.py): librdkafka's coordinator admin calls can crash
+        the process while a coordinator loads or a broker restarts."""
         if not names:
-            return {}, None
+            return None
         assert self._pool is not None
-        timeout = self._lag.timeout_s
-        described = admin.describe_consumer_groups(list(names), request_timeout=timeout)
-        # Committed offsets over aiokafka, all groups in flight at once: librdkafka's
-        # ListConsumerGroupOffsets can crash the process while a coordinator loads (bus/groups).
-        offsets = self._pool.submit(
-            committed_offsets_of, self._kafka, list(names), timeout, "DESCRIBE"
-        )
-        return described, offsets
+        return self._pool.submit(read_groups, self._kafka, list(names), self._lag.timeout_s)
 
     def _collect_groups(
         self,
         names: Sequence[str],
-        pending: tuple[dict[str, Future[Any]], Future[dict[str, Any]] | None],
+        pending: Future[dict[str, GroupRead | BusError]] | None,
         deadline: float,
     ) -> list[_GroupRead]:
-        described, asked = pending
         try:
-            offsets = _wait(asked, deadline) if asked is not None else {}
+            answers = _wait(pending, deadline) if pending is not None else {}
         except FutureTimeoutError as exc:
-            raise LagUnavailableError("reading the groups' offsets timed out") from exc
+            raise LagUnavailableError("describing the groups timed out") from exc
         reads: list[_GroupRead] = []
         for name in names:
-            read = _GroupRead(name)
-            try:
-                description = _wait(described[name], deadline)
-                read.state = description.state.name if description.state else "UNKNOWN"
-                read.simple = bool(description.is_simple_consumer_group)
-                read.members = tuple(
-                    Member(
-                        consumer_id=m.member_id,
-                        client_id=m.client_id,
-                        host=m.host,
-                        partitions=tuple(
-                            sorted(
-                                (tp.topic, tp.partition)
-                                for tp in (m.assignment.topic_partitions if m.assignment else [])
-                            )
-                        ),
-                    )
-                    for m in description.members
+            answer = answers[name]
+            if isinstance(answer, KafkaAuthorizationError):
+                raise answer
+            if isinstance(answer, BusError):
+                raise LagUnavailableError(f"describing group {name} failed: {answer}")
+            reads.append(
+                _GroupRead(
+                    name,
+                    state=answer.state,
+                    simple=answer.simple,
+                    members=tuple(
+                        Member(
+                            consumer_id=m.member_id,
+                            client_id=m.client_id,
+                            host=m.host,
+                            partitions=m.partitions,
+                        )
+                        for m in answer.members
+                    ),
+                    committed=dict(answer.committed),
+                    found=answer.found,
                 )
-            except FutureTimeoutError as exc:
-                raise LagUnavailableError(f"describing group {name} timed out") from exc
-            except KafkaException as exc:
-                if _is_transport(exc):
-                    raise LagUnavailableError(f"describing group {name} failed: {exc}") from exc
-                if _is_group_missing(exc):
-                    read.found = False
-                    reads.append(read)
-                    continue
-                denied = KafkaAuthorizationError.from_error(exc.args[0], group=name)
-                if denied is not None:
-                    raise denied from exc
-                raise
-            committed = offsets.get(name, {})
-            if isinstance(committed, KafkaAuthorizationError):
-                raise committed
-            if isinstance(committed, KafkaUnavailableError):
-                raise LagUnavailableError(f"reading group {name}'s offsets failed: {committed}")
-            read.committed = dict(committed)
-            if read.state == "DEAD" and not read.committed:
-                read.found = False
-            reads.append(read)
+            )
         return reads
 
     def _stale_starts(self, tps: Sequence[TP]) -> list[TP]:
@@ -589,8 +564,3 @@ def _is_transport(exc: KafkaException) -> bool:
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
     )
-
-
-def _is_group_missing(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and error.code() == KafkaError.GROUP_ID_NOT_FOUND
