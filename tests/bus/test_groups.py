@@ -11,7 +11,7 @@ import textwrap
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bus.groups import committed_offsets, delete_group
+from bus.groups import GroupRead, committed_offsets, delete_group, read_groups
 from bus.localkafka import LocalKafka
 from bus.settings import KafkaSettings
 from tests.kafka_helpers import unique, wait_for
@@ -65,3 +65,28 @@ def test_committed_offsets_then_delete_once_the_group_is_empty(kafka: KafkaSetti
     assert delete_group(kafka, group) is True
     assert committed_offsets(kafka, group) == {}
     assert delete_group(kafka, group) is True  # already gone
+
+
+def test_read_groups_describes_members_assignments_and_offsets(kafka: KafkaSettings) -> None:
+    topic = unique("groups")
+    admin = AdminClient(kafka.confluent_config())
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=30)
+    group = unique("group")
+    consumer = Consumer({**kafka.confluent_config(), "group.id": group, "client.id": "reader-1"})
+    try:
+        consumer.subscribe([topic])
+        wait_for(lambda: bool(consumer.poll(0.2) or consumer.assignment()), 30, "an assignment")
+        consumer.commit(offsets=[TopicPartition(topic, 2, 9)], asynchronous=False)
+        missing = unique("never")
+        reads = read_groups(kafka, [group, missing])
+    finally:
+        consumer.close()
+    read = reads[group]
+    assert isinstance(read, GroupRead), read
+    assert (read.state, read.simple, read.found) == ("STABLE", False, True)
+    assert [(m.client_id, m.partitions) for m in read.members] == [
+        ("reader-1", ((topic, 0), (topic, 1), (topic, 2)))
+    ]
+    assert read.committed == {(topic, 2): 9}
+    unknown = reads[missing]
+    assert isinstance(unknown, GroupRead) and not unknown.found, unknown
