@@ -50,7 +50,6 @@ __all__ = [
     "GroupMember",
     "GroupRead",
     "committed_offsets",
-    "committed_offsets_of",
     "delete_group",
     "read_groups",
 ]
@@ -108,35 +107,12 @@ class GroupRead:
 def committed_offsets(kafka: KafkaSettings, group: str, timeout_s: float = 30.0) -> dict[TP, int]:
     """The group's committed offsets ({} for a group that never committed). Raises
     `KafkaAuthorizationError` when the principal may not read the group."""
-    result = committed_offsets_of(kafka, [group], timeout_s)[group]
+    result = _each_group(
+        kafka, [group], functools.partial(_offsets, operation="READ"), "READ", timeout_s
+    )[group]
     if isinstance(result, BusError):
         raise result
     return result
-
-
-def committed_offsets_of(
-    kafka: KafkaSettings, groups: Sequence[str], timeout_s: float = 30.0, operation: str = "READ"
-) -> dict[str, dict[TP, int] | BusError]:
-    """Each group's committed offsets, asked together over one client: per group the offsets,
-    or the `KafkaAuthorizationError` (naming `operation`, what the caller needs on the group)
-    or `KafkaUnavailableError` that group met."""
-
-    async def ask_all(admin: AIOKafkaAdminClient, deadline: float) -> dict[str, Any]:
-        answers = await asyncio.gather(
-            *(
-                _retrying(functools.partial(_offsets, admin, g, operation), g, operation, deadline)
-                for g in groups
-            ),
-            return_exceptions=True,
-        )
-        for answer in answers:
-            if isinstance(answer, BaseException) and not isinstance(answer, BusError):
-                raise answer
-        return dict(zip(groups, answers, strict=True))
-
-    if not groups:
-        return {}
-    return asyncio.run(_with_admin(kafka, ",".join(groups), ask_all, timeout_s))
 
 
 def read_groups(
@@ -145,11 +121,23 @@ def read_groups(
     """Each group's description and committed offsets, all groups in flight at once over one
     client (what the lag monitor needs on every refresh): per group a `GroupRead`, or the
     `KafkaAuthorizationError` (DESCRIBE on the group) / `KafkaUnavailableError` it met."""
+    return _each_group(kafka, groups, _read, "DESCRIBE", timeout_s)
 
-    async def ask_all(admin: AIOKafkaAdminClient, deadline: float) -> dict[str, Any]:
+
+def _each_group(
+    kafka: KafkaSettings,
+    groups: Sequence[str],
+    ask_one: Callable[[AIOKafkaAdminClient, str], Awaitable[_T]],
+    operation: str,
+    timeout_s: float,
+) -> dict[str, _T | BusError]:
+    """`ask_one(admin, group)` for every group at once over one client, each retried on its
+    own; per group its answer or the `BusError` it met."""
+
+    async def ask_all(admin: AIOKafkaAdminClient, deadline: float) -> dict[str, _T | BusError]:
         answers = await asyncio.gather(
             *(
-                _retrying(functools.partial(_read, admin, g), g, "DESCRIBE", deadline)
+                _retrying(functools.partial(ask_one, admin, g), g, operation, deadline)
                 for g in groups
             ),
             return_exceptions=True,
@@ -157,7 +145,7 @@ def read_groups(
         for answer in answers:
             if isinstance(answer, BaseException) and not isinstance(answer, BusError):
                 raise answer
-        return dict(zip(groups, answers, strict=True))
+        return dict(zip(groups, answers, strict=True))  # type: ignore[arg-type]
 
     if not groups:
         return {}
