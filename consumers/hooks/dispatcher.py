@@ -106,6 +106,11 @@ class HookDispatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # From here no change of subscription starts or retires a reader, and the table's reader
+        # stops while the subscription readers commit and leave their groups: two bounded waits
+        # side by side, not one after the other.
+        self._loop = None
+        table_stopped = asyncio.create_task(asyncio.to_thread(self.table.stop))
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
@@ -114,7 +119,7 @@ class HookDispatcher:
         for chore in list(self._chores):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await chore
-        self.table.stop()
+        await table_stopped
         if self.keys is not None:
             await asyncio.to_thread(self.keys.stop)
         if self._owns_client and self._client is not None:
@@ -158,6 +163,8 @@ class HookDispatcher:
             loop.call_soon_threadsafe(self._changed, key, subscription)
 
     def _changed(self, key: str, subscription: HookSubscription | None) -> None:
+        if self._loop is None:  # closing
+            return
         if subscription is None:
             self._retire(key)
         elif key in self._tasks:

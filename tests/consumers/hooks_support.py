@@ -4,7 +4,11 @@ straight to the topic, task.created events published as the poller would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -73,7 +77,21 @@ class DispatcherThread:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
-        assert not self._thread.is_alive(), "the dispatcher did not stop"
+        assert not self._thread.is_alive(), f"the dispatcher did not stop:\n{self._where()}"
+
+    def _where(self) -> str:
+        """Where the dispatcher's thread and its tasks are stuck (for a failed stop)."""
+        frame = sys._current_frames().get(self._thread.ident or 0)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)\n"
+        tasks: set[asyncio.Task[object]] = set()
+        with contextlib.suppress(RuntimeError):  # the loop's task set changed meanwhile
+            tasks = asyncio.all_tasks(self._loop) if self._loop is not None else set()
+        awaiting = []
+        for task in tasks:
+            lines = io.StringIO()
+            task.print_stack(limit=8, file=lines)
+            awaiting.append(lines.getvalue())
+        return stack + "\n".join(awaiting)
 
     def knows(self, subscription_id: str) -> bool:
         return (
