@@ -112,8 +112,13 @@ schemas-check: install
 
 # Every guarantee is tested by `make test`; a test marked `slow` is a longer variant of one that
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
+# Test files run on TEST_WORKERS parallel pytest-xdist workers (most of a test's time is spent
+# waiting on brokers and subprocesses); each worker has its own session broker, sandbox and port
+# range, and a file stays on one worker. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 test: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check
-	$(BIN)/pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The guarantee tests (transactions, the poller's exactly-once, the agents' crash safety, lag)
 # on an older cluster: Kafka 3.9 from Maven Central, as many customers still run it.
@@ -122,12 +127,12 @@ GUARANTEE_TESTS := tests/bus/test_roundtrip.py tests/producers/test_poller.py \
 	tests/consumers/test_agents.py tests/consumers/test_agents_crash.py tests/consumers/lag
 
 test-all: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check
-	$(BIN)/pytest
+	$(PYTEST)
 	$(MAKE) test-kafka-3.9
 
 test-kafka-3.9: jars
 	$(BIN)/dastra-kafka broker --fetch-only --kafka-version $(OLDER_KAFKA)
-	KAFKA_TEST_VERSION=$(OLDER_KAFKA) $(BIN)/pytest -m "not slow" $(GUARANTEE_TESTS)
+	KAFKA_TEST_VERSION=$(OLDER_KAFKA) $(PYTEST) -m "not slow" $(GUARANTEE_TESTS)
 
 run: jars
 	$(BIN)/dastra-kafka demo

@@ -42,6 +42,7 @@ __all__ = [
     "ensure_tools_jars",
     "free_port",
     "tools_classpath",
+    "use_port_range",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -82,16 +83,58 @@ def cache_dir() -> Path:
     return Path(base) / "dastra-kafka"
 
 
+class _PortRange:
+    """Where `free_port` looks: the kernel's ephemeral ports by default, or a range of this
+    process's own (`use_port_range`) walked with a cursor, so a port handed out and not yet bound
+    is never handed out again, and processes given disjoint ranges never pick the same one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._range: range | None = None
+        self._next = 0
+
+    def use(self, first: int, last: int) -> None:
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError(f"port range {first}-{last}: give 1024 <= first <= last <= 65535")
+        with self._lock:
+            self._range = range(first, last + 1)
+            self._next = 0
+
+    def pick(self, host: str) -> int:
+        with self._lock:
+            ports = self._range
+            if ports is None:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((host, 0))
+                    return int(sock.getsockname()[1])
+            for _ in range(len(ports)):
+                port = ports[self._next % len(ports)]
+                self._next += 1
+                if not _port_in_use(port, host, reuse=False):
+                    return port
+        raise LocalKafkaError(f"no free port left in {ports.start}-{ports.stop - 1} on {host}")
+
+
+_ports = _PortRange()
+
+
+def use_port_range(first: int, last: int) -> None:
+    """Make `free_port` hand out ports from first..last only (inclusive), in turn. A test runner
+    with parallel workers gives each its own range, below the kernel's ephemeral ports, so two
+    workers (or a client's outgoing connection) never take the port one of them just picked."""
+    _ports.use(first, last)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on `host` right now (see `use_port_range`)."""
+    return _ports.pick(host)
 
 
-def _port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+def _port_in_use(port: int, host: str = "127.0.0.1", *, reuse: bool = True) -> bool:
+    """Whether binding `port` fails; `reuse=False` also counts a port still in TIME_WAIT."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

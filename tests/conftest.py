@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.localkafka import KAFKA_VERSION, LocalKafka, free_port
+from bus.localkafka import KAFKA_VERSION, LocalKafka, free_port, use_port_range
 from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
 from dastra.sandbox import SandboxServer
@@ -27,6 +27,20 @@ _EXTERNAL_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 _BROKER_VERSION = os.environ.get("KAFKA_TEST_VERSION") or KAFKA_VERSION
 _KAFKA_IMAGE = f"apache/kafka:{_BROKER_VERSION}"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# Each test process (one per pytest-xdist worker: gw0, gw1...) picks its ports from its own
+# range below the kernel's ephemeral ports (32768 and up), so no worker, and no client's outgoing
+# connection, takes a port another one has just picked and not yet bound.
+_PORTS_PER_WORKER = 1_500
+_FIRST_TEST_PORT = 20_000
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    first = _FIRST_TEST_PORT + index * _PORTS_PER_WORKER
+    use_port_range(first, first + _PORTS_PER_WORKER - 1)
 
 
 def _docker_engine_answers() -> bool:
