@@ -52,18 +52,13 @@ class CommandRejected(Exception):  # noqa: N818 - an outcome, like DastraRejecte
 
 
 class AreaDefaults:
-    """The area a rights request goes to when neither the command nor WORKER_AREA_ID names one:
-    the workspace's first area, looked up once per workspace."""
+    """The area a rights request or a task goes to when neither the command nor WORKER_AREA_ID
+    names one: the workspace's first area, looked up once per workspace."""
 
     def __init__(self, configured: int | None = None) -> None:
         self._configured = configured
         self._found: dict[int, int] = {}
         self._lock = asyncio.Lock()
-
-    @property
-    def configured(self) -> int | None:
-        """WORKER_AREA_ID, if set."""
-        return self._configured
 
     async def area_for(self, dastra: DastraClient, workspace_id: int) -> int:
         if self._configured is not None:

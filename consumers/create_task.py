@@ -1,6 +1,8 @@
 """Create-task agent. Consumes dastra.commands.create-task.v1 (CreateTask).
 Produces dastra.command-results.v1 (the task as Dastra returned it), or dastra.dead-letter.v1 on
-permanent failure. Calls POST /v1/ws/{workspaceId}/Tasks, and GET .../Tasks?q= when rechecking.
+permanent failure. Calls POST /v1/ws/{workspaceId}/Tasks, GET .../Tasks?q= when rechecking, and
+GET .../Areas once per workspace when neither the command nor WORKER_AREA_ID names an area (Dastra's
+`areaId` is a required integer: the task goes to the workspace's first area, as a rights request).
 
 A task has no natural key, so the handler adds one: `additionalDatas.dastraKafkaCommandId` holds
 the command id. When an earlier attempt may have reached Dastra (`ctx.recheck`), the handler
@@ -27,8 +29,8 @@ async def handle(command: CreateTask, dastra: DastraClient, ctx: CommandContext)
     """Create the task (unless a recheck finds the one an earlier attempt created)."""
     body = command.dastra_body()
     body["additionalDatas"] = {**(body.get("additionalDatas") or {}), MARKER: ctx.command_id}
-    if "areaId" not in body and ctx.areas.configured is not None:
-        body["areaId"] = ctx.areas.configured
+    if "areaId" not in body:
+        body["areaId"] = await ctx.areas.area_for(dastra, ctx.workspace_id)
     if ctx.recheck:
         found = await _find(command, dastra, ctx)
         if found is not None:

@@ -291,7 +291,13 @@ async def _write_probe(dastra: DastraClient, ws: int, profile: Profile) -> Findi
             deleted = True
         except DastraError:
             deleted = False
-    details = {"task_id": task.id, "seen_by_trigger_query": seen, "deleted": deleted}
+    # No priority was sent: what Dastra chose is what a create-task command without one gets.
+    details = {
+        "task_id": task.id,
+        "seen_by_trigger_query": seen,
+        "deleted": deleted,
+        "omitted_priority_became": task.raw.get("priority"),
+    }
     if not deleted:
         return Finding(
             name,
@@ -308,8 +314,13 @@ async def _write_probe(dastra: DastraClient, ws: int, profile: Profile) -> Findi
             "report this with `dastra-kafka doctor --json --write-probe`",
             details,
         )
+    became = details["omitted_priority_became"]
     return Finding(
-        name, "PASS", "created a task, saw it in the trigger's query, deleted it", details=details
+        name,
+        "PASS",
+        "created a task, saw it in the trigger's query, deleted it"
+        f" (with no priority given, Dastra made it {became})",
+        details=details,
     )
 
 

@@ -383,6 +383,15 @@ def _task_visibility(
     return keep
 
 
+def _dotnet_task_defaults(body: dict[str, Any]) -> dict[str, Any]:
+    """The strict mode `dotnet_defaults`: what ASP.NET would bind for the fields a task body
+    leaves out. `areaId` (a non-nullable int) is 0, which names no area; `priority` is the
+    enum's first value, High."""
+    if not body.get("areaId"):
+        raise StateError({"AreaId": ["'Area Id' must not be empty."]})
+    return {**body, "priority": body.get("priority") or "High"}
+
+
 def _paged(
     runtime: SandboxRuntime,
     kind: str,
@@ -743,6 +752,8 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
     )
     async def create_task(request: Request, ws: int = Depends(workspace)) -> Response:
         body = _validated("TaskCreateUpdateDto", await _read_json(request))
+        if config.dotnet_defaults:
+            body = _dotnet_task_defaults(body)
         return _json(state.create_task(ws, body))
 
     # --- actors ------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ class SandboxSettings(BaseSettings):
     task_children_hidden: bool = False
     # ...and archived tasks unless archived=true (which then lists every task).
     task_archived_hidden: bool = False
+    # A field left out of a POST body takes the .NET default of its type, as ASP.NET binds it: a
+    # task without `areaId` (0) is refused, one without `priority` gets the enum's first value.
+    dotnet_defaults: bool = False
 
     @field_validator("tz")
     @classmethod

@@ -1,5 +1,6 @@
 """The command agents against a strict sandbox (PascalCase-only filter fields, filter dates read
-in Paris time): the worker detects both at start-up and its filtered commands still work."""
+in Paris time, .NET defaults for omitted fields): the worker detects the first two at start-up,
+its filtered commands still work, and a task with no area goes to the workspace's first one."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ def strict_kafka(kafka_bootstrap: str, catalogue: TopicCatalogue) -> Iterator[Ka
 def test_filtered_commands_work_once_the_worker_has_adapted(
     strict_kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    config = SandboxSettings(port=0, rate_limit=False, filter_case="pascal", tz="Europe/Paris")
+    config = SandboxSettings(
+        port=0, rate_limit=False, filter_case="pascal", tz="Europe/Paris", dotnet_defaults=True
+    )
     with SandboxServer(config) as sandbox:
         sandbox.admin.create_actor(companyName="Initech", email="dpo@initech.eu")
         worker = WorkerProcess(strict_kafka, sandbox, tmp_path).start()
@@ -55,6 +58,8 @@ def test_filtered_commands_work_once_the_worker_has_adapted(
                     "create-rights-request",
                     {"title": "Access", "purposes": ["Access"], "email": "a@b.eu"},
                 ),
+                # No areaId, no priority: a bare body would bind areaId to 0 and be refused.
+                ("create-task", {"label": "Call the DPO back"}),
             ):
                 command_id = unique("cmd")
                 headers, value = command_record(data, command_id=command_id, action=action)
@@ -70,6 +75,11 @@ def test_filtered_commands_work_once_the_worker_has_adapted(
             assert [r["refId"] for r in sandbox.admin.objects("rightsRequests")] == [
                 sent["create-rights-request"]
             ]
+            tasks = sandbox.admin.objects("tasks")
+            [task] = [t for t in tasks if t["label"] == "Call the DPO back"]
+            assert outcome["create-task"]["result"]["id"] == task["id"]
+            assert task["areaId"] == sandbox.admin.info()["areas"][0]
+            assert task["priority"] == "High"  # the enum's first value: Dastra's, not ours
         finally:
             results.close()
             records.close()

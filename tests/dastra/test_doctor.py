@@ -83,6 +83,18 @@ def test_every_check_passes_on_the_default_sandbox(sandbox: SandboxServer) -> No
     # The write probe cleaned up after itself.
     probe_id = found["write probe"].details["task_id"]
     assert probe_id not in {t["id"] for t in sandbox.admin.objects("tasks")}
+    assert found["write probe"].details["omitted_priority_became"] == "Medium"
+
+
+@pytest.mark.parametrize("strict", [{"dotnet_defaults": True}], indirect=True)
+def test_the_write_probe_reports_the_priority_dastra_gives_a_task_without_one(
+    strict: SandboxServer,
+) -> None:
+    report = _doctor(strict.dastra_settings(), strict.workspace_id, write_probe=True)
+    probe = _by_name(report)["write probe"]
+    # The probe names an area (a bare body is refused in this mode) and no priority.
+    assert probe.status == "PASS" and probe.details["omitted_priority_became"] == "High"
+    assert "Dastra made it High" in probe.summary
 
 
 @pytest.mark.parametrize("strict", [{"filter_case": "pascal"}], indirect=True)

@@ -367,3 +367,33 @@ def test_an_admin_token_guards_the_test_controls() -> None:
             httpx.get(f"{sandbox.base_url}/me", headers={"X-API-Key": sandbox.api_key}).status_code
             == 200
         )
+
+
+def test_dotnet_defaults_refuse_a_task_without_an_area_and_make_high_the_priority() -> None:
+    # The strict mode for what the spec leaves open: ASP.NET binds an omitted non-nullable int to 0.
+    config = SandboxSettings(port=0, rate_limit=False, dotnet_defaults=True)
+    with (
+        SandboxServer(config) as sandbox,
+        httpx.Client(
+            base_url=sandbox.base_url, headers={"X-API-Key": sandbox.api_key}, timeout=10
+        ) as api,
+    ):
+        url = f"/v1/ws/{sandbox.workspace_id}/Tasks"
+        bare = api.post(url, json={"label": "No area"})
+        assert bare.status_code == 400
+        assert bare.json()["errors"] == {"AreaId": ["'Area Id' must not be empty."]}
+        assert api.post(url, json={"label": "Area 0", "areaId": 0}).status_code == 400
+        area = sandbox.admin.objects("areas")[0]["id"]
+        made = api.post(url, json={"label": "With area", "areaId": area})
+        assert made.status_code == 200 and made.json()["priority"] == "High"
+        kept = api.post(url, json={"label": "Low", "areaId": area, "priority": "Low"})
+        assert kept.json()["priority"] == "Low"
+        # The default mode keeps its lenient answer: the first area, Medium.
+    with SandboxServer(SandboxSettings(port=0, rate_limit=False)) as lenient:
+        task = httpx.post(
+            f"{lenient.base_url}/v1/ws/{lenient.workspace_id}/Tasks",
+            json={"label": "No area"},
+            headers={"X-API-Key": lenient.api_key},
+        ).json()
+        assert task["areaId"] == lenient.admin.objects("areas")[0]["id"]
+        assert task["priority"] == "Medium"
