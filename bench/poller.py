@@ -143,7 +143,8 @@ async def _latency(
         poller = Poller(kafka, PollerSettings(), catalogue, client, workspaces=[ws], start="now")
         stop, ready = asyncio.Event(), asyncio.Event()
         running = asyncio.create_task(poller.run(stop=stop, ready=ready))
-        await asyncio.wait_for(ready.wait(), 60)
+        async with asyncio.timeout(60):
+            await ready.wait()
         if not await asyncio.to_thread(reading.wait, 60):
             raise RuntimeError("the event reader did not start")
         with _console.status("") as status:

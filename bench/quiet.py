@@ -131,7 +131,8 @@ async def _measure(
             stop = asyncio.Event()
             running = asyncio.create_task(poller.run(stop=stop, on_cycle=on_cycle))
             try:
-                await asyncio.wait_for(all_cycled.wait(), 120)
+                async with asyncio.timeout(120):
+                    await all_cycled.wait()
                 await asyncio.to_thread(sandbox.admin.reset_calls)
                 began = time.monotonic()
                 with _console.status(f"quiet for {quiet_s:.0f} s") as status:

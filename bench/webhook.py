@@ -190,7 +190,8 @@ async def _deliveries(
         stop, ready = asyncio.Event(), asyncio.Event()
         async with HookDispatcher(kafka, settings) as dispatcher:
             running = asyncio.create_task(dispatcher.run(stop=stop, ready=ready, metrics=False))
-            await asyncio.wait_for(ready.wait(), 60)
+            async with asyncio.timeout(60):
+                await ready.wait()
             await asyncio.to_thread(_publish_events, kafka, events)
             began = time.perf_counter()
             # Long enough for the configured rate, with room; what is dead-lettered is counted

@@ -219,7 +219,8 @@ async def _retrying(
     """`ask()` again while the coordinator moves or loads, until `deadline` (monotonic)."""
     while True:
         try:
-            return await asyncio.wait_for(ask(), max(0.1, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                return await ask()
         except GroupAuthorizationFailedError as exc:
             raise KafkaAuthorizationError("group", group, operation) from exc
         except (*_RETRIABLE, TimeoutError) as exc:
@@ -246,7 +247,8 @@ async def _with_admin(
     admin = AIOKafkaAdminClient(**config)
     try:
         try:
-            await asyncio.wait_for(admin.start(), max(0.1, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await admin.start()
         except (KafkaError, TimeoutError) as exc:
             raise KafkaUnavailableError(
                 f"Kafka did not answer for group(s) {what}: {type(exc).__name__}"

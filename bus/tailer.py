@@ -115,7 +115,8 @@ class TopicTailer:
                 return True
             self._waiters.append((partition, offset, loop, future))
         try:
-            await asyncio.wait_for(future, within)
+            async with asyncio.timeout(within):
+                await future
             return True
         except TimeoutError:
             return False

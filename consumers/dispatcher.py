@@ -655,7 +655,8 @@ class Dispatcher:
                     delay_s=round(delay, 3),
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._engine.epoch_over.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._engine.epoch_over.wait()
                 continue
             except (DastraRejected, DastraResponseError, DastraConfigError, CommandRejected) as exc:
                 failure = CommandError(

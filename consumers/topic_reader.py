@@ -122,7 +122,8 @@ class TopicReader:
                 )
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), min(left, 0.2))
+                async with asyncio.timeout(min(left, 0.2)):
+                    await self._progress.wait()
 
     def _open(self) -> tuple[AIOKafkaConsumer, AIOKafkaConsumer]:
         if self._consumer is None or self._lookup is None:

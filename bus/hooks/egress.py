@@ -203,9 +203,8 @@ async def resolve_target(
         addresses: list[IPAddress] = [literal]
     else:
         try:
-            answers = await asyncio.wait_for(
-                (resolver or system_resolver)(host, port), _RESOLVE_TIMEOUT_S
-            )
+            async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
+                answers = await (resolver or system_resolver)(host, port)
         except (OSError, TimeoutError, UnicodeError) as exc:
             raise EgressRefusedError(f"the host does not resolve ({type(exc).__name__})") from None
         addresses = []

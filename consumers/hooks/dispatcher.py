@@ -150,7 +150,8 @@ class HookDispatcher:
                 if ready is not None and all(r.assigned.is_set() for r in readers):
                     ready.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.1)
+                    async with asyncio.timeout(0.1):
+                        await stop.wait()
         finally:
             if server is not None:
                 server.shutdown()

@@ -140,9 +140,11 @@ class SubscriptionReader:
             # Bounded: with the group coordinator away a commit would wait for its return; the
             # next owner then starts from the previous commit (at-least-once).
             with contextlib.suppress(AIOKafkaError, TimeoutError):
-                await asyncio.wait_for(self.commit(), _CLOSE_WITHIN_S)
+                async with asyncio.timeout(_CLOSE_WITHIN_S):
+                    await self.commit()
             with contextlib.suppress(AIOKafkaError, TimeoutError):
-                await asyncio.wait_for(consumer.stop(), _CLOSE_WITHIN_S)
+                async with asyncio.timeout(_CLOSE_WITHIN_S):
+                    await consumer.stop()
             self._consumer = None
 
     # --- positions -----------------------------------------------------------------------------
@@ -226,7 +228,8 @@ class SubscriptionReader:
             if only is None and self.positions.lowest_open(tp) is None:
                 # Nothing open: the consumer's position, past any transaction marker.
                 with contextlib.suppress(AIOKafkaError, TimeoutError):
-                    at = await asyncio.wait_for(consumer.position(tp), 1.0)
+                    async with asyncio.timeout(1.0):
+                        at = await consumer.position(tp)
                     self.positions.started(tp, at)
             point = self.positions.commit_point(tp)
             if point is not None and self._committed.get(tp) != point:
@@ -256,7 +259,8 @@ class SubscriptionReader:
                 paused = True
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._room.wait()
                 batches = await consumer.getmany(timeout_ms=0, max_records=1)
             else:
                 if paused:
@@ -356,7 +360,8 @@ class SubscriptionReader:
             if time.monotonic() >= ends_at and assignment:
                 ends_at = time.monotonic() + _END_OFFSETS_EVERY_S
                 try:
-                    ends = await asyncio.wait_for(consumer.end_offsets(list(assignment)), 5.0)
+                    async with asyncio.timeout(5.0):
+                        ends = await consumer.end_offsets(list(assignment))
                 except (AIOKafkaError, TimeoutError) as exc:
                     _log.info("hooks.end_offsets_unknown", hook=hook, error=str(exc)[:200])
                 else:

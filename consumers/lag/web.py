@@ -357,7 +357,8 @@ def create_app(
                 for change in changes:
                     alerter.submit(change, service.snapshot)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), lag.refresh_interval_s)
+                async with asyncio.timeout(lag.refresh_interval_s):
+                    await stop.wait()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -113,7 +113,8 @@ class StepResults:
         self._waiters.setdefault(command_id, []).append(future)
         try:
             await send()
-            return await asyncio.wait_for(asyncio.shield(future), wait_s)
+            async with asyncio.timeout(wait_s):
+                return await asyncio.shield(future)
         finally:
             futures = self._waiters.get(command_id, [])
             if future in futures:

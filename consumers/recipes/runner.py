@@ -877,7 +877,8 @@ class RecipeRunner:
                 left = every - (time.monotonic() - began)
                 if left > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), left)
+                        async with asyncio.timeout(left):
+                            await self._stop.wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -218,7 +218,8 @@ class IdempotencyStore:
             waiter = (loop, event)
             entry.waiters.append(waiter)
             try:
-                await asyncio.wait_for(event.wait(), min(remaining, 0.25))
+                async with asyncio.timeout(min(remaining, 0.25)):
+                    await event.wait()
             except TimeoutError:
                 pass
             finally:

@@ -66,7 +66,8 @@ class ResultWaiter:
                 earlier = await asyncio.to_thread(_find_result, self._kafka, command_id, since_ms)
                 if earlier is not None:
                     return earlier
-            result: CommandResult = await asyncio.wait_for(future, within)
+            async with asyncio.timeout(within):
+                result: CommandResult = await future
             return result
         except TimeoutError:
             return None

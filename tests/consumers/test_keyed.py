@@ -167,7 +167,8 @@ async def test_capacity_bounds_the_records_taken_and_unfinished() -> None:
     assert not third.done() and 2 not in h.items  # waiting for a place, not built
     assert h.engine.in_flight == 2 and h.in_flight_gauge() == 2
     h.release(1)  # any record ending frees a place, even one whose ack must wait
-    await asyncio.wait_for(third, 2)
+    async with asyncio.timeout(2):
+        await third
     await _until(lambda: 2 in h.started)
     h.release(0, 2)
     await _until(lambda: h.acks == [0, 1, 2])
@@ -252,10 +253,12 @@ async def test_a_record_taken_across_the_end_of_an_epoch_is_dropped_and_frees_it
     await _settle()
     await h.engine.end_epoch(0.1)
     gate.set()
-    await asyncio.wait_for(taking, 2)
+    async with asyncio.timeout(2):
+        await taking
     assert built == [] and h.engine.in_flight == 0
     h.engine.open()
-    await asyncio.wait_for(h.submit(1, "a"), 2)  # its place was given back
+    async with asyncio.timeout(2):
+        await h.submit(1, "a")  # its place was given back
     await _until(lambda: h.started == [1])
     h.release(1)
     await _until(lambda: h.acks == [1])
@@ -273,7 +276,8 @@ async def test_a_failing_build_frees_its_place_and_raises() -> None:
         pass
     else:
         raise AssertionError("the build's error was swallowed")
-    await asyncio.wait_for(h.submit(1, "a"), 2)
+    async with asyncio.timeout(2):
+        await h.submit(1, "a")
 
 
 async def test_abandoned_work_is_not_acked_and_holds_the_partition_back() -> None:

@@ -37,7 +37,8 @@ async def test_slots_in_flight_count_until_they_end() -> None:
     await asyncio.sleep(0.3)  # far longer than the window: only the two in flight block it
     assert order == ["a start", "b start"] and limiter.in_flight == 2
     release.set()
-    await asyncio.wait_for(asyncio.gather(*holders, third), 5)
+    async with asyncio.timeout(5):
+        await asyncio.gather(*holders, third)
     assert order[-1] == "c start" and limiter.in_flight == 0
 
 
@@ -146,7 +147,8 @@ def test_a_process_sharing_the_key_paces_its_requests_evenly() -> None:
     async def scenario() -> list[float]:
         ticker = asyncio.create_task(advance())
         try:
-            return await asyncio.wait_for(starts(5), 30)
+            async with asyncio.timeout(30):
+                return await starts(5)
         finally:
             ticker.cancel()
 

@@ -396,7 +396,8 @@ def test_dastra_outages_and_429_storms_lose_and_duplicate_nothing(
             )
             stop, ready = asyncio.Event(), asyncio.Event()
             running = asyncio.create_task(poller.run(stop=stop, ready=ready))
-            await asyncio.wait_for(ready.wait(), 30)
+            async with asyncio.timeout(30):
+                await ready.wait()
             # A longer outage than the client's retry deadline: whole cycles fail meanwhile.
             admin.inject_fault("*", method="GET", status=503, duration_s=1.5)
             for i in range(10):
@@ -473,10 +474,12 @@ def test_a_second_poller_fences_the_first_and_nothing_is_duplicated(
             second = Poller(kafka, FAST, topics, two, workspaces=[ws], start="beginning")
             second_ready = asyncio.Event()
             running_second = asyncio.create_task(second.run(stop=stop_second, ready=second_ready))
-            await asyncio.wait_for(second_ready.wait(), 30)  # the first poller is fenced now
+            async with asyncio.timeout(30):
+                await second_ready.wait()  # the first poller is fenced now
             for i in range(5):
                 await asyncio.to_thread(admin.create_rights_request, title=f"b {i}")
-            first_summary = await asyncio.wait_for(running_first, 30)  # ends: fenced
+            async with asyncio.timeout(30):
+                first_summary = await running_first  # ends: fenced
             await asyncio.to_thread(
                 wait_for,
                 lambda: len(read_all(kafka, kafka.topic(RIGHTS_REQUESTS))) >= 10,
@@ -512,7 +515,8 @@ def test_a_trigger_record_makes_it_poll_now(
                 poller.run(stop=stop, on_cycle=lambda _ws, _n: first_cycle.set())
             )
             # After the first cycle the poller waits 60 s, unless a trigger wakes it.
-            await asyncio.wait_for(first_cycle.wait(), 30)
+            async with asyncio.timeout(30):
+                await first_cycle.wait()
             await asyncio.to_thread(sandbox.admin.create_rights_request, title="urgent")
             producer = Producer(kafka.confluent_config())
             key, value = trigger_record(ws, "test")
@@ -705,7 +709,8 @@ def test_metrics_are_served_while_polling(
             running = asyncio.create_task(
                 poller.run(stop=stop, on_cycle=lambda _w, _n: cycled.set())
             )
-            await asyncio.wait_for(cycled.wait(), 30)
+            async with asyncio.timeout(30):
+                await cycled.wait()
             async with httpx.AsyncClient() as http:
                 text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
             stop.set()

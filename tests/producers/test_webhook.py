@@ -684,7 +684,8 @@ def test_a_dastra_webhook_needs_its_signature_and_makes_the_poller_publish_at_on
             async with DastraClient(dastra_settings) as dastra:
                 poller = Poller(kafka, slow, topics, dastra, workspaces=[ws], start="now")
                 running = asyncio.create_task(poller.run(stop=stop, ready=ready))
-                await asyncio.wait_for(ready.wait(), 30)
+                async with asyncio.timeout(30):
+                    await ready.wait()
                 await asyncio.to_thread(_wait_first_cycle, kafka)
                 task = await asyncio.to_thread(sandbox.admin.create_task, label="from Dastra")
                 signed = {"Dastra-Signature": dastra_signature(DASTRA_KEY, body)}

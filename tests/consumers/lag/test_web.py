@@ -267,7 +267,8 @@ async def test_the_alerter_waits_for_a_retry_after_given_as_a_date(form: str) ->
     lag = fast_lag_settings(alert_url="https://alerts.test/lag", alert_backoff_s=0.01)
     alerter = _Alerter(lag, transport=httpx.MockTransport(answer))
     try:
-        await asyncio.wait_for(alerter._deliver({"id": "alert-1", "group": "g"}), 10)
+        async with asyncio.timeout(10):
+            await alerter._deliver({"id": "alert-1", "group": "g"})
     finally:
         await alerter.aclose()
     assert len(seen) == 2
