@@ -114,7 +114,8 @@ schemas-check: install
 # `make test` runs too (e.g. 12 SIGKILLs of the poller instead of 4).
 # Test files run on TEST_WORKERS parallel pytest-xdist workers (most of a test's time is spent
 # waiting on brokers and subprocesses); each worker has its own session broker, sandbox and port
-# range, and a file stays on one worker. TEST_WORKERS=0 runs everything in one process.
+# range, and a file stays on one worker, the longest files first (tests/conftest.py).
+# TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 3
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 test: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check

@@ -43,6 +43,32 @@ def pytest_configure(config: pytest.Config) -> None:
     use_port_range(first, first + _PORTS_PER_WORKER - 1)
 
 
+# The longest test files (each about 1 to 6 minutes on parallel workers), handed to the workers
+# first so that none of them starts last and runs on alone. Only the order changes.
+_LONGEST_FIRST = (
+    "tests/producers/test_poller.py",
+    "tests/test_demo.py",
+    "tests/consumers/test_agents_crash.py",
+    "tests/dastra_kafka/test_acls.py",
+    "tests/consumers/test_hooks_lag.py",
+    "tests/bench/test_bench_smoke.py",
+    "tests/consumers/test_agents.py",
+    "tests/cli/test_topics_cli.py",
+    "tests/test_packaging.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadfile` (make test) each file runs on one worker, in the order files are
+    collected: the longest go first."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(PROJECT_ROOT).as_posix()
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the others, the order is kept
+
+
 def _docker_engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
