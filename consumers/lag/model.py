@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bus.errors import KafkaUnavailableError
+from bus.groups import TP, GroupMember
 from bus.records.lag import Status
 from bus.settings import KafkaSettings
 from consumers.lag.settings import LagSettings
@@ -22,7 +23,6 @@ __all__ = [
     "GroupSelection",
     "LagSnapshot",
     "LagUnavailableError",
-    "Member",
     "PartitionLag",
     "Sample",
     "StatusChange",
@@ -33,9 +33,6 @@ __all__ = [
 
 
 Clock = Callable[[], float]
-
-
-TP = tuple[str, int]
 
 
 WindowKey = tuple[str, str, int]  # group, topic, partition
@@ -89,16 +86,6 @@ class GroupSelection:
         if self.all_groups:
             return "every consumer group"
         return f"groups whose name starts with {self.prefix!r}"
-
-
-@dataclass(frozen=True)
-class Member:
-    """A live member of a group and the partitions it owns."""
-
-    consumer_id: str
-    client_id: str
-    host: str
-    partitions: tuple[TP, ...]
 
 
 @dataclass(frozen=True)
@@ -158,7 +145,7 @@ class GroupLag:
     group: str
     state: str
     simple: bool
-    members: tuple[Member, ...]
+    members: tuple[GroupMember, ...]
     partitions: tuple[PartitionLag, ...]
     status: Status
     reason: str
@@ -199,7 +186,7 @@ class GroupLag:
             "topics": self.topics,
             "members": [
                 {
-                    "consumer_id": m.consumer_id,
+                    "consumer_id": m.member_id,
                     "client_id": m.client_id,
                     "host": m.host,
                     "partitions": [{"topic": t, "partition": p} for t, p in m.partitions],

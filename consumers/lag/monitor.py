@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -38,7 +38,6 @@ from consumers.lag.model import (
     GroupSelection,
     LagSnapshot,
     LagUnavailableError,
-    Member,
     PartitionLag,
     Sample,
     StatusChange,
@@ -166,16 +165,6 @@ class _TimestampReader:
             self._consumer = None
 
 
-@dataclass
-class _GroupRead:
-    name: str
-    state: str = "UNKNOWN"
-    simple: bool = False
-    members: tuple[Member, ...] = ()
-    committed: dict[TP, int] = field(default_factory=dict)
-    found: bool = True
-
-
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
@@ -273,7 +262,7 @@ class LagMonitor:
         latest_asked = self._ask_offsets(admin, known, _LATEST)
         starts_asked = self._ask_offsets(admin, self._stale_starts(known), _EARLIEST)
         reads = self._collect_groups(names, pending, deadline)
-        tps = sorted({tp for g in reads for tp in g.committed} | _owned(reads))
+        tps = sorted({tp for g in reads.values() for tp in g.committed} | _owned(reads.values()))
         known_set = set(known)
         new = [tp for tp in tps if tp not in known_set]
         latest_new = self._ask_offsets(admin, new, _LATEST)
@@ -287,9 +276,11 @@ class LagMonitor:
         self._known = tps
         self._starts = {tp: v for tp, v in self._starts.items() if tp in latest}
         earliest = {tp: v[0] for tp, v in self._starts.items()}
-        lookups = self._lookups(reads, latest, earliest)
+        lookups = self._lookups(list(reads.values()), latest, earliest)
         now = self._clock()
-        evaluated = [self._evaluate(g, earliest, latest, lookups, now) for g in reads]
+        evaluated = [
+            self._evaluate(name, g, earliest, latest, lookups, now) for name, g in reads.items()
+        ]
         groups, changes = self._track_changes(evaluated, now)
         self.window.expire(now)
         if self._store is not None:
@@ -333,36 +324,19 @@ class LagMonitor:
         names: Sequence[str],
         pending: Future[dict[str, GroupRead | BusError]] | None,
         deadline: float,
-    ) -> list[_GroupRead]:
+    ) -> dict[str, GroupRead]:
         try:
             answers = _wait(pending, deadline) if pending is not None else {}
         except FutureTimeoutError as exc:
             raise LagUnavailableError("describing the groups timed out") from exc
-        reads: list[_GroupRead] = []
+        reads: dict[str, GroupRead] = {}
         for name in names:
             answer = answers[name]
             if isinstance(answer, KafkaAuthorizationError):
                 raise answer
             if isinstance(answer, BusError):
                 raise LagUnavailableError(f"describing group {name} failed: {answer}")
-            reads.append(
-                _GroupRead(
-                    name,
-                    state=answer.state,
-                    simple=answer.simple,
-                    members=tuple(
-                        Member(
-                            consumer_id=m.member_id,
-                            client_id=m.client_id,
-                            host=m.host,
-                            partitions=m.partitions,
-                        )
-                        for m in answer.members
-                    ),
-                    committed=dict(answer.committed),
-                    found=answer.found,
-                )
-            )
+            reads[name] = answer
         return reads
 
     def _stale_starts(self, tps: Sequence[TP]) -> list[TP]:
@@ -396,7 +370,7 @@ class LagMonitor:
         return out
 
     def _lookups(
-        self, reads: Sequence[_GroupRead], latest: Mapping[TP, int], earliest: Mapping[TP, int]
+        self, reads: Sequence[GroupRead], latest: Mapping[TP, int], earliest: Mapping[TP, int]
     ) -> dict[tuple[str, int, int], _Lookup | None]:
         assert self._reader is not None
         deadline = time.monotonic() + self._lag.lookup_timeout_s
@@ -421,7 +395,8 @@ class LagMonitor:
 
     def _evaluate(
         self,
-        read: _GroupRead,
+        name: str,
+        read: GroupRead,
         earliest: Mapping[TP, int],
         latest: Mapping[TP, int],
         lookups: Mapping[tuple[str, int, int], _Lookup | None],
@@ -429,7 +404,7 @@ class LagMonitor:
     ) -> GroupLag:
         if not read.found:
             return GroupLag(
-                group=read.name,
+                group=name,
                 state=read.state,
                 simple=read.simple,
                 members=(),
@@ -462,7 +437,7 @@ class LagMonitor:
                             oldest = hit.offset
                             if hit.timestamp_ms is not None:
                                 time_lag = max(0.0, now - hit.timestamp_ms / 1000)
-            wkey = (read.name, tp[0], tp[1])
+            wkey = (name, tp[0], tp[1])
             history = self.window.history(wkey, now)
             if current is None:
                 status, reason = (
@@ -489,14 +464,14 @@ class LagMonitor:
                     oldest_offset=oldest,
                     status=status,
                     reason=reason,
-                    consumer_id=owner.consumer_id if owner else "",
+                    consumer_id=owner.member_id if owner else "",
                     client_id=owner.client_id if owner else "",
                     host=owner.host if owner else "",
                 )
             )
         status, reason = _worst(partitions)
         return GroupLag(
-            group=read.name,
+            group=name,
             state=read.state,
             simple=read.simple,
             members=read.members,
@@ -532,7 +507,7 @@ class LagMonitor:
         return tuple(out), tuple(changes)
 
 
-def _owned(reads: Iterable[_GroupRead]) -> set[TP]:
+def _owned(reads: Iterable[GroupRead]) -> set[TP]:
     return {tp for g in reads for m in g.members for tp in m.partitions}
 
 
