@@ -31,16 +31,49 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Each test process (one per pytest-xdist worker: gw0, gw1...) picks its ports from its own
 # range below the kernel's ephemeral ports (32768 and up), so no worker, and no client's outgoing
-# connection, takes a port another one has just picked and not yet bound.
-_PORTS_PER_WORKER = 1_500
-_FIRST_TEST_PORT = 20_000
+# connection, takes a port another one has just picked and not yet bound. The ranges of one test
+# session lie in a slot that the session holds with a lock file, so two sessions run at once on
+# one machine (two checkouts, a CI job beside a developer) never share ports either; with every
+# slot taken, ports come from the kernel as before.
+_FIRST_TEST_PORT = 10_000
+_PORTS_PER_SLOT = 4_500  # five slots between 10 000 and 32 499
+_SLOTS = 5
+_SLOT_ENV = "PYTEST_DASTRA_KAFKA_PORT_SLOT"  # set by the controller, read by its workers
+_slot_lock: list[int] = []  # the lock file held for the session (closed at exit)
+
+
+def _take_port_slot() -> int | None:
+    import fcntl
+    import tempfile
+
+    for slot in range(_SLOTS):
+        path = Path(tempfile.gettempdir()) / f"dastra-kafka-test-ports-{slot}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _slot_lock.append(fd)
+        return slot
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
-    first = _FIRST_TEST_PORT + index * _PORTS_PER_WORKER
-    use_port_range(first, first + _PORTS_PER_WORKER - 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:  # the controller, or a run without workers: take a slot for the session
+        slot = _take_port_slot()
+        if slot is None:
+            return
+        os.environ[_SLOT_ENV] = str(slot)
+    elif _SLOT_ENV not in os.environ:
+        return
+    slot = int(os.environ[_SLOT_ENV])
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker.removeprefix("gw")) if worker and worker.startswith("gw") else 0
+    size = _PORTS_PER_SLOT // workers
+    first = _FIRST_TEST_PORT + slot * _PORTS_PER_SLOT + index * size
+    use_port_range(first, first + size - 1)
 
 
 # The longest test files (each about 1 to 6 minutes on parallel workers), handed to the workers
