@@ -3,9 +3,11 @@ groups, and a clean environment for every test."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,9 +45,6 @@ _slot_lock: list[int] = []  # the lock file held for the session (closed at exit
 
 
 def _take_port_slot() -> int | None:
-    import fcntl
-    import tempfile
-
     for slot in range(_SLOTS):
         path = Path(tempfile.gettempdir()) / f"dastra-kafka-test-ports-{slot}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
