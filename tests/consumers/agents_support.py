@@ -229,6 +229,7 @@ class RecordProducer:
 
     def close(self) -> None:
         self._producer.flush(10)
+        self._producer.close()
 
 
 def produce(

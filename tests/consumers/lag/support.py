@@ -7,7 +7,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bus.admin import apply, plan
@@ -110,13 +117,31 @@ def commit(kafka: KafkaSettings, group: str, offsets: Mapping[tuple[str, int], i
     """Commit offsets for `group` as a consumer outside the group's membership does (the group
     must have no live members, as for an offset reset)."""
     consumer = Consumer(kafka.confluent_config(**{"group.id": group, "enable.auto.commit": False}))
+    partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    deadline = time.monotonic() + 30
     try:
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            asynchronous=False,
-        )
+        while True:
+            try:
+                consumer.commit(offsets=partitions, asynchronous=False)
+                return
+            except KafkaException as exc:
+                # A fresh cluster's first group: the offsets topic's coordinator is still being
+                # elected or loaded (NOT_COORDINATOR on Kafka 3.9), which librdkafka returns to a
+                # synchronous commit instead of retrying it.
+                if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
+
+
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
 
 
 @contextmanager
