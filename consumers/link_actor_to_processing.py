@@ -5,7 +5,11 @@ POST /v1/ws/{workspaceId}/DataProcessings/recipients/batch.
 
 Actors already linked to the processing in the requested role are not linked again: the handler
 reads the processing's links first and sends only the others (none: no POST at all), which makes
-the action idempotent. Dastra answers the batch with a count, not an object, so the result is:
+the action idempotent. Commands for one processing run one at a time in a worker, whatever their
+Kafka keys (`processing_lane_key`), so that each reads the links the one before made: Dastra's
+spec does not say that it drops a duplicate link. Across workers, the record key does it (the
+webhook and recipes key these commands `processing:<id>`). Dastra answers the batch with a count,
+not an object, so the result is:
 
     {"dataProcessingId": "...", "type": "Recipient", "actorIds": [7, 9],
      "linked": [9], "alreadyLinked": [7], "count": 1}
@@ -18,7 +22,7 @@ from consumers.actions import ActionSpec, CommandContext, Result
 from dastra.client import DastraClient
 from dastra.models import DataProcessing
 
-__all__ = ["SPEC", "handle", "linked_actor_ids"]
+__all__ = ["SPEC", "handle", "linked_actor_ids", "processing_lane_key"]
 
 
 def linked_actor_ids(processing: DataProcessing, role: str) -> set[int]:
@@ -61,4 +65,10 @@ async def handle(
     }
 
 
-SPEC = ActionSpec("link-actor-to-processing", LinkActorToProcessing, handle)
+def processing_lane_key(command: LinkActorToProcessing, workspace_id: int) -> list[str]:
+    """The processing activity of a link command in its workspace: links to one processing run
+    one after the other."""
+    return [f"processing:{workspace_id}:{str(command.data_processing_id).lower()}"]
+
+
+SPEC = ActionSpec("link-actor-to-processing", LinkActorToProcessing, handle, processing_lane_key)

@@ -460,6 +460,7 @@ class RightsRequest(DastraModel):
     date_update: datetime | None = None
     date_closed: datetime | None = None
     expiry_time: datetime | None = None
+    custom_fields: dict[str, Any] | None = None  # in Dastra's docs, not in its OpenAPI document
     additional_datas: Any = None
 
 
@@ -513,6 +514,7 @@ class Actor(DastraModel):
     zip_code: str | None = None
     city: str | None = None
     website_url: str | None = None
+    logo_url: str | None = None
     immatriculation_number: str | None = None
     description: str | None = None
     readonly: bool | None = None
@@ -607,6 +609,8 @@ class RightsRequestCreate(DastraModel):
     operator_id: int | None = None
     expiry_time: datetime | None = None
     send_notification: bool | None = None
+    tags: list[Tag] | None = None
+    custom_fields: dict[str, Any] | None = None  # in Dastra's docs, not in its OpenAPI document
     additional_datas: Any = None
 
 
@@ -630,6 +634,7 @@ class TaskCreate(DastraModel):
     parent_id: int | None = None
     color: str | None = None
     archived: bool | None = None
+    tags: list[Tag] | None = None
     additional_datas: dict[str, Any] | None = None
 
 
@@ -657,6 +662,7 @@ class ActorCreate(DastraModel):
     description: str | None = None
     readonly: bool | None = None
     dpa_signature_date: datetime | None = None
+    tags: list[Tag] | None = None
 
 
 class ActorProcessingLink(DastraModel):

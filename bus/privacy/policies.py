@@ -64,7 +64,7 @@ POLICIES: dict[str, ObjectPolicy] = {
             _names(
                 "title email givenName familyName phoneNumber address zipCode city description "
                 "message resolutionMessage closedReasonDescription userId referrerUrl "
-                "additionalDatas attachments"
+                "additionalDatas customFields attachments"
             ),
             nested={"creator": "user", "operator": "user", "closedByUser": "user"},
             thin=_names(
@@ -95,18 +95,20 @@ POLICIES: dict[str, ObjectPolicy] = {
             nested={"creator": "user"},
             thin=_names("id actorType vendorType accessLevel dateCreation dateUpdate"),
             collection="Actors",
-            natural_person_only=_names("displayName"),
+            natural_person_only=_names("displayName logoUrl"),
         ),
         # Command data (what the webhook encrypts, and what identifies a dead letter's subject).
         ObjectPolicy(
             "command.create-rights-request",
             _names(
                 "title email givenName familyName phoneNumber address zipCode city description "
-                "message userId additionalDatas"
+                "message userId additionalDatas customFields"
             ),
         ),
-        ObjectPolicy("command.create-actor", _ACTOR_FIELDS),
-        ObjectPolicy("command.find-or-create-actor", _ACTOR_FIELDS),
+        ObjectPolicy("command.create-actor", _ACTOR_FIELDS, natural_person_only=_names("logoUrl")),
+        ObjectPolicy(
+            "command.find-or-create-actor", _ACTOR_FIELDS, natural_person_only=_names("logoUrl")
+        ),
         ObjectPolicy(
             "command.create-task", _names("label descriptionHtml description additionalDatas")
         ),

@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import (
@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -43,11 +44,13 @@ __all__ = [
     "FindOrCreateActor",
     "LinkActorToProcessing",
     "SearchActors",
+    "TagRef",
     "actor_identity",
     "actor_record_key",
     "command_record_key",
     "command_type",
     "parse_command",
+    "processing_record_key",
 ]
 
 # Dastra's enumerations as its API documents them (dastra-api.md §3). Commands are what we send
@@ -145,6 +148,66 @@ def _email(value: str | None) -> str | None:
     return value
 
 
+class TagRef(BaseModel):
+    """A tag to put on the created object, by label (Dastra's TagDto without its type, which the
+    action gives: DataSubject, Task or Actor). A plain string is a label too."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+    label: str = Field(min_length=1, max_length=360)
+    color: str | None = Field(default=None, max_length=10, description="e.g. #ff8800")
+    id: int | None = Field(default=None, ge=1, description="An existing tag's id.")
+
+
+TagLabel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=360)]
+Tags = Annotated[
+    list[TagLabel | TagRef],
+    Field(max_length=50, description="Tags by label (a string) or as {label, color, id}."),
+]
+
+# A rights request's custom fields, as Dastra's API carries them (`customFields`, an object of
+# the workspace's custom-field slugs): a slug names the field, the value is text, a number, a
+# yes/no, the options chosen, or null to leave it empty.
+CustomFieldSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+CustomFieldValue = (
+    Annotated[str, StringConstraints(max_length=4000)]
+    | int
+    | float
+    | bool
+    | Annotated[list[Annotated[str, StringConstraints(max_length=500)]], Field(max_length=100)]
+    | None
+)
+CustomFields = Annotated[
+    dict[CustomFieldSlug, CustomFieldValue],
+    Field(
+        max_length=100,
+        description="The workspace's custom fields of rights requests, by slug.",
+        json_schema_extra=lambda schema: _keys_by_pattern(schema),
+    ),
+]
+
+
+def _keys_by_pattern(schema: dict[str, Any]) -> None:
+    # Pydantic writes a constrained key as patternProperties, which leaves other keys unchecked
+    # and which code generators (quicktype) read as a closed object: propertyNames says it. The
+    # values as "not an object", which generators type as a value of any type: an encrypted
+    # customFields is an object too, and TypeScript cannot merge it with a typed index
+    # signature. The model's finer limits (lengths, a list of strings) are in the description.
+    [(pattern, _values)] = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {"pattern": pattern}
+    schema["additionalProperties"] = {
+        "not": {"type": "object"},
+        "description": "Text (at most 4 000 characters), a number, true or false, the options "
+        "chosen (a list of at most 100 strings of at most 500 characters), or null.",
+    }
+
+
 class Command(BaseModel):
     """Fields every command has. Unknown fields are refused: a typo must not be lost silently."""
 
@@ -166,11 +229,21 @@ class Command(BaseModel):
         yield "workspace_id", self.workspace_id
         yield "fields", sorted(self.model_fields_set - {"workspace_id"})
 
+    # Dastra's TagType of the object the command creates (its tags carry it).
+    tag_type: ClassVar[str | None] = None
+
     def dastra_body(self) -> dict[str, Any]:
-        """The body of the Dastra API call: Dastra's field names, unset fields left out."""
-        return self.model_dump(
+        """The body of the Dastra API call: Dastra's field names, unset fields left out; tags
+        as Dastra's TagDto."""
+        body = self.model_dump(
             mode="json", by_alias=True, exclude_none=True, exclude={"workspace_id"}
         )
+        if "tags" in body:
+            body["tags"] = [
+                {**({"label": tag} if isinstance(tag, str) else tag), "type": self.tag_type}
+                for tag in body["tags"]
+            ]
+        return body
 
 
 class CreateTask(Command):
@@ -191,7 +264,10 @@ class CreateTask(Command):
     object_type: TaskObjectType | None = None
     object_id: str | None = Field(default=None, min_length=1, max_length=100)
     color: str | None = Field(default=None, max_length=20)
+    tags: Tags | None = None
     additional_datas: dict[str, Any] | None = None
+
+    tag_type: ClassVar[str | None] = "Task"
 
     @field_validator("object_id", mode="before")
     @classmethod
@@ -217,6 +293,7 @@ class _ActorFields(Command):
     zip_code: str | None = Field(default=None, max_length=10)
     city: str | None = Field(default=None, max_length=300)
     website_url: str | None = Field(default=None, max_length=500)
+    logo_url: str | None = Field(default=None, max_length=2000)
     description: str | None = None
     contact_name: str | None = Field(default=None, max_length=250)
     contact_position: str | None = Field(default=None, max_length=150)
@@ -224,6 +301,9 @@ class _ActorFields(Command):
     vendor_type: VendorType | None = None
     access_level: AccessLevel | None = None
     dpa_signature_date: datetime | None = None
+    tags: Tags | None = None
+
+    tag_type: ClassVar[str | None] = "Actor"
 
     _check_email = field_validator("email")(_email)
 
@@ -293,24 +373,33 @@ def actor_record_key(command: Any) -> bytes | None:
     return f"actor:{hashlib.sha256(identity.encode()).hexdigest()}".encode()
 
 
+def processing_record_key(command: Any) -> bytes:
+    """The Kafka key of a link-actor-to-processing command: `processing:` and the processing
+    activity's id (a uuid, lower case). Links to one processing then run on one worker, one
+    at a time, so each reads the links the one before made (Dastra may not drop a duplicate)."""
+    return f"processing:{str(command.data_processing_id).lower()}".encode()
+
+
 ACTOR_ACTIONS = frozenset({"create-actor", "find-or-create-actor"})
+LINK_ACTION = "link-actor-to-processing"
 
 
 def command_record_key(action: str, command: Command | Mapping[str, Any], command_id: str) -> bytes:
     """The Kafka key our producers (webhook, recipes) give a command: the actor's
     `actor_record_key` for create-actor and find-or-create-actor, so that commands for one actor
-    share a partition and so one worker; otherwise (or when the command is invalid or names no
-    actor) the command id."""
-    if action in ACTOR_ACTIONS:
-        if not isinstance(command, Command):
-            try:
-                command = parse_command(action, command)
-            except ValidationError:
-                return command_id.encode()
-        key = actor_record_key(command)
-        if key is not None:
-            return key
-    return command_id.encode()
+    share a partition and so one worker; the processing's `processing_record_key` for
+    link-actor-to-processing; otherwise (or when the command is invalid or names no actor) the
+    command id."""
+    if action not in ACTOR_ACTIONS and action != LINK_ACTION:
+        return command_id.encode()
+    if not isinstance(command, Command):
+        try:
+            command = parse_command(action, command)
+        except ValidationError:
+            return command_id.encode()
+    if action == LINK_ACTION:
+        return processing_record_key(command)
+    return actor_record_key(command) or command_id.encode()
 
 
 def _folded(text: str) -> str:
@@ -345,7 +434,20 @@ class CreateRightsRequest(Command):
         description="Your correlation id; the command id when absent (natural key).",
     )
     user_id: str | None = Field(default=None, max_length=355)
+    work_flow_step_id: int | None = Field(
+        default=None, ge=1, description="The workflow step; Dastra's first step when absent."
+    )
+    operator_id: int | None = Field(
+        default=None, ge=1, description="The user who handles the request."
+    )
+    expiry_time: datetime | None = Field(
+        default=None, description="The legal deadline; Dastra computes it when absent."
+    )
+    tags: Tags | None = None
+    custom_fields: CustomFields | None = None
     additional_datas: dict[str, Any] | None = None
+
+    tag_type: ClassVar[str | None] = "DataSubject"
 
     _check_email = field_validator("email")(_email)
 

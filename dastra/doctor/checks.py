@@ -2,7 +2,8 @@
 
 Consumes an open `DastraClient` and a workspace id. Produces a `Report`: one `Finding` per check
 (PASS, WARN or FAIL, what was seen, what to do) and the `Profile` the bridge adapts to. Reads
-only (`GET /me`, the trigger list endpoints, `GET /rate-limiting-state`), unless `write_probe`:
+only (`GET /me`, the trigger list endpoints, `GET /rate-limiting-state`, one page of processing
+activities with their links), unless `write_probe`:
 then it creates one task (`POST .../Tasks`), looks for it as the task trigger would, and deletes
 it (`DELETE .../Tasks/{id}`).
 
@@ -24,7 +25,7 @@ from urllib.parse import unquote
 import httpx
 
 from dastra.client import MAX_PAGE_SIZE, DastraClient
-from dastra.doctor.probes import Finding, Profile, Status, detect
+from dastra.doctor.probes import Finding, Profile, Status, detect, list_page
 from dastra.errors import DastraError
 from dastra.filters import Rule
 
@@ -254,6 +255,54 @@ async def _rate_limit(dastra: DastraClient, last: httpx.Response | None) -> Find
     return Finding(name, "PASS", summary, details=details)
 
 
+_LINK_LISTS = (
+    ("recipients", "Recipient"),
+    ("dataControllers", "DataController"),
+    ("stakeHolders", "Stakeholder"),
+)
+
+
+async def _duplicate_links(dastra: DastraClient, ws: int) -> Finding:
+    """Does Dastra keep a second link of one actor in one role? The spec does not say, and
+    finding out by writing would leave a link behind: read one page of processing activities
+    and look for a duplicate someone's integration has already made."""
+    name = "duplicate links"
+    page = list_page(await dastra.raw_get(f"/v1/ws/{ws}/DataProcessings", {"size": MAX_PAGE_SIZE}))
+    if page is None:
+        return Finding(name, "WARN", "GET DataProcessings failed", "see the endpoint lines")
+    listed = [p for p in page["items"] if isinstance(p, dict)]
+    with_links = [p for p in listed if any(field in p for field, _ in _LINK_LISTS)]
+    details: dict[str, Any] = {"processings_read": len(listed), "with_links": len(with_links)}
+    for processing in with_links:
+        seen: set[tuple[Any, str]] = set()
+        for field, default in _LINK_LISTS:
+            for link in processing.get(field) or []:
+                pair = (link.get("actorId"), str(link.get("type") or default))
+                if pair[0] is not None and pair in seen:
+                    details["example"] = {"processing": processing.get("id"), "actor": pair[0]}
+                    return Finding(
+                        name,
+                        "WARN",
+                        f"Dastra keeps duplicate links: actor {pair[0]} is linked twice as "
+                        f"{pair[1]} to processing {processing.get('id')}",
+                        "nothing to set: link-actor-to-processing reads the links first and links "
+                        "one processing at a time, so it makes none; remove the existing ones in "
+                        "Dastra",
+                        details,
+                    )
+                seen.add(pair)
+    if not with_links:
+        summary = "the list does not include links: not checked"
+    else:
+        summary = f"no actor linked twice in one role in {len(with_links)} processing activities"
+    return Finding(
+        name,
+        "PASS",
+        summary + " (the link agent never relies on Dastra dropping a duplicate)",
+        details=details,
+    )
+
+
 async def _write_probe(dastra: DastraClient, ws: int, profile: Profile) -> Finding:
     name = "write probe"
     try:
@@ -343,6 +392,7 @@ async def run_checks(dastra: DastraClient, ws: int, *, write_probe: bool = False
     dastra.adapt(filter_case=profile.filter_case, filter_shift=profile.filter_shift)
     findings.extend(detection.findings)
     findings.extend(await _endpoints(dastra, ws, profile))
+    findings.append(await _duplicate_links(dastra, ws))
     findings.append(await _rate_limit(dastra, first))
     if write_probe:
         findings.append(await _write_probe(dastra, ws, profile))

@@ -29,6 +29,7 @@ __all__ = [
     "Status",
     "detect",
     "find_probe",
+    "list_page",
     "probe_filter_case",
     "probe_task_defaults",
     "probe_time_zone",
@@ -96,7 +97,8 @@ class Detection:
     probe: Probe | None
 
 
-def _page(response: httpx.Response) -> dict[str, Any] | None:
+def list_page(response: httpx.Response) -> dict[str, Any] | None:
+    """The JSON page of a list answer (`{items: [...], ...}`), or None."""
     if not response.is_success:
         return None
     try:
@@ -143,7 +145,7 @@ async def find_probe(dastra: DastraClient, ws: int) -> Probe | None:
         response = await dastra.raw_get(
             f"/v1/ws/{ws}/{collection}", {"sortBy": "dateCreation", "asc": False, "size": 5}
         )
-        for item in (_page(response) or {}).get("items", []):
+        for item in (list_page(response) or {}).get("items", []):
             created = _stamp(item.get("dateCreation")) if isinstance(item, dict) else None
             if created is not None and isinstance(item.get("id"), int):
                 return Probe(collection, item["id"], created, item["dateCreation"])
@@ -155,7 +157,7 @@ async def _matches(dastra: DastraClient, ws: int, probe: Probe, filters: str) ->
     response = await dastra.raw_get(
         f"/v1/ws/{ws}/{probe.collection}", {"filters": filters, "size": 2}
     )
-    page = _page(response)
+    page = list_page(response)
     if page is None:
         return None
     ids = [item.get("id") for item in page["items"] if isinstance(item, dict)]
@@ -270,14 +272,14 @@ async def probe_time_zone(
 
 
 async def _total(dastra: DastraClient, ws: int, params: dict[str, Any]) -> int | None:
-    page = _page(await dastra.raw_get(f"/v1/ws/{ws}/Tasks", {**params, "size": 1}))
+    page = list_page(await dastra.raw_get(f"/v1/ws/{ws}/Tasks", {**params, "size": 1}))
     total = page.get("total") if page else None
     return total if isinstance(total, int) else None
 
 
 async def _lists_unarchived(dastra: DastraClient, ws: int) -> bool:
     """Does `archived=true` list tasks that are not archived (an "include" flag, not a filter)?"""
-    page = _page(await dastra.raw_get(f"/v1/ws/{ws}/Tasks", {"archived": True, "size": 100}))
+    page = list_page(await dastra.raw_get(f"/v1/ws/{ws}/Tasks", {"archived": True, "size": 100}))
     items = page["items"] if page else []
     return any(isinstance(item, dict) and not item.get("archived") for item in items)
 

@@ -842,7 +842,8 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
     @app.post(
         "/v1/ws/{workspaceId}/DataProcessings/recipients/batch",
         tags=["DataProcessings"],
-        summary="Link actors to a processing activity (once per actor and role)",
+        summary="Link actors to a processing activity (once per actor and role, unless "
+        "SANDBOX_DUPLICATE_LINKS)",
         openapi_extra=_body_doc(
             "ActorDataProcessingBatchDto", {"type": "integer", "format": "int32"}
         ),

@@ -53,6 +53,9 @@ class SandboxSettings(BaseSettings):
     # A field left out of a POST body takes the .NET default of its type, as ASP.NET binds it: a
     # task without `areaId` (0) is refused, one without `priority` gets the enum's first value.
     dotnet_defaults: bool = False
+    # Linking an actor to a processing activity in a role it already has there adds a second
+    # link instead of keeping the one (the spec does not say which Dastra does).
+    duplicate_links: bool = False
 
     @field_validator("tz")
     @classmethod

@@ -709,7 +709,7 @@ class SandboxState:
         created = 0
         changed: list[dict[str, Any]] = []
         for actor in actors:
-            if (actor["id"], role) in existing:
+            if (actor["id"], role) in existing and not self._config.duplicate_links:
                 continue  # already linked in this role: Dastra keeps one link [I]
             existing.add((actor["id"], role))
             link = blank("DataProcessingActorDto")

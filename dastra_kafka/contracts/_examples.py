@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.records.commands import actor_record_key, parse_command
+from bus.records.commands import command_record_key, parse_command
 
 __all__ = ["EXAMPLES", "RecordExample"]
 
@@ -129,6 +129,8 @@ _COMMANDS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "countryCode": "FR",
             "vendorType": "B2B",
             "websiteUrl": "https://www.mailjet.example",
+            "logoUrl": "https://www.mailjet.example/logo.png",
+            "tags": ["E-mailing", {"label": "Critical vendor", "color": "#eb5757"}],
         },
     ),
     "create-rights-request": (
@@ -145,6 +147,9 @@ _COMMANDS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "channel": "Internal",
             "personCategory": "FormerClient",
             "refId": "crm-88413",
+            "expiryTime": "2026-04-02T23:59:59Z",
+            "tags": ["CRM"],
+            "customFields": {"customer-number": "C-20931", "contract-ended": True},
         },
     ),
     "link-actor-to-processing": (
@@ -177,9 +182,9 @@ _COMMANDS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 def _command(action: str) -> tuple[RecordExample, ...]:
     key, summary, data = _COMMANDS[action]
-    if action in ("create-actor", "find-or-create-actor"):
-        # Actor commands are keyed by the actor (a pseudonym of its e-mail), as the webhook does.
-        key = (actor_record_key(parse_command(action, data)) or key.encode()).decode()
+    # Actor commands are keyed by the actor (a pseudonym of its e-mail) and link commands by the
+    # processing, as the webhook does; the others by the producer's own key.
+    key = command_record_key(action, parse_command(action, data), key).decode()
     binary = RecordExample(
         name=f"{action}-binary",
         summary=summary + " (CloudEvents binary mode)",

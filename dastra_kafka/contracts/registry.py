@@ -282,7 +282,9 @@ def _contracts() -> dict[str, Contract]:
             "find-or-create-actor commands by the actor, as the webhook does: `actor:` and the "
             "hex SHA-256 of `email:<e-mail, stripped and lower-cased>` (else `company:<company "
             "name, spaces collapsed, lower-cased>`, else `names:<given>/<family>`): commands for "
-            "one actor then share a partition, so two workers never both create it.",
+            "one actor then share a partition, so two workers never both create it. Key "
+            "link-actor-to-processing commands `processing:<dataProcessingId, lower case>`, so "
+            "that links to one processing never race.",
             encoding="text",
         ),
         *(

@@ -18,6 +18,7 @@ from bus.records.commands import (
 )
 from bus.topics import ACTIONS
 from consumers.actions import actor_lane_key
+from consumers.link_actor_to_processing import processing_lane_key
 
 PROCESSING = "6f0b5d3e-7a4b-4a8e-9a47-6a1c1e0e7b11"
 
@@ -52,6 +53,50 @@ def test_there_is_one_model_per_action() -> None:
             {"actorIds": [4], "dataProcessingId": PROCESSING, "type": "DataController"},
         ),
         ("search-actors", {"email": "a@b.eu"}, {"email": "a@b.eu", "limit": 10}),
+        # The fields users map in Dastra's Zapier app: tags (a label, or {label, color, id})
+        # become Dastra's TagDto with the type of what is created; custom fields by slug.
+        (
+            "create-rights-request",
+            {
+                "title": "t",
+                "purposes": ["Access"],
+                "areaId": 3,
+                "workFlowStepId": 5,
+                "operatorId": 2,
+                "expiryTime": "2027-01-31T23:00:00Z",
+                "tags": [" CRM ", {"label": "VIP", "color": "#eb5757", "id": 4}],
+                "customFields": {"customer-no": "C-1", "score": 3.5, "opts": ["a"], "x": None},
+            },
+            {
+                "title": "t",
+                "purposes": ["Access"],
+                "areaId": 3,
+                "locale": "en",
+                "workFlowStepId": 5,
+                "operatorId": 2,
+                "expiryTime": "2027-01-31T23:00:00Z",
+                "tags": [
+                    {"label": "CRM", "type": "DataSubject"},
+                    {"label": "VIP", "color": "#eb5757", "id": 4, "type": "DataSubject"},
+                ],
+                "customFields": {"customer-no": "C-1", "score": 3.5, "opts": ["a"], "x": None},
+            },
+        ),
+        (
+            "create-task",
+            {"label": "x", "tags": ["Audit"]},
+            {"label": "x", "tags": [{"label": "Audit", "type": "Task"}]},
+        ),
+        (
+            "create-actor",
+            {"companyName": "Acme", "logoUrl": "https://acme.example/logo.png", "tags": ["SaaS"]},
+            {
+                "companyName": "Acme",
+                "logoUrl": "https://acme.example/logo.png",
+                "tags": [{"label": "SaaS", "type": "Actor"}],
+                "actorType": "Morale",
+            },
+        ),
         (
             "find-or-create-actor",
             {"email": "a@b.eu", "familyName": "Lovelace", "workspaceId": 9},
@@ -90,6 +135,39 @@ def test_valid_commands_become_dastra_bodies(
         ("find-or-create-actor", {"givenName": "Ada"}, ""),
         ("create-task", ["not", "an", "object"], ""),
         ("create-task", {"label": "x", "workspaceId": 0}, "workspaceId"),
+        ("create-task", {"label": "x", "tags": [""]}, "tags.0.constrained-str"),
+        (
+            "create-task",
+            {"label": "x", "tags": [{"label": "x", "type": "Task"}]},
+            "tags.0.TagRef.type",
+        ),
+        ("create-actor", {"companyName": "A", "tags": ["t"] * 51}, "tags"),
+        (
+            "create-rights-request",
+            {"title": "t", "purposes": ["Access"], "customFields": {"two words": 1}},
+            "customFields.two words.[key]",
+        ),
+        (
+            "create-rights-request",
+            {"title": "t", "purposes": ["Access"], "customFields": {"nested": {"a": 1}}},
+            "customFields.nested.constrained-str",
+        ),
+        (
+            "create-rights-request",
+            {"title": "t", "purposes": ["Access"], "customFields": {"long": "x" * 4001}},
+            "customFields.long.constrained-str",
+        ),
+        (
+            "create-rights-request",
+            {"title": "t", "purposes": ["Access"], "operatorId": 0},
+            "operatorId",
+        ),
+        (
+            "create-rights-request",
+            {"title": "t", "purposes": ["Access"], "expiryTime": "soon"},
+            "expiryTime",
+        ),
+        ("create-actor", {"companyName": "A", "logoUrl": "x" * 2001}, "logoUrl"),
     ],
 )
 def test_invalid_commands_name_the_field(action: str, data: object, field: str) -> None:
@@ -146,3 +224,15 @@ def test_producers_key_actor_commands_by_the_actor_and_the_others_by_their_id() 
     assert command_record_key("create-task", {"label": "x"}, "c-3") == b"c-3"
     assert command_record_key("search-actors", {"email": "dpo@acme.eu"}, "c-4") == b"c-4"
     assert command_record_key("find-or-create-actor", {"unknown": 1}, "c-5") == b"c-5"
+
+
+def test_link_commands_are_keyed_and_ordered_by_their_processing() -> None:
+    spellings = [
+        {"actorId": 4, "processingId": PROCESSING.upper()},
+        {"actorIds": [9, 4], "dataProcessingId": PROCESSING, "type": "DataController"},
+    ]
+    keys = {command_record_key("link-actor-to-processing", data, "c-1") for data in spellings}
+    assert keys == {f"processing:{PROCESSING}".encode()}
+    command = parse_command("link-actor-to-processing", spellings[0])
+    assert processing_lane_key(command, 7) == [f"processing:7:{PROCESSING}"]  # type: ignore[arg-type]
+    assert command_record_key("link-actor-to-processing", {"actorId": 1}, "c-2") == b"c-2"

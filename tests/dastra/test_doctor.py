@@ -69,9 +69,11 @@ def test_every_check_passes_on_the_default_sandbox(sandbox: SandboxServer) -> No
         "tasks: includeChildren / archived",
         "trigger query DataSubjectRequests by dateCreation",
         "trigger query Tasks by dateUpdate",
+        "duplicate links",
         "rate limit",
         "write probe",
     } <= set(found)
+    assert found["duplicate links"].summary.startswith("no actor linked twice in one role in")
     assert report.profile.filter_case == "camel"
     assert report.profile.filter_shift == timedelta(0)
     assert report.profile.task_params == {"includeChildren": True}
@@ -160,6 +162,29 @@ def test_archived_tasks_hidden_by_default_are_detected(strict: SandboxServer) ->
     assert tasks.status == "WARN"
     assert "archived tasks are hidden by default; archived=true lists them all" in tasks.summary
     assert report.profile.task_params == {"includeChildren": True, "archived": True}
+
+
+@pytest.mark.parametrize("strict", [{"duplicate_links": True}], indirect=True)
+def test_a_duplicate_link_someone_made_warns(strict: SandboxServer) -> None:
+    processing = strict.admin.objects("processings")[0]["id"]
+    actor = strict.admin.create_actor(companyName="Twice Ltd")["id"]
+    body = {"actorIds": [actor], "dataProcessingId": processing, "type": "DataController"}
+    for _ in range(2):  # another integration, linking without reading first
+        answer = httpx.post(
+            f"{strict.base_url}/v1/ws/{strict.workspace_id}/DataProcessings/recipients/batch",
+            json=body,
+            headers={"X-API-Key": strict.api_key},
+        )
+        assert answer.json() == 1
+    report = _doctor(strict.dastra_settings(), strict.workspace_id)
+
+    links = _by_name(report)["duplicate links"]
+    assert links.status == "WARN"
+    assert f"actor {actor} is linked twice as DataController to processing {processing}" in (
+        links.summary
+    )
+    assert "reads the links first" in links.advice
+    assert report.ok  # a warning: the bridge does not depend on it
 
 
 @pytest.mark.parametrize("strict", [{"seed_items": 0}], indirect=True)

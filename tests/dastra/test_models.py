@@ -64,13 +64,15 @@ def test_names_unknown_members_and_enums() -> None:
         "id": 7,
         "state": "Open",
         "purposes": ["Access", "SomethingNew"],
+        "subjectCategoryId": 12,
         "customFields": {"crm": "x"},
         "workFlowStepId": 3,
     }
     request = RightsRequest.from_api(data)
     assert request.state is RightsRequestState.OPEN and request.state == "Open"
     assert request.purposes == [Purpose.ACCESS, "SomethingNew"]
-    assert request.work_flow_step_id == 3 and request.model_extra == {"customFields": {"crm": "x"}}
+    assert request.work_flow_step_id == 3 and request.model_extra == {"subjectCategoryId": 12}
+    assert request.custom_fields == {"crm": "x"}
     assert request.raw is data
     assert RightsRequest(id=7, area_id=2).to_api() == {"id": 7, "areaId": 2}
 

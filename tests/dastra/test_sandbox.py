@@ -397,3 +397,58 @@ def test_dotnet_defaults_refuse_a_task_without_an_area_and_make_high_the_priorit
         ).json()
         assert task["areaId"] == lenient.admin.objects("areas")[0]["id"]
         assert task["priority"] == "Medium"
+
+
+def test_duplicate_links_mode_adds_a_second_link_where_the_default_keeps_one() -> None:
+    # The strict mode for what the spec leaves open: whether recipients/batch drops a link that
+    # already exists. Dastra may not; the link agent must not rely on it (it reads first).
+    for duplicates, expected in ((False, [0, 1]), (True, [1, 2])):
+        config = SandboxSettings(port=0, rate_limit=False, duplicate_links=duplicates)
+        with (
+            SandboxServer(config) as sandbox,
+            httpx.Client(
+                base_url=sandbox.base_url, headers={"X-API-Key": sandbox.api_key}, timeout=10
+            ) as api,
+        ):
+            ws = sandbox.workspace_id
+            processing = sandbox.admin.objects("processings")[0]["id"]
+            actor = sandbox.admin.create_actor(companyName="Linked twice")["id"]
+            body = {"actorIds": [actor], "dataProcessingId": processing, "type": "Recipient"}
+            url = f"/v1/ws/{ws}/DataProcessings/recipients/batch"
+            assert api.post(url, json=body).json() == 1
+            assert api.post(url, json=body).json() == expected[0]
+            links = api.get(f"/v1/ws/{ws}/DataProcessings/{processing}").json()["recipients"]
+            assert [link["actorId"] for link in links].count(actor) == expected[1]
+
+
+def test_rights_requests_keep_their_custom_fields_and_tags() -> None:
+    # customFields is in Dastra's documentation, not in its OpenAPI document (dastra.spec
+    # DOCUMENTED_MEMBERS): the sandbox stores it, validates it as an object, and returns it.
+    with (
+        SandboxServer(SandboxSettings(port=0, rate_limit=False)) as sandbox,
+        httpx.Client(
+            base_url=sandbox.base_url, headers={"X-API-Key": sandbox.api_key}, timeout=10
+        ) as api,
+    ):
+        url = f"/v1/ws/{sandbox.workspace_id}/DataSubjectRequests"
+        area = sandbox.admin.objects("areas")[0]["id"]
+        base = {"title": "Access", "locale": "en", "areaId": area, "purposes": ["Access"]}
+        made = api.post(
+            url,
+            json={
+                **base,
+                "customFields": {"customer-no": "C-1", "vip": True},
+                "tags": [{"label": "CRM", "type": "DataSubject"}],
+                "expiryTime": "2027-01-31T23:00:00Z",
+            },
+        )
+        assert made.status_code == 200, made.text
+        stored = api.get(f"{url}/{made.json()['id']}").json()
+        assert stored["customFields"] == {"customer-no": "C-1", "vip": True}
+        assert stored["tags"] == [{"label": "CRM", "type": "DataSubject"}]
+        assert stored["expiryTime"] == "2027-01-31T23:00:00Z"
+        assert (
+            api.get(f"{url}/{api.post(url, json=base).json()['id']}").json()["customFields"] is None
+        )
+        refused = api.post(url, json={**base, "customFields": ["not", "an", "object"]})
+        assert refused.status_code == 400 and "$.customFields" in refused.json()["errors"]
