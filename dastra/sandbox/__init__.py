@@ -3,7 +3,8 @@
     with SandboxServer(SandboxSettings()) as sandbox:
         async with DastraClient(sandbox.dastra_settings()) as dastra: ...
 
-See `app.py` for the API and the `/_sandbox` test controls, `server.py` to run it.
+See `app.py` for the API, `admin_api.py` for the `/_sandbox` test controls, `server.py` to
+run it.
 """
 
 from dastra.sandbox.admin import SandboxAdmin, SandboxAdminError

@@ -3,7 +3,9 @@
 Consumes HTTP requests shaped like Dastra's public API (the spec subset's paths, methods, auth,
 paging, sorting, filters and bodies) and admin requests under `/_sandbox`. Produces Dastra's
 response shapes and status codes, ASP.NET-style 400 bodies, 401 without valid credentials,
-429 + `Retry-After` over the rate limit, plus whatever faults the tests injected.
+429 + `Retry-After` over the rate limit, plus whatever faults the tests injected. The test
+controls are in `admin_api.py`, what each request meets before its route in `middleware.py`,
+JSON bodies in and out in `bodies.py`.
 
     app = create_app(SandboxSettings(rate_limit=False))
     uvicorn.run(app, port=8800)        # or SandboxServer / `dastra-kafka sandbox`
@@ -11,30 +13,34 @@ response shapes and status codes, ASP.NET-style 400 bodies, 401 without valid cr
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import json
-import math
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from http import HTTPStatus
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from dastra.apidocs import add_api_docs
-from dastra.sandbox.connections import abort_connection
-from dastra.sandbox.controls import Controls, FaultSpec
+from dastra.sandbox.admin_api import ADMIN_PREFIX, admin_router
+from dastra.sandbox.bodies import (
+    BadBodyError,
+    json_response,
+    problem_response,
+    read_json,
+    validated,
+)
+from dastra.sandbox.controls import Controls
+from dastra.sandbox.middleware import SandboxMiddleware
 from dastra.sandbox.query import (
     FilterMode,
     QueryError,
@@ -45,16 +51,11 @@ from dastra.sandbox.query import (
 )
 from dastra.sandbox.settings import SandboxSettings
 from dastra.sandbox.state import NotFoundError, SandboxState, StateError, blank, project
-from dastra.sandbox.validation import problem, validate_body
 from dastra.spec import load_spec
 
 __all__ = ["ADMIN_PREFIX", "ADMIN_TOKEN_HEADER", "SandboxRuntime", "create_app"]
 
-ADMIN_PREFIX = "/_sandbox"
 ADMIN_TOKEN_HEADER = "X-Sandbox-Admin-Token"  # noqa: S105 - a header name
-_PUBLIC = frozenset({"/status", "/connect/token"})
-_DOCS = ("/docs", "/openapi.json")
-_JSON_TYPES = ("application/json", "text/json", "application/json-patch+json")
 _SCHEMAS = {
     "areas": "AreaDto",
     "processings": "DataProcessingDto",
@@ -64,37 +65,8 @@ _SCHEMAS = {
 }
 
 
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        content=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-        status_code=status,
-        media_type="application/json; charset=utf-8",
-        headers=dict(headers or {}),
-    )
-
-
-def _problem(status: int, errors: dict[str, list[str]] | None = None) -> Response:
-    title = (
-        "One or more validation errors occurred."
-        if errors is not None
-        else HTTPStatus(status).phrase
-    )
-    return Response(
-        content=json.dumps(problem(status, title, errors)),
-        status_code=status,
-        media_type="application/problem+json; charset=utf-8",
-    )
-
-
 class _ForbiddenError(Exception):
     pass
-
-
-class _BadBodyError(Exception):
-    def __init__(self, status: int, errors: dict[str, list[str]] | None) -> None:
-        super().__init__(str(errors))
-        self.status = status
-        self.errors = errors
 
 
 def _header(scope: Scope, name: str) -> str | None:
@@ -103,30 +75,6 @@ def _header(scope: Scope, name: str) -> str | None:
         if key.lower() == wanted:
             return bytes(value).decode("latin-1")
     return None
-
-
-async def _send_simple(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    headers: Mapping[str, str] | None = None,
-) -> None:
-    raw_headers = [(b"content-type", content_type.encode())]
-    raw_headers.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
-    raw_headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _wait_disconnect(receive: Receive, within_s: float) -> bool:
-    try:
-        async with asyncio.timeout(within_s):
-            while (await receive())["type"] != "http.disconnect":
-                pass
-    except TimeoutError:
-        return False
-    return True
 
 
 class SandboxRuntime:
@@ -179,128 +127,7 @@ class SandboxRuntime:
         )
 
 
-class _SandboxMiddleware:
-    """Counts calls, injects faults, authenticates and rate-limits Dastra API calls."""
-
-    def __init__(self, app: ASGIApp, runtime: SandboxRuntime) -> None:
-        self.app = app
-        self.runtime = runtime
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path.startswith(ADMIN_PREFIX):
-            if not self.runtime.admin_allowed(scope):
-                body = json.dumps(problem(401, "Unauthorized")).encode()
-                await _send_simple(send, 401, body, "application/problem+json")
-                return
-            await self.app(scope, receive, send)
-            return
-        if path.startswith(_DOCS):
-            await self.app(scope, receive, send)
-            return
-        controls = self.runtime.controls
-        method: str = scope["method"]
-        template = self.runtime.template(scope)
-        key = f"{method} {template}"
-        controls.count(key)
-        status: list[int] = []
-
-        async def send_counted(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, send_counted, method, path, template)
-        finally:
-            controls.count_status(key, str(status[0]) if status else "no response")
-
-    async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, method: str, path: str, template: str
-    ) -> None:
-        controls = self.runtime.controls
-        fault = controls.take_fault(method, path, template)
-        if fault is not None:
-            spec = fault.spec
-            if spec.latency_s:
-                await asyncio.sleep(spec.latency_s)
-            if spec.kind == "drop":
-                if not abort_connection(scope):
-                    await _send_simple(send, 502, b"drop needs the sandbox's server", "text/plain")
-                    return
-                await _wait_disconnect(receive, 5.0)
-                return
-            if spec.kind == "hang":
-                if not await _wait_disconnect(receive, spec.hang_s):
-                    abort_connection(scope)
-                return
-            if spec.kind == "status" and spec.status is not None:
-                headers: dict[str, str] = {}
-                if spec.retry_after is not None:
-                    value = spec.retry_after
-                    headers["Retry-After"] = f"{value:g}" if isinstance(value, float) else value
-                if spec.body is not None:
-                    await _send_simple(
-                        send, spec.status, json.dumps(spec.body).encode(), "application/json",
-                        headers,
-                    )  # fmt: skip
-                else:
-                    body = json.dumps(problem(spec.status, HTTPStatus(spec.status).phrase))
-                    await _send_simple(
-                        send, spec.status, body.encode(), "application/problem+json", headers
-                    )
-                return
-        if path not in _PUBLIC:
-            if not self.runtime.authenticated(scope):
-                await _send_simple(
-                    send, 401, b"", "text/plain", {"WWW-Authenticate": "Bearer, APIKey"}
-                )
-                return
-            wait = controls.admit(f"{method} {template}")
-            if wait is not None:
-                await _send_simple(
-                    send,
-                    429,
-                    controls.exceeded_message().encode(),
-                    "text/plain",
-                    {"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-                return
-        await self.app(scope, receive, send)
-
-
 # --- request helpers -------------------------------------------------------------------------
-
-
-async def _read_json(request: Request) -> Any:
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if not raw.strip():
-        raise _BadBodyError(400, {"": ["A non-empty request body is required."]})
-    if content_type not in _JSON_TYPES and not (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    ):
-        raise _BadBodyError(415, None)
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise _BadBodyError(
-            400, {"$": ["The request body is not valid JSON. Path: $ | LineNumber: 0."]}
-        ) from None
-
-
-def _validated(schema: str, body: Any, *, partial: bool = False) -> dict[str, Any]:
-    errors = validate_body(schema, body)
-    if errors and partial:
-        errors = {k: [m for m in v if "field is required" not in m] for k, v in errors.items()}
-        errors = {k: v for k, v in errors.items() if v} or None
-    if errors:
-        raise _BadBodyError(400, errors)
-    assert isinstance(body, dict)
-    return body
 
 
 def _check_enum(param: str, values: list[str] | None, enum: str) -> list[str] | None:
@@ -408,7 +235,7 @@ def _paged(
     else:
         ordered = sort_items(selected, query.sort_by, asc, known)
     chunk, page, size = page_of(ordered, query.page, query.size, query.skip)
-    return _json(
+    return json_response(
         {
             "items": select_fields(chunk, query.select),
             "total": len(selected),
@@ -416,22 +243,6 @@ def _paged(
             "page": page,
         }
     )
-
-
-# --- admin bodies ----------------------------------------------------------------------------
-
-
-class BulkSpec(BaseModel):
-    kind: Literal["rightsRequests", "rights-requests", "tasks", "actors"]
-    count: int = Field(ge=1, le=200_000)
-    ws: int | None = None
-    template: dict[str, Any] = Field(default_factory=dict)
-
-
-class ConfigSpec(BaseModel):
-    rate_limit: bool | None = None
-    rate_limit_windows: list[tuple[int, float]] | None = None
-    token_lifetime_s: float | None = Field(default=None, gt=0)
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -465,7 +276,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
     add_api_docs(app)
     runtime.app = app
     app.state.runtime = runtime
-    app.add_middleware(_SandboxMiddleware, runtime=runtime)
+    app.add_middleware(SandboxMiddleware, runtime=runtime)
     state = runtime.state
     spec = load_spec()
 
@@ -480,27 +291,27 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
                 errors.setdefault(name, []).append(f"The {name} field is required.")
             else:
                 errors.setdefault(name, []).append(f"The value '{err.get('input')}' is not valid.")
-        return _problem(400, errors)
+        return problem_response(400, errors)
 
     @app.exception_handler(QueryError)
     async def _bad_query(_request: Request, exc: QueryError) -> Response:
-        return _problem(400, {exc.param: [exc.message]})
+        return problem_response(400, {exc.param: [exc.message]})
 
     @app.exception_handler(StateError)
     async def _refused(_request: Request, exc: StateError) -> Response:
-        return _problem(400, exc.errors)
+        return problem_response(400, exc.errors)
 
-    @app.exception_handler(_BadBodyError)
-    async def _bad_body(_request: Request, exc: _BadBodyError) -> Response:
-        return _problem(exc.status, exc.errors)
+    @app.exception_handler(BadBodyError)
+    async def _bad_body(_request: Request, exc: BadBodyError) -> Response:
+        return problem_response(exc.status, exc.errors)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_request: Request, _exc: NotFoundError) -> Response:
-        return _problem(404)
+        return problem_response(404)
 
     @app.exception_handler(_ForbiddenError)
     async def _forbidden(_request: Request, _exc: _ForbiddenError) -> Response:
-        return _problem(403)
+        return problem_response(403)
 
     def workspace(ws: str = Path(alias="workspaceId", description="workspace id")) -> int:
         try:
@@ -534,15 +345,15 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
 
     @app.get("/status", tags=["Status"], summary="API status (no authentication)")
     async def status() -> Response:
-        return _json({"status": "Healthy", "sandbox": True})
+        return json_response({"status": "Healthy", "sandbox": True})
 
     @app.get("/me", tags=["Status"], summary="The user behind the credentials")
     async def me() -> Response:
-        return _json(state.api_user())
+        return json_response(state.api_user())
 
     @app.get("/rate-limiting-state", tags=["Status"], summary="The rate limits and what is left")
     async def rate_limiting_state() -> Response:
-        return _json({"rules": runtime.controls.rate_state()})
+        return json_response({"rules": runtime.controls.rate_state()})
 
     @app.post("/connect/token", tags=["OAuth2"], summary="OAuth2 client credentials")
     async def token(request: Request) -> Response:
@@ -553,22 +364,22 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
             try:
                 pair = base64.b64decode(credentials.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                return _json({"error": "invalid_client"}, 400)
+                return json_response({"error": "invalid_client"}, 400)
             client_id, _, client_secret = pair.partition(":")
         if form.get("grant_type") != "client_credentials":
-            return _json({"error": "unsupported_grant_type"}, 400)
+            return json_response({"error": "unsupported_grant_type"}, 400)
         if not client_id or not client_secret:
-            return _json({"error": "invalid_client"}, 400)
+            return json_response({"error": "invalid_client"}, 400)
         public_ok = secrets.compare_digest(client_id.encode(), config.public_key.encode())
         private_ok = secrets.compare_digest(
             client_secret.encode(), config.private_key.get_secret_value().encode()
         )
         if not (public_ok and private_ok):
-            return _json({"error": "invalid_client"}, 400)
+            return json_response({"error": "invalid_client"}, 400)
         if form.get("scope") not in (None, "api1"):
-            return _json({"error": "invalid_scope"}, 400)
+            return json_response({"error": "invalid_scope"}, 400)
         access_token, expires_in = runtime.controls.issue_token()
-        return _json(
+        return json_response(
             {
                 "access_token": access_token,
                 "expires_in": expires_in,
@@ -591,13 +402,13 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         chunk, _, _ = page_of(found, query.page, query.size, query.skip)
         body = blank("WorkSpaceListDto")
         body["workSpaces"] = chunk
-        return _json(body)
+        return json_response(body)
 
     @app.get("/v1/WorkSpaces/{id}", tags=["WorkSpaces"], summary="One workspace")
     async def one_workspace(id: int) -> Response:
         if id not in state.workspaces:
             raise NotFoundError(str(id))
-        return _json(state.workspaces[id])
+        return json_response(state.workspaces[id])
 
     @app.get("/v1/TenantUsers", tags=["TenantUsers"], summary="Users of the tenant")
     async def tenant_users(
@@ -613,7 +424,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         )
         selected = [u for u in users if keep(u)]
         chunk, page, size = page_of(selected, query.page, query.size, query.skip)
-        return _json(
+        return json_response(
             {
                 "items": select_fields(chunk, query.select),
                 "total": len(selected),
@@ -682,7 +493,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         summary="One rights request",
     )
     async def rights_request(id: int, ws: int = Depends(workspace)) -> Response:
-        return _json(state.get("rightsRequests", ws, id))
+        return json_response(state.get("rightsRequests", ws, id))
 
     @app.post(
         "/v1/ws/{workspaceId}/DataSubjectRequests",
@@ -691,9 +502,9 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         openapi_extra=_body_doc("DataSubjectRequestDto", _ref("DataSubjectRequestLightDto")),
     )
     async def create_rights_request(request: Request, ws: int = Depends(workspace)) -> Response:
-        body = _validated("DataSubjectRequestDto", await _read_json(request))
+        body = validated("DataSubjectRequestDto", await read_json(request))
         created = state.create_rights_request(ws, body)
-        return _json(project(created, "DataSubjectRequestLightDto"))
+        return json_response(project(created, "DataSubjectRequestLightDto"))
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -736,13 +547,13 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
 
     @app.get("/v1/ws/{workspaceId}/Tasks/{id}", tags=["Tasks"], summary="One task")
     async def task(id: int, ws: int = Depends(workspace)) -> Response:
-        return _json(state.get("tasks", ws, id))
+        return json_response(state.get("tasks", ws, id))
 
     @app.delete("/v1/ws/{workspaceId}/Tasks/{id}", tags=["Tasks"], summary="Delete a task")
     async def delete_task(id: int, ws: int = Depends(workspace)) -> Response:
         state.get("tasks", ws, id)  # 404 for another workspace's task
         state.delete("tasks", id)
-        return _json(True)
+        return json_response(True)
 
     @app.post(
         "/v1/ws/{workspaceId}/Tasks",
@@ -751,10 +562,10 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         openapi_extra=_body_doc("TaskCreateUpdateDto", _ref("TaskDto")),
     )
     async def create_task(request: Request, ws: int = Depends(workspace)) -> Response:
-        body = _validated("TaskCreateUpdateDto", await _read_json(request))
+        body = validated("TaskCreateUpdateDto", await read_json(request))
         if config.dotnet_defaults:
             body = _dotnet_task_defaults(body)
-        return _json(state.create_task(ws, body))
+        return json_response(state.create_task(ws, body))
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -779,7 +590,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
 
     @app.get("/v1/ws/{workspaceId}/Actors/{id}", tags=["Actors"], summary="One actor")
     async def actor(id: int, ws: int = Depends(workspace)) -> Response:
-        return _json(state.get("actors", ws, id))
+        return json_response(state.get("actors", ws, id))
 
     @app.post(
         "/v1/ws/{workspaceId}/Actors",
@@ -788,8 +599,8 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         openapi_extra=_body_doc("ActorDto", _ref("ActorDto")),
     )
     async def create_actor(request: Request, ws: int = Depends(workspace)) -> Response:
-        body = _validated("ActorDto", await _read_json(request))
-        return _json(state.create_actor(ws, body))
+        body = validated("ActorDto", await read_json(request))
+        return json_response(state.create_actor(ws, body))
 
     # --- processings -------------------------------------------------------------------------
 
@@ -837,7 +648,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
             key = str(uuid.UUID(id))
         except ValueError:
             raise QueryError("id", f"The value '{id}' is not valid.") from None
-        return _json(select_fields([state.get("processings", ws, key)], select)[0])
+        return json_response(select_fields([state.get("processings", ws, key)], select)[0])
 
     @app.post(
         "/v1/ws/{workspaceId}/DataProcessings/recipients/batch",
@@ -849,10 +660,10 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         ),
     )
     async def link_recipients(request: Request, ws: int = Depends(workspace)) -> Response:
-        body = _validated("ActorDataProcessingBatchDto", await _read_json(request))
-        return _json(state.link_actors(ws, body))
+        body = validated("ActorDataProcessingBatchDto", await read_json(request))
+        return json_response(state.link_actors(ws, body))
 
-    app.include_router(_admin_router(runtime))
+    app.include_router(admin_router(runtime))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -877,201 +688,3 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def _admin_router(runtime: SandboxRuntime) -> APIRouter:
-    """Test controls: `/_sandbox/*` (no Dastra auth, no rate limit, not counted)."""
-    router = APIRouter(prefix=ADMIN_PREFIX, tags=["sandbox admin"])
-    state, controls = runtime.state, runtime.controls
-
-    def ws_or_default(ws: int | None) -> int:
-        if ws is None:
-            return int(next(iter(state.workspaces)))
-        if not state.has_workspace(ws):
-            raise NotFoundError(f"workspace {ws}")
-        return ws
-
-    @router.get("", include_in_schema=False)
-    @router.get("/", include_in_schema=False)
-    @router.get("/info", summary="What the sandbox holds and where to look")
-    async def info() -> Response:
-        first = next(iter(state.workspaces))
-        return _json(
-            {
-                "workspaces": list(state.workspaces),
-                "defaultWorkspace": first,
-                "areas": [a["id"] for a in state.items("areas", first)],
-                "processings": [p["id"] for p in state.items("processings", first)],
-                "users": list(state.users),
-                "config": controls.describe(),
-                "docs": "/docs",
-            }
-        )
-
-    @router.post("/reset", summary="Back to the seeded state; clears faults, counts, config")
-    async def reset() -> Response:
-        runtime.reset()
-        return _json({"workspaces": list(state.workspaces)})
-
-    @router.get("/state", summary="The full state, or one workspace's (and one collection)")
-    async def full_state(ws: int | None = None, collection: str | None = None) -> Response:
-        if collection is not None and collection not in runtime.fields:
-            raise QueryError("collection", f"collection is one of {', '.join(runtime.fields)}")
-        if ws is not None:
-            ws_or_default(ws)
-        return _json(state.snapshot(ws, collection))
-
-    @router.get("/calls", summary="Calls per endpoint (METHOD /path/{template}) and statuses")
-    async def calls() -> Response:
-        return _json(
-            {
-                "calls": dict(controls.calls),
-                "statuses": {k: dict(v) for k, v in controls.statuses.items()},
-            }
-        )
-
-    @router.delete("/calls", summary="Zero the call counts and clear the rate limiter's log")
-    async def reset_calls() -> Response:
-        controls.calls.clear()
-        controls.statuses.clear()
-        controls.log.clear()
-        return _json({})
-
-    @router.get("/requests", summary="The rate limiter's log: each authenticated API call")
-    async def requests_log(since: float = 0.0) -> Response:
-        return _json(
-            [
-                {"at": entry.at, "endpoint": entry.endpoint, "admitted": entry.admitted}
-                for entry in controls.log
-                if entry.at >= since
-            ]
-        )
-
-    @router.get("/faults", summary="The faults still active")
-    async def faults() -> Response:
-        return _json([f.describe() for f in controls.faults])
-
-    @router.post("/faults", summary="Inject a fault (status, latency, hang or drop)")
-    async def add_fault(spec: FaultSpec) -> Response:
-        return _json(controls.add_fault(spec).describe(), 201)
-
-    @router.delete("/faults", summary="Clear every fault")
-    async def clear_faults() -> Response:
-        controls.faults.clear()
-        return _json({})
-
-    @router.delete("/faults/{fault_id}", summary="Clear one fault")
-    async def clear_fault(fault_id: str) -> Response:
-        controls.faults = [f for f in controls.faults if f.id != fault_id]
-        return _json({})
-
-    @router.get("/config", summary="Rate limiting and token lifetime in force")
-    async def get_config() -> Response:
-        return _json(controls.describe())
-
-    @router.post("/config", summary="Change rate limiting or token lifetime (until reset)")
-    async def set_config(spec: ConfigSpec) -> Response:
-        controls.configure(
-            rate_limit=spec.rate_limit,
-            rate_limit_windows=spec.rate_limit_windows,
-            token_lifetime_s=spec.token_lifetime_s,
-        )
-        return _json(controls.describe())
-
-    @router.post("/tokens/expire", summary="Invalidate every OAuth2 token issued so far")
-    async def expire_tokens() -> Response:
-        return _json({"expired": controls.expire_tokens()})
-
-    def rights_request_defaults(ws: int, body: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "title": "Rights request",
-            "locale": "fr",
-            "areaId": state.default_area(ws)["id"],
-            "purposes": ["Access"],
-            "channel": "Form",
-            **body,
-        }
-
-    @router.post("/rights-requests", summary="Create a rights request as a Dastra user would")
-    async def admin_create_rights_request(
-        request: Request, ws: int | None = None, backdate_s: float = 0.0
-    ) -> Response:
-        workspace_id = ws_or_default(ws)
-        body = rights_request_defaults(workspace_id, await _admin_body(request))
-        _validated("DataSubjectRequestDto", body)
-        return _json(
-            state.create_rights_request(
-                workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s
-            )
-        )
-
-    @router.patch("/rights-requests/{id}", summary="Update a rights request (bumps dateUpdate)")
-    async def admin_update_rights_request(id: int, request: Request) -> Response:
-        changes = _validated("DataSubjectRequestDto", await _admin_body(request), partial=True)
-        return _json(state.update_rights_request(id, changes))
-
-    @router.delete("/rights-requests/{id}", summary="Delete a rights request (in the app)")
-    async def admin_delete_rights_request(id: int) -> Response:
-        return _json(state.delete("rightsRequests", id))
-
-    @router.post("/tasks", summary="Create a task as a Dastra user would")
-    async def admin_create_task(
-        request: Request, ws: int | None = None, backdate_s: float = 0.0
-    ) -> Response:
-        workspace_id = ws_or_default(ws)
-        body = {"label": "Task", "priority": "Medium", **(await _admin_body(request))}
-        _validated("TaskCreateUpdateDto", body)
-        return _json(
-            state.create_task(workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s)
-        )
-
-    @router.patch("/tasks/{id}", summary="Update a task (bumps dateUpdate)")
-    async def admin_update_task(id: int, request: Request) -> Response:
-        changes = _validated("TaskCreateUpdateDto", await _admin_body(request), partial=True)
-        return _json(state.update_task(id, changes))
-
-    @router.delete("/tasks/{id}", summary="Delete a task (in the app)")
-    async def admin_delete_task(id: int) -> Response:
-        return _json(state.delete("tasks", id))
-
-    @router.post("/actors", summary="Create an actor as a Dastra user would")
-    async def admin_create_actor(request: Request, ws: int | None = None) -> Response:
-        workspace_id = ws_or_default(ws)
-        body = _validated("ActorDto", await _admin_body(request))
-        return _json(state.create_actor(workspace_id, body, creator=state.ui_user()))
-
-    @router.post("/bulk", summary="Create many rights requests, tasks or actors at once")
-    async def bulk(spec: BulkSpec) -> Response:
-        workspace_id = ws_or_default(spec.ws)
-        kind = "rightsRequests" if spec.kind == "rights-requests" else spec.kind
-        template = dict(spec.template)
-        if kind == "rightsRequests":
-            template = rights_request_defaults(
-                workspace_id, {"title": "Bulk request {n}", **template}
-            )
-            schema = "DataSubjectRequestDto"
-        elif kind == "tasks":
-            template = {"label": "Bulk task {n}", "priority": "Medium", **template}
-            schema = "TaskCreateUpdateDto"
-        else:
-            template = {"companyName": "Bulk vendor {n}", "actorType": "Morale", **template}
-            schema = "ActorDto"
-        _validated(schema, {k: v.replace("{n}", "1") if isinstance(v, str) else v
-                            for k, v in template.items()})  # fmt: skip
-        ids = state.bulk_create(kind, workspace_id, spec.count, template)
-        return _json({"created": len(ids), "firstId": ids[0], "lastId": ids[-1]}, 201)
-
-    return router
-
-
-async def _admin_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise _BadBodyError(400, {"$": ["The request body is not valid JSON."]}) from None
-    if not isinstance(body, dict):
-        raise _BadBodyError(400, {"$": ["The request body must be a JSON object."]})
-    return body
