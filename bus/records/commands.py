@@ -148,17 +148,21 @@ def _email(value: str | None) -> str | None:
     return value
 
 
+# Command members: camelCase on the wire, unknown members refused, text stripped.
+_STRICT = ConfigDict(
+    extra="forbid",
+    frozen=True,
+    alias_generator=to_camel,
+    populate_by_name=True,
+    str_strip_whitespace=True,
+)
+
+
 class TagRef(BaseModel):
     """A tag to put on the created object, by label (Dastra's TagDto without its type, which the
     action gives: DataSubject, Task or Actor). A plain string is a label too."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        str_strip_whitespace=True,
-    )
+    model_config = _STRICT
 
     label: str = Field(min_length=1, max_length=360)
     color: str | None = Field(default=None, max_length=10, description="e.g. #ff8800")
@@ -211,13 +215,7 @@ def _keys_by_pattern(schema: dict[str, Any]) -> None:
 class Command(BaseModel):
     """Fields every command has. Unknown fields are refused: a typo must not be lost silently."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        str_strip_whitespace=True,
-    )
+    model_config = _STRICT
 
     workspace_id: int | None = Field(
         default=None, ge=1, description="The Dastra workspace; default from configuration."
