@@ -329,6 +329,10 @@ class LagMonitor:
             answers = _wait(pending, deadline) if pending is not None else {}
         except FutureTimeoutError as exc:
             raise LagUnavailableError("describing the groups timed out") from exc
+        except KafkaAuthorizationError:
+            raise
+        except BusError as exc:  # no admin connection at all (the broker restarting)
+            raise LagUnavailableError(f"describing the groups failed: {exc}") from exc
         reads: dict[str, GroupRead] = {}
         for name in names:
             answer = answers[name]

@@ -16,6 +16,7 @@ from consumers.lag import (
     GroupSelection,
     LagMonitor,
     LagSnapshot,
+    LagUnavailableError,
     Sample,
     Status,
     evaluate_partition,
@@ -321,3 +322,14 @@ def test_status_rules(
 ) -> None:
     status, reason = evaluate_partition(history, current, owned, 3)
     assert status == expected, reason
+
+
+def test_groups_that_cannot_be_read_make_the_lag_unavailable_not_an_error() -> None:
+    # The broker away (restarting under the demo's --chaos): the groups' reader cannot even
+    # connect. Callers (`lag serve`, the demo) wait for the next refresh on LagUnavailableError;
+    # anything else ended the demo with "the demo could not run".
+    away = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    selection = GroupSelection(names=("dastra-agents",), prefix="dastra")
+    with LagMonitor(away, fast_lag_settings(timeout_s=2.0), selection) as monitor:
+        with pytest.raises(LagUnavailableError, match="describing the groups failed"):
+            monitor.refresh()
