@@ -143,6 +143,7 @@ class DemoReport:
     chaos: ChaosLog | None = None
     command_retries: int = 0  # sends repeated with the same Idempotency-Key
     wait_retries: int = 0  # `?wait` requests that timed out and were asked again
+    tail_renewals: int = 0  # the demo's own reader replaced after it stalled (`_Tail`)
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return self._flow_checks() + self._privacy_checks() + self._chaos_checks()
@@ -405,11 +406,23 @@ _PERSONAL = re.compile(rb"(?:subject|crm)[0-9]+@example\.org|Subject [0-9]+")
 _TRANSIENT = frozenset(
     {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 )
+_OUT_OF_RANGE = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+
+
+# A tail that has read nothing for this long while a partition's log end is past its position is
+# stalled: it closes its consumer and assigns a new one where it was.
+_TAIL_STALL_S = 10.0
 
 
 class _Tail(threading.Thread):
     """Reads the event, result and dead-letter topics (read_committed) from where they were
-    when the demo started, into the report; in a privacy mode, scans them for personal data."""
+    when the demo started, into the report; in a privacy mode, scans them for personal data.
+
+    Under `--chaos`, records on the topics could miss the tail after the broker's second or
+    third restart: a fetch answered "offset out of range" while the broker was starting made
+    librdkafka jump to the log end. So the tail never resets by itself (`auto.offset.reset`
+    error): it keeps its own positions, and on that error, or when it has read nothing for a
+    while with a log end past its position, it replaces its consumer where it was."""
 
     def __init__(self, kafka: KafkaSettings, report: DemoReport, lock: threading.Lock) -> None:
         super().__init__(name="demo-tail", daemon=True)
@@ -423,44 +436,87 @@ class _Tail(threading.Thread):
             kafka.topic(COMMAND_RESULTS): "results",
             kafka.topic(DEAD_LETTER): "dlq",
         }
-        self._consumer = Consumer(
-            kafka.confluent_config(
-                **{
-                    "group.id": f"demo-tail-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                }
-            )
-        )
-        start = []
+        self._consumer = self._new_consumer()
+        # The next offset to read, per partition: from the log ends when the demo starts.
+        self._positions: dict[tuple[str, int], int] = {}
         for topic in self._names:
             partitions = self._consumer.list_topics(topic, timeout=15).topics[topic].partitions
             for partition in partitions:
                 _low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), 15
                 )
-                start.append(TopicPartition(topic, partition, high))
-        self._consumer.assign(start)
+                self._positions[(topic, partition)] = high
+        self._assign()
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            self._kafka.confluent_config(
+                **{
+                    "group.id": f"demo-tail-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "error",
+                }
+            )
+        )
+
+    def _assign(self) -> None:
+        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._positions.items()])
+
+    def _stalled(self) -> bool:
+        """Is a partition's log end past the tail's position? (Read_committed, so an open
+        transaction looks the same for a while: then the tail is replaced for nothing.)"""
+        for (topic, partition), position in self._positions.items():
+            if self._halt.is_set():
+                return False
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), 1.0, cached=False
+                )
+            except KafkaException:
+                return False  # the broker is away: nothing to compare yet
+            if high > position:
+                return True
+        return False
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(10)
+        self.join(15)
+
+    def _renew(self) -> None:
+        """A new consumer, assigned at the tail's own positions."""
+        self._consumer.close()
+        self._consumer = self._new_consumer()
+        self._assign()
+        with self._lock:
+            self._report.tail_renewals += 1
 
     def run(self) -> None:
+        progress = time.monotonic()
         try:
             while not self._halt.is_set():
                 message = self._consumer.poll(0.2)
                 if message is None:
+                    if time.monotonic() - progress > _TAIL_STALL_S:
+                        progress = time.monotonic()
+                        if self._stalled():
+                            self._renew()
                     continue
                 error = message.error()
                 if error is not None:
+                    if error.code() in _OUT_OF_RANGE:
+                        # The broker is still loading its logs: ask again where we were.
+                        self._halt.wait(0.5)
+                        self._renew()
                     # Lost connections are reported, and recovered from, by librdkafka itself
                     # (the broker restarted under `--chaos`).
-                    if error.code() not in _TRANSIENT:
+                    elif error.code() not in _TRANSIENT:
                         with self._lock:
                             self._report.errors.append(f"tail: {error.str()}")
                     continue
                 topic = message.topic() or ""
+                self._positions[(topic, message.partition() or 0)] = (message.offset() or 0) + 1
+                progress = time.monotonic()
                 self._record(
                     self._names[topic], dict(header_pairs(message.headers())), message.value()
                 )
@@ -1113,5 +1169,6 @@ def _as_json(report: DemoReport) -> dict[str, Any]:
             **report.chaos.as_json(),
             "command_retries": report.command_retries,
             "wait_retries": report.wait_retries,
+            "tail_renewals": report.tail_renewals,
         },
     }
