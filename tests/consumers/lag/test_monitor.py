@@ -330,6 +330,8 @@ def test_groups_that_cannot_be_read_make_the_lag_unavailable_not_an_error() -> N
     # anything else ended the demo with "the demo could not run".
     away = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     selection = GroupSelection(names=("dastra-agents",), prefix="dastra")
-    with LagMonitor(away, fast_lag_settings(timeout_s=2.0), selection) as monitor:
-        with pytest.raises(LagUnavailableError, match="describing the groups failed"):
-            monitor.refresh()
+    with (
+        LagMonitor(away, fast_lag_settings(timeout_s=2.0), selection) as monitor,
+        pytest.raises(LagUnavailableError, match="describing the groups failed"),
+    ):
+        monitor.refresh()
