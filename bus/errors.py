@@ -20,7 +20,7 @@ boundary (`raise ... from exc`, so the `KafkaError` stays on `__cause__`). Calle
     └── ErasureError               (bus/erasure) an erasure could not read or write Kafka
 
 The second bases are kept for callers that catch the old ones: `KafkaUnavailableError` (and so
-its subclasses) is a `RuntimeError` because `dastra_kafka/demo.py` catches `RuntimeError`
+its subclasses) is a `RuntimeError` because `dastra_kafka/demo/` catches `RuntimeError`
 around the broker, the tailers and the lag monitor; `TopicMissingError` is a `KafkaException`
 (`exc.args[0]` is a `KafkaError`) because `read_to_end` raises either it or a plain
 `KafkaException`, and its callers (`bus/privacy/erasure.py`, `keystore.load_ring` via the demo, the

@@ -57,7 +57,7 @@ _QUIET.propagate = False
 class ErasureError(BusError, RuntimeError):
     """Kafka could not be read or written; nothing or only part was erased (run it again:
     erasure is idempotent). `unreachable`: Kafka could not be read, so nothing was written.
-    A `BusError` (bus/errors.py); still a RuntimeError, which `dastra_kafka/demo.py` catches."""
+    A `BusError` (bus/errors.py); still a RuntimeError, which `dastra_kafka/demo/` catches."""
 
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
         super().__init__(message)

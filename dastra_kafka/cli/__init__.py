@@ -61,7 +61,7 @@ _VERBS = (
     schemas,  # schemas export|check: the contract files (dastra_kafka/contracts/)
     recipes,  # recipes list|validate (consumers/recipes/language.py)
     privacy,  # privacy keygen|erase (bus/privacy, bus/privacy/erasure.py)
-    demo,  # demo: the whole pipeline, supervised (dastra_kafka/demo.py)
+    demo,  # demo: the whole pipeline, supervised (dastra_kafka/demo/)
     acls,  # acls: the Kafka ACLs each role needs (dastra_kafka/acls.py)
 )
 
