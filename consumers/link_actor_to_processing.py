@@ -68,7 +68,7 @@ async def handle(
 def processing_lane_key(command: LinkActorToProcessing, workspace_id: int) -> list[str]:
     """The processing activity of a link command in its workspace: links to one processing run
     one after the other."""
-    return [f"processing:{workspace_id}:{str(command.data_processing_id).lower()}"]
+    return [f"processing:{workspace_id}:{command.data_processing_id}"]
 
 
 SPEC = ActionSpec("link-actor-to-processing", LinkActorToProcessing, handle, processing_lane_key)

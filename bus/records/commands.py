@@ -175,6 +175,22 @@ Tags = Annotated[
     Field(max_length=50, description="Tags by label (a string) or as {label, color, id}."),
 ]
 
+
+def _keys_by_pattern(schema: dict[str, Any]) -> None:
+    # Pydantic writes a constrained key as patternProperties, which leaves other keys unchecked
+    # and which code generators (quicktype) read as a closed object: propertyNames says it. The
+    # values as "not an object", which generators type as a value of any type: an encrypted
+    # customFields is an object too, and TypeScript cannot merge it with a typed index
+    # signature. The model's finer limits (lengths, a list of strings) are in the description.
+    [(pattern, _values)] = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {"pattern": pattern}
+    schema["additionalProperties"] = {
+        "not": {"type": "object"},
+        "description": "Text (at most 4 000 characters), a number, true or false, the options "
+        "chosen (a list of at most 100 strings of at most 500 characters), or null.",
+    }
+
+
 # A rights request's custom fields, as Dastra's API carries them (`customFields`, an object of
 # the workspace's custom-field slugs): a slug names the field, the value is text, a number, a
 # yes/no, the options chosen, or null to leave it empty.
@@ -192,24 +208,9 @@ CustomFields = Annotated[
     Field(
         max_length=100,
         description="The workspace's custom fields of rights requests, by slug.",
-        json_schema_extra=lambda schema: _keys_by_pattern(schema),
+        json_schema_extra=_keys_by_pattern,
     ),
 ]
-
-
-def _keys_by_pattern(schema: dict[str, Any]) -> None:
-    # Pydantic writes a constrained key as patternProperties, which leaves other keys unchecked
-    # and which code generators (quicktype) read as a closed object: propertyNames says it. The
-    # values as "not an object", which generators type as a value of any type: an encrypted
-    # customFields is an object too, and TypeScript cannot merge it with a typed index
-    # signature. The model's finer limits (lengths, a list of strings) are in the description.
-    [(pattern, _values)] = schema.pop("patternProperties").items()
-    schema["propertyNames"] = {"pattern": pattern}
-    schema["additionalProperties"] = {
-        "not": {"type": "object"},
-        "description": "Text (at most 4 000 characters), a number, true or false, the options "
-        "chosen (a list of at most 100 strings of at most 500 characters), or null.",
-    }
 
 
 class Command(BaseModel):
@@ -375,7 +376,7 @@ def processing_record_key(command: Any) -> bytes:
     """The Kafka key of a link-actor-to-processing command: `processing:` and the processing
     activity's id (a uuid, lower case). Links to one processing then run on one worker, one
     at a time, so each reads the links the one before made (Dastra may not drop a duplicate)."""
-    return f"processing:{str(command.data_processing_id).lower()}".encode()
+    return f"processing:{command.data_processing_id}".encode()
 
 
 ACTOR_ACTIONS = frozenset({"create-actor", "find-or-create-actor"})

@@ -79,7 +79,7 @@ class DemoReport:
     chaos: ChaosLog | None = None
     command_retries: int = 0  # sends repeated with the same Idempotency-Key
     wait_retries: int = 0  # `?wait` requests that timed out and were asked again
-    tail_renewals: int = 0  # the demo's own reader replaced after it stalled (`Tail`)
+    tail_renewals: int = 0  # the demo's own reader replaced where it was (`Tail`)
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return self._flow_checks() + self._privacy_checks() + self._chaos_checks()

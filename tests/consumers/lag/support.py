@@ -118,19 +118,21 @@ def commit(kafka: KafkaSettings, group: str, offsets: Mapping[tuple[str, int], i
     must have no live members, as for an offset reset)."""
     consumer = Consumer(kafka.confluent_config(**{"group.id": group, "enable.auto.commit": False}))
     partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-    deadline = time.monotonic() + 30
+
+    def committed() -> bool:
+        try:
+            consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:
+            # A fresh cluster's first group: the offsets topic's coordinator is still being
+            # elected or loaded (NOT_COORDINATOR on Kafka 3.9), which librdkafka returns to a
+            # synchronous commit instead of retrying it.
+            if exc.args[0].code() in _COORDINATOR_MOVING:
+                return False
+            raise
+        return True
+
     try:
-        while True:
-            try:
-                consumer.commit(offsets=partitions, asynchronous=False)
-                return
-            except KafkaException as exc:
-                # A fresh cluster's first group: the offsets topic's coordinator is still being
-                # elected or loaded (NOT_COORDINATOR on Kafka 3.9), which librdkafka returns to a
-                # synchronous commit instead of retrying it.
-                if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_for(committed, 30, f"the coordinator of group {group} to take a commit", every=0.2)
     finally:
         consumer.close()
 
