@@ -52,20 +52,57 @@ above, pure), `window` (the window and its topic), `monitor` (reading Kafka, `La
 
 from __future__ import annotations
 
-from bus.records.lag import LagWindowKey, LagWindowRecord, Status, StatusRecord, WindowRecord
-from consumers.lag.evaluation import evaluate_partition
-from consumers.lag.model import (
-    GroupLag,
-    GroupSelection,
-    LagSnapshot,
-    LagUnavailableError,
-    PartitionLag,
-    Sample,
-    StatusChange,
-    project_group_prefix,
-)
-from consumers.lag.monitor import LagMonitor
-from consumers.lag.window import KafkaWindowStore, LagWindow, WindowStore
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bus.records.lag import LagWindowKey, LagWindowRecord, Status, StatusRecord, WindowRecord
+    from consumers.lag.evaluation import evaluate_partition
+    from consumers.lag.model import (
+        GroupLag,
+        GroupSelection,
+        LagSnapshot,
+        LagUnavailableError,
+        PartitionLag,
+        Sample,
+        StatusChange,
+        project_group_prefix,
+    )
+    from consumers.lag.monitor import LagMonitor
+    from consumers.lag.window import KafkaWindowStore, LagWindow, WindowStore
+
+# Imported when first used, not with the package: the settings of every role import
+# `consumers.lag.settings`, and the CLI should not load the monitor (aiokafka) to read them.
+_EXPORTS = {
+    "LagWindowKey": "bus.records.lag",
+    "LagWindowRecord": "bus.records.lag",
+    "Status": "bus.records.lag",
+    "StatusRecord": "bus.records.lag",
+    "WindowRecord": "bus.records.lag",
+    "evaluate_partition": "consumers.lag.evaluation",
+    "GroupLag": "consumers.lag.model",
+    "GroupSelection": "consumers.lag.model",
+    "LagSnapshot": "consumers.lag.model",
+    "LagUnavailableError": "consumers.lag.model",
+    "PartitionLag": "consumers.lag.model",
+    "Sample": "consumers.lag.model",
+    "StatusChange": "consumers.lag.model",
+    "project_group_prefix": "consumers.lag.model",
+    "LagMonitor": "consumers.lag.monitor",
+    "KafkaWindowStore": "consumers.lag.window",
+    "LagWindow": "consumers.lag.window",
+    "WindowStore": "consumers.lag.window",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "GroupLag",

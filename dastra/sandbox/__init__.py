@@ -7,13 +7,40 @@ See `app.py` for the API, `admin_api.py` for the `/_sandbox` test controls, `ser
 run it.
 """
 
-from dastra.sandbox.admin import SandboxAdmin, SandboxAdminError
-from dastra.sandbox.app import ADMIN_PREFIX, ADMIN_TOKEN_HEADER, create_app
-from dastra.sandbox.controls import FaultSpec
-from dastra.sandbox.server import SandboxServer, serve
-from dastra.sandbox.settings import SandboxSettings
+import importlib
+from typing import TYPE_CHECKING
 
-SandboxConfig = SandboxSettings
+if TYPE_CHECKING:
+    from dastra.sandbox.admin import SandboxAdmin, SandboxAdminError
+    from dastra.sandbox.app import ADMIN_PREFIX, ADMIN_TOKEN_HEADER, create_app
+    from dastra.sandbox.controls import FaultSpec
+    from dastra.sandbox.server import SandboxServer, serve
+    from dastra.sandbox.settings import SandboxSettings
+
+
+# Imported when first used, not with the package: the settings of every role import
+# `dastra.sandbox.settings`, and the CLI should not load the sandbox's web app to read them.
+_EXPORTS = {
+    "SandboxAdmin": "dastra.sandbox.admin",
+    "SandboxAdminError": "dastra.sandbox.admin",
+    "ADMIN_PREFIX": "dastra.sandbox.app",
+    "ADMIN_TOKEN_HEADER": "dastra.sandbox.app",
+    "create_app": "dastra.sandbox.app",
+    "FaultSpec": "dastra.sandbox.controls",
+    "SandboxServer": "dastra.sandbox.server",
+    "serve": "dastra.sandbox.server",
+    "SandboxSettings": "dastra.sandbox.settings",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -21,7 +48,6 @@ __all__ = [
     "FaultSpec",
     "SandboxAdmin",
     "SandboxAdminError",
-    "SandboxConfig",
     "SandboxServer",
     "SandboxSettings",
     "create_app",

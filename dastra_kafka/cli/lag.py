@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console, Group
@@ -14,14 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from consumers.lag import (
-    GroupLag,
-    GroupSelection,
-    LagMonitor,
-    LagSnapshot,
-    LagUnavailableError,
-    Status,
-)
+from bus.records.lag import Status
 from dastra_kafka.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -30,6 +24,9 @@ from dastra_kafka.cli._common import (
     settings_of,
 )
 from dastra_kafka.settings import Settings
+
+if TYPE_CHECKING:  # the monitor (aiokafka) is imported when a lag verb runs, not by --help
+    from consumers.lag import GroupLag, GroupSelection, LagMonitor, LagSnapshot
 
 __all__ = ["register"]
 
@@ -60,10 +57,14 @@ _COLOURS = {
 def _selection(settings: Settings, groups: list[str], all_groups: bool) -> GroupSelection:
     if groups and all_groups:
         fail("--group and --all exclude each other", EXIT_BAD_INPUT)
+    from consumers.lag import GroupSelection
+
     return GroupSelection.of(settings.kafka, settings.lag, groups, all_groups)
 
 
 def _open(settings: Settings, selection: GroupSelection) -> LagMonitor:
+    from consumers.lag import LagMonitor, LagUnavailableError
+
     monitor = LagMonitor(settings.kafka, settings.lag, selection)
     try:
         monitor.open()
@@ -74,6 +75,7 @@ def _open(settings: Settings, selection: GroupSelection) -> LagMonitor:
 
 def _refresh(settings: Settings, monitor: LagMonitor) -> LagSnapshot:
     from bus.errors import KafkaAuthorizationError
+    from consumers.lag import LagUnavailableError
 
     try:
         return monitor.refresh()
@@ -158,6 +160,7 @@ def serve(
     """Serve /metrics (kafka-lag-exporter names), /api/lag and a live web page."""
     import uvicorn
 
+    from consumers.lag import LagMonitor
     from consumers.lag.web import create_app
 
     settings = settings_of(ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -17,16 +18,10 @@ from dastra_kafka.cli._common import (
     fail,
     settings_of,
 )
-from dastra_kafka.contracts.compat import Incompatibility
-from dastra_kafka.contracts.schemagen import (
-    SCHEMAS_DIR,
-    Drift,
-    breaking_changes,
-    committed_files,
-    drift,
-    generate,
-    schema_compatibility,
-)
+
+if TYPE_CHECKING:  # the contract tooling (jsonschema) is imported when a verb runs, not by --help
+    from dastra_kafka.contracts.compat import Incompatibility
+    from dastra_kafka.contracts.schemagen import Drift
 
 __all__ = ["register"]
 
@@ -43,6 +38,8 @@ def _generate(
 ) -> tuple[Path, dict[str, bytes], dict[str, Compatibility]]:
     # The file as written, without KAFKA_REPLICATION_FACTOR: the output must not depend on the
     # environment of whoever runs the export.
+    from dastra_kafka.contracts.schemagen import generate, schema_compatibility
+
     catalogue = load_catalogue(catalogue_of(settings_of(ctx)).path)
     try:
         files = generate(catalogue)
@@ -69,6 +66,8 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Write every generated file; refuse a breaking change unless --allow-breaking."""
+    from dastra_kafka.contracts.schemagen import breaking_changes, committed_files, drift
+
     base, files, modes = _generate(ctx, root)
     breaking = breaking_changes(committed_files(base), files, modes)
     if breaking and not allow_breaking:
@@ -116,6 +115,8 @@ def check_command(
 ) -> None:
     """Exit 1 when the files differ from what the code generates (drift) or when the code's
     schemas break consumers of the committed ones (on disk, and at --against)."""
+    from dastra_kafka.contracts.schemagen import breaking_changes, committed_files, drift
+
     base, files, modes = _generate(ctx, root)
     drifted = drift(base, files)
     breaking = breaking_changes(committed_files(base), files, modes)
@@ -164,6 +165,8 @@ def _print_check(
             console, "breaking changes for consumers of the committed schemas:", breaking
         )
     if not drifted and not breaking:
+        from dastra_kafka.contracts.schemagen import SCHEMAS_DIR
+
         console.print(f"{total} contract files match the code under {SCHEMAS_DIR}/ and docs/")
 
 

@@ -27,7 +27,6 @@ from dastra_kafka.cli._common import (
     fail,
     settings_of,
 )
-from dastra_kafka.contracts.registry import unknown_schema_names
 from dastra_kafka.settings import Settings
 
 __all__ = ["register"]
@@ -121,6 +120,8 @@ def check_command(
     names a key or value schema that no contract defines (dastra_kafka/contracts/registry.py).
     Warns (exit code unchanged) about topics that can carry personal data with unbounded
     retention."""
+    from dastra_kafka.contracts.registry import unknown_schema_names  # jsonschema: not for --help
+
     settings = settings_of(ctx)
     warnings = _warn_retention(settings, as_json)
     unknown = unknown_schema_names(catalogue_of(settings))
