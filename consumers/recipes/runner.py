@@ -172,7 +172,9 @@ class RecipeMetrics:
         )
         self.leader = Gauge(
             "dastra_recipe_schedule_leader",
-            "1 while this worker is the group's schedule leader (it runs the periodic recipes)",
+            "1 while this worker is its consumer group's schedule leader (it runs the periodic "
+            "recipes), else 0",
+            ["group"],
             registry=r,
         )
 
@@ -287,6 +289,8 @@ class RecipeRunner:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._schedules: list[asyncio.Task[None]] = []
         self._leader = False
+        self._leader_gauge = self.metrics.leader.labels(self._kafka.topic(self._worker.app_id))
+        self._leader_gauge.set(0)
         self._last_check: dict[str, float] = {}  # recipe -> monotonic start of its last check
         self._stop = asyncio.Event()
 
@@ -414,7 +418,7 @@ class RecipeRunner:
             return
         scheduled = [recipe for recipe in self._recipes if recipe.schedule is not None]
         self._leader = True
-        self.metrics.leader.set(1)
+        self._leader_gauge.set(1)
         _log.info("recipes.schedule_leader", recipes=[recipe.name for recipe in scheduled])
         self._schedules = [
             asyncio.create_task(self._schedule(recipe), name=f"schedule {recipe.name}")
@@ -429,7 +433,7 @@ class RecipeRunner:
             await asyncio.wait(tasks)
         if self._leader:
             self._leader = False
-            self.metrics.leader.set(0)
+            self._leader_gauge.set(0)
             _log.info("recipes.schedule_leader_lost")
 
     # --- trigger records ---------------------------------------------------------------------

@@ -62,7 +62,8 @@ def _checks(worker: WorkerProcess) -> float:
 
 
 def _leads(worker: WorkerProcess) -> bool:
-    return worker.metric("dastra_recipe_schedule_leader") == 1.0
+    group = worker.kafka.topic("dastra-agents")  # the consumer group: the app id, prefixed
+    return worker.metric("dastra_recipe_schedule_leader", group=group) == 1.0
 
 
 @pytest.mark.parametrize("end", ["stop", "kill"])
