@@ -17,5 +17,7 @@ RUN pip install --no-cache-dir --constraint requirements.lock . \
     && cd / && rm -rf /src && useradd --system --uid 10001 dastra
 WORKDIR /app
 USER dastra
-ENV SERVICE_HOST=0.0.0.0
+# JSON log lines on stderr (bus/logs.py), one object per line, for the log collector.
+ENV SERVICE_HOST=0.0.0.0 \
+    SERVICE_LOG_JSON=true
 CMD ["dastra-kafka", "--help"]

@@ -9,11 +9,13 @@ trigger topics are consumed by this app too. Serves, on the Faust web server
 
     GET /metrics   Prometheus metrics of the agents (per action: succeeded, failed, retried,
                    dead-lettered, duplicates; latency and duration histograms; in flight), of
-                   the recipes (runs, steps, dead letters, periodic checks), of the Dastra
+                   the recipes (runs, steps, dead letters, periodic checks, schedule leader
+                   `dastra_recipe_schedule_leader`), of the Dastra
                    client (`dastra_client_*`), Faust's own sensors (`faust_*`: messages in,
                    sends, commits, rebalances, offsets per partition) and the process
     GET /ready     200 once partitions are assigned and the result index (and the recipes'
-                   run state) is caught up, else 503
+                   run state) is caught up, else 503; with recipes, `recipeScheduleLeader`
+                   says whether this worker runs the periodic ones
 
 Nothing happens at import time: `create_app(settings)` builds the app, and starting it (a
 `faust.Worker`, as `dastra-kafka worker` does) opens the Dastra client, the producer and the
@@ -38,7 +40,7 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus.settings import KafkaSettings
-from bus.topics import RECORD_MAX_BYTES
+from bus.topics import RECORD_MAX_BYTES, command_topic
 from consumers import (
     create_actor,
     create_rights_request,
@@ -146,7 +148,8 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
     enabled `recipes` (default: those the settings enable; `RecipeError` when one is invalid).
 
     Its id, which is also its consumer group, is KAFKA_TOPIC_PREFIX + WORKER_APP_ID; it declares
-    no internal topic (no tables, no leader topic).
+    no internal topic (no tables, no leader topic: the recipes' schedule leader is the member
+    holding partition 0 of the first command topic it consumes).
     """
     if recipes is None:
         recipes = runnable_recipes(settings)
@@ -191,8 +194,15 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
         dispatcher.attach(app, _SPECS[action])
     runner: RecipeRunner | None = None
     if recipes:
+        # The schedule leader holds partition 0 of the first command topic this worker consumes
+        # (create-task's by default): a topic of the group, so no leader topic of Faust's.
+        leader_topic = kafka.topic(command_topic(worker.selected_actions()[0]))
         runner = RecipeRunner(
-            settings, recipes, on_crash=app.crash, registry=dispatcher.metrics.registry
+            settings,
+            recipes,
+            leader_topic=leader_topic,
+            on_crash=app.crash,
+            registry=dispatcher.metrics.registry,
         )
         runner.attach(app)
     app.recipes = runner
@@ -226,6 +236,7 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
         if runner is not None:
             body["recipes"] = [recipe.name for recipe in runner.recipes]
             body["recipeTriggersInFlight"] = runner.in_flight
+            body["recipeScheduleLeader"] = runner.leader
         return web.json(body, status=200 if is_ready else 503)
 
     return app

@@ -37,11 +37,17 @@ Records with the same key run in order; other records run concurrently, at most
 RECIPES_MAX_IN_FLIGHT taken from Kafka and unfinished (the keyed engine of the agents,
 `consumers/_keyed.py`, with one lane per topic and key). On a rebalance, runs in flight get
 WORKER_REVOKE_GRACE_S, then are abandoned unacknowledged; the new owner reads
-dastra.recipe-runs.v1 to its end before it starts, and resumes them. Periodic recipes run in
-every worker (each run is idempotent by its key and command ids, so several workers checking
-at once create nothing twice).
+dastra.recipe-runs.v1 to its end before it starts, and resumes them.
 
-    runner = RecipeRunner(settings, recipes, on_crash=app.crash, registry=registry)
+Periodic recipes run in one worker of the group, the schedule leader: the worker assigned
+partition 0 of `leader_topic`, a topic the whole group consumes (the app passes the command topic
+of the worker's first action, `dastra.commands.create-task.v1` by default). Kafka's group
+protocol gives each partition to one member, so there is one leader per group, without a topic of
+its own; leadership moves with that partition. A worker stops its periodic checks as soon as the
+partition is revoked (a check cut short is resumed by the next one: runs are idempotent by their
+key and command ids), and the worker assigned it starts them once the run state is caught up.
+
+    runner = RecipeRunner(settings, recipes, leader_topic=topic, on_crash=app.crash)
     runner.attach(app)                       # the trigger agents
     await runner.start(dispatcher.index, dispatcher.dastra, dispatcher.keys)
 """
@@ -164,6 +170,13 @@ class RecipeMetrics:
             ["recipe", "outcome"],
             registry=r,
         )
+        self.leader = Gauge(
+            "dastra_recipe_schedule_leader",
+            "1 while this worker is its consumer group's schedule leader (it runs the periodic "
+            "recipes), else 0",
+            ["group"],
+            registry=r,
+        )
 
 
 class _RunFailed(Exception):  # noqa: N818 - control flow inside a run
@@ -232,10 +245,12 @@ class RecipeRunner:
         settings: WorkerConfig,
         recipes: Sequence[Recipe],
         *,
+        leader_topic: str,
         on_crash: Callable[[BaseException], Awaitable[None]],
         registry: CollectorRegistry | None = None,
     ) -> None:
         self._settings = settings
+        self._leader_topic = leader_topic  # physical name; its partition 0 makes the leader
         self._kafka = settings.kafka
         self._options = settings.recipes
         self._worker = settings.worker
@@ -273,6 +288,10 @@ class RecipeRunner:
         )
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._schedules: list[asyncio.Task[None]] = []
+        self._leader = False
+        self._leader_gauge = self.metrics.leader.labels(self._kafka.topic(self._worker.app_id))
+        self._leader_gauge.set(0)
+        self._last_check: dict[str, float] = {}  # recipe -> monotonic start of its last check
         self._stop = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -294,6 +313,11 @@ class RecipeRunner:
     @property
     def in_flight(self) -> int:
         return self._engine.in_flight
+
+    @property
+    def leader(self) -> bool:
+        """This worker runs the periodic recipes (it holds partition 0 of the leader topic)."""
+        return self._leader
 
     def attach(self, app: faust.App) -> None:
         """Declare one agent per trigger topic: a thin loop handing every event to `submit`."""
@@ -319,7 +343,8 @@ class RecipeRunner:
     async def start(
         self, index: ResultIndex, dastra: DastraClient, keys: KeyStore | None = None
     ) -> None:
-        """Open the producer, the run store and the step results; start periodic recipes.
+        """Open the producer, the run store and the step results (periodic recipes start when
+        this worker becomes the schedule leader, at an assignment).
         `index`, `dastra` and `keys` (the key store) are the dispatcher's, which owns them."""
         self._dastra = dastra
         self._privacy.use(keys)
@@ -335,27 +360,19 @@ class RecipeRunner:
         await self._store.start(await producer.partitions_for(self._kafka.topic(RECIPE_RUNS)))
         self._results = StepResults(self._kafka, index)
         await self._results.start(await producer.partitions_for(self._kafka.topic(COMMAND_RESULTS)))
-        for recipe in self._recipes:
-            if recipe.schedule is not None:
-                self._schedules.append(
-                    asyncio.create_task(self._schedule(recipe), name=f"schedule {recipe.name}")
-                )
         _log.info(
             "recipes.started",
             recipes=[recipe.name for recipe in self._recipes],
             topics=self.trigger_topics,
+            leader_topic=self._leader_topic,
         )
 
     async def drain(self) -> None:
         """Stop taking records and periodic checks; give runs in flight
         WORKER_SHUTDOWN_GRACE_S to finish."""
         self._stop.set()
+        await self._stop_schedules()
         await self._engine.drain(self._worker.shutdown_grace_s)
-        for task in self._schedules:
-            task.cancel()
-        if self._schedules:
-            await asyncio.wait(self._schedules)
-        self._schedules = []
 
     async def close(self) -> None:
         """Close what `start` opened (after `drain`)."""
@@ -372,13 +389,16 @@ class RecipeRunner:
     # --- rebalances --------------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        """Before the partitions move: finish or abandon the runs in flight."""
+        """Before the partitions move: stop the periodic checks if this worker was the leader
+        (the partition may go to another worker), then finish or abandon the runs in flight."""
+        await self._stop_schedules()
         if self._engine.in_flight:
             _log.info("recipes.revoked", partitions=len(revoked), in_flight=self._engine.in_flight)
         await self._engine.end_epoch(self._worker.revoke_grace_s)
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        """After an assignment: read the run state to its end, then process."""
+        """After an assignment: read the run state to its end, then process; with partition 0
+        of the leader topic, also start the periodic checks."""
         store = self._require(self._store, "run store")
         began = time.monotonic()
         await store.catch_up(self._options.state_timeout_s)
@@ -390,6 +410,31 @@ class RecipeRunner:
             took_s=round(time.monotonic() - began, 3),
         )
         self._engine.open()
+        if any(tp.topic == self._leader_topic and tp.partition == 0 for tp in assigned):
+            self._start_schedules()
+
+    def _start_schedules(self) -> None:
+        if self._leader or self._stop.is_set():
+            return
+        scheduled = [recipe for recipe in self._recipes if recipe.schedule is not None]
+        self._leader = True
+        self._leader_gauge.set(1)
+        _log.info("recipes.schedule_leader", recipes=[recipe.name for recipe in scheduled])
+        self._schedules = [
+            asyncio.create_task(self._schedule(recipe), name=f"schedule {recipe.name}")
+            for recipe in scheduled
+        ]
+
+    async def _stop_schedules(self) -> None:
+        tasks, self._schedules = self._schedules, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._leader:
+            self._leader = False
+            self._leader_gauge.set(0)
+            _log.info("recipes.schedule_leader_lost")
 
     # --- trigger records ---------------------------------------------------------------------
 
@@ -864,8 +909,12 @@ class RecipeRunner:
         store = self._require(self._store, "run store")
         try:
             await store.catch_up(self._options.state_timeout_s)
-            while not self._engine.stopping:
-                began = time.monotonic()
+            # Leader again after a rebalance: keep the pace of the checks already made here.
+            last = self._last_check.get(recipe.name)
+            if last is not None:
+                await self._pause(every - (time.monotonic() - last))
+            while not self._engine.stopping and not self._stop.is_set():
+                began = self._last_check[recipe.name] = time.monotonic()
                 try:
                     runs = await self._check(recipe)
                 except DastraError as exc:
@@ -874,16 +923,19 @@ class RecipeRunner:
                 else:
                     self.metrics.checks.labels(recipe.name, "ok").inc()
                     _log.info("recipes.checked", recipe=recipe.name, runs=runs)
-                left = every - (time.monotonic() - began)
-                if left > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._stop.wait()
+                await self._pause(every - (time.monotonic() - began))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             _log.exception("recipes.crash", recipe=recipe.name)
             await self._engine.crash(exc)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when the runner stops."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stop.wait()
 
     async def _check(self, recipe: Recipe) -> int:
         """One periodic check: run the recipe for each matching item; the number of runs."""
