@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-__all__ = ["OtlpReceiver", "SpanView", "in_memory_spans", "views_of"]
+__all__ = ["OtlpReceiver", "SpanView", "fresh_tracing_globals", "in_memory_spans", "views_of"]
 
 # The OTLP span kinds (SPAN_KIND_INTERNAL = 1, ...) by the API's names.
 _OTLP_KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
@@ -64,24 +64,33 @@ def views_of(spans: Iterator[ReadableSpan] | tuple[ReadableSpan, ...]) -> list[S
 
 
 @contextmanager
-def in_memory_spans() -> Iterator[InMemorySpanExporter]:
-    """An SDK provider as this process's global one for the block, every span kept in memory;
-    the previous (no-op) global is back afterwards, so other tests stay untraced.
+def fresh_tracing_globals() -> Iterator[None]:
+    """For the block, a global tracer provider may be set (once) again; the previous one (the
+    API's no-op proxy) is back afterwards, so other tests stay untraced.
 
     The API lets a process set its provider once; OpenTelemetry's own test utilities
     (`opentelemetry.test.globals_test.reset_trace_globals`) reset these two globals the same way.
     """
+    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    try:
+        yield
+    finally:
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+
+
+@contextmanager
+def in_memory_spans() -> Iterator[InMemorySpanExporter]:
+    """An SDK provider as this process's global one for the block, every span kept in memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    try:
-        yield exporter
-    finally:
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
-        provider.shutdown()
+    with fresh_tracing_globals():
+        trace.set_tracer_provider(provider)
+        try:
+            yield exporter
+        finally:
+            provider.shutdown()
 
 
 def _value(value: AnyValue) -> Any:

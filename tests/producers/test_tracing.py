@@ -211,7 +211,7 @@ def test_a_poller_event_s_trace_reaches_its_hook_delivery(
 
                     asyncio.run(cycle())  # the cursor starts now
                     asyncio.run(cycle(create=True))  # publishes the new task
-                    wait_for(lambda: recorder.accepted("/traced"), 20, "the hook delivery")
+                    wait_for(lambda: bool(recorder.accepted("/traced")), 20, "the hook delivery")
 
                     def delivered() -> list[SpanView]:
                         return [
@@ -220,7 +220,7 @@ def test_a_poller_event_s_trace_reaches_its_hook_delivery(
                             if s.attributes.get("dastra_kafka.hook.outcome") == "delivered"
                         ]
 
-                    wait_for(delivered, 10, "the delivery's span")
+                    wait_for(lambda: bool(delivered()), 10, "the delivery's span")
         finally:
             stop_webhook(api)
         spans = views_of(exporter.get_finished_spans())
