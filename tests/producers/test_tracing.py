@@ -2,20 +2,22 @@
 in-memory exporter) and the real `dastra-kafka worker` (a subprocess exporting over OTLP/HTTP to
 a receiver here, because OTEL_EXPORTER_OTLP_ENDPOINT names it). The trace context crosses Kafka
 only in the records' `ce_traceparent` headers. Also: a poller event's trace reaches the hook
-delivery it causes; no span of either holds the command's personal data or a URL's query."""
+delivery it causes, and the recipe run it triggers and that run's command; no span holds the
+command's personal data or a URL's query."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 
-from bus.envelope import header_dict
+from bus.envelope import encode_binary, header_dict, new_event
 from bus.hooks.settings import HooksSettings
 from bus.settings import KafkaSettings
-from bus.topics import COMMAND_RESULTS, TASKS, TopicCatalogue, command_topic
+from bus.topics import COMMAND_RESULTS, RIGHTS_REQUESTS, TASKS, TopicCatalogue, command_topic
 from bus.tracing import TRACEPARENT_HEADER
 from dastra.client import DastraClient
 from dastra.sandbox import SandboxServer
@@ -23,7 +25,7 @@ from dastra.settings import DastraSettings
 from producers.poller import Poller
 from producers.poller.settings import PollerSettings
 from producers.webhook.settings import WebhookSettings
-from tests.consumers.agents_support import WorkerProcess
+from tests.consumers.agents_support import RecordProducer, WorkerProcess
 from tests.consumers.test_hooks import DispatcherThread
 from tests.kafka_helpers import create_catalogue_topics, delete_topics, read_all, unique, wait_for
 from tests.producers.conftest import LOOPBACK, TOKEN, start_webhook, stop_webhook
@@ -59,6 +61,8 @@ def traced_worker(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         # The batch processor's export interval (default 5 s): the spans come sooner.
         OTEL_BSP_SCHEDULE_DELAY="100",
+        RECIPES_ENABLE="new-request-dpo-task",
+        RECIPES_DPO_USER_ID="302",
     ) as process:
         yield process
 
@@ -235,3 +239,57 @@ def test_a_poller_event_s_trace_reaches_its_hook_delivery(
     assert delivery.attributes["dastra_kafka.hook.outcome"] == "delivered"
     everything = _values([published, delivery])
     assert "secret" not in everything and "Call the subject back" not in everything
+
+
+def test_a_poller_event_s_trace_reaches_the_recipe_run_and_its_command(
+    traced_kafka: KafkaSettings,
+    traced_worker: WorkerProcess,
+    receiver: OtlpReceiver,
+    sandbox: SandboxServer,
+) -> None:
+    sandbox.admin.configure(rate_limit=False)
+    ws = sandbox.workspace_id
+    request = sandbox.admin.create_rights_request(title=f"Request {unique('rr')}")
+    # The event as the poller publishes it, in a trace of its own (the poller's send span).
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    headers, value = encode_binary(
+        new_event(
+            type="eu.dastra.rights_request.created",
+            source=f"dastra://workspaces/{ws}",
+            id=f"dastra:{ws}:rights_request.created:{request['id']}",
+            subject=str(request["id"]),
+            data=request,
+        )
+    )
+    headers.append((TRACEPARENT_HEADER, f"00-{trace_id}-{parent_id}-01".encode()))
+    producer = RecordProducer(traced_kafka)
+    try:
+        producer.send(RIGHTS_REQUESTS, [(f"{ws}:{request['id']}".encode(), headers, value)])
+    finally:
+        producer.close()
+
+    requests = traced_kafka.topic(RIGHTS_REQUESTS)
+    commands = traced_kafka.topic(command_topic("create-task"))
+    results = traced_kafka.topic(COMMAND_RESULTS)
+
+    def spans() -> list[SpanView]:
+        return [s for s in receiver.spans() if s.trace_id == trace_id]
+
+    def complete() -> bool:
+        names = {s.name for s in spans()}
+        return {f"process {requests}", f"send {commands}", f"process {commands}"} <= names and (
+            f"send {results}" in names
+        )
+
+    wait_for(complete, 60, "the recipe's spans")
+    found = spans()
+    triggered = _one(found, f"process {requests}", "CONSUMER")
+    step = _one(found, f"send {commands}", "PRODUCER")
+    executed = _one(found, f"process {commands}", "CONSUMER")
+    assert triggered.parent_id == parent_id
+    assert step.parent_id == triggered.span_id
+    assert step.attributes["dastra_kafka.recipe"] == "new-request-dpo-task"
+    assert executed.parent_id == step.span_id
+    [created] = [s for s in found if s.name == "POST /v1/ws/{ws}/Tasks"]
+    assert created.parent_id == executed.span_id
+    assert request["title"] not in _values(found)
