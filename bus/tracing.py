@@ -29,7 +29,16 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from bus.envelope import RecordHeaders
@@ -50,6 +59,25 @@ TRACESTATE_HEADER = "ce_tracestate"
 _SCOPE = "dastra-kafka"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _cached: tuple[TracerProvider, Tracer] | None = None
+
+
+def _off() -> bool:
+    """No SDK installed: every span would be the API's no-op one, so none is even started."""
+    return isinstance(trace.get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider))
+
+
+@contextmanager
+def _passing(parent: otel_context.Context | None) -> Iterator[Span]:
+    """Tracing off: no span; a record's context, if any, is made current so that `inject`
+    passes it on unchanged."""
+    if parent is None:
+        yield INVALID_SPAN
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield trace.get_current_span(parent)
+    finally:
+        otel_context.detach(token)
 
 
 def _tracer() -> Tracer:
@@ -118,6 +146,10 @@ def span(
 ) -> Iterator[Span]:
     """A span made current for the block; `parent` (say, from `context_of`) instead of the
     current context when given. Attributes must be ids, never personal data."""
+    if _off():
+        with _passing(parent) as passed:
+            yield passed
+        return
     with _tracer().start_as_current_span(
         name,
         context=parent,
@@ -142,6 +174,9 @@ def sending(
     event_type: str | None = None,
 ) -> Iterator[Span]:
     """The PRODUCER span of one record: `inject` the headers inside it."""
+    if _off():
+        yield INVALID_SPAN
+        return
     attributes: dict[str, Any] = {
         "messaging.system": "kafka",
         "messaging.operation.type": "send",
@@ -167,6 +202,11 @@ def processing(
 ) -> Iterator[Span]:
     """The CONSUMER span of processing one record, a child of the context its headers carry
     (a new trace when they carry none)."""
+    parent = context_of(headers)
+    if _off():
+        with _passing(parent) as passed:
+            yield passed
+        return
     found: dict[str, Any] = {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",
@@ -178,7 +218,6 @@ def processing(
         found["messaging.message.id"] = message_id
     if attributes:
         found.update(attributes)
-    parent = context_of(headers)
     with span(
         f"process {topic}",
         kind=SpanKind.CONSUMER,

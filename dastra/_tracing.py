@@ -19,7 +19,16 @@ from contextlib import contextmanager
 
 import httpx
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
 
 __all__ = ["client_span", "url_without_query"]
 
@@ -47,6 +56,9 @@ def url_without_query(base_url: str, path: str) -> httpx.URL:
 @contextmanager
 def client_span(method: str, base_url: str, path: str, template: str) -> Iterator[Span]:
     """The span of one attempt, current for the block."""
+    if isinstance(trace.get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider)):
+        yield INVALID_SPAN  # no SDK: not even a no-op span to build
+        return
     url = url_without_query(base_url, path)
     with _tracer().start_as_current_span(
         f"{method} {template}",

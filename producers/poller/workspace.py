@@ -230,7 +230,7 @@ class WorkspacePoller:
                 producer.produce(keys_topic, key=key, value=value)
             for kind, item, data in shaped:
                 with sending(topic, event_type=f"eu.dastra.{resource.entity}.{kind}") as span:
-                    span.set_attribute("dastra.workspace.id", self.workspace_id)
+                    span.set_attribute("dastra_kafka.workspace.id", self.workspace_id)
                     self._produce_event(producer, topic, partition, resource, kind, item, data)
             for plan, audit in erasures:
                 for key, tomb in plan.key_topic_records(audit.audit_id, audit.at):
