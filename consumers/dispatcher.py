@@ -8,6 +8,8 @@ key = command id, `ce_type` eu.dastra.command.succeeded|failed, data = `CommandR
 record on dastra.dead-letter.v1 (original key, bytes and headers untouched, `dlq.*` headers added)
 for every malformed record and every permanent failure. Calls Dastra through the action handlers,
 always with the client's own retries off (`retry=False`): the retry policy lives here.
+Traces (`bus/tracing.py`): each record is processed in a `process <topic>` span, a child of the
+trace context its `ce_traceparent` header carries; the result carries that trace on.
 
 How it works, and why this shape (capacity, key order, epochs and in-order acks are the keyed
 engine's, `consumers/_keyed.py`, shared with the recipe runner):
@@ -91,6 +93,7 @@ from bus.records.commands import (
 )
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECORD_MAX_BYTES, command_topic
+from bus.tracing import inject, processing, sending
 from consumers._keyed import Abandoned, KeyedEngine
 from consumers.actions import ActionSpec, AreaDefaults, CommandContext, CommandRejected, Result
 from consumers.agent_privacy import AgentPrivacy
@@ -317,7 +320,7 @@ class Dispatcher:
 
         self._engine = KeyedEngine[_Work](
             max_in_flight=worker.max_in_flight,
-            process=self._process,
+            process=self._traced,
             on_crash=on_crash,
             gauge=self.metrics.in_flight,
             log=_log,
@@ -583,6 +586,18 @@ class Dispatcher:
         work.keys += spec.ordering_keys(work.command, work.workspace_id)
         return work
 
+    async def _traced(self, work: _Work) -> None:
+        """`_process` in the record's span: a child of the webhook's (or recipe's) send span."""
+        with processing(
+            work.topic,
+            work.partition,
+            work.offset,
+            work.headers,
+            message_id=work.command_id,
+            attributes={"dastra_kafka.action": work.spec.action},
+        ):
+            await self._process(work)
+
     async def _process(self, work: _Work) -> None:
         """Run one record to its result (then the engine acks it); raises `Abandoned` when its
         epoch ends first (left unacked)."""
@@ -780,7 +795,12 @@ class Dispatcher:
             )
             dlq_headers += sealed.dead_letter_headers
             await self._send(producer, self._dlq_topic, key, dlq_value, dlq_headers)
-        await self._send(producer, self._results_topic, work.command_id.encode(), value, headers)
+        result_type = RESULT_FAILED if failure is not None else RESULT_SUCCEEDED
+        with sending(self._results_topic, message_id=work.command_id, event_type=result_type):
+            inject(headers)
+            await self._send(
+                producer, self._results_topic, work.command_id.encode(), value, headers
+            )
         index.record(work.command_id, succeeded=failure is None, replay_id=work.replay_id)
 
         elapsed = time.monotonic() - started

@@ -44,6 +44,7 @@ from pydantic.alias_generators import to_camel
 
 from dastra._auth import Auth, auth_from_settings
 from dastra._http import error_for_response, error_for_transport
+from dastra._tracing import client_span
 from dastra.errors import (
     DastraConfigError,
     DastraResponseError,
@@ -274,14 +275,16 @@ class DastraClient:
         queued = time.monotonic()
         async with self._limiter.slot():
             started = time.monotonic()
-            try:
-                response = await http.request(
-                    method, path, params=params, json=body, headers=headers
-                )
-            except httpx.TransportError as exc:
-                error = error_for_transport(exc, method, path)
-                self._count(method, path, error.kind, started - queued, started)
-                raise error from exc
+            with client_span(method, self._base_url, path, endpoint_template(path)) as span:
+                try:
+                    response = await http.request(
+                        method, path, params=params, json=body, headers=headers
+                    )
+                except httpx.TransportError as exc:
+                    error = error_for_transport(exc, method, path)
+                    self._count(method, path, error.kind, started - queued, started)
+                    raise error from exc
+                span.set_attribute("http.response.status_code", response.status_code)
         self._count(method, path, str(response.status_code), started - queued, started)
         return response, headers
 

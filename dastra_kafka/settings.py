@@ -1,9 +1,9 @@
 """The whole settings tree, read once at the entry point.
 
 Consumes environment variables (one prefix per part: `KAFKA_*`, `DASTRA_*`, `SERVICE_*`,
-`SANDBOX_*`, `LAG_*`, `WORKER_*`, ...) and an optional `.env` file. Produces a frozen `Settings`
-tree composed of the parts, each defined next to what it configures; the parts are passed
-explicitly to the code that needs them.
+`SANDBOX_*`, `LAG_*`, `WORKER_*`, `OTEL_*`, ...) and an optional `.env` file. Produces a frozen
+`Settings` tree composed of the parts, each defined next to what it configures; the parts are
+passed explicitly to the code that needs them.
 
     settings = load_settings()            # in the CLI, once
     producer = Producer(settings.kafka.confluent_config())
@@ -23,6 +23,7 @@ from consumers.recipes.settings import RecipesSettings
 from consumers.settings import WorkerSettings
 from dastra.sandbox.settings import SandboxSettings
 from dastra.settings import DastraSettings
+from dastra_kafka.tracing import TracingSettings
 from producers.poller.settings import PollerSettings
 from producers.webhook.settings import WebhookSettings
 
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     recipes: RecipesSettings = Field(default_factory=RecipesSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
 
 class SettingsError(ValueError):

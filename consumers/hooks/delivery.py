@@ -7,6 +7,8 @@ record plus `dlq.*` headers and `dlq.hook.id`) for what is really undeliverable:
 egress guard refuses, a 4xx other than 408, 409, 410 and 429, or a spent retry budget
 (`HOOKS_MAX_ATTEMPTS` attempts or `HOOKS_RETRY_DEADLINE_S` from the first attempt). 410 Gone
 calls `unsubscribe`. Being slow never dead-letters: the budget starts at the first attempt.
+Each delivery is one `process <topic>` span in the trace the event record carries
+(`ce_traceparent`, from the poller); no target URL in it (a query may hold a secret).
 
     outcome = await deliverer.deliver(recipient, event)  # "delivered", "dead-lettered", ...
 """
@@ -33,6 +35,7 @@ from bus.producer import AsyncProducer
 from bus.records.subscriptions import HookSubscription
 from bus.settings import KafkaSettings
 from bus.topics import DEAD_LETTER
+from bus.tracing import processing
 from consumers.hooks.metrics import HookMetrics
 from dastra.retry import backoff_delay, parse_retry_after
 
@@ -106,7 +109,20 @@ class Deliverer:
 
     async def deliver(self, recipient: Recipient, item: Prepared) -> str:
         """Attempt until accepted, gone, or undeliverable; the outcome, already counted."""
-        outcome = await self._attempts(recipient, item)
+        record = item.record
+        with processing(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.headers,
+            message_id=item.envelope.id,
+            attributes={
+                "dastra_kafka.hook.id": recipient.subscription.id,
+                "dastra_kafka.hook.event": item.event,
+            },
+        ) as span:
+            outcome = await self._attempts(recipient, item)
+            span.set_attribute("dastra_kafka.hook.outcome", outcome)
         self._metrics.deliveries.labels(item.event, outcome).inc()
         return outcome
 

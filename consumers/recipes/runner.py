@@ -47,6 +47,10 @@ its own; leadership moves with that partition. A worker stops its periodic check
 partition is revoked (a check cut short is resumed by the next one: runs are idempotent by their
 key and command ids), and the worker assigned it starts them once the run state is caught up.
 
+Traces (`bus/tracing.py`): a trigger record is handled in a `process <topic>` span, in the trace
+its `ce_traceparent` carries (a poller event's); each step's command is sent in a child `send`
+span and carries the trace on to the agents.
+
     runner = RecipeRunner(settings, recipes, leader_topic=topic, on_crash=app.crash)
     runner.attach(app)                       # the trigger agents
     await runner.start(dispatcher.index, dispatcher.dastra, dispatcher.keys)
@@ -98,6 +102,7 @@ from bus.topics import (
     TASKS,
     command_topic,
 )
+from bus.tracing import inject, processing, sending
 from consumers._keyed import KeyedEngine
 from consumers.dispatcher import fallback_id
 from consumers.recipes.expressions import ExpressionError
@@ -274,7 +279,7 @@ class RecipeRunner:
         self._dastra: DastraClient | None = None
         self._engine = KeyedEngine[_Record](
             max_in_flight=self._options.max_in_flight,
-            process=self._handle,
+            process=self._traced,
             on_crash=on_crash,
             gauge=self.metrics.in_flight,
             log=_log,
@@ -457,6 +462,17 @@ class RecipeRunner:
             headers=header_pairs(message.headers),
             timestamp_ms=int(stamp * 1000) if stamp else None,
         )
+
+    async def _traced(self, record: _Record) -> None:
+        """`_handle` in the trigger record's span, in the trace its `ce_traceparent` carries."""
+        with processing(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.headers,
+            attributes={"dastra_kafka.recipes.trigger": record.name},
+        ):
+            await self._handle(record)
 
     async def _handle(self, record: _Record) -> None:
         """Start every recipe this record triggers and wait for their runs."""
@@ -849,12 +865,15 @@ class RecipeRunner:
             extensions=extensions,
         )
         headers, value = encode_binary(event)
-        await producer.send_and_wait(
-            self._kafka.topic(command_topic(action)),
-            key=command_record_key(action, data, command_id),
-            value=value,
-            headers=header_pairs(headers),
-        )
+        topic = self._kafka.topic(command_topic(action))
+        with sending(topic, message_id=command_id, event_type=event.get_type()) as span:
+            span.set_attribute("dastra_kafka.recipe", recipe.name)
+            await producer.send_and_wait(
+                topic,
+                key=command_record_key(action, data, command_id),
+                value=value,
+                headers=header_pairs(inject(headers)),
+            )
         _log.debug("recipes.command_sent", recipe=recipe.name, action=action, command_id=command_id)
 
     async def _publish(

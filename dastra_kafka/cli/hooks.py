@@ -10,6 +10,7 @@ import typer
 
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, settings_of
 from dastra_kafka.settings import Settings
+from dastra_kafka.tracing import traced
 
 __all__ = ["register"]
 
@@ -20,7 +21,8 @@ def hooks(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     try:
-        asyncio.run(_run(settings))
+        with traced(settings.tracing, "hooks"):
+            asyncio.run(_run(settings))
     except TailerError as exc:
         fail(f"Kafka is not reachable or topics are missing: {exc}", EXIT_UNAVAILABLE)
     except KafkaAuthorizationError as exc:

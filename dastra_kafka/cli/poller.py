@@ -23,6 +23,7 @@ from dastra_kafka.cli._common import (
     with_budget_role,
 )
 from dastra_kafka.settings import Settings
+from dastra_kafka.tracing import traced
 
 __all__ = ["register"]
 
@@ -64,7 +65,9 @@ def poller(
     except ValueError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     cycles = 1 if once else max_cycles
-    raise typer.Exit(asyncio.run(_run(settings, workspaces, start_from, cycles, as_json)))
+    with traced(settings.tracing, "poller"):
+        code = asyncio.run(_run(settings, workspaces, start_from, cycles, as_json))
+    raise typer.Exit(code)
 
 
 async def _run(

@@ -10,6 +10,7 @@ import typer
 
 from dastra_kafka.cli._common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, settings_of
 from dastra_kafka.settings import Settings
+from dastra_kafka.tracing import traced
 
 __all__ = ["register"]
 
@@ -50,7 +51,8 @@ def webhook(
         timeout_graceful_shutdown=5,
     )
     try:
-        _Server(config).run()
+        with traced(settings.tracing, "webhook"):
+            _Server(config).run()
     except TailerError as exc:
         fail(f"Kafka is not reachable or topics are missing: {exc}", EXIT_UNAVAILABLE)
     except KafkaAuthorizationError as exc:

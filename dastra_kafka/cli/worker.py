@@ -20,6 +20,7 @@ from dastra_kafka.cli._common import (
     with_budget_role,
 )
 from dastra_kafka.settings import Settings
+from dastra_kafka.tracing import traced
 
 __all__ = ["register"]
 
@@ -143,7 +144,8 @@ def _run(settings: Settings, recipes: list[Recipe]) -> int:
         override_logging=False,  # keep the structlog set-up of the entry point
     )
     try:
-        runner.execute_from_commandline()
+        with traced(settings.tracing, "worker"):
+            runner.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_FAILED
     return 0

@@ -747,6 +747,17 @@ _CE_PROPERTIES: dict[str, dict[str, Any]] = {
         "pattern": "^application/json",
         "description": "Media type of the record value (binary content mode)",
     },
+    "ce_traceparent": {
+        "type": "string",
+        "description": "CloudEvents distributed tracing extension `traceparent`: the W3C trace "
+        "context of the span that sent the record (README, Operators: tracing); absent when "
+        "the sender traces nothing",
+    },
+    "ce_tracestate": {
+        "type": "string",
+        "description": "CloudEvents distributed tracing extension `tracestate`: vendor trace "
+        "data that goes with `ce_traceparent`",
+    },
 }
 _CE_REQUIRED = ["ce_specversion", "ce_id", "ce_source", "ce_type", "content-type"]
 

@@ -3,6 +3,8 @@ and the advanced cursor in one Kafka transaction (its transactional.id fences a 
 
 Consumes Dastra's rights requests and tasks, the cursor from dastra.poller-state.v1. Produces
 events on dastra.rights-requests.v1 and dastra.tasks.v1 and cursors on dastra.poller-state.v1.
+Each event is sent in its own `send <topic>` span (a new trace) and carries it as
+`ce_traceparent`, so a hook delivery or a recipe run it triggers joins that trace.
 
     poller = WorkspacePoller(...); await poller.cycle()
 """
@@ -30,6 +32,7 @@ from bus.records.poller import Cursor, Mark
 from bus.records.privacy_audit import audit_record
 from bus.settings import KafkaSettings
 from bus.topics import POLLER_STATE, PRIVACY_AUDIT, PRIVACY_KEYS
+from bus.tracing import inject, sending
 from dastra.client import DastraClient
 from dastra.errors import DastraConfigError
 from dastra.filters import Filter, Rule, RuleGroup
@@ -226,7 +229,9 @@ class WorkspacePoller:
                 key, value = key_record(record)
                 producer.produce(keys_topic, key=key, value=value)
             for kind, item, data in shaped:
-                self._produce_event(producer, topic, partition, resource, kind, item, data)
+                with sending(topic, event_type=f"eu.dastra.{resource.entity}.{kind}") as span:
+                    span.set_attribute("dastra_kafka.workspace.id", self.workspace_id)
+                    self._produce_event(producer, topic, partition, resource, kind, item, data)
             for plan, audit in erasures:
                 for key, tomb in plan.key_topic_records(audit.audit_id, audit.at):
                     producer.produce(keys_topic, key=key, value=tomb)
@@ -272,6 +277,7 @@ class WorkspacePoller:
     ) -> None:
         extensions = self._privacy.extensions(resource)
         headers, value = encode_binary(self._event(resource, kind, item, data, extensions))
+        inject(headers)
         key = f"{self.workspace_id}:{item.id}".encode()
         try:
             producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
@@ -296,6 +302,7 @@ class WorkspacePoller:
             headers, value = encode_binary(
                 self._event(resource, kind, item, thin, {PAYLOAD_EXTENSION: "thin"})
             )
+            inject(headers)
             producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
         producer.poll(0)
 

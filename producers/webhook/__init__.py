@@ -21,7 +21,9 @@ Also reads: `dastra.command-results.v1` from its end (one tailer per process) fo
 from the beginning (every replica holds the same tables), and the event topics' newest records
 for hook samples.
 Kafka unavailable: 503 with Retry-After and nothing written. Logs carry ids, never bodies,
-names, e-mails, target URLs or secrets.
+names, e-mails, target URLs or secrets. Traces (`bus/tracing.py`): FastAPI's SERVER span per
+request; each command record is sent in a child `send` span and carries its trace context as
+`ce_traceparent`; a `?wait` answer is a `process` span continuing the result record's trace.
 
 This module builds the app and its routes (`create_app`); the rest of the package: `service`
 (the resources one process owns), `results` (`?wait`), `models` (HTTP bodies and problems),
@@ -47,6 +49,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Reques
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
@@ -58,6 +61,7 @@ from bus.records.commands import COMMAND_MODELS
 from bus.records.poller import trigger_record
 from bus.records.subscriptions import HOOK_EVENTS, HookEvent, HookSubscription
 from bus.topics import ACTIONS, POLLER_TRIGGERS, command_topic
+from bus.tracing import context_of, span
 from dastra.apidocs import add_api_docs
 from producers.webhook.http import (
     BodyLimit,
@@ -141,6 +145,16 @@ def create_app(service: WebhookService) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry: one SERVER span per request (method, route, status,
+        # the caller's `traceparent` continued) when the entry point installed an SDK; no
+        # per-dependency spans, no OTel logs (they would quote a refused body's values), no
+        # OTel metrics (Prometheus has them), no exporter of its own (`dastra_kafka.tracing`).
+        telemetry={
+            "operation_spans": False,
+            "logs": False,
+            "metrics": False,
+            "auto_configure": False,
+        },
     )
     add_api_docs(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -315,7 +329,18 @@ def create_app(service: WebhookService) -> FastAPI:
             result = await service.results.wait(accepted.command_id, wait, since_ms)
             if result is not None:
                 metrics.waits.labels(result.status).inc()
-                return result_response(result, headers, await service.open_result(result))
+                with span(
+                    f"process {service.results.topic}",
+                    kind=SpanKind.CONSUMER,
+                    parent=context_of(service.results.trace_headers(accepted.command_id)),
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": service.results.topic,
+                        "messaging.message.id": accepted.command_id,
+                    },
+                ):
+                    return result_response(result, headers, await service.open_result(result))
             metrics.waits.labels("timeout").inc()
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
 

@@ -1,6 +1,7 @@
 """Command results for `?wait=N`: one tailer per process reads dastra.command-results.v1 from
 its end and wakes the requests waiting for a command id; a result older than the tailer is
-looked up on the topic.
+looked up on the topic. The trace context each result record carries (`ce_traceparent`) is
+kept beside it, so the `?wait` answer's span continues the agent's trace.
 
     result = await results.wait(command_id, within=10.0, since_ms=accepted_at_ms)
 """
@@ -20,6 +21,7 @@ from bus.records.commands import CommandResult
 from bus.settings import KafkaSettings
 from bus.tailer import TopicTailer
 from bus.topics import COMMAND_RESULTS
+from bus.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER
 
 __all__ = ["ResultWaiter"]
 
@@ -33,6 +35,8 @@ class ResultWaiter:
         self._kafka = kafka
         self._capacity = capacity
         self._cache: OrderedDict[str, CommandResult] = OrderedDict()
+        # The trace headers of the cached results that carried some (tracing on in the worker).
+        self._traces: dict[str, list[tuple[str, bytes | str | None]]] = {}
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]]] = {}
         self._lock = threading.Lock()  # the tailer's thread and the event loop share both maps
         self.topic = kafka.topic(COMMAND_RESULTS)
@@ -42,14 +46,29 @@ class ResultWaiter:
         result = _parse_result(message)
         if result is None:
             return
+        traced = [
+            (name, value)
+            for name, value in record_headers(message)
+            if name in (TRACEPARENT_HEADER, TRACESTATE_HEADER)
+        ]
         with self._lock:
             self._cache[result.command_id] = result
             self._cache.move_to_end(result.command_id)
+            if traced:
+                self._traces[result.command_id] = traced
+            else:
+                self._traces.pop(result.command_id, None)
             while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
+                evicted, _ = self._cache.popitem(last=False)
+                self._traces.pop(evicted, None)
             waiters = self._waiters.pop(result.command_id, [])
         for loop, future in waiters:
             loop.call_soon_threadsafe(_settle, future, result)
+
+    def trace_headers(self, command_id: str) -> list[tuple[str, bytes | str | None]]:
+        """The trace headers of `command_id`'s result record, if it carried any and is cached."""
+        with self._lock:
+            return list(self._traces.get(command_id, ()))
 
     async def wait(self, command_id: str, within: float, since_ms: int) -> CommandResult | None:
         """The result of `command_id`, waiting up to `timeout`; None if it did not come."""

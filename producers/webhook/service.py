@@ -33,6 +33,7 @@ from bus.records.commands import (
 )
 from bus.settings import KafkaSettings, PrivacySettings
 from bus.topics import command_topic
+from bus.tracing import inject, sending
 from dastra.settings import DastraSettings
 from producers.webhook.idempotency import IdempotencyStore
 from producers.webhook.results import ResultWaiter
@@ -175,12 +176,14 @@ class WebhookService:
                 extensions=extensions,
             )
         )
-        delivered = await self.producer.produce(
-            self.kafka.topic(command_topic(action)),
-            key=command_record_key(action, command, command_id),
-            value=value,
-            headers=headers,
-        )
+        topic = self.kafka.topic(command_topic(action))
+        with sending(topic, message_id=command_id, event_type=command_event_type(action)):
+            delivered = await self.producer.produce(
+                topic,
+                key=command_record_key(action, command, command_id),
+                value=value,
+                headers=inject(headers),
+            )
         self.metrics.commands.labels(action).inc()
         return delivered
 
