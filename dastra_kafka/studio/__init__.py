@@ -478,9 +478,10 @@ def _dry_run(recipe: Recipe, sample: SampleEvent, settings: RecipesSettings) -> 
                         COMMAND_MODELS[step.action].model_validate(data)
                     except ValidationError as exc:
                         for error in exc.errors(include_url=False, include_input=False):
+                            at = error_location(error["loc"])
                             out["problems"].append(
                                 {
-                                    "field": f"{label}.with.{error_location(error['loc'])}",
+                                    "field": f"{label}.with" + (f".{at}" if at else ""),
                                     "message": str(error["msg"]),
                                 }
                             )
