@@ -66,6 +66,7 @@ from consumers.recipes.settings import RecipesSettings
 from consumers.recipes.studio import check_studio_document
 from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore
+from producers.webhook.http import token_id
 
 __all__ = ["StudioSettings", "StudioStore", "create_app"]
 
@@ -111,12 +112,6 @@ class SampleEvent(BaseModel):
 class DryRunBody(BaseModel):
     recipe: dict[str, Any]
     event: SampleEvent
-
-
-def _token_id(token: str) -> str:
-    import hashlib
-
-    return "tok_" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def _problems(problems: list[Problem]) -> list[dict[str, str]]:
@@ -215,7 +210,7 @@ def create_app(
                 if hmac.compare_digest(token, candidate) and role is None:
                     role = "reader"
             if role is not None:
-                return _Caller(token_id=_token_id(presented), role=role)
+                return _Caller(token_id=token_id(presented), role=role)
         raise _Refused(
             401,
             "unauthorized",
