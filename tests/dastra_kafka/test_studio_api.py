@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import SecretStr
 
 from bus.records.studio_recipes import StudioRecipeVersion
@@ -22,6 +22,7 @@ from bus.topics import ACTIONS, RECIPE_CHANGES, STUDIO_RECIPES, TopicCatalogue, 
 from consumers.recipes.language import load_recipes
 from consumers.recipes.settings import RecipesSettings
 from dastra_kafka.studio import StudioSettings, StudioStore, create_app
+from tests.kafka_helpers import wait_for
 from tests.producers.webhook_support import ServerThread
 
 EDITOR = "editor-token-0123456789"
@@ -79,6 +80,22 @@ def client(kafka: KafkaSettings, topics: TopicCatalogue) -> Iterator[httpx.Clien
         yield http
 
 
+def _end_offset(consumer: Consumer, tp: TopicPartition) -> int:
+    """The end offset of a partition; a topic just created may not have its leader known to a
+    new client yet, so ask until it answers."""
+    marks: list[int] = []
+
+    def answered() -> bool:
+        try:
+            marks.append(consumer.get_watermark_offsets(tp, timeout=5)[1])
+        except KafkaException:
+            return False
+        return True
+
+    wait_for(answered, 30, f"the end offset of {tp.topic}/{tp.partition}", every=0.2)
+    return marks[-1]
+
+
 def _records(kafka: KafkaSettings, topic: str) -> list[tuple[str, bytes | None]]:
     """Every record of a one-partition topic, read to its end."""
     consumer = Consumer(
@@ -86,14 +103,14 @@ def _records(kafka: KafkaSettings, topic: str) -> list[tuple[str, bytes | None]]
     )
     try:
         tp = TopicPartition(kafka.topic(topic), 0)
-        _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        high = _end_offset(consumer, tp)
         consumer.assign([TopicPartition(tp.topic, 0, 0)])
         found: list[tuple[str, bytes | None]] = []
         while len(found) < high:
             message = consumer.poll(5)
             assert message is not None, f"{topic}: expected {high} records, read {len(found)}"
             assert message.error() is None
-            found.append((message.key().decode(), message.value()))
+            found.append(((message.key() or b"").decode(), message.value()))
         return found
     finally:
         consumer.close()
@@ -310,9 +327,7 @@ def test_dry_run_renders_the_commands_and_sends_nothing(
             topic = kafka.topic(command_topic(action))
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             for partition in partitions:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10
-                )
+                high = _end_offset(consumer, TopicPartition(topic, partition))
                 assert high == 0, f"{topic}/{partition} has {high} records"
     finally:
         consumer.close()
