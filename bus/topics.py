@@ -31,9 +31,11 @@ __all__ = [
     "POLLER_TRIGGERS",
     "PRIVACY_AUDIT",
     "PRIVACY_KEYS",
+    "RECIPE_CHANGES",
     "RECIPE_RUNS",
     "RECORD_MAX_BYTES",
     "RIGHTS_REQUESTS",
+    "STUDIO_RECIPES",
     "TASKS",
     "WEBHOOK_IDEMPOTENCY",
     "Compatibility",
@@ -56,6 +58,8 @@ POLLER_TRIGGERS = "dastra.poller-triggers.v1"
 LAG_WINDOW = "dastra.lag-window.v1"
 NOTIFICATIONS = "dastra.notifications.v1"
 RECIPE_RUNS = "dastra.recipe-runs.v1"
+STUDIO_RECIPES = "dastra.recipes.v1"
+RECIPE_CHANGES = "dastra.recipe-changes.v1"
 WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
 PRIVACY_KEYS = "dastra.privacy-keys.v1"
 PRIVACY_AUDIT = "dastra.privacy-audit.v1"

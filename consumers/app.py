@@ -4,8 +4,9 @@ Consumes the six `dastra.commands.<action>.v1` topics (one thin agent per action
 `consumers/<action>.py`) and dastra.command-results.v1 (the dedupe index). Produces
 dastra.command-results.v1 and dastra.dead-letter.v1 through the shared `Dispatcher`. With
 enabled recipes (RECIPES_ENABLE), also runs them (`consumers/recipes/runner.py`): their
-trigger topics are consumed by this app too. Serves, on the Faust web server
-(WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
+trigger topics are consumed by this app too; with RECIPES_STUDIO=true, also the recipes made in
+the studio (dastra.recipes.v1, followed live; `consumers/recipes/studio.py`). Serves, on the
+Faust web server (WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
 
     GET /metrics   Prometheus metrics of the agents (per action: succeeded, failed, retried,
                    dead-lettered, duplicates; latency and duration histograms; in flight), of
@@ -193,7 +194,7 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
     for action in worker.selected_actions():
         dispatcher.attach(app, _SPECS[action])
     runner: RecipeRunner | None = None
-    if recipes:
+    if recipes or settings.recipes.studio:
         # The schedule leader holds partition 0 of the first command topic this worker consumes
         # (create-task's by default): a topic of the group, so no leader topic of Faust's.
         leader_topic = kafka.topic(command_topic(worker.selected_actions()[0]))

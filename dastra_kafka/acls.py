@@ -77,6 +77,7 @@ class AclRole(StrEnum):
     TOPICS_APPLY = "topics-apply"
     PRIVACY_ERASE = "privacy-erase"
     DLQ_REPLAY = "dlq-replay"
+    STUDIO = "studio"
 
 
 # The contract roles whose topics a process serves (the worker runs agents and recipes).
@@ -86,6 +87,7 @@ _CONTRACT_ROLES: dict[AclRole, tuple[Role, ...]] = {
     AclRole.WEBHOOK: (Role.WEBHOOK,),
     AclRole.HOOKS: (Role.HOOKS,),
     AclRole.LAG: (Role.LAG_MONITOR,),
+    AclRole.STUDIO: (Role.STUDIO,),
 }
 
 # Topics a role reads although its contracts do not list it as a receiver: the webhook's REST
@@ -145,6 +147,10 @@ def role_acls(role: AclRole, settings: Settings, catalogue: TopicCatalogue) -> t
         ]
     elif role is AclRole.WORKER:
         rules.append(AclRule("GROUP", f"{prefix}{settings.worker.app_id}", "LITERAL", "READ"))
+        # The studio recipes' triggers (RECIPES_STUDIO), consumers/recipes/studio.py.
+        rules.append(
+            AclRule("GROUP", f"{prefix}{settings.worker.app_id}-studio", "LITERAL", "READ")
+        )
     elif role is AclRole.HOOKS:
         # One consumer group per subscription, `<HOOKS_GROUP>.<subscription id>` (its durable
         # position), deleted when the subscription is gone.

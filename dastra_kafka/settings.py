@@ -23,6 +23,7 @@ from consumers.recipes.settings import RecipesSettings
 from consumers.settings import WorkerSettings
 from dastra.sandbox.settings import SandboxSettings
 from dastra.settings import DastraSettings
+from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.tracing import TracingSettings
 from producers.poller.settings import PollerSettings
 from producers.webhook.settings import WebhookSettings
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     recipes: RecipesSettings = Field(default_factory=RecipesSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    studio: StudioSettings = Field(default_factory=StudioSettings)
 
 
 class SettingsError(ValueError):

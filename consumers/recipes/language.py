@@ -52,6 +52,7 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -111,6 +112,7 @@ __all__ = [
     "dry_run",
     "event_context",
     "iterations",
+    "load_document",
     "load_recipes",
     "render_command",
     "render_message",
@@ -260,6 +262,32 @@ def _load_file(
             hint = ' (quote templates: label: "Call {{ data.name }}")'
         problems.add(where, f"not valid YAML: {reason}{hint}")
         return None, problems.found, None, None
+    return _load_document(document, problems, path, settings, catalogue)
+
+
+def load_document(
+    document: Any, source: str, settings: RecipesSettings, catalogue: TopicCatalogue
+) -> tuple[Recipe | None, list[Problem]]:
+    """Check one recipe document (a recipe file's content, already parsed) exactly as
+    `recipes validate` checks a file: the recipe when valid, else None and every problem (each
+    with the path of the field at fault). `source` names where it comes from, e.g.
+    `studio:web-form@3`.
+
+        recipe, problems = load_document(yaml.safe_load(text), "studio:x@1", settings, catalogue)
+    """
+    recipe, problems, _name, _enabled = _load_document(
+        document, Problems(source, None), Path(source), settings, catalogue
+    )
+    return recipe, problems
+
+
+def _load_document(
+    document: Any,
+    problems: Problems,
+    path: Path,
+    settings: RecipesSettings,
+    catalogue: TopicCatalogue,
+) -> tuple[Recipe | None, list[Problem], str | None, bool | None]:
     if not isinstance(document, Mapping):
         problems.add("", "a recipe file holds one mapping (name, description, trigger, steps)")
         return None, problems.found, None, None

@@ -99,8 +99,11 @@ from bus.topics import (
     DEAD_LETTER,
     RECIPE_RUNS,
     RIGHTS_REQUESTS,
+    STUDIO_RECIPES,
     TASKS,
     command_topic,
+    load_catalogue,
+    resolve_topics_file,
 )
 from bus.tracing import inject, processing, sending
 from consumers._keyed import KeyedEngine
@@ -112,6 +115,7 @@ from consumers.recipes.language import (
     build_context,
     event_context,
     iterations,
+    load_recipes,
     render_command,
     render_message,
     step_command_id,
@@ -119,6 +123,7 @@ from consumers.recipes.language import (
 from consumers.recipes.privacy import RecipePrivacy, TriggerUnreadable
 from consumers.recipes.results import StepResults
 from consumers.recipes.state import RunStore
+from consumers.recipes.studio import StudioMetrics, StudioRecipes, StudioTriggers
 from consumers.result_index import ResultIndex
 from consumers.settings import WorkerConfig
 from dastra.client import DastraClient
@@ -298,12 +303,19 @@ class RecipeRunner:
         self._leader_gauge.set(0)
         self._last_check: dict[str, float] = {}  # recipe -> monotonic start of its last check
         self._stop = asyncio.Event()
+        self._studio: StudioRecipes | None = None
+        self._triggers: StudioTriggers | None = None
+        self._studio_metrics = (
+            StudioMetrics(self.metrics.registry) if self._options.studio else None
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     @property
     def recipes(self) -> list[Recipe]:
-        return list(self._recipes)
+        """The enabled recipes: those of files, then the studio's (as they are now)."""
+        studio = self._studio.enabled() if self._studio is not None else []
+        return [*self._recipes, *studio]
 
     @property
     def trigger_topics(self) -> list[str]:
@@ -313,7 +325,7 @@ class RecipeRunner:
     @property
     def ready(self) -> bool:
         """The run state is caught up after the last assignment: records are being processed."""
-        return self._engine.ready
+        return self._engine.ready and (not self._options.studio or self._studio is not None)
 
     @property
     def in_flight(self) -> int:
@@ -365,6 +377,8 @@ class RecipeRunner:
         await self._store.start(await producer.partitions_for(self._kafka.topic(RECIPE_RUNS)))
         self._results = StepResults(self._kafka, index)
         await self._results.start(await producer.partitions_for(self._kafka.topic(COMMAND_RESULTS)))
+        if self._options.studio:
+            await self._start_studio(producer)
         _log.info(
             "recipes.started",
             recipes=[recipe.name for recipe in self._recipes],
@@ -372,17 +386,76 @@ class RecipeRunner:
             leader_topic=self._leader_topic,
         )
 
+    async def _start_studio(self, producer: AIOKafkaProducer) -> None:
+        """Follow dastra.recipes.v1 (read to its end first) and the studio recipes' triggers."""
+        catalogue = load_catalogue(resolve_topics_file(self._settings.service.topics_file))
+        files = load_recipes(self._options, catalogue)
+        reserved = {recipe.name for recipe in files.recipes}
+        reserved |= {p.recipe for p in files.problems if p.recipe is not None}
+        assert self._studio_metrics is not None
+        studio = StudioRecipes(
+            self._kafka,
+            self._options,
+            catalogue,
+            reserved=reserved,
+            metrics=self._studio_metrics,
+            on_change=self._studio_changed,
+            on_crash=self._engine.crash,
+        )
+        await studio.start(await producer.partitions_for(self._kafka.topic(STUDIO_RECIPES)))
+        await studio.catch_up(self._options.state_timeout_s)
+        triggers = StudioTriggers(
+            self._kafka,
+            f"{self._kafka.topic(self._worker.app_id)}-studio",
+            studio,
+            handle=self._studio_record,
+            on_assigned=self._studio_assigned,
+            on_crash=self._engine.crash,
+        )
+        self._studio, self._triggers = studio, triggers
+        await triggers.start()
+        _log.info("recipes.studio_started", recipes=sorted(studio.versions()))
+
+    def _studio_changed(self) -> None:
+        if self._triggers is not None:
+            self._triggers.changed()
+
+    async def _studio_assigned(self) -> None:
+        store = self._require(self._store, "run store")
+        await store.catch_up(self._options.state_timeout_s)
+
+    async def _studio_record(self, name: str, message: Any) -> None:
+        """One trigger record of studio recipes, run to the end of every run it starts."""
+        studio = self._require(self._studio, "studio recipes")
+        record = _Record(
+            name=name,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=header_pairs(message.headers),
+            timestamp_ms=message.timestamp,
+        )
+        await self._handle_for(record, studio.by_topic(name))
+
     async def drain(self) -> None:
         """Stop taking records and periodic checks; give runs in flight
         WORKER_SHUTDOWN_GRACE_S to finish."""
         self._stop.set()
         await self._stop_schedules()
+        triggers, self._triggers = self._triggers, None
+        if triggers is not None:
+            await triggers.stop()
         await self._engine.drain(self._worker.shutdown_grace_s)
 
     async def close(self) -> None:
         """Close what `start` opened (after `drain`)."""
         results, self._results = self._results, None
         store, self._store = self._store, None
+        studio, self._studio = self._studio, None
+        if studio is not None:
+            await studio.stop()
         producer, self._producer = self._producer, None
         if results is not None:
             await results.stop()
@@ -476,7 +549,9 @@ class RecipeRunner:
 
     async def _handle(self, record: _Record) -> None:
         """Start every recipe this record triggers and wait for their runs."""
-        recipes = self._by_topic.get(record.name, [])
+        await self._handle_for(record, self._by_topic.get(record.name, []))
+
+    async def _handle_for(self, record: _Record, recipes: list[Recipe]) -> None:
         try:
             envelope = decode(
                 record.headers,

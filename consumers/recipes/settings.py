@@ -32,6 +32,9 @@ class RecipesSettings(BaseSettings):
     dirs: _CommaList = Field(default_factory=list)
     # Load the recipes shipped in recipes/ (all disabled unless enabled above).
     shipped: bool = True
+    # Run the recipes made in the studio (dastra.recipes.v1), followed live: a saved version
+    # replaces the running one within seconds, without a restart.
+    studio: bool = False
     # --- read by recipes as settings.<name> ---
     # The DPO's Dastra user id: tasks for the DPO are assigned to them (unassigned when unset).
     dpo_user_id: int | None = Field(default=None, ge=1)

@@ -29,6 +29,7 @@ from dastra_kafka.cli import (
     recipes,
     sandbox,
     schemas,
+    studio,
     topics,
     webhook,
     worker,
@@ -60,6 +61,7 @@ _VERBS = (
     dlq,  # dlq replay: dead letters back to their topics (consumers/dlq_replay.py)
     schemas,  # schemas export|check: the contract files (dastra_kafka/contracts/)
     recipes,  # recipes list|validate (consumers/recipes/language.py)
+    studio,  # studio: the studio's API, recipes stored on Kafka (dastra_kafka/studio/)
     privacy,  # privacy keygen|erase (bus/privacy, bus/privacy/erasure.py)
     demo,  # demo: the whole pipeline, supervised (dastra_kafka/demo/)
     acls,  # acls: the Kafka ACLs each role needs (dastra_kafka/acls.py)

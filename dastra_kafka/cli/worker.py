@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from bus.topics import COMMAND_RESULTS, DEAD_LETTER, PRIVACY_KEYS, RECIPE_RUNS, command_topic
+from bus.topics import (
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    PRIVACY_KEYS,
+    RECIPE_RUNS,
+    STUDIO_RECIPES,
+    command_topic,
+)
 from consumers.recipes.language import Recipe, RecipeError, runnable_recipes
 from consumers.settings import WorkerSettings
 from dastra_kafka.cli._common import (
@@ -80,6 +87,8 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
     wanted += [COMMAND_RESULTS, DEAD_LETTER]
     if settings.privacy.uses_keys or settings.privacy.master_key is not None:
         wanted.append(PRIVACY_KEYS)
+    if settings.recipes.studio:
+        wanted += [RECIPE_RUNS, STUDIO_RECIPES]
     if recipes:
         wanted += [RECIPE_RUNS, *(topic for recipe in recipes for topic in recipe.topics())]
         wanted += [command_topic(step.action) for r in recipes for step in r.steps if step.action]

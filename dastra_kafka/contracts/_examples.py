@@ -329,6 +329,32 @@ _RECIPE_RUN = {
     "finished_at": "2026-03-02T10:00:01.405Z",
 }
 
+_STUDIO_VERSION = {
+    "name": "web-form-request",
+    "version": 2,
+    "change": "saved",
+    "recipe": {
+        "name": "web-form-request",
+        "description": "A web form submission becomes a rights request.",
+        "enabled": True,
+        "trigger": {"topic": "web.privacy-forms"},
+        "steps": [
+            {
+                "id": "request",
+                "command": "create-rights-request",
+                "with": {
+                    "title": "Web form {{ data.formId }}",
+                    "purposes": ["Access"],
+                    "email": "{{ data.email }}",
+                    "refId": "web-{{ data.formId }}",
+                },
+            }
+        ],
+    },
+    "saved_by": "tok_0a1b2c3d4e5f",
+    "saved_at": "2026-03-02T09:14:07Z",
+}
+
 EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
     "dastra.rights-requests.v1": (
         RecordExample(
@@ -515,6 +541,41 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
                 "ce_time": "2026-03-02T09:20:43.118Z",
                 "ce_subject": "918",
                 "content-type": "application/json",
+            },
+        ),
+    ),
+    "dastra.recipes.v1": (
+        RecordExample(
+            name="studio-recipe-saved",
+            summary="The second version of a studio recipe, saved with an editor token",
+            key="web-form-request",
+            value=_STUDIO_VERSION,
+        ),
+        RecordExample(
+            name="studio-recipe-deleted",
+            summary="A studio recipe deleted (tombstone)",
+            key="old-web-form",
+            value=None,
+        ),
+    ),
+    "dastra.recipe-changes.v1": (
+        RecordExample(
+            name="studio-recipe-saved",
+            summary="A save, as the audit trail keeps it",
+            key="web-form-request",
+            value=_STUDIO_VERSION,
+        ),
+        RecordExample(
+            name="studio-recipe-deleted",
+            summary="A deletion, as the audit trail keeps it",
+            key="old-web-form",
+            value={
+                "name": "old-web-form",
+                "version": 4,
+                "change": "deleted",
+                "recipe": None,
+                "saved_by": "tok_0a1b2c3d4e5f",
+                "saved_at": "2026-03-02T10:02:00Z",
             },
         ),
     ),

@@ -52,6 +52,7 @@ from bus.records.lag import LagWindowKey, LagWindowRecord
 from bus.records.poller import Cursor, PollTrigger
 from bus.records.privacy_audit import ErasureAudit
 from bus.records.recipe_runs import Notification, RecipeRun
+from bus.records.studio_recipes import STUDIO_NAME_PATTERN, StudioRecipeVersion
 from bus.records.subscriptions import HookSubscription
 from bus.topics import (
     ACTIONS,
@@ -64,8 +65,10 @@ from bus.topics import (
     POLLER_TRIGGERS,
     PRIVACY_AUDIT,
     PRIVACY_KEYS,
+    RECIPE_CHANGES,
     RECIPE_RUNS,
     RIGHTS_REQUESTS,
+    STUDIO_RECIPES,
     TASKS,
     WEBHOOK_IDEMPOTENCY,
     Compatibility,
@@ -132,6 +135,7 @@ class Role(StrEnum):
     HOOKS = "hooks"
     LAG_MONITOR = "lag-monitor"
     RECIPES = "recipes"
+    STUDIO = "studio"
     OPERATORS = "operators"
     ANY_PRODUCER = "any-producer"
     ANY_CONSUMER = "any-consumer"
@@ -149,6 +153,7 @@ _ROLE_DESCRIPTIONS = {
     Role.LAG_MONITOR: "consumers/lag: consumer lag monitor, keeps its window on Kafka",
     Role.RECIPES: "consumers/recipes (in the worker): run recipes, events in, commands and "
     "messages out",
+    Role.STUDIO: "dastra_kafka/studio: the studio's API, saves studio recipes and their audit",
     Role.OPERATORS: "people and tools: `dastra-kafka dlq replay`, inspection",
     Role.ANY_PRODUCER: "any enterprise system producing commands in its own language",
     Role.ANY_CONSUMER: "any enterprise system consuming events or results",
@@ -176,7 +181,15 @@ class TopicContract:
 
 # The roles whose code is this project: released together, they read what they wrote before.
 _BRIDGE = frozenset(
-    {Role.POLLER, Role.AGENTS, Role.WEBHOOK, Role.HOOKS, Role.LAG_MONITOR, Role.RECIPES}
+    {
+        Role.POLLER,
+        Role.AGENTS,
+        Role.WEBHOOK,
+        Role.HOOKS,
+        Role.LAG_MONITOR,
+        Role.RECIPES,
+        Role.STUDIO,
+    }
 )
 
 
@@ -204,6 +217,7 @@ SubscriptionKey = Annotated[
 WorkspaceKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
 NotificationKey = Annotated[str, Field(min_length=1)]
 RecipeRunKey = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*:.+$")]
+StudioRecipeKey = Annotated[str, Field(pattern=STUDIO_NAME_PATTERN)]
 IdempotencyKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 PrivacyKeyId = Annotated[
     str,
@@ -488,6 +502,22 @@ def _contracts() -> dict[str, Contract]:
             "published records, and the error of a failed run. Compacted: the latest per key "
             "counts; written at the start, after each step and at the end.",
         ),
+        Contract(
+            "studio-recipe-key",
+            StudioRecipeKey,
+            "Studio recipe key",
+            "The studio recipe's name (lower-case letters, digits and '-').",
+            encoding="text",
+        ),
+        Contract(
+            "studio-recipe-version",
+            StudioRecipeVersion,
+            "Studio recipe version",
+            "One version of a recipe made in the studio: the recipe document as a recipe YAML "
+            "file holds it, its version number, what changed (saved, imported, enabled, "
+            "disabled, deleted), the id of the token that made the change and when. Workers run "
+            "the newest valid version of each; an invalid one never replaces a running one.",
+        ),
     ]
     return {entry.name: entry for entry in entries}
 
@@ -602,6 +632,25 @@ def _topic_contracts() -> dict[str, TopicContract]:
             receivers=(Role.RECIPES, Role.OPERATORS),
             examples=EXAMPLES[RECIPE_RUNS],
             tombstones=True,
+        ),
+        TopicContract(
+            STUDIO_RECIPES,
+            "StudioRecipeVersion",
+            "The newest version of a studio recipe, or (a tombstone) a recipe deleted",
+            "none",
+            senders=(Role.STUDIO,),
+            receivers=(Role.RECIPES, Role.STUDIO),
+            examples=EXAMPLES[STUDIO_RECIPES],
+            tombstones=True,
+        ),
+        TopicContract(
+            RECIPE_CHANGES,
+            "StudioRecipeChange",
+            "A change to a studio recipe (the audit trail)",
+            "none",
+            senders=(Role.STUDIO,),
+            receivers=(Role.OPERATORS,),
+            examples=EXAMPLES[RECIPE_CHANGES],
         ),
         TopicContract(
             WEBHOOK_IDEMPOTENCY,
