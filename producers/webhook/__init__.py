@@ -525,8 +525,8 @@ def create_app(service: WebhookService) -> FastAPI:
         only a nudge: its body is never published; the poller re-reads through the API, so its
         exactly-once cursor stays the only producer of events and its cycles the safety net
         (Dastra never replays a delivery)."""
-        key = service.dastra.webhook_signing_key
-        if key is None:
+        keys = service.dastra.webhook_keys()
+        if not keys:
             raise Refused(404, "not-configured", "DASTRA_WEBHOOK_SIGNING_KEY is not set")
         raw = await read_body(request, settings.max_body_bytes)
         if not signature:
@@ -536,13 +536,13 @@ def create_app(service: WebhookService) -> FastAPI:
                 "no Dastra-Signature header: Dastra signs every delivery of a webhook "
                 "registered with POST /v1/WebHookUrls",
             )
-        if not verify_dastra_signature(key.get_secret_value(), raw, signature):
+        if not any(verify_dastra_signature(k.get_secret_value(), raw, signature) for k in keys):
             raise Refused(
                 401,
                 "bad-signature",
-                "the Dastra-Signature does not match the body: DASTRA_WEBHOOK_SIGNING_KEY must "
-                "be the webhook's signatureKey (GET /v1/WebHookUrls/{id} in Dastra), and the "
-                "body must reach us unchanged",
+                "the Dastra-Signature does not match the body: DASTRA_WEBHOOK_SIGNING_KEY (or one "
+                "of DASTRA_WEBHOOK_SIGNING_KEYS) must be the webhook's signatureKey "
+                "(GET /v1/WebHookUrls/{id} in Dastra), and the body must reach us unchanged",
             )
         body = json_body(raw)
         workspaces = workspaces_of(body, workspace_id, service.dastra)
