@@ -59,7 +59,9 @@ def pushed(
         "/v1/WebHookUrls",
         json={"url": "http://127.0.0.1:9/later", "workSpaceId": ws, "subscribedEvents": events},
     ).json()
-    dastra = DastraSettings(webhook_signing_key=SecretStr(hook["signatureKey"]), workspace_id=ws)
+    # Another workspace's webhook key first: every workspace's webhook has its own key.
+    keys = [SecretStr("0d4c7f52-another-workspace-key"), SecretStr(hook["signatureKey"])]
+    dastra = DastraSettings(webhook_signing_keys=keys, workspace_id=ws)
     running = start_webhook(kafka, webhook_settings, hooks_settings, dastra)
     url = f"{running.url}/v1/dastra/webhook?workspaceId={ws}"
     saved = api.put(
@@ -162,3 +164,13 @@ def test_a_bad_signature_is_refused_with_401_and_wakes_nothing(
     # Both answers came after anything the request could have written: nothing was.
     assert read_all(kafka, kafka.topic(POLLER_TRIGGERS)) == []
     assert read_all(kafka, kafka.topic(POLLER_STATE)) == []
+
+
+def test_one_signing_key_per_workspace_webhook_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DASTRA_WEBHOOK_SIGNING_KEY", "k0")
+    monkeypatch.setenv("DASTRA_WEBHOOK_SIGNING_KEYS", "k1, k2,")
+    settings = DastraSettings()
+    assert [k.get_secret_value() for k in settings.webhook_keys()] == ["k0", "k1", "k2"]
+    assert "k1" not in repr(settings)
