@@ -16,7 +16,7 @@ record on `dastra.poller-triggers.v1` produced right after each creation (as ben
 baseline): the poller's share of the path without the sandbox's delivery and the webhook's
 HTTP hop. Ratio = push p99 / triggered p99.
 
-    .venv/bin/python -m bench.push [--items 200] [--rate 4] [--workspaces 20] [--smoke]
+    .venv/bin/python -m bench.push [--items 120] [--rate 1] [--workspaces 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -231,8 +231,8 @@ def _pushing(kafka: KafkaSettings, sandbox: SandboxServer, workdir: Path) -> Ite
 def main() -> None:
     """Run the benchmark and print its JSON document."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--items", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=4.0, help="creations per second")
+    parser.add_argument("--items", type=int, default=120)
+    parser.add_argument("--rate", type=float, default=1.0, help="creations per second")
     parser.add_argument("--workspaces", type=int, default=20, help="at most 50")
     parser.add_argument("--interval", type=float, default=300.0, help="poll interval, s")
     parser.add_argument("--seed", type=int, default=7)
