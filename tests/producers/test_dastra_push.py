@@ -6,13 +6,16 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import SecretStr
 
 from bus.hooks.settings import HooksSettings
@@ -53,6 +56,9 @@ def pushed(
     """As an operator does it: register the webhook in Dastra, copy its signatureKey into
     DASTRA_WEBHOOK_SIGNING_KEY, deploy, and save the webhook with the deployed URL."""
     ws = sandbox.workspace_id
+    # Topics created a moment ago on a loaded machine may still lack a leader for longer than
+    # the webhook's start-up retries: wait for every one to answer first.
+    wait_for(functools.partial(_leaders_ready, kafka, topics), 90, "the topics' leaders")
     api = httpx.Client(base_url=sandbox.base_url, headers={"X-API-Key": sandbox.api_key})
     events = ["TaskCreation", "DataSubjectCreation"]
     hook = api.post(
@@ -74,6 +80,23 @@ def pushed(
     finally:
         stop_webhook(running)
         api.close()
+
+
+def _leaders_ready(kafka: KafkaSettings, catalogue: TopicCatalogue) -> bool:
+    consumer = Consumer(kafka.confluent_config(**{"group.id": f"t-{uuid.uuid4().hex}"}))
+    try:
+        for spec in catalogue:
+            topic = kafka.topic(spec.name)
+            info = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if info is None or info.error is not None:
+                return False
+            for partition in info.partitions:
+                consumer.get_watermark_offsets(TopicPartition(topic, partition), 5)
+        return True
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()
 
 
 def test_a_pushed_task_is_published_once_without_waiting_for_the_poll_interval(
