@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -17,7 +18,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from bus.localkafka import LocalKafka
 from bus.settings import KafkaSettings
 
-__all__ = ["kafka", "latency_summary", "paced", "percentile", "ratio", "record_arrivals"]
+__all__ = [
+    "created_at",
+    "in_seconds",
+    "kafka",
+    "latency_summary",
+    "paced",
+    "percentile",
+    "ratio",
+    "record_arrivals",
+]
 
 
 @contextlib.contextmanager
@@ -48,6 +58,21 @@ def latency_summary(seconds: list[float]) -> dict[str, float | int | None]:
         "p99_ms": round(percentile(seconds, 0.99) * 1000, 2),
         "max_ms": round(max(seconds) * 1000, 2),
     }
+
+
+def in_seconds(summary: dict[str, float | int | None]) -> dict[str, float | int | None]:
+    """A `latency_summary`'s milliseconds as seconds."""
+    return {
+        key.replace("_ms", "_s"): (
+            round(value / 1000, 3) if key.endswith("_ms") and value else value
+        )
+        for key, value in summary.items()
+    }
+
+
+def created_at(item: dict[str, Any]) -> float:
+    """A Dastra object's `dateCreation` as a `time.time()` value."""
+    return datetime.fromisoformat(item["dateCreation"].replace("Z", "+00:00")).timestamp()
 
 
 def ratio(value: float | None, baseline: float | None) -> float | None:

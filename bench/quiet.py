@@ -26,7 +26,6 @@ import json
 import random
 import threading
 import time
-from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Producer
@@ -53,10 +52,6 @@ _PER_MINUTE = 500
 _PER_10_MINUTES = 10_000
 
 
-def _created_at(item: dict[str, Any]) -> float:
-    return datetime.fromisoformat(item["dateCreation"].replace("Z", "+00:00")).timestamp()
-
-
 def _api_calls(sandbox: SandboxServer) -> int:
     return sum(n for key, n in sandbox.admin.call_counts().items() if " /v1/" in key)
 
@@ -80,7 +75,7 @@ async def _create(
             key, value = trigger_record(ws, "bench")
             trigger.produce(kafka.topic(POLLER_TRIGGERS), key=key, value=value)
             trigger.poll(0)
-        created[int(item["id"])] = _created_at(item)
+        created[int(item["id"])] = _common.created_at(item)
 
     await asyncio.gather(*(one(ws) for ws in workspaces))
     if trigger is not None and trigger.flush(30):
@@ -163,8 +158,8 @@ async def _measure(
     late = [i for i in [*quiet, *triggered] if i not in arrivals]
     quiet_samples = sorted(arrivals[i] - quiet[i] for i in quiet if i in arrivals)
     base_samples = sorted(arrivals[i] - triggered[i] for i in triggered if i in arrivals)
-    quiet_summary = _seconds(_common.latency_summary(quiet_samples))
-    base = _seconds(_common.latency_summary(base_samples))
+    quiet_summary = _common.in_seconds(_common.latency_summary(quiet_samples))
+    base = _common.in_seconds(_common.latency_summary(base_samples))
     per_minute = quiet_calls / len(workspaces) / (quiet_elapsed / 60)
     share_minute = per_minute / _PER_MINUTE
     share_10_minutes = per_minute * 10 / _PER_10_MINUTES
@@ -187,16 +182,6 @@ async def _measure(
         "budget_share": round(max(share_minute, share_10_minutes), 4),
         "note": "budget shares are one workspace's: a poller of W workspaces uses W times as "
         "many requests; latencies from dateCreation to a read_committed consumer",
-    }
-
-
-def _seconds(summary: dict[str, float | int | None]) -> dict[str, float | int | None]:
-    """The summary's milliseconds as seconds."""
-    return {
-        key.replace("_ms", "_s"): (
-            round(value / 1000, 3) if key.endswith("_ms") and value else value
-        )
-        for key, value in summary.items()
     }
 
 

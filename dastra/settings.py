@@ -58,8 +58,24 @@ class DastraSettings(BaseSettings):
     # This process's role; the `poller` and `worker` verbs set theirs. None: the process is
     # alone on the key and uses all of it (a script of yours can set DASTRA_BUDGET_ROLE).
     budget_role: BudgetRole | None = None
-    # The validation key of Dastra's own webhooks (`Dastra-Signature`).
+    # The validation key of Dastra's own webhooks (`Dastra-Signature`): the webhook's
+    # `signatureKey`. Dastra gives each registered webhook its own key, and a rights request's
+    # delivery does not name its workspace: one webhook per workspace (URL with ?workspaceId=)
+    # means one key each, listed in DASTRA_WEBHOOK_SIGNING_KEYS (comma-separated).
     webhook_signing_key: SecretStr | None = None
+    webhook_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    @field_validator("webhook_signing_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def webhook_keys(self) -> list[SecretStr]:
+        """Every key a Dastra webhook delivery may be signed with."""
+        first = [self.webhook_signing_key] if self.webhook_signing_key is not None else []
+        return first + list(self.webhook_signing_keys)
 
     @field_validator("budget_shares", mode="before")
     @classmethod

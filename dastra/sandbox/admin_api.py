@@ -165,11 +165,11 @@ def admin_router(runtime: SandboxRuntime) -> APIRouter:
         workspace_id = ws_or_default(ws)
         body = rights_request_defaults(workspace_id, await _admin_body(request))
         validated("DataSubjectRequestDto", body)
-        return json_response(
-            state.create_rights_request(
-                workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s
-            )
+        created = state.create_rights_request(
+            workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s
         )
+        runtime.created("rightsRequests", workspace_id, created)
+        return json_response(created)
 
     @router.patch("/rights-requests/{id}", summary="Update a rights request (bumps dateUpdate)")
     async def admin_update_rights_request(id: int, request: Request) -> Response:
@@ -187,9 +187,11 @@ def admin_router(runtime: SandboxRuntime) -> APIRouter:
         workspace_id = ws_or_default(ws)
         body = {"label": "Task", "priority": "Medium", **(await _admin_body(request))}
         validated("TaskCreateUpdateDto", body)
-        return json_response(
-            state.create_task(workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s)
+        created = state.create_task(
+            workspace_id, body, creator=state.ui_user(), backdate_s=backdate_s
         )
+        runtime.created("tasks", workspace_id, created)
+        return json_response(created)
 
     @router.patch("/tasks/{id}", summary="Update a task (bumps dateUpdate)")
     async def admin_update_task(id: int, request: Request) -> Response:

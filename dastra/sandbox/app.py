@@ -51,6 +51,7 @@ from dastra.sandbox.query import (
 )
 from dastra.sandbox.settings import SandboxSettings
 from dastra.sandbox.state import NotFoundError, SandboxState, StateError, blank, project
+from dastra.sandbox.webhooks import SandboxWebhooks
 from dastra.spec import load_spec
 
 __all__ = ["ADMIN_PREFIX", "ADMIN_TOKEN_HEADER", "SandboxRuntime", "create_app"]
@@ -84,6 +85,7 @@ class SandboxRuntime:
         self.config = config
         self.state = SandboxState(config)
         self.controls = Controls(config)
+        self.webhooks = SandboxWebhooks(delay_s=config.webhook_delay_s)
         self.app: FastAPI | None = None
         spec = load_spec()
         self.fields = {kind: set(spec.properties(name)) for kind, name in _SCHEMAS.items()}
@@ -94,6 +96,13 @@ class SandboxRuntime:
     def reset(self) -> None:
         self.state.reset()
         self.controls.reset()
+        self.webhooks.reset()
+
+    def created(self, kind: str, ws: int, obj: Mapping[str, Any]) -> None:
+        """Dastra's webhooks for a new rights request or task (delivered after the answer)."""
+        event = "DataSubjectCreation" if kind == "rightsRequests" else "TaskCreation"
+        creator = obj.get("creator") or self.state.api_user()
+        self.webhooks.notify(ws, event, obj, user_id=int(creator["id"]))
 
     def template(self, scope: Scope) -> str:
         """The route template of a request, `{workspaceId}` shortened to `{ws}`."""
@@ -258,6 +267,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await runtime.webhooks.aclose()
             runtime.state.close()
 
     app = FastAPI(
@@ -504,6 +514,7 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
     async def create_rights_request(request: Request, ws: int = Depends(workspace)) -> Response:
         body = validated("DataSubjectRequestDto", await read_json(request))
         created = state.create_rights_request(ws, body)
+        runtime.created("rightsRequests", ws, created)
         return json_response(project(created, "DataSubjectRequestLightDto"))
 
     # --- tasks -------------------------------------------------------------------------------
@@ -565,7 +576,9 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
         body = validated("TaskCreateUpdateDto", await read_json(request))
         if config.dotnet_defaults:
             body = _dotnet_task_defaults(body)
-        return json_response(state.create_task(ws, body))
+        created = state.create_task(ws, body)
+        runtime.created("tasks", ws, created)
+        return json_response(created)
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -662,6 +675,55 @@ def create_app(config: SandboxSettings | None = None) -> FastAPI:
     async def link_recipients(request: Request, ws: int = Depends(workspace)) -> Response:
         body = validated("ActorDataProcessingBatchDto", await read_json(request))
         return json_response(state.link_actors(ws, body))
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    hooks = runtime.webhooks
+
+    def _hook_dto(hook: dict[str, Any]) -> dict[str, Any]:
+        ws = hook["workSpaceId"]
+        place = state.workspaces.get(ws) if ws is not None else None
+        return {**hook, "workSpace": project(place, "WorkSpaceDto") if place else None}
+
+    def _hook_body(body: dict[str, Any]) -> dict[str, Any]:
+        ws = body.get("workSpaceId")
+        if ws is not None and not state.has_workspace(ws):
+            raise _ForbiddenError()
+        return body
+
+    @app.get("/v1/WebHookUrls", tags=["WebHookUrls"], summary="Webhook URLs of a workspace")
+    async def webhook_urls(workspace_id: int | None = Query(None, alias="workspaceId")) -> Response:
+        return json_response([_hook_dto(h) for h in hooks.listed(workspace_id)])
+
+    @app.post(
+        "/v1/WebHookUrls",
+        tags=["WebHookUrls"],
+        summary="Register a webhook URL (Dastra then POSTs each subscribed event, signed)",
+        openapi_extra=_body_doc("WebHookUrlCreationDto", _ref("WebHookUrlDto")),
+    )
+    async def create_webhook_url(request: Request) -> Response:
+        body = _hook_body(validated("WebHookUrlCreationDto", await read_json(request)))
+        return json_response(_hook_dto(hooks.create(body)))
+
+    @app.get("/v1/WebHookUrls/{id}", tags=["WebHookUrls"], summary="One webhook URL")
+    async def webhook_url(id: int) -> Response:
+        return json_response(_hook_dto(hooks.get(id)))
+
+    @app.put(
+        "/v1/WebHookUrls/{id}",
+        tags=["WebHookUrls"],
+        summary="Save a webhook URL again (same key; clears its errors)",
+        openapi_extra=_body_doc("WebHookUrlCreationDto"),
+    )
+    async def update_webhook_url(id: int, request: Request) -> Response:
+        body = _hook_body(validated("WebHookUrlCreationDto", await read_json(request)))
+        hooks.update(id, body)
+        return json_response(True)
+
+    @app.delete("/v1/WebHookUrls/{id}", tags=["WebHookUrls"], summary="Delete a webhook URL")
+    async def delete_webhook_url(id: int) -> Response:
+        hooks.delete(id)
+        return json_response(True)
 
     app.include_router(admin_router(runtime))
 

@@ -56,6 +56,8 @@ class SandboxSettings(BaseSettings):
     # Linking an actor to a processing activity in a role it already has there adds a second
     # link instead of keeping the one (the spec does not say which Dastra does).
     duplicate_links: bool = False
+    # Seconds between a creation and its webhook delivery (Dastra's own queue lags 60-120 s).
+    webhook_delay_s: float = Field(default=0.0, ge=0.0)
 
     @field_validator("tz")
     @classmethod

@@ -43,6 +43,11 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("get", "/v1/ws/{workspaceId}/DataProcessings"),
     ("get", "/v1/ws/{workspaceId}/DataProcessings/{id}"),
     ("post", "/v1/ws/{workspaceId}/DataProcessings/recipients/batch"),
+    ("get", "/v1/WebHookUrls"),
+    ("post", "/v1/WebHookUrls"),
+    ("get", "/v1/WebHookUrls/{id}"),
+    ("put", "/v1/WebHookUrls/{id}"),
+    ("delete", "/v1/WebHookUrls/{id}"),
 )
 
 _REF_PREFIX = "#/components/schemas/"

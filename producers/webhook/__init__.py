@@ -536,7 +536,6 @@ def create_app(service: WebhookService) -> FastAPI:
             404: {"model": Problem, "description": "No DASTRA_WEBHOOK_SIGNING_KEY configured"},
             413: _PROBLEM,
             422: _PROBLEM,
-            503: _UNAVAILABLE,
         },
     )
     async def dastra_webhook(
@@ -547,14 +546,29 @@ def create_app(service: WebhookService) -> FastAPI:
             Query(alias="workspaceId", ge=1, description="The workspace this webhook is for"),
         ] = None,
     ) -> DastraWebhookAck:
-        """A Dastra webhook (signed with `Dastra-Signature`): poll the workspace now. The poller
-        stays the source of truth; this only makes it look at once."""
-        key = service.dastra.webhook_signing_key
-        if key is None:
+        """A Dastra webhook (signed with `Dastra-Signature`): poll the workspace now. The push is
+        only a nudge: its body is never published; the poller re-reads through the API, so its
+        exactly-once cursor stays the only producer of events and its cycles the safety net
+        (Dastra never replays a delivery)."""
+        keys = service.dastra.webhook_keys()
+        if not keys:
             raise Refused(404, "not-configured", "DASTRA_WEBHOOK_SIGNING_KEY is not set")
         raw = await read_body(request, settings.max_body_bytes)
-        if not verify_dastra_signature(key.get_secret_value(), raw, signature):
-            raise Refused(401, "bad-signature", "the Dastra-Signature does not match the body")
+        if not signature:
+            raise Refused(
+                401,
+                "missing-signature",
+                "no Dastra-Signature header: Dastra signs every delivery of a webhook "
+                "registered with POST /v1/WebHookUrls",
+            )
+        if not any(verify_dastra_signature(k.get_secret_value(), raw, signature) for k in keys):
+            raise Refused(
+                401,
+                "bad-signature",
+                "the Dastra-Signature does not match the body: DASTRA_WEBHOOK_SIGNING_KEY (or one "
+                "of DASTRA_WEBHOOK_SIGNING_KEYS) must be the webhook's signatureKey "
+                "(GET /v1/WebHookUrls/{id} in Dastra), and the body must reach us unchanged",
+            )
         body = json_body(raw)
         workspaces = workspaces_of(body, workspace_id, service.dastra)
         if not workspaces:
@@ -565,11 +579,17 @@ def create_app(service: WebhookService) -> FastAPI:
             )
         event_name = body.get("eventType") if isinstance(body, dict) else None
         reason = f"dastra-webhook:{event_name}" if isinstance(event_name, str) else "dastra-webhook"
-        for ws in workspaces:
-            key_bytes, value = trigger_record(ws, reason[:100])
-            await service.producer.produce(
-                service.kafka.topic(POLLER_TRIGGERS), key=key_bytes, value=value
-            )
+        try:
+            for ws in workspaces:
+                key_bytes, value = trigger_record(ws, reason[:100])
+                await service.producer.produce(
+                    service.kafka.topic(POLLER_TRIGGERS), key=key_bytes, value=value
+                )
+        except KafkaUnavailableError:
+            # Dastra blocks a webhook after more than 5 errors and never replays: a 503 here
+            # would cost the push for good, a lost nudge only costs the wait for the next cycle.
+            _log.warning("webhook.dastra_webhook_untriggered", workspaces=workspaces)
+            return DastraWebhookAck(workspaces=workspaces, triggered=False)
         _log.info("webhook.dastra_webhook", workspaces=workspaces)
         return DastraWebhookAck(workspaces=workspaces)
 

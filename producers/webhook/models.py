@@ -84,6 +84,12 @@ class Me(BaseModel):
 class DastraWebhookAck(BaseModel):
     status: Literal["ok"] = "ok"
     workspaces: list[int]
+    triggered: bool = Field(
+        default=True,
+        description="false when Kafka did not take the poll trigger: the poller's next "
+        "scheduled cycle finds the item instead (Dastra is still answered 200, so that it does "
+        "not count an error and block the webhook after more than 5)",
+    )
 
 
 class Health(BaseModel):

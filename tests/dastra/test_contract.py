@@ -45,6 +45,7 @@ _PROBLEM = {
 }
 # The spec declares no schema for these two; Dastra's docs describe a JSON object.
 _UNDOCUMENTED = {
+    "/v1/WebHookUrls/{id}": {"type": "boolean"},  # PUT and DELETE: 200 "Success", no schema
     "/status": {
         "type": "object",
         "required": ["status"],
@@ -247,6 +248,20 @@ async def _exercise_the_rest(
         for path in ("/status", "/rate-limiting-state", f"/v1/WorkSpaces/{ws}"):
             response = await http.get(path, headers=headers)
             assert response.status_code == 200, path
+        # Dastra's webhooks: registered after the creations above, so nothing is delivered.
+        hook = {"url": "http://127.0.0.1:9/none", "workSpaceId": ws, "subscribedEvents": []}
+        created = await http.post("/v1/WebHookUrls", json=hook, headers=headers)
+        assert created.status_code == 200, created.text
+        one = f"/v1/WebHookUrls/{created.json()['id']}"
+        answers = [
+            await http.get("/v1/WebHookUrls", params={"workspaceId": ws}, headers=headers),
+            await http.get(one, headers=headers),
+            await http.put(
+                one, json={**hook, "subscribedEvents": ["TaskCreation"]}, headers=headers
+            ),
+            await http.delete(one, headers=headers),
+        ]
+        assert [a.status_code for a in answers] == [200] * 4
 
 
 @pytest.mark.parametrize("oauth", [False, True], ids=["api-key", "oauth2"])

@@ -5,6 +5,7 @@ and port), so that the session broker other tests share is never touched."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import httpx
 from pydantic import SecretStr
 
 from bus.hooks.settings import HooksSettings
+from bus.hooks.signatures import dastra_signature
 from bus.localkafka import LocalKafka
 from bus.settings import KafkaSettings
 from bus.topics import TopicCatalogue, command_topic
 from dastra.settings import DastraSettings
 from producers.webhook.settings import WebhookSettings
 from tests.kafka_helpers import create_catalogue_topics, read_all, unique, wait_for
-from tests.producers.conftest import TOKEN, start_webhook, stop_webhook
+from tests.producers.conftest import DASTRA_KEY, TOKEN, start_webhook, stop_webhook
 
 TASK = {"label": "Answer the access request"}
 
@@ -36,7 +38,8 @@ def test_kafka_down_means_503_with_retry_after_and_nothing_lost_or_doubled_after
         )
         create_catalogue_topics(kafka, catalogue)
         settings = WebhookSettings(tokens=[SecretStr(TOKEN)], kafka_timeout_s=3.0, retry_after_s=2)
-        running = start_webhook(kafka, settings, HooksSettings(), DastraSettings())
+        dastra = DastraSettings(webhook_signing_key=SecretStr(DASTRA_KEY), workspace_id=101)
+        running = start_webhook(kafka, settings, HooksSettings(), dastra)
         client = running.client
         accepted: list[str] = []
 
@@ -60,6 +63,16 @@ def test_kafka_down_means_503_with_retry_after_and_nothing_lost_or_doubled_after
             assert time.monotonic() - started < settings.kafka_timeout_s + 2
             refused += 1
         assert client.get("/readyz").status_code == 503
+        # Dastra's push is only a nudge: answered 200 (Dastra blocks a webhook after more than 5
+        # errors and never replays), saying that no poll was triggered.
+        push = json.dumps({"webhookId": 1, "eventType": "TaskCreation", "data": {}}).encode()
+        nudged = client.post(
+            "/v1/dastra/webhook",
+            content=push,
+            headers={"Dastra-Signature": dastra_signature(DASTRA_KEY, push)},
+        )
+        assert nudged.status_code == 200, nudged.text
+        assert nudged.json() == {"status": "ok", "workspaces": [101], "triggered": False}
 
         broker.start()  # same data directory, same port
         wait_for(lambda: client.get("/readyz").status_code == 200, 60, "readiness after restart")
