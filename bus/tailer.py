@@ -57,6 +57,7 @@ class TopicTailer:
         self._waiters: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._assign_deadline = 0.0  # set by start()
         self._caught_up = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -77,6 +78,9 @@ class TopicTailer:
         if self._thread is not None:
             raise RuntimeError(f"tailer {self._name} already started")
         self.started_at_ms = int(time.time() * 1000)
+        # A topic without a leader yet (just created, or a loaded broker) is retried as long as
+        # the caller waits, not less.
+        self._assign_deadline = time.monotonic() + timeout
         self._thread = threading.Thread(target=self._run, name=f"tail-{self._name}", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
@@ -176,7 +180,7 @@ class TopicTailer:
 
     def _assign_with_retries(self, consumer: Consumer) -> list[TopicPartition]:
         # A topic created a moment ago may not have a leader yet: retry what can be retried.
-        deadline = time.monotonic() + 20
+        deadline = self._assign_deadline
         while True:
             try:
                 return self._assignment(consumer)
