@@ -115,9 +115,10 @@ schemas-check: install
 # Test files run on TEST_WORKERS parallel pytest-xdist workers (most of a test's time is spent
 # waiting on brokers and subprocesses); each worker has its own session broker, sandbox and port
 # range, and a file stays on one worker, the longest files first (tests/conftest.py).
-# TEST_WORKERS=0 runs everything in one process.
+# TEST_WORKERS=0 runs everything in one process. The 25 slowest tests are listed at the end of
+# every run, so where make test's time goes is in each CI log.
 TEST_WORKERS ?= 3
-PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 test: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check
 	$(PYTEST) -m "not slow"
 
