@@ -38,7 +38,6 @@ import faust
 import structlog
 from faust.auth import OAuthCredentials
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.transport.drivers import aiokafka as _faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus.settings import KafkaSettings
@@ -79,42 +78,12 @@ _SPECS = {
 }
 
 
-# The longest a fetch request of the agents' consumer waits at the broker for data. Faust fixes
-# it at 1 500 ms, and aiokafka leaves a partition whose fetched records are not consumed yet out
-# of the next fetch request: a command arriving on that partition meanwhile waited until the
-# fetch of the OTHER partitions came back, up to 1.5 s when they stayed quiet (the tail of the
-# produce -> result latency, issue 20). 50 ms bounds that wait; an idle worker sends about
-# 20 empty fetches per second to each broker instead of one.
-_FETCH_MAX_WAIT_MS = 50
-
-
-class _ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka hands this to its Fetcher in start(); Faust offers no setting for it.
-        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class _Consumer(_faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(_faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
 class AgentsApp(faust.App):
     """A Faust app whose lifecycle also starts, drains and closes its dispatcher (and its
     recipe runner, when recipes are enabled)."""
 
     dispatcher: Dispatcher
     recipes: RecipeRunner | None = None
-
-    def _new_transport(self) -> Any:
-        # Faust's aiokafka transport with the fetch wait above; the broker URLs as configured.
-        return _Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         await asyncio.to_thread(Path(self.conf.datadir).mkdir, parents=True, exist_ok=True)
