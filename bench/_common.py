@@ -27,6 +27,7 @@ __all__ = [
     "percentile",
     "ratio",
     "record_arrivals",
+    "wait_for_arrivals",
 ]
 
 
@@ -160,3 +161,15 @@ def record_arrivals(
             out.setdefault(int(data["id"]), time.time())
     finally:
         consumer.close()
+
+
+async def wait_for_arrivals(
+    arrivals: dict[int, float], created: dict[int, float], within: float
+) -> None:
+    """Until every created id is in `arrivals` (see `record_arrivals`), or `within` seconds;
+    the caller reports the missing."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(i in arrivals for i in created):
+            return
+        await asyncio.sleep(0.05)

@@ -85,15 +85,6 @@ async def _create(
     return created
 
 
-async def _wait_for(arrivals: dict[int, float], created: dict[int, float], within: float) -> None:
-    """Until every created id arrived, or `within` seconds (the missing are reported)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(i in arrivals for i in created):
-            return
-        await asyncio.sleep(0.05)
-
-
 async def _measure(
     kafka: KafkaSettings,
     sandbox: SandboxServer,
@@ -139,7 +130,7 @@ async def _measure(
                     pushed = await _create(
                         sandbox, workspaces, args.items, args.rate, rng, None, kafka
                     )
-                    await _wait_for(arrivals, pushed, 60)
+                    await _common.wait_for_arrivals(arrivals, pushed, 60)
                 pushed_s = time.monotonic() - began
                 pushed_cycles = sum(cycles.values()) - first_cycles
                 hooks = (await api.get("/v1/WebHookUrls")).json()
@@ -151,7 +142,7 @@ async def _measure(
                     triggered = await _create(
                         sandbox, workspaces, args.items, args.rate, rng, trigger, kafka
                     )
-                    await _wait_for(arrivals, triggered, 60)
+                    await _common.wait_for_arrivals(arrivals, triggered, 60)
             finally:
                 stop.set()
                 await running

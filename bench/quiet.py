@@ -83,15 +83,6 @@ async def _create(
     return created
 
 
-async def _wait_for(arrivals: dict[int, float], created: dict[int, float], within: float) -> None:
-    """Until every created id arrived, or `within` seconds (the missing are reported)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(i in arrivals for i in created):
-            return
-        await asyncio.sleep(0.05)
-
-
 async def _measure(
     kafka: KafkaSettings, sandbox: SandboxServer, quiet_s: float, seed: int
 ) -> dict[str, Any]:
@@ -141,12 +132,14 @@ async def _measure(
                     # has not reached the longest interval).
                     spread = min(settings.interval_max_s, quiet_s)
                     quiet = await _create(sandbox, workspaces, spread, rng, None, kafka)
-                    await _wait_for(arrivals, quiet, settings.interval_max_s + 60)
+                    await _common.wait_for_arrivals(arrivals, quiet, settings.interval_max_s + 60)
                 if not reader.is_alive():
                     raise RuntimeError("the event reader stopped (see its traceback above)")
                 with _console.status("baseline: one item per workspace, triggered"):
                     triggered = await _create(sandbox, workspaces, 1.0, rng, trigger, kafka)
-                    await _wait_for(arrivals, triggered, settings.interval_max_s + 60)
+                    await _common.wait_for_arrivals(
+                        arrivals, triggered, settings.interval_max_s + 60
+                    )
             finally:
                 stop.set()
                 await running
