@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from bus.envelope import deterministic_id
 from bus.records.commands import COMMAND_MODELS
 from bus.records.recipe_runs import Notification
-from bus.topics import NOTIFICATIONS
+from bus.topics import NOTIFICATIONS, command_topic
 from consumers.recipes.expressions import ExpressionError, format_datetime
 from consumers.recipes.model import (
     EVENT_FIELDS,
@@ -36,10 +37,13 @@ from consumers.recipes.model import (
 from consumers.recipes.settings import RecipesSettings
 
 __all__ = [
+    "PreviewProblem",
+    "RunPreview",
     "build_context",
     "dry_run",
     "event_context",
     "iterations",
+    "preview_run",
     "render_command",
     "render_message",
     "step_command_id",
@@ -191,42 +195,57 @@ def iterations(step: Step, context: Mapping[str, Any]) -> list[tuple[int | None,
     return [(i, {**context, "item": item, "index": i}) for i, item in enumerate(items)]
 
 
-def dry_run(recipe: Recipe, settings: RecipesSettings) -> list[Problem]:
-    """Run the recipe's `example` through its filter and steps without any I/O: every command
-    must validate against its action's model and every message against its topic's contract."""
-    example = recipe.example
-    problems = Problems(str(recipe.source), recipe.name)
-    if example is None:
-        return []
-    ours = recipe.trigger.ours if recipe.trigger else True
-    event_type = example.type or (recipe.trigger.type if recipe.trigger else None)
-    source = example.source or ("dastra://workspaces/101" if ours else None)
-    event = event_context(
-        id=f"example:{recipe.name}",
-        data=example.data,
-        type=event_type,
-        source=source,
-        subject=example.subject,
-        time=datetime(2026, 3, 2, 9, 14, 7, tzinfo=UTC),
-        key=example.key,
-        topic=recipe.trigger.topic if recipe.trigger else None,
-        partition=0,
-        offset=0,
-    )
-    context = build_context(recipe, event, settings, run_key=f"example:{recipe.name}")
+@dataclass(frozen=True)
+class PreviewProblem:
+    """Something a preview found: at a step (`step` its index, `item` its foreach item) or, with
+    `step` None, at the recipe's filter or `once_per`; `field` is a command field's location
+    (`label`, `tags[0]`) or empty."""
+
+    step: int | None
+    step_id: str | None
+    item: int | None
+    field: str
+    message: str
+
+
+@dataclass
+class RunPreview:
+    """What a run would do for one event: whether the filter takes it, each command (step,
+    action, topic, command id, data) and message (step, topic, type, key, data), and the
+    problems found; nothing is sent."""
+
+    matches: bool = True
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[PreviewProblem] = field(default_factory=list)
+
+
+def preview_run(
+    recipe: Recipe,
+    event: Mapping[str, Any],
+    settings: RecipesSettings,
+    *,
+    run_key: str,
+    results: Mapping[str, Any],
+) -> RunPreview:
+    """Run the recipe's filter and steps on `event` without any I/O, assuming `results[step id]`
+    as each command step's result: every command is checked against its action's model and
+    every message against its topic's contract (a notification's). The one renderer behind the
+    example check of `recipes validate` and the studio's test."""
+    context = build_context(recipe, event, settings, run_key=run_key)
+    preview = RunPreview()
     condition = recipe.trigger.filter if recipe.trigger else recipe.schedule.filter  # type: ignore[union-attr]
     try:
         if recipe.once_per is not None:
             recipe.once_per.render(context)
         if condition is not None and not condition.matches(context):
-            problems.add("example", f"the filter {condition.text!r} does not match the example")
-            return problems.found
+            preview.matches = False
+            return preview
     except ExpressionError as exc:
-        problems.add("example", str(exc))
-        return problems.found
+        preview.problems.append(PreviewProblem(None, None, None, "", str(exc)))
+        return preview
     steps: dict[str, Any] = {}
     for index, step in enumerate(recipe.steps):
-        where = f"steps[{index}] ({step.id}) on the example"
         context["steps"] = dict(steps)
         try:
             if step.when is not None and not step.when.matches(context):
@@ -234,10 +253,9 @@ def dry_run(recipe: Recipe, settings: RecipesSettings) -> list[Problem]:
                 continue
             rounds = iterations(step, context)
         except ExpressionError as exc:
-            problems.add(where, str(exc))
+            preview.problems.append(PreviewProblem(index, step.id, None, "", str(exc)))
             continue
-        for item_index, item_context in rounds:
-            label = where if item_index is None else f"{where}[{item_index}]"
+        for item, item_context in rounds:
             try:
                 if step.kind == "command":
                     assert step.action is not None
@@ -246,13 +264,75 @@ def dry_run(recipe: Recipe, settings: RecipesSettings) -> list[Problem]:
                         COMMAND_MODELS[step.action].model_validate(data)
                     except ValidationError as exc:
                         for error in exc.errors(include_url=False, include_input=False):
-                            problems.add(
-                                f"{label}.{error_location(error['loc'])}", str(error["msg"])
+                            preview.problems.append(
+                                PreviewProblem(
+                                    index,
+                                    step.id,
+                                    item,
+                                    error_location(error["loc"]),
+                                    str(error["msg"]),
+                                )
                             )
+                    preview.commands.append(
+                        {
+                            "step": step.id,
+                            "action": step.action,
+                            "topic": command_topic(step.action),
+                            "command_id": step_command_id(recipe.name, run_key, step.id, item),
+                            "data": data,
+                        }
+                    )
                 else:
-                    render_message(recipe, step, item_context)
+                    key, message = render_message(recipe, step, item_context)
+                    preview.messages.append(
+                        {
+                            "step": step.id,
+                            "topic": step.topic,
+                            "type": step.event_type,
+                            "key": key,
+                            "data": message,
+                        }
+                    )
             except (ExpressionError, ValueError) as exc:
-                problems.add(label, str(exc))
-        result = example.results.get(step.id)
-        steps[step.id] = {"status": "succeeded", "result": result}
+                preview.problems.append(PreviewProblem(index, step.id, item, "", str(exc)))
+        steps[step.id] = {"status": "succeeded", "result": results.get(step.id)}
+    return preview
+
+
+def dry_run(recipe: Recipe, settings: RecipesSettings) -> list[Problem]:
+    """Run the recipe's `example` through its filter and steps without any I/O
+    (`preview_run`): every command must validate against its action's model and every message
+    against its topic's contract."""
+    example = recipe.example
+    problems = Problems(str(recipe.source), recipe.name)
+    if example is None:
+        return []
+    ours = recipe.trigger.ours if recipe.trigger else True
+    event = event_context(
+        id=f"example:{recipe.name}",
+        data=example.data,
+        type=example.type or (recipe.trigger.type if recipe.trigger else None),
+        source=example.source or ("dastra://workspaces/101" if ours else None),
+        subject=example.subject,
+        time=datetime(2026, 3, 2, 9, 14, 7, tzinfo=UTC),
+        key=example.key,
+        topic=recipe.trigger.topic if recipe.trigger else None,
+        partition=0,
+        offset=0,
+    )
+    preview = preview_run(
+        recipe, event, settings, run_key=f"example:{recipe.name}", results=example.results
+    )
+    if not preview.matches:
+        condition = recipe.trigger.filter if recipe.trigger else recipe.schedule.filter  # type: ignore[union-attr]
+        assert condition is not None
+        problems.add("example", f"the filter {condition.text!r} does not match the example")
+    for found in preview.problems:
+        if found.step is None:
+            problems.add("example", found.message)
+            continue
+        label = f"steps[{found.step}] ({found.step_id}) on the example"
+        if found.item is not None:
+            label += f"[{found.item}]"
+        problems.add(f"{label}.{found.field}" if found.field else label, found.message)
     return problems.found

@@ -42,24 +42,18 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from bus.errors import KafkaUnavailableError, RecordTooLargeError
-from bus.records.commands import COMMAND_MODELS
 from bus.records.studio_recipes import StudioChange, StudioRecipeVersion
-from bus.topics import TopicCatalogue, command_topic
-from consumers.recipes.expressions import ExpressionError
+from bus.topics import TopicCatalogue
 from consumers.recipes.language import (
     Problem,
     Recipe,
-    build_context,
     event_context,
-    iterations,
     load_recipes,
-    render_command,
-    render_message,
+    preview_run,
     shipped_recipes_dir,
-    step_command_id,
 )
 from consumers.recipes.model import error_location
 from consumers.recipes.settings import RecipesSettings
@@ -425,8 +419,8 @@ def create_app(
 
 
 def _dry_run(recipe: Recipe, sample: SampleEvent, settings: RecipesSettings) -> dict[str, Any]:
-    """What the recipe would send for `sample`: each command (with its id, topic and data,
-    validated against its action's model) and each message; nothing is sent."""
+    """What the recipe would send for `sample` (`preview_run`): each command (with its id, topic
+    and data, checked against its action's model) and each message; nothing is sent."""
     ours = recipe.trigger.ours if recipe.trigger else True
     run_key = f"dry-run:{recipe.name}"
     event = event_context(
@@ -441,66 +435,19 @@ def _dry_run(recipe: Recipe, sample: SampleEvent, settings: RecipesSettings) -> 
         partition=0,
         offset=0,
     )
-    context = build_context(recipe, event, settings, run_key=run_key)
-    condition = recipe.trigger.filter if recipe.trigger else None
-    out: dict[str, Any] = {"matches": True, "commands": [], "messages": [], "problems": []}
-    try:
-        if condition is not None and not condition.matches(context):
-            out["matches"] = False
-            return out
-    except ExpressionError as exc:
-        out["problems"].append({"field": "trigger.filter", "message": str(exc)})
-        return out
-    steps: dict[str, Any] = {}
-    for index, step in enumerate(recipe.steps):
-        where = f"steps[{index}]"
-        context["steps"] = dict(steps)
-        try:
-            if step.when is not None and not step.when.matches(context):
-                steps[step.id] = {"status": "skipped", "result": None}
-                continue
-            rounds = iterations(step, context)
-        except ExpressionError as exc:
-            out["problems"].append({"field": where, "message": str(exc)})
-            continue
-        for item, item_context in rounds:
-            label = where if item is None else f"{where}[{item}]"
-            try:
-                if step.kind == "command":
-                    assert step.action is not None
-                    data = render_command(step, item_context)
-                    try:
-                        COMMAND_MODELS[step.action].model_validate(data)
-                    except ValidationError as exc:
-                        for error in exc.errors(include_url=False, include_input=False):
-                            at = error_location(error["loc"])
-                            out["problems"].append(
-                                {
-                                    "field": f"{label}.with" + (f".{at}" if at else ""),
-                                    "message": str(error["msg"]),
-                                }
-                            )
-                    out["commands"].append(
-                        {
-                            "step": step.id,
-                            "action": step.action,
-                            "topic": command_topic(step.action),
-                            "command_id": step_command_id(recipe.name, run_key, step.id, item),
-                            "data": data,
-                        }
-                    )
-                else:
-                    key, message = render_message(recipe, step, item_context)
-                    out["messages"].append(
-                        {
-                            "step": step.id,
-                            "topic": step.topic,
-                            "type": step.event_type,
-                            "key": key,
-                            "data": message,
-                        }
-                    )
-            except (ExpressionError, ValueError) as exc:
-                out["problems"].append({"field": label, "message": str(exc)})
-        steps[step.id] = {"status": "succeeded", "result": sample.results.get(step.id)}
-    return out
+    preview = preview_run(recipe, event, settings, run_key=run_key, results=sample.results)
+    problems = []
+    for found in preview.problems:
+        if found.step is None:
+            where = "trigger.filter" if recipe.trigger else "schedule.filter"
+        else:
+            where = f"steps[{found.step}]" + (f"[{found.item}]" if found.item is not None else "")
+            if found.field:
+                where += f".with.{found.field}"
+        problems.append({"field": where, "message": found.message})
+    return {
+        "matches": preview.matches,
+        "commands": preview.commands,
+        "messages": preview.messages,
+        "problems": problems,
+    }
