@@ -28,14 +28,18 @@ from starlette.routing import Route
 
 from bus.hooks.settings import HooksSettings
 from bus.settings import KafkaSettings
-from bus.topics import TopicCatalogue
+from bus.topics import TopicCatalogue, default_topics_file, load_catalogue
 from consumers.lag import LagMonitor
 from consumers.lag.web import create_app as create_lag_app
+from consumers.recipes.settings import RecipesSettings
 from dastra.apidocs import SWAGGER_UI_VERSION, add_api_docs, swagger_ui_dir
 from dastra.sandbox import SandboxServer
 from dastra.sandbox.app import create_app as create_sandbox_app
 from dastra.sandbox.settings import SandboxSettings
 from dastra.settings import DastraSettings
+from dastra_kafka.studio.app import create_app as create_studio_app
+from dastra_kafka.studio.settings import StudioSettings
+from dastra_kafka.studio.store import StudioStore
 from producers.webhook import WebhookService
 from producers.webhook import create_app as create_webhook_app
 from producers.webhook.settings import WebhookSettings
@@ -255,10 +259,17 @@ def test_the_lag_page_renders_with_no_internet(
 def _served_apps(kafka: KafkaSettings) -> dict[str, FastAPI]:
     """Every FastAPI app the project serves; not started (no lifespan): only pages are read."""
     lag = fast_lag_settings()
+    studio = StudioSettings(tokens=[SecretStr(_TOKEN)])
     return {
         "webhook": create_webhook_app(_webhook_service(kafka)),
         "sandbox": create_sandbox_app(SandboxSettings()),
         "lag": create_lag_app(LagMonitor(kafka, lag), lag),
+        "studio": create_studio_app(
+            StudioStore(kafka, studio),
+            studio,
+            RecipesSettings(),
+            load_catalogue(default_topics_file()),
+        ),
     }
 
 
@@ -282,6 +293,8 @@ async def test_no_served_html_references_an_external_asset(kafka: KafkaSettings)
         "lag /docs",
         "lag /",
         "lag /docs/oauth2-redirect",
+        "studio /studio/",
+        "studio /docs",
     ):
         assert expected in pages, sorted(pages)
     for where, html in pages.items():

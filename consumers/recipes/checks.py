@@ -239,7 +239,8 @@ def _check_command(action: str, fields: Template, where: str, problems: Problems
         given[everything[key]] = key
     for name, info in model.model_fields.items():
         if info.is_required() and name not in given:
-            problems.add(where, f"{action} needs {info.alias or name}: map it")
+            field = info.alias or name
+            problems.add(f"{where}.{field}", f"{action} needs {field}: map it")
     constants = {
         key: fields.item(key).constant
         for key in fields.field_names()

@@ -34,13 +34,14 @@ import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import structlog
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -58,6 +59,8 @@ from consumers.recipes.language import (
 from consumers.recipes.model import error_location
 from consumers.recipes.settings import RecipesSettings
 from consumers.recipes.studio import check_studio_document
+from dastra.apidocs import add_api_docs
+from dastra_kafka.studio.catalogue import builder_catalogue
 from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore
 from producers.webhook.http import token_id
@@ -149,12 +152,13 @@ def create_app(
     app = FastAPI(
         title="dastra-kafka studio",
         version="0.1.0",
-        description="Build, check, test and store recipes (the studio's API; its page is not "
-        "built yet).",
+        description="Build, check, test and store recipes: the page at /studio/ and its API.",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
+
+    add_api_docs(app)
 
     @app.exception_handler(_Refused)
     async def _refused(_request: Request, exc: _Refused) -> JSONResponse:
@@ -236,6 +240,38 @@ def create_app(
             "saved_at": version.saved_at.isoformat(),
             "read_only": False,
         }
+
+    # --- the page ----------------------------------------------------------------------------
+
+    @app.get("/studio", include_in_schema=False)
+    async def studio_root() -> RedirectResponse:
+        return RedirectResponse("/studio/")
+
+    @app.get("/studio/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_page_file("studio.html"), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/studio/assets/{name}", include_in_schema=False)
+    async def asset(name: str) -> Response:
+        if name not in _ASSETS:
+            raise _Refused(404, "not-found", f"no asset is named {name!r}")
+        return Response(
+            _page_file(name), media_type=_ASSETS[name], headers={"Cache-Control": "no-cache"}
+        )
+
+    builder = builder_catalogue(catalogue, recipes)
+
+    @app.get("/studio/api/catalogue", tags=["builder"])
+    async def builder_offer(who: Reader) -> dict[str, Any]:
+        """What the builder offers (topics, actions and their schemas, the picker's paths) and
+        who is asking (role)."""
+        return {**builder, "me": {"role": who.role, "token_id": who.token_id}}
+
+    @app.post("/studio/api/yaml", tags=["builder"])
+    async def as_yaml(body: DraftBody, _who: Reader) -> Response:
+        """A draft as the YAML file `recipes validate` reads (what export gives once saved)."""
+        text = yaml.safe_dump(body.recipe, sort_keys=False, allow_unicode=True)
+        return Response(text, media_type="application/yaml")
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -416,6 +452,17 @@ def create_app(
         return _dry_run(recipe, body.event, recipes)
 
     return app
+
+
+_PAGE_DIR = Path(__file__).parent / "page"
+_ASSETS = {
+    "studio.js": "text/javascript; charset=utf-8",
+    "studio.css": "text/css; charset=utf-8",
+}
+
+
+def _page_file(name: str) -> str:
+    return (_PAGE_DIR / name).read_text(encoding="utf-8")
 
 
 def _dry_run(recipe: Recipe, sample: SampleEvent, settings: RecipesSettings) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def test_validate_passes_the_shipped_recipes_and_fails_a_broken_file(tmp_path: P
     assert f"{broken}: recipe broken-one: steps[0].with.lable: unknown field for create-task" in (
         bad.stderr
     )
-    assert "steps[0].with: create-task needs label" in bad.stderr
+    assert "steps[0].with.label: create-task needs label" in bad.stderr
 
     as_json = run_cli("recipes", "validate", str(broken), "--json", env={})
     assert as_json.returncode == 2

@@ -171,7 +171,7 @@ MISTAKES: list[tuple[str, Any, str, str]] = [
      "unknown action 'create-tsk' (did you mean create-task?)"),
     ("unknown field", _set("steps.0.with.lable", "x"), "steps[0].with.lable",
      "unknown field for create-task (did you mean label?)"),
-    ("required field", _set("steps.0.with.label", _DELETE), "steps[0].with",
+    ("required field", _set("steps.0.with.label", _DELETE), "steps[0].with.label",
      "create-task needs label"),
     ("literal refused", _set("steps.0.with.priority", "Urgent"), "steps[0].with.priority",
      "Input should be 'High', 'Medium' or 'Low'"),
