@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,8 @@ def test_the_demo_runs_to_a_passing_summary(
     # The doctor ran first, against the sandbox the demo uses, with no FAIL.
     assert "dastra-kafka doctor: workspace" in result.stderr
     assert "│ FAIL │" not in result.stderr
+    # The studio ran (the demo waits for its page) and its sign-in link was printed.
+    assert re.search(r"studio: http://127\.0\.0\.1:\d+/studio/#token=\S+", result.stderr)
     assert summary["passed"] is True
     assert all(check["passed"] for check in summary["checks"])
     assert sum(summary["created"].values()) >= 10

@@ -1,7 +1,8 @@
-"""`dastra-kafka studio`: the studio's API (build, check, test and store recipes over HTTP), on
-SERVICE_HOST:STUDIO_PORT. Why a verb of its own rather than routes of the webhook: checking a
-recipe needs the recipe language (`consumers/recipes/`), which the webhook (a producer role) may
-not import; the shell may import both, and the studio's page will be served from here too."""
+"""`dastra-kafka studio`: the studio (build, check, test and store recipes in the browser at
+/studio/, and its API under /studio/api/), on SERVICE_HOST:STUDIO_PORT. Why a verb of its own
+rather than routes of the webhook: checking a recipe needs the recipe language
+(`consumers/recipes/`), which the webhook (a producer role) may not import; the shell may import
+both."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def studio(
     host: str | None = typer.Option(None, help="Listen address (default SERVICE_HOST)."),
     port: int | None = typer.Option(None, help="Port (default STUDIO_PORT)."),
 ) -> None:
-    """Serve the studio's API under /studio/api/ until Ctrl-C/SIGTERM (no page yet)."""
+    """Serve the studio (page at /studio/, API under /studio/api/) until Ctrl-C/SIGTERM."""
     import uvicorn
 
     from dastra_kafka.cli.webhook import _server_class

@@ -100,7 +100,7 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
             if privacy_env:
                 console.print(f'privacy: {options.privacy} mode (README "Privacy")')
             token = secrets.token_urlsafe(24)
-            ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port())
+            ports = Ports(*(free_port() for _ in range(6)))
             supervisor = stack.enter_context(Supervisor(run_dir))
             subscriber = stack.enter_context(Subscriber(report, lock))
             enabled = {"RECIPES_ENABLE": ",".join(options.recipes)} if options.recipes else {}
@@ -125,9 +125,14 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
             monitor = stack.enter_context(
                 LagMonitor(kafka, settings.lag, GroupSelection.of(kafka, settings.lag))
             )
+            # The demo's own token, made for this run, in the fragment (never sent to the
+            # server in the URL): the page signs in with it.
+            studio_url = f"http://127.0.0.1:{ports.studio}/studio/#token={token}"
+            console.print(f"studio: [bold]{studio_url}[/] (build, test and run recipes)")
             urls = {
                 "webhook": f"{webhook_url}/docs",
                 "lag page": f"http://127.0.0.1:{ports.lag}/",
+                "studio": studio_url,
                 "logs": str(run_dir),
             }
             chaos = None

@@ -153,6 +153,7 @@ class Ports:
     lag: int
     poller_metrics: int
     hooks_metrics: int
+    studio: int
 
 
 def _ok(url: str) -> bool:
@@ -177,7 +178,7 @@ def services(
         Service(
             "worker",
             [*_CLI, "worker"],
-            {**base, "WORKER_WEB_PORT": str(ports.worker), **recipes},
+            {**base, "WORKER_WEB_PORT": str(ports.worker), "RECIPES_STUDIO": "true", **recipes},
             ready=lambda: _ok(f"http://127.0.0.1:{ports.worker}/ready"),
             ready_timeout_s=120,
         ),
@@ -197,6 +198,12 @@ def services(
             [*_CLI, "hooks"],
             {**base, **_LOOPBACK_HOOKS, "HOOKS_METRICS_PORT": str(ports.hooks_metrics)},
             ready=lambda: _ok(f"http://127.0.0.1:{ports.hooks_metrics}/metrics"),
+        ),
+        Service(
+            "studio",
+            [*_CLI, "studio"],
+            {**base, "STUDIO_PORT": str(ports.studio), "STUDIO_TOKENS": token},
+            ready=lambda: _ok(f"http://127.0.0.1:{ports.studio}/studio/"),
         ),
         Service(
             "lag",

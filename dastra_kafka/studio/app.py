@@ -1,4 +1,4 @@
-"""The studio's API (`dastra-kafka studio`): build, check, test and store recipes over HTTP.
+"""The studio (`dastra-kafka studio`): its page and API, to build, check, test and store recipes.
 
 Consumes HTTP requests under `/studio/api/` (token auth as the webhook's: `Authorization: Bearer`
 or `X-API-Key`; STUDIO_TOKENS may change recipes, STUDIO_READ_TOKENS may only read, validate,
@@ -6,8 +6,13 @@ export and dry-run) and dastra.recipes.v1 (the studio recipes, read from the beg
 every change as a `StudioRecipeVersion` on dastra.recipe-changes.v1 (audit) then
 dastra.recipes.v1 (compacted), see `store.py`; workers with RECIPES_STUDIO=true pick it up.
 
-Routes (the browser page is not built yet; it will use these):
+The page (`GET /studio/`, its files in `page/`, served by this app: nothing from a CDN) uses
+these routes:
 
+    GET    /studio/api/catalogue                   what the builder offers (topics, event
+                                                   types, actions and their JSON Schemas, the
+                                                   picker's paths) and the caller's role
+    POST   /studio/api/yaml                        {"recipe": {...}} -> the YAML file
     GET    /studio/api/recipes                     every recipe: name, source (shipped, file,
                                                    studio), version, enabled, valid
     GET    /studio/api/recipes/{name}              one, with its document and problems

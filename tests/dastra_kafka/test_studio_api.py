@@ -333,3 +333,50 @@ def test_dry_run_renders_the_commands_and_sends_nothing(
                 assert high == 0, f"{topic}/{partition} has {high} records"
     finally:
         consumer.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_builders_catalogue_offers_what_the_contracts_have(client: httpx.Client) -> None:
+    assert client.get("/studio/api/catalogue").status_code == 401
+    reader = client.get("/studio/api/catalogue", headers=_headers(VIEWER)).json()
+    assert reader["me"]["role"] == "reader" and VIEWER not in json.dumps(reader)
+    editor = client.get("/studio/api/catalogue", headers=_headers(EDITOR)).json()
+    assert editor["me"]["role"] == "editor"
+    triggers = {topic["name"]: topic for topic in editor["trigger_topics"]}
+    requests = triggers["dastra.rights-requests.v1"]
+    assert requests["event_types"] == [
+        "eu.dastra.rights_request.created",
+        "eu.dastra.rights_request.updated",
+    ]
+    paths = {field["path"] for field in requests["fields"]}
+    assert {"data.id", "data.email", "data.expiryTime", "data.area.label"} <= paths
+    actions = {action["name"]: action for action in editor["actions"]}
+    assert set(actions) == set(ACTIONS)
+    schema = actions["create-rights-request"]["schema"]
+    assert set(schema["required"]) == {"title", "purposes"}
+    assert "Access" in json.dumps(schema["properties"]["purposes"])
+    results = {field["path"] for field in actions["create-rights-request"]["result_fields"]}
+    assert "result.id" in results
+    searched = {field["path"] for field in actions["search-actors"]["result_fields"]}
+    assert "result[0].email" in searched  # a search gives a list
+    assert "event.key" in editor["event_fields"]
+    assert "settings.dpo_user_id" in editor["settings"]
+    # Every field path the picker offers for a catalogue topic is one its contract declares.
+    contract = json.loads((Path("schemas") / "rights-request.schema.json").read_text())
+    assert {path.split(".")[1].split("[")[0] for path in paths} <= set(contract["properties"])
+
+
+@pytest.mark.timeout(120)
+def test_the_page_and_a_drafts_yaml_are_served(client: httpx.Client) -> None:
+    page = client.get("/studio/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="/studio/assets/studio.js">' in page.text
+    script = client.get("/studio/assets/studio.js")
+    assert script.status_code == 200 and "text/javascript" in script.headers["content-type"]
+    assert client.get("/studio/assets/studio.css").status_code == 200
+    assert client.get("/studio/assets/..%2Fapp.py").status_code == 404
+    assert client.get("/studio/assets/app.py").status_code == 404
+    draft = recipe_document()
+    text = client.post("/studio/api/yaml", json={"recipe": draft}, headers=_headers(VIEWER))
+    assert text.status_code == 200 and text.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(text.text) == draft

@@ -855,6 +855,14 @@ function runDetail(run) {
 // --- start ----------------------------------------------------------------------------------
 
 (async () => {
+  // A sign-in link (`make run` prints one) carries the token in the fragment, which is never
+  // sent to a server; it is kept in this tab and taken out of the address bar.
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (given) {
+    S.token = given;
+    sessionStorage.setItem("studio-token", given);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
   if (!S.token) return signIn();
   const answer = await api("GET", "/studio/api/catalogue", undefined, { signingIn: true });
   if (!answer.ok) return signIn(answer.status === 401 ? "Sign in with a studio token." : explain(answer));
