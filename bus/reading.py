@@ -2,11 +2,12 @@
 one way any role reads "the records since T" or "the last N records of each partition".
 
 Consumes a topic (every partition, from the first offset, from a timestamp, or its last N
-records) with a throw-away consumer that never joins a group nor commits. Produces its records
-in order, or, for compacted state topics, the latest value per key. Under `read_committed` the
-end is the log end as it was when the read began, not the last stable offset: a transaction some
-other process still has open (it may be hiding our own, later, committed records) is waited for
-until it commits or aborts, up to the deadline, instead of silently reading a stale state.
+records; or the one record at a partition and offset) with a throw-away consumer that never
+joins a group nor commits. Produces its records in order, or, for compacted state topics, the
+latest value per key. Under `read_committed` the end is the log end as it was when the read
+began, not the last stable offset: a transaction some other process still has open (it may be
+hiding our own, later, committed records) is waited for until it commits or aborts, up to the
+deadline, instead of silently reading a stale state.
 
     latest = read_latest(kafka, kafka.topic(POLLER_STATE), timeout=90)
 """
@@ -29,6 +30,7 @@ __all__ = [
     "StateRecord",
     "end_offsets",
     "read_latest",
+    "read_record",
     "read_to_end",
     "reader_group_id",
 ]
@@ -219,3 +221,65 @@ def read_latest(
         else:
             latest[record.key] = record.value
     return latest
+
+
+def read_record(
+    kafka: KafkaSettings, topic: str, partition: int, offset: int, *, timeout: float = 15.0
+) -> StateRecord | None:
+    """The record at `offset` of `partition` (read_uncommitted), or None when it is no longer
+    (or not yet) on the topic. Raises `TopicMissingError`, or `KafkaException` when the broker
+    does not answer within `timeout` seconds."""
+    group = reader_group_id(kafka, "record")
+    consumer = Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": group,  # never joins, never commits
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_uncommitted",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
+        info = metadata.topics.get(topic)
+        if info is not None and (
+            denied := KafkaAuthorizationError.from_error(info.error, topic=topic)
+        ):
+            raise denied
+        if info is None or info.error is not None:
+            raise TopicMissingError(topic)
+        if partition not in info.partitions:
+            return None
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=min(timeout, 15), cached=False
+        )
+        if not low <= offset < high:
+            return None
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    return None
+                raise KafkaException(error)
+            if message.offset() != offset:  # compacted away, or below the log start by now
+                return None
+            return StateRecord(
+                partition=partition,
+                offset=offset,
+                key=message.key(),
+                value=message.value(),
+                headers=header_pairs(message.headers()),
+                timestamp_ms=message.timestamp()[1],
+            )
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, f"{topic}/{partition}@{offset} not read in time")
+        )
+    finally:
+        consumer.close()

@@ -32,6 +32,7 @@ __all__ = [
     "PRIVACY_AUDIT",
     "PRIVACY_KEYS",
     "RECIPE_CHANGES",
+    "RECIPE_REQUESTS",
     "RECIPE_RUNS",
     "RECORD_MAX_BYTES",
     "RIGHTS_REQUESTS",
@@ -60,6 +61,7 @@ NOTIFICATIONS = "dastra.notifications.v1"
 RECIPE_RUNS = "dastra.recipe-runs.v1"
 STUDIO_RECIPES = "dastra.recipes.v1"
 RECIPE_CHANGES = "dastra.recipe-changes.v1"
+RECIPE_REQUESTS = "dastra.recipe-requests.v1"
 WEBHOOK_IDEMPOTENCY = "dastra.webhook-idempotency.v1"
 PRIVACY_KEYS = "dastra.privacy-keys.v1"
 PRIVACY_AUDIT = "dastra.privacy-audit.v1"

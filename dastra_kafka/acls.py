@@ -94,6 +94,9 @@ _CONTRACT_ROLES: dict[AclRole, tuple[Role, ...]] = {
 # hook samples (`GET /v1/hooks/samples`, producers/webhook/service.py) are the latest events.
 _EXTRA_READS: dict[AclRole, tuple[str, ...]] = {
     AclRole.WEBHOOK: (RIGHTS_REQUESTS, TASKS),
+    # The studio's trigger samples (`GET /studio/api/samples`, dastra_kafka/studio/runs.py): the
+    # latest records of a recipe's trigger topic (a topic of your own needs its own READ rule).
+    AclRole.STUDIO: (RIGHTS_REQUESTS, TASKS),
 }
 
 # What the consumer groups of the project read: the lag monitor reads their positions.

@@ -69,7 +69,9 @@ from typing import Any, TypeVar
 import faust
 import structlog
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from bus.deadletter import OriginalRecord, dead_letter
 from bus.envelope import (
@@ -81,11 +83,14 @@ from bus.envelope import (
     header_pairs,
     new_event,
 )
+from bus.errors import TopicMissingError
 from bus.hooks.events import workspace_of
 from bus.metrics import role_registry
 from bus.privacy import PAYLOAD_EXTENSION
 from bus.privacy.keystore import KeyStore
+from bus.reading import read_record
 from bus.records.commands import CommandResult, command_record_key
+from bus.records.recipe_requests import RecipeRequest
 from bus.records.recipe_runs import (
     PublishedRecord,
     RecipeRun,
@@ -97,6 +102,7 @@ from bus.records.recipe_runs import (
 from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
+    RECIPE_REQUESTS,
     RECIPE_RUNS,
     RIGHTS_REQUESTS,
     STUDIO_RECIPES,
@@ -121,6 +127,7 @@ from consumers.recipes.language import (
     step_command_id,
 )
 from consumers.recipes.privacy import RecipePrivacy, TriggerUnreadable
+from consumers.recipes.requests import kept_steps, sample_event
 from consumers.recipes.results import StepResults
 from consumers.recipes.state import RunStore
 from consumers.recipes.studio import StudioMetrics, StudioRecipes, StudioTriggers
@@ -411,6 +418,7 @@ class RecipeRunner:
             handle=self._studio_record,
             on_assigned=self._studio_assigned,
             on_crash=self._engine.crash,
+            also=(RECIPE_REQUESTS,),
         )
         self._studio, self._triggers = studio, triggers
         await triggers.start()
@@ -437,7 +445,186 @@ class RecipeRunner:
             headers=header_pairs(message.headers),
             timestamp_ms=message.timestamp,
         )
+        if name == RECIPE_REQUESTS:
+            await self._studio_request(record)
+            return
         await self._handle_for(record, studio.by_topic(name))
+
+    async def _studio_request(self, record: _Record) -> None:
+        """A request of the studio (`consumers/recipes/requests.py`): run a studio recipe once
+        for a sample, or retry a failed run; ended when the run has."""
+        studio = self._require(self._studio, "studio recipes")
+        try:
+            envelope = decode(
+                record.headers,
+                record.value,
+                fallback_id=fallback_id(record.topic, record.partition, record.offset),
+            )
+            request = RecipeRequest.model_validate(envelope.data)
+        except (EnvelopeError, ValidationError) as exc:
+            fields = exc.errors() if isinstance(exc, ValidationError) else []
+            await self._dead_letter(
+                record,
+                "",
+                "invalid-request",
+                f"not a recipe request ({type(exc).__name__}"
+                + (f": fields {[str(e['loc']) for e in fields][:10]}" if fields else "")
+                + ")",
+            )
+            return
+        own = TriggerRef(
+            event_id=envelope.id,
+            event_type=envelope.type,
+            topic=RECIPE_REQUESTS,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp_ms,
+        )
+        await studio.catch_up(self._options.state_timeout_s)
+        running = studio.get(request.recipe)
+        files = [recipe for recipe in self._recipes if recipe.name == request.recipe]
+        recipe = running[1] if running is not None else (files[0] if files else None)
+        _log.info(
+            "recipes.studio_request",
+            recipe=request.recipe,
+            kind=request.kind,
+            run_key=request.run_key,
+            retry_of=request.retry_of,
+            requested_by=request.requested_by,
+        )
+        if recipe is None or (
+            request.version is not None and (running is None or running[0] != request.version)
+        ):
+            here = running[0] if running is not None else None
+            await self._refuse_request(
+                request,
+                request.trigger or own,
+                RunError(
+                    kind="recipe-unavailable",
+                    message=f"version {request.version} of {request.recipe!r} is not the one "
+                    f"this worker runs (it runs version {here}): a newer save, or an invalid "
+                    "version",
+                ),
+            )
+            return
+        if request.kind == "send-once":
+            assert request.event is not None
+            event = sample_event(envelope.id, request.event, recipe, time=envelope.time)
+            topic = recipe.trigger.topic if recipe.trigger else ""
+            subjects = self._privacy.subjects(
+                topic, request.event.data, event.get("workspace_id") or self._default_workspace
+            )
+            await self._run(_Run(recipe, event, own, request.run_key, None, subjects=subjects))
+            return
+        trigger = request.trigger
+        assert trigger is not None
+        found = await self._retried_event(trigger, recipe)
+        if isinstance(found, RunError):
+            await self._refuse_request(request, trigger, found)
+            return
+        event, subjects = found
+        store = self._require(self._store, "run store")
+        key = run_state_key(recipe.name, request.run_key)
+        if store.get(key) is None and store.outcome(key) is None:
+            now = _now()
+            await self._save(
+                RecipeRun(
+                    recipe=recipe.name,
+                    run_key=request.run_key,
+                    status="running",
+                    trigger=trigger,
+                    steps=kept_steps(recipe, request.steps),
+                    subjects=subjects,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
+        await self._run(_Run(recipe, event, trigger, request.run_key, None, subjects=subjects))
+
+    async def _retried_event(
+        self, trigger: TriggerRef, recipe: Recipe
+    ) -> tuple[dict[str, Any], list[str]] | RunError:
+        """The event of a failed run, read again from its trigger record (a send-once's: its
+        request), with its subjects; or why it cannot be had."""
+        if trigger.topic is None or trigger.partition is None or trigger.offset is None:
+            return RunError(
+                kind="trigger-unknown",
+                message="the run was not started by a record (a periodic check): it is run "
+                "again by the next check",
+            )
+        where = f"{trigger.topic}/{trigger.partition}@{trigger.offset}"
+        physical = self._kafka.topic(trigger.topic)
+        try:
+            found = await asyncio.to_thread(
+                read_record, self._kafka, physical, trigger.partition, trigger.offset
+            )
+        except TopicMissingError:
+            found = None
+        except KafkaException as exc:
+            return RunError(kind="trigger-unreadable", message=f"{where}: {exc.args[0]}")
+        if found is None:
+            return RunError(
+                kind="trigger-expired",
+                message=f"the trigger record {where} is no longer on its topic (retention)",
+            )
+        record = _Record(
+            name=trigger.topic,
+            topic=physical,
+            partition=found.partition,
+            offset=found.offset,
+            key=found.key,
+            value=found.value,
+            headers=found.headers,
+            timestamp_ms=found.timestamp_ms,
+        )
+        try:
+            envelope = decode(
+                record.headers,
+                record.value,
+                fallback_id=fallback_id(record.topic, record.partition, record.offset),
+            )
+            if trigger.topic == RECIPE_REQUESTS:
+                first = RecipeRequest.model_validate(envelope.data)
+                if first.event is None:
+                    raise ValueError("a retry's run cannot have a retry request as trigger")
+                event = sample_event(envelope.id, first.event, recipe, time=envelope.time)
+                topic = recipe.trigger.topic if recipe.trigger else ""
+                workspace = event.get("workspace_id") or self._default_workspace
+                return event, self._privacy.subjects(topic, first.event.data, workspace)
+            dastra = self._require(self._dastra, "Dastra client")
+            data = await self._privacy.full_data(record.name, envelope, record.key, dastra)
+        except TriggerUnreadable as exc:
+            return RunError(kind=exc.kind, message=f"{where}: {exc.message}")
+        except (EnvelopeError, ValidationError, ValueError) as exc:
+            return RunError(kind="trigger-unreadable", message=f"{where}: {type(exc).__name__}")
+        return self._event_of(record, envelope, data), self._subjects_of(record, envelope, data)
+
+    async def _refuse_request(
+        self, request: RecipeRequest, trigger: TriggerRef, error: RunError
+    ) -> None:
+        """A request that cannot run: its run, failed with the reason (unless it ended)."""
+        store = self._require(self._store, "run store")
+        if store.outcome(run_state_key(request.recipe, request.run_key)) is not None:
+            return
+        now = _now()
+        await self._save(
+            RecipeRun(
+                recipe=request.recipe,
+                run_key=request.run_key,
+                status="failed",
+                trigger=trigger,
+                error=error,
+                started_at=now,
+                updated_at=now,
+                finished_at=now,
+            )
+        )
+        _log.warning(
+            "recipes.studio_request_failed",
+            recipe=request.recipe,
+            run_key=request.run_key,
+            kind=error.kind,
+        )
 
     async def drain(self) -> None:
         """Stop taking records and periodic checks; give runs in flight
@@ -573,22 +760,8 @@ class RecipeRunner:
         data = await self._full_data(record, envelope, candidates)
         if data is None:
             return
-        key_text = record.key.decode("utf-8", "replace") if record.key is not None else None
-        subjects = self._privacy.subjects(
-            record.name, data, workspace_of(envelope, record.key) or self._default_workspace
-        )
-        event = event_context(
-            id=envelope.id,
-            data=data,
-            type=envelope.type,
-            source=envelope.source,
-            subject=envelope.subject,
-            time=envelope.time,
-            key=key_text,
-            topic=record.name,
-            partition=record.partition,
-            offset=record.offset,
-        )
+        subjects = self._subjects_of(record, envelope, data)
+        event = self._event_of(record, envelope, data)
         runs = []
         for recipe in candidates:
             try:
@@ -612,6 +785,27 @@ class RecipeRunner:
             runs.append(self._run(run))
         if runs:
             await asyncio.gather(*runs)
+
+    def _subjects_of(self, record: _Record, envelope: Envelope, data: Any) -> list[str]:
+        return self._privacy.subjects(
+            record.name, data, workspace_of(envelope, record.key) or self._default_workspace
+        )
+
+    @staticmethod
+    def _event_of(record: _Record, envelope: Envelope, data: Any) -> dict[str, Any]:
+        """The `event` recipes see for a trigger record whose data is `data` (made whole)."""
+        return event_context(
+            id=envelope.id,
+            data=data,
+            type=envelope.type,
+            source=envelope.source,
+            subject=envelope.subject,
+            time=envelope.time,
+            key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+            topic=record.name,
+            partition=record.partition,
+            offset=record.offset,
+        )
 
     async def _full_data(
         self, record: _Record, envelope: Envelope, recipes: list[Recipe]

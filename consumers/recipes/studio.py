@@ -3,7 +3,8 @@
 Consumes dastra.recipes.v1 from the beginning, every partition, without a consumer group
 (`StudioRecipes`: every worker holds the same table) and, for the enabled studio recipes, their
 trigger topics in the consumer group `<WORKER_APP_ID>-studio` (`StudioTriggers`: subscribed to
-whatever topics the enabled studio recipes name now, changed without a restart). Produces
+whatever topics the enabled studio recipes name now, changed without a restart, and
+dastra.recipe-requests.v1: the studio's send-once and retry requests). Produces
 nothing itself: the runner (`consumers/recipes/runner.py`) runs the recipes for each trigger
 record, exactly as it runs file recipes.
 
@@ -173,6 +174,11 @@ class StudioRecipes:
     def versions(self) -> dict[str, int]:
         return {name: entry.version for name, entry in self._running.items()}
 
+    def get(self, name: str) -> tuple[int, Recipe] | None:
+        """The version running of a studio recipe (enabled or not), and the recipe."""
+        entry = self._running.get(name)
+        return (entry.version, entry.recipe) if entry is not None else None
+
     def enabled(self) -> list[Recipe]:
         return [entry.recipe for entry in self._running.values() if entry.recipe.enabled]
 
@@ -268,9 +274,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class StudioTriggers:
-    """The trigger topics of the enabled studio recipes, consumed in the group
-    `<WORKER_APP_ID>-studio`; each record goes to `handle(name, record)` (name: the topic as
-    recipes name it), then its offset is committed. `changed()` re-reads the wanted topics."""
+    """The trigger topics of the enabled studio recipes (and the topics in `also`), consumed in
+    the group `<WORKER_APP_ID>-studio`; each record goes to `handle(name, record)` (name: the
+    topic as recipes name it), then its offset is committed. `changed()` re-reads the wanted
+    topics."""
 
     def __init__(
         self,
@@ -281,8 +288,10 @@ class StudioTriggers:
         handle: Callable[[str, ConsumerRecord[bytes, bytes]], Awaitable[None]],
         on_assigned: Callable[[], Awaitable[None]],
         on_crash: Callable[[BaseException], Awaitable[None]],
+        also: Collection[str] = (),
     ) -> None:
         self._kafka = kafka
+        self._also = tuple(also)  # consumed whatever the recipes (the studio's requests)
         self._group_id = group_id
         self._studio = studio
         self._handle = handle
@@ -334,7 +343,8 @@ class StudioTriggers:
         subscribed: dict[str, str] = {}  # physical topic -> name in recipes
         while True:
             self._wake.clear()
-            wanted = {self._kafka.topic(name): name for name in self._studio.trigger_topics()}
+            names = {*self._studio.trigger_topics(), *self._also}
+            wanted = {self._kafka.topic(name): name for name in names}
             if wanted != subscribed:
                 if wanted:
                     consumer.subscribe(topics=sorted(wanted), listener=_Listener(self._on_assigned))

@@ -11,6 +11,7 @@ from bus.topics import (
     COMMAND_RESULTS,
     DEAD_LETTER,
     PRIVACY_KEYS,
+    RECIPE_REQUESTS,
     RECIPE_RUNS,
     STUDIO_RECIPES,
     command_topic,
@@ -88,7 +89,7 @@ def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
     if settings.privacy.uses_keys or settings.privacy.master_key is not None:
         wanted.append(PRIVACY_KEYS)
     if settings.recipes.studio:
-        wanted += [RECIPE_RUNS, STUDIO_RECIPES]
+        wanted += [RECIPE_RUNS, STUDIO_RECIPES, RECIPE_REQUESTS]
     if recipes:
         wanted += [RECIPE_RUNS, *(topic for recipe in recipes for topic in recipe.topics())]
         wanted += [command_topic(step.action) for r in recipes for step in r.steps if step.action]

@@ -579,6 +579,77 @@ EXAMPLES: dict[str, tuple[RecordExample, ...]] = {
             },
         ),
     ),
+    "dastra.recipe-requests.v1": (
+        RecordExample(
+            name="send-once",
+            summary="Run version 3 of a studio recipe once for a pasted web form",
+            key="web-form-request",
+            value={
+                "kind": "send-once",
+                "recipe": "web-form-request",
+                "version": 3,
+                "run_key": "studio:6f1c2a9e4b7d4e0a8c3f5b1d2e4a6c8e",
+                "event": {
+                    "data": {"formId": "F-1", "kind": "access", "consent": True},
+                    "type": "com.acme.form.submitted",
+                    "key": "F-1",
+                    "source": None,
+                    "subject": None,
+                },
+                "retry_of": None,
+                "trigger": None,
+                "steps": {},
+                "requested_by": "tok_0a1b2c3d4e5f",
+                "requested_at": "2026-03-02T10:05:00Z",
+            },
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": "studio:6f1c2a9e4b7d4e0a8c3f5b1d2e4a6c8e",
+                "ce_source": "dastra-kafka://studio",
+                "ce_type": "eu.dastra.studio.recipe.send_once",
+                "ce_time": "2026-03-02T10:05:00Z",
+                "content-type": "application/json",
+            },
+        ),
+        RecordExample(
+            name="retry",
+            summary="Retry a failed run: its first step is read back, the second runs again",
+            key="web-form-request",
+            value={
+                "kind": "retry",
+                "recipe": "web-form-request",
+                "version": None,
+                "run_key": "web-F-7~retry-1",
+                "event": None,
+                "retry_of": "web-F-7",
+                "trigger": {
+                    "event_id": "F-7",
+                    "event_type": "com.acme.form.submitted",
+                    "topic": "web.privacy-forms",
+                    "partition": 2,
+                    "offset": 41,
+                    "timestamp_ms": 1772442000000,
+                },
+                "steps": {
+                    "request": {
+                        "status": "succeeded",
+                        "command_ids": ["recipe:web-form-request:web-F-7:request"],
+                        "completed_at": "2026-03-02T10:00:00.871Z",
+                    }
+                },
+                "requested_by": "tok_0a1b2c3d4e5f",
+                "requested_at": "2026-03-02T10:12:00Z",
+            },
+            headers={
+                "ce_specversion": "1.0",
+                "ce_id": "studio:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a",
+                "ce_source": "dastra-kafka://studio",
+                "ce_type": "eu.dastra.studio.recipe.retry",
+                "ce_time": "2026-03-02T10:12:00Z",
+                "content-type": "application/json",
+            },
+        ),
+    ),
     "dastra.recipe-runs.v1": (
         RecordExample(
             name="run-succeeded",

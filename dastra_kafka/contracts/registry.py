@@ -51,6 +51,7 @@ from bus.records.idempotency import IdempotencyRecord
 from bus.records.lag import LagWindowKey, LagWindowRecord
 from bus.records.poller import Cursor, PollTrigger
 from bus.records.privacy_audit import ErasureAudit
+from bus.records.recipe_requests import REQUEST_TYPES, RecipeRequest
 from bus.records.recipe_runs import Notification, RecipeRun
 from bus.records.studio_recipes import STUDIO_NAME_PATTERN, StudioRecipeVersion
 from bus.records.subscriptions import HookSubscription
@@ -66,6 +67,7 @@ from bus.topics import (
     PRIVACY_AUDIT,
     PRIVACY_KEYS,
     RECIPE_CHANGES,
+    RECIPE_REQUESTS,
     RECIPE_RUNS,
     RIGHTS_REQUESTS,
     STUDIO_RECIPES,
@@ -518,6 +520,16 @@ def _contracts() -> dict[str, Contract]:
             "disabled, deleted), the id of the token that made the change and when. Workers run "
             "the newest valid version of each; an invalid one never replaces a running one.",
         ),
+        Contract(
+            "recipe-request",
+            RecipeRequest,
+            "Recipe request",
+            "A request of the studio to the workers: run a studio recipe once, for real, for a "
+            "sample event (`send-once`, run key = the request's id, its `ce_id`), or retry a "
+            "failed run (`retry`: the failed run's trigger is read again, its succeeded steps "
+            "are read back, the failed step and those after it run again under the new run "
+            "key). CloudEvents binary mode; a send-once carries the sample's data as pasted.",
+        ),
     ]
     return {entry.name: entry for entry in entries}
 
@@ -629,7 +641,7 @@ def _topic_contracts() -> dict[str, TopicContract]:
             "The state of one recipe run, or (a tombstone: `privacy erase`) a run forgotten",
             "none",
             senders=(Role.RECIPES, Role.OPERATORS),
-            receivers=(Role.RECIPES, Role.OPERATORS),
+            receivers=(Role.RECIPES, Role.OPERATORS, Role.STUDIO),
             examples=EXAMPLES[RECIPE_RUNS],
             tombstones=True,
         ),
@@ -651,6 +663,16 @@ def _topic_contracts() -> dict[str, TopicContract]:
             senders=(Role.STUDIO,),
             receivers=(Role.OPERATORS,),
             examples=EXAMPLES[RECIPE_CHANGES],
+        ),
+        TopicContract(
+            RECIPE_REQUESTS,
+            "RecipeRequest",
+            "Run a studio recipe once for a sample, or retry a failed run",
+            "cloudevents",
+            senders=(Role.STUDIO,),
+            receivers=(Role.RECIPES,),
+            examples=EXAMPLES[RECIPE_REQUESTS],
+            event_types=tuple(REQUEST_TYPES.values()),
         ),
         TopicContract(
             WEBHOOK_IDEMPOTENCY,

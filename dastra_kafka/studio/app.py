@@ -66,6 +66,7 @@ from consumers.recipes.settings import RecipesSettings
 from consumers.recipes.studio import check_studio_document
 from dastra.apidocs import add_api_docs
 from dastra_kafka.studio.catalogue import builder_catalogue
+from dastra_kafka.studio.runs import StudioRuns, runs_router
 from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore
 from producers.webhook.http import token_id
@@ -137,8 +138,11 @@ def create_app(
     settings: StudioSettings,
     recipes: RecipesSettings,
     catalogue: TopicCatalogue,
+    runs: StudioRuns | None = None,
 ) -> FastAPI:
-    """The studio's FastAPI app; its lifespan opens and closes `store`."""
+    """The studio's FastAPI app; its lifespan opens and closes `store` and `runs` (by default
+    on the store's Kafka: samples, runs, send once and retry, `runs.py`)."""
+    runs = runs if runs is not None else StudioRuns(store.kafka, settings)
     shipped_dir = shipped_recipes_dir().resolve()
     files = load_recipes(recipes, catalogue)
     sources: dict[str, tuple[str, Recipe]] = {}
@@ -151,7 +155,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with store:
+        async with store, runs:
             yield
 
     app = FastAPI(
@@ -456,6 +460,16 @@ def create_app(
             )
         return _dry_run(recipe, body.event, recipes)
 
+    app.include_router(
+        runs_router(
+            runs,
+            store,
+            reader=caller,
+            editor=editor,
+            read_only={name: recipe for name, (_source, recipe) in sources.items()},
+            check=check,
+        )
+    )
     return app
 
 

@@ -88,6 +88,11 @@ class StudioStore:
         await self._reader.stop()
         await asyncio.to_thread(self._producer.close)
 
+    @property
+    def kafka(self) -> KafkaSettings:
+        """The Kafka settings it was opened with (the studio's other readers use them too)."""
+        return self._kafka
+
     # --- reading -----------------------------------------------------------------------------
 
     def current(self, name: str) -> StudioRecipeVersion | None:
