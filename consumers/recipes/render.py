@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bus.envelope import deterministic_id
+from bus.envelope import Envelope, deterministic_id
 from bus.records.commands import COMMAND_MODELS
 from bus.records.recipe_runs import Notification
 from bus.topics import NOTIFICATIONS, command_topic
@@ -44,6 +44,7 @@ __all__ = [
     "event_context",
     "iterations",
     "preview_run",
+    "record_event",
     "render_command",
     "render_message",
     "step_command_id",
@@ -91,6 +92,31 @@ def event_context(
         "workspace_id": workspace_id,
         "data": data,
     }
+
+
+def record_event(
+    envelope: Envelope,
+    data: Any,
+    *,
+    key: bytes | None,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+) -> dict[str, Any]:
+    """The `event` recipes see for a trigger record of `topic` (as recipes name it) whose data,
+    made whole, is `data`."""
+    return event_context(
+        id=envelope.id,
+        data=data,
+        type=envelope.type,
+        source=envelope.source,
+        subject=envelope.subject,
+        time=envelope.time,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+    )
 
 
 def build_context(

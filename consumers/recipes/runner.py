@@ -69,9 +69,7 @@ from typing import Any, TypeVar
 import faust
 import structlog
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import ValidationError
 
 from bus.deadletter import OriginalRecord, dead_letter
 from bus.envelope import (
@@ -83,14 +81,11 @@ from bus.envelope import (
     header_pairs,
     new_event,
 )
-from bus.errors import TopicMissingError
 from bus.hooks.events import workspace_of
 from bus.metrics import role_registry
 from bus.privacy import PAYLOAD_EXTENSION
 from bus.privacy.keystore import KeyStore
-from bus.reading import read_record
 from bus.records.commands import CommandResult, command_record_key
-from bus.records.recipe_requests import RecipeRequest
 from bus.records.recipe_runs import (
     PublishedRecord,
     RecipeRun,
@@ -127,7 +122,8 @@ from consumers.recipes.language import (
     step_command_id,
 )
 from consumers.recipes.privacy import RecipePrivacy, TriggerUnreadable
-from consumers.recipes.requests import kept_steps, sample_event
+from consumers.recipes.render import record_event
+from consumers.recipes.requests import InvalidRequestError, RefusedRequest, StudioRequests
 from consumers.recipes.results import StepResults
 from consumers.recipes.state import RunStore
 from consumers.recipes.studio import StudioMetrics, StudioRecipes, StudioTriggers
@@ -312,6 +308,7 @@ class RecipeRunner:
         self._stop = asyncio.Event()
         self._studio: StudioRecipes | None = None
         self._triggers: StudioTriggers | None = None
+        self._requests: StudioRequests | None = None
         self._studio_metrics = (
             StudioMetrics(self.metrics.registry) if self._options.studio else None
         )
@@ -421,6 +418,14 @@ class RecipeRunner:
             also=(RECIPE_REQUESTS,),
         )
         self._studio, self._triggers = studio, triggers
+        self._requests = StudioRequests(
+            self._kafka,
+            studio,
+            self._recipes,
+            self._privacy,
+            self._default_workspace,
+            self._options.state_timeout_s,
+        )
         await triggers.start()
         _log.info("recipes.studio_started", recipes=sorted(studio.versions()))
 
@@ -453,167 +458,55 @@ class RecipeRunner:
     async def _studio_request(self, record: _Record) -> None:
         """A request of the studio (`consumers/recipes/requests.py`): run a studio recipe once
         for a sample, or retry a failed run; ended when the run has."""
-        studio = self._require(self._studio, "studio recipes")
+        requests = self._require(self._requests, "studio requests")
         try:
-            envelope = decode(
+            found = await requests.resolve(
                 record.headers,
                 record.value,
-                fallback_id=fallback_id(record.topic, record.partition, record.offset),
+                partition=record.partition,
+                offset=record.offset,
+                timestamp_ms=record.timestamp_ms,
+                dastra=self._require(self._dastra, "Dastra client"),
             )
-            request = RecipeRequest.model_validate(envelope.data)
-        except (EnvelopeError, ValidationError) as exc:
-            fields = exc.errors() if isinstance(exc, ValidationError) else []
-            await self._dead_letter(
-                record,
-                "",
-                "invalid-request",
-                f"not a recipe request ({type(exc).__name__}"
-                + (f": fields {[str(e['loc']) for e in fields][:10]}" if fields else "")
-                + ")",
-            )
+        except InvalidRequestError as exc:
+            await self._dead_letter(record, "", "invalid-request", str(exc))
             return
-        own = TriggerRef(
-            event_id=envelope.id,
-            event_type=envelope.type,
-            topic=RECIPE_REQUESTS,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp_ms,
-        )
-        await studio.catch_up(self._options.state_timeout_s)
-        running = studio.get(request.recipe)
-        files = [recipe for recipe in self._recipes if recipe.name == request.recipe]
-        recipe = running[1] if running is not None else (files[0] if files else None)
-        _log.info(
-            "recipes.studio_request",
-            recipe=request.recipe,
-            kind=request.kind,
-            run_key=request.run_key,
-            retry_of=request.retry_of,
-            requested_by=request.requested_by,
-        )
-        if recipe is None or (
-            request.version is not None and (running is None or running[0] != request.version)
-        ):
-            here = running[0] if running is not None else None
-            await self._refuse_request(
-                request,
-                request.trigger or own,
-                RunError(
-                    kind="recipe-unavailable",
-                    message=f"version {request.version} of {request.recipe!r} is not the one "
-                    f"this worker runs (it runs version {here}): a newer save, or an invalid "
-                    "version",
-                ),
-            )
+        if isinstance(found, RefusedRequest):
+            await self._refuse_request(found)
             return
-        if request.kind == "send-once":
-            assert request.event is not None
-            event = sample_event(envelope.id, request.event, recipe, time=envelope.time)
-            topic = recipe.trigger.topic if recipe.trigger else ""
-            subjects = self._privacy.subjects(
-                topic, request.event.data, event.get("workspace_id") or self._default_workspace
-            )
-            await self._run(_Run(recipe, event, own, request.run_key, None, subjects=subjects))
-            return
-        trigger = request.trigger
-        assert trigger is not None
-        found = await self._retried_event(trigger, recipe)
-        if isinstance(found, RunError):
-            await self._refuse_request(request, trigger, found)
-            return
-        event, subjects = found
         store = self._require(self._store, "run store")
-        key = run_state_key(recipe.name, request.run_key)
-        if store.get(key) is None and store.outcome(key) is None:
+        key = run_state_key(found.recipe.name, found.run_key)
+        if found.seed is not None and store.get(key) is None and store.outcome(key) is None:
             now = _now()
             await self._save(
                 RecipeRun(
-                    recipe=recipe.name,
-                    run_key=request.run_key,
+                    recipe=found.recipe.name,
+                    run_key=found.run_key,
                     status="running",
-                    trigger=trigger,
-                    steps=kept_steps(recipe, request.steps),
-                    subjects=subjects,
+                    trigger=found.trigger,
+                    steps=found.seed,
+                    subjects=found.subjects,
                     started_at=now,
                     updated_at=now,
                 )
             )
-        await self._run(_Run(recipe, event, trigger, request.run_key, None, subjects=subjects))
+        run = _Run(found.recipe, found.event, found.trigger, found.run_key, None)
+        run.subjects = found.subjects
+        await self._run(run)
 
-    async def _retried_event(
-        self, trigger: TriggerRef, recipe: Recipe
-    ) -> tuple[dict[str, Any], list[str]] | RunError:
-        """The event of a failed run, read again from its trigger record (a send-once's: its
-        request), with its subjects; or why it cannot be had."""
-        if trigger.topic is None or trigger.partition is None or trigger.offset is None:
-            return RunError(
-                kind="trigger-unknown",
-                message="the run was not started by a record (a periodic check): it is run "
-                "again by the next check",
-            )
-        where = f"{trigger.topic}/{trigger.partition}@{trigger.offset}"
-        physical = self._kafka.topic(trigger.topic)
-        try:
-            found = await asyncio.to_thread(
-                read_record, self._kafka, physical, trigger.partition, trigger.offset
-            )
-        except TopicMissingError:
-            found = None
-        except KafkaException as exc:
-            return RunError(kind="trigger-unreadable", message=f"{where}: {exc.args[0]}")
-        if found is None:
-            return RunError(
-                kind="trigger-expired",
-                message=f"the trigger record {where} is no longer on its topic (retention)",
-            )
-        record = _Record(
-            name=trigger.topic,
-            topic=physical,
-            partition=found.partition,
-            offset=found.offset,
-            key=found.key,
-            value=found.value,
-            headers=found.headers,
-            timestamp_ms=found.timestamp_ms,
-        )
-        try:
-            envelope = decode(
-                record.headers,
-                record.value,
-                fallback_id=fallback_id(record.topic, record.partition, record.offset),
-            )
-            if trigger.topic == RECIPE_REQUESTS:
-                first = RecipeRequest.model_validate(envelope.data)
-                if first.event is None:
-                    raise ValueError("a retry's run cannot have a retry request as trigger")
-                event = sample_event(envelope.id, first.event, recipe, time=envelope.time)
-                topic = recipe.trigger.topic if recipe.trigger else ""
-                workspace = event.get("workspace_id") or self._default_workspace
-                return event, self._privacy.subjects(topic, first.event.data, workspace)
-            dastra = self._require(self._dastra, "Dastra client")
-            data = await self._privacy.full_data(record.name, envelope, record.key, dastra)
-        except TriggerUnreadable as exc:
-            return RunError(kind=exc.kind, message=f"{where}: {exc.message}")
-        except (EnvelopeError, ValidationError, ValueError) as exc:
-            return RunError(kind="trigger-unreadable", message=f"{where}: {type(exc).__name__}")
-        return self._event_of(record, envelope, data), self._subjects_of(record, envelope, data)
-
-    async def _refuse_request(
-        self, request: RecipeRequest, trigger: TriggerRef, error: RunError
-    ) -> None:
+    async def _refuse_request(self, refused: RefusedRequest) -> None:
         """A request that cannot run: its run, failed with the reason (unless it ended)."""
         store = self._require(self._store, "run store")
-        if store.outcome(run_state_key(request.recipe, request.run_key)) is not None:
+        if store.outcome(run_state_key(refused.recipe, refused.run_key)) is not None:
             return
         now = _now()
         await self._save(
             RecipeRun(
-                recipe=request.recipe,
-                run_key=request.run_key,
+                recipe=refused.recipe,
+                run_key=refused.run_key,
                 status="failed",
-                trigger=trigger,
-                error=error,
+                trigger=refused.trigger,
+                error=refused.error,
                 started_at=now,
                 updated_at=now,
                 finished_at=now,
@@ -621,9 +514,9 @@ class RecipeRunner:
         )
         _log.warning(
             "recipes.studio_request_failed",
-            recipe=request.recipe,
-            run_key=request.run_key,
-            kind=error.kind,
+            recipe=refused.recipe,
+            run_key=refused.run_key,
+            kind=refused.error.kind,
         )
 
     async def drain(self) -> None:
@@ -760,8 +653,17 @@ class RecipeRunner:
         data = await self._full_data(record, envelope, candidates)
         if data is None:
             return
-        subjects = self._subjects_of(record, envelope, data)
-        event = self._event_of(record, envelope, data)
+        subjects = self._privacy.subjects(
+            record.name, data, workspace_of(envelope, record.key) or self._default_workspace
+        )
+        event = record_event(
+            envelope,
+            data,
+            key=record.key,
+            topic=record.name,
+            partition=record.partition,
+            offset=record.offset,
+        )
         runs = []
         for recipe in candidates:
             try:
@@ -785,27 +687,6 @@ class RecipeRunner:
             runs.append(self._run(run))
         if runs:
             await asyncio.gather(*runs)
-
-    def _subjects_of(self, record: _Record, envelope: Envelope, data: Any) -> list[str]:
-        return self._privacy.subjects(
-            record.name, data, workspace_of(envelope, record.key) or self._default_workspace
-        )
-
-    @staticmethod
-    def _event_of(record: _Record, envelope: Envelope, data: Any) -> dict[str, Any]:
-        """The `event` recipes see for a trigger record whose data is `data` (made whole)."""
-        return event_context(
-            id=envelope.id,
-            data=data,
-            type=envelope.type,
-            source=envelope.source,
-            subject=envelope.subject,
-            time=envelope.time,
-            key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-            topic=record.name,
-            partition=record.partition,
-            offset=record.offset,
-        )
 
     async def _full_data(
         self, record: _Record, envelope: Envelope, recipes: list[Recipe]
