@@ -243,17 +243,17 @@ class KeyedEngine(Generic[_T]):
         if acks is None:
             acks = self._acks[(ticket.tp, epoch)] = _PartitionAcks[_T]()
         acks.add(ticket)
-        task = asyncio.create_task(self._run(ticket, keys, waits, done), name=self._task_name(item))
+        task = asyncio.create_task(self._run(ticket, waits), name=self._task_name(item))
         self._tasks[task] = ticket
+        # The bookkeeping of the record's end runs as the task's done callback, not in a
+        # `finally` of `_run`: a task cancelled before the loop ever ran it (`end_epoch` right
+        # after `submit`) never enters its coroutine, and would otherwise keep its key (the next
+        # record with that key, e.g. the same command redelivered, waiting forever), its place
+        # and its in-flight count.
+        task.add_done_callback(lambda ended: self._ended(ended, keys, done))
         self._gauge.set(len(self._tasks))
 
-    async def _run(
-        self,
-        ticket: _Ticket[_T],
-        keys: list[str],
-        waits: list[asyncio.Future[None]],
-        done: asyncio.Future[None],
-    ) -> None:
+    async def _run(self, ticket: _Ticket[_T], waits: list[asyncio.Future[None]]) -> None:
         try:
             if waits:
                 await asyncio.wait(waits)  # never gather: it would cancel the predecessors
@@ -268,15 +268,18 @@ class KeyedEngine(Generic[_T]):
         except Exception as exc:
             self._log.exception(f"{self._name}.crash", **self._describe(ticket.item))
             await self.crash(exc)
-        finally:
-            if not done.done():
-                done.set_result(None)
-            for key in keys:
-                if self._tails.get(key) is done:
-                    del self._tails[key]
-            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self._gauge.set(len(self._tasks))
-            self._capacity.release()
+
+    def _ended(self, task: asyncio.Task[None], keys: list[str], done: asyncio.Future[None]) -> None:
+        """A record's task ended, however (even cancelled before it ran): free its keys (the
+        records waiting for them go on), its place and its count."""
+        if not done.done():
+            done.set_result(None)
+        for key in keys:
+            if self._tails.get(key) is done:
+                del self._tails[key]
+        self._tasks.pop(task, None)
+        self._gauge.set(len(self._tasks))
+        self._capacity.release()
 
     def _complete(self, ticket: _Ticket[_T]) -> None:
         acks = self._acks.get((ticket.tp, ticket.epoch))

@@ -1,4 +1,4 @@
-"""The agents when workers die: SIGKILL in the middle of 800 commands (2 000 in make test-all)
+"""The agents when workers die: SIGKILL in the middle of 400 commands (2 000 in make test-all)
 and a restart, and two workers sharing the partitions when one of them is killed. Real worker
 processes, the session broker, the sandbox over HTTP. Nothing may be lost, nothing duplicated:
 every command has exactly one result, and no rights request, actor or task exists twice in
@@ -98,7 +98,7 @@ def _assert_exactly_once(
 
 
 @pytest.mark.parametrize(
-    ("count", "kill_after"), [(800, 250), pytest.param(2000, 600, marks=pytest.mark.slow)]
+    ("count", "kill_after"), [(400, 125), pytest.param(2000, 600, marks=pytest.mark.slow)]
 )
 def test_sigkill_during_commands_then_restart_loses_and_duplicates_nothing(
     kafka: KafkaSettings,
@@ -142,8 +142,11 @@ def test_two_workers_share_the_partitions_and_one_is_killed(
     first = WorkerProcess(kafka, sandbox, tmp_path, name="first")
     second = WorkerProcess(kafka, sandbox, tmp_path, name="second")
     try:
-        first.start()
-        second.start()
+        # Both start at once (each start is mostly Python and Faust loading), then both serve.
+        first.start(wait=False)
+        second.start(wait=False)
+        first.wait_ready()
+        second.wait_ready()
         wait_for(
             lambda: (
                 len(first.partitions()) + len(second.partitions()) == 36
@@ -154,12 +157,12 @@ def test_two_workers_share_the_partitions_and_one_is_killed(
             "the command partitions shared by both workers",
         )
         tag = unique("two")
-        ids = _produce(kafka, _commands(800, tag))
-        tail.wait(lambda t: len(t.records) >= 200, 120, "200 results before the kill")
+        ids = _produce(kafka, _commands(400, tag))
+        tail.wait(lambda t: len(t.records) >= 100, 120, "100 results before the kill")
         first.kill()
         tail.wait(lambda t: ids <= set(t.by_key()), 180, "a result for every command")
         assert len(second.partitions()) == 36
-        _assert_exactly_once(tail, ids, sandbox, tag, created=800, workers=(second,))
+        _assert_exactly_once(tail, ids, sandbox, tag, created=400, workers=(second,))
     finally:
         first.stop()
         second.stop()

@@ -28,9 +28,10 @@ from tests.consumers.lag.support import fast_lag_settings
 from tests.kafka_helpers import read_all, wait_for
 from tests.producers.webhook_support import ServerThread, Subscriber, TLSFiles
 
-BURST = 3000
+BURST = 1200
 # Each event carries 1 KB, so the read-ahead (buffer_max events, fetch_partition_bytes per
-# partition) holds a small part of the burst.
+# partition) holds a small part of the burst: the burst test sets both low (50 events, 16 KB:
+# about 50 + 6 x 16 events), so a burst of 1 200 is far larger than anything it can hold.
 PAD = 1000
 
 
@@ -63,9 +64,16 @@ def test_a_burst_lags_the_rate_limited_subscriber_and_never_holds_the_fast_one(
     # The slow subscriber has the dispatcher's rate, set below the default 25/s so that the
     # comparison holds on a loaded machine too; the fast one has its own rate, far higher.
     settings = hooks_settings.model_copy(
-        update={"rate_per_s": 10.0, "concurrency": 4, "buffer_max": 100, "allow_http": True}
+        update={
+            "rate_per_s": 10.0,
+            "concurrency": 4,
+            "buffer_max": 50,
+            "fetch_partition_bytes": 16384,
+            "allow_http": True,
+        }
     )
-    assert 10 * settings.buffer_max < BURST
+    read_ahead = settings.buffer_max + 6 * settings.fetch_partition_bytes // PAD
+    assert 5 * read_ahead < BURST and 10 * settings.buffer_max < BURST
     slow = subscribe(kafka, f"{server.url}/slow")
     fast = subscribe(kafka, f"{server.url}/fast", rate_per_s=10_000)
     with DispatcherThread(kafka, settings) as dispatcher:
@@ -76,7 +84,7 @@ def test_a_burst_lags_the_rate_limited_subscriber_and_never_holds_the_fast_one(
         assert dispatcher.dispatcher is not None
         registry = dispatcher.dispatcher.registry
         lag_then = registry.get_sample_value("dastra_hooks_lag_events", {"hook": slow.id})
-        # The fast one got everything while the slow one was far behind (it needs 300 s for
+        # The fast one got everything while the slow one was far behind (it needs 120 s for
         # the burst), and the slow one's lag shows it.
         assert slow_then < BURST / 2, slow_then
         assert lag_then is not None and lag_then > 0

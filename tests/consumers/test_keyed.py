@@ -264,6 +264,25 @@ async def test_a_record_taken_across_the_end_of_an_epoch_is_dropped_and_frees_it
     await _until(lambda: h.acks == [1])
 
 
+async def test_a_record_whose_task_never_ran_when_its_epoch_ended_frees_its_key_and_place() -> None:
+    # Submitted, then the epoch ends before the event loop ever ran the record's task: the
+    # cancelled task's coroutine never starts (so no `finally` of it runs). Its key, its place
+    # and its in-flight count must be freed all the same, or the next owner's copy of a record
+    # with that key (the same command, redelivered after a rebalance) waits for it forever.
+    h = _Harness(max_in_flight=1)
+    h.engine.open()
+    await h.submit(0, "a")  # no await in between: its task has not run yet
+    await h.engine.end_epoch(0.1)
+    assert h.started == [] and h.engine.in_flight == 0 and h.in_flight_gauge() == 0
+    h.engine.open()
+    async with asyncio.timeout(2):
+        await h.submit(1, "a")  # its place was given back
+    await _until(lambda: h.started == [1])  # not held behind the key of the record dropped
+    h.release(1)
+    await _until(lambda: h.acks == [1])
+    assert h.crashes == []
+
+
 async def test_a_failing_build_frees_its_place_and_raises() -> None:
     h = _Harness(max_in_flight=1)
 
