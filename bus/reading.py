@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import TopicMetadata
 
 from bus.envelope import header_pairs
 from bus.errors import KafkaAuthorizationError, TopicMissingError
@@ -71,6 +72,33 @@ class StateRecord:
     timestamp_ms: int
 
 
+def _reader(kafka: KafkaSettings, group: str, *, read_committed: bool) -> Consumer:
+    """A consumer that reads by assignment: `group` is never joined, nothing is committed."""
+    return Consumer(
+        kafka.confluent_config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+    )
+
+
+def _topic_info(consumer: Consumer, topic: str, timeout: float) -> TopicMetadata:
+    """The topic's metadata. Raises `KafkaAuthorizationError` or `TopicMissingError`."""
+    info: TopicMetadata | None = consumer.list_topics(topic, timeout=min(timeout, 15)).topics.get(
+        topic
+    )
+    if info is not None and (denied := KafkaAuthorizationError.from_error(info.error, topic=topic)):
+        raise denied
+    if info is None or info.error is not None:
+        raise TopicMissingError(topic)
+    return info
+
+
 def read_to_end(
     kafka: KafkaSettings,
     topic: str,
@@ -90,26 +118,9 @@ def read_to_end(
     Stop iterating at any time: the consumer is closed.
     """
     group = reader_group_id(kafka, "read")
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": group,  # never joins, never commits
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-                "fetch.wait.max.ms": 10,
-            }
-        )
-    )
+    consumer = _reader(kafka, group, read_committed=read_committed)
     try:
-        metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
-        info = metadata.topics.get(topic)
-        if info is not None and (
-            denied := KafkaAuthorizationError.from_error(info.error, topic=topic)
-        ):
-            raise denied
-        if info is None or info.error is not None:
-            raise TopicMissingError(topic)
+        info = _topic_info(consumer, topic, timeout)
         deadline = time.monotonic() + timeout
         ends = end_offsets(kafka, topic, list(info.partitions), min(timeout, 15))
         starts = {p: OFFSET_BEGINNING for p in ends}
@@ -229,27 +240,9 @@ def read_record(
     """The record at `offset` of `partition` (read_uncommitted), or None when it is no longer
     (or not yet) on the topic. Raises `TopicMissingError`, or `KafkaException` when the broker
     does not answer within `timeout` seconds."""
-    group = reader_group_id(kafka, "record")
-    consumer = Consumer(
-        kafka.confluent_config(
-            **{
-                "group.id": group,  # never joins, never commits
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_uncommitted",
-                "fetch.wait.max.ms": 10,
-            }
-        )
-    )
+    consumer = _reader(kafka, reader_group_id(kafka, "record"), read_committed=False)
     try:
-        metadata = consumer.list_topics(topic, timeout=min(timeout, 15))
-        info = metadata.topics.get(topic)
-        if info is not None and (
-            denied := KafkaAuthorizationError.from_error(info.error, topic=topic)
-        ):
-            raise denied
-        if info is None or info.error is not None:
-            raise TopicMissingError(topic)
+        info = _topic_info(consumer, topic, timeout)
         if partition not in info.partitions:
             return None
         low, high = consumer.get_watermark_offsets(

@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
 from bus.settings import KafkaSettings
@@ -42,13 +41,13 @@ from dastra_kafka.studio.app import create_app
 from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore
 from tests.consumers.agents_support import RecordProducer, WorkerProcess
-from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique, wait_for
+from tests.consumers.recipes.studio_support import FORMS, studio_kafka, studio_worker
+from tests.kafka_helpers import wait_for
 from tests.producers.webhook_support import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 EDITOR = "studio-page-editor-token-1"
 VIEWER = "studio-page-viewer-token-1"
-FORMS = "web.privacy-forms"
 NAME = "web-form-request"
 UI_S = 30_000  # milliseconds a page element may take to show (the page answers in far less)
 RUN_S = 60.0  # seconds an enabled recipe may take to be picked up and run
@@ -86,13 +85,8 @@ pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def skafka(kafka_bootstrap: str, catalogue: TopicCatalogue) -> Iterator[KafkaSettings]:
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=unique("page") + ".")
-    names = create_catalogue_topics(kafka, catalogue)
-    admin = AdminClient(kafka.confluent_config())
-    for future in admin.create_topics([NewTopic(kafka.topic(FORMS), 3, 1)]).values():
-        future.result(timeout=30)
-    yield kafka
-    delete_topics(kafka, [*names, kafka.topic(FORMS)])
+    with studio_kafka(kafka_bootstrap, catalogue, "page") as kafka:
+        yield kafka
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +104,8 @@ def worker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     sandbox_server.admin.reset()
-    sandbox_server.admin.configure(rate_limit=False)
-    process = WorkerProcess(
-        skafka,
-        sandbox_server,
-        tmp_path_factory.mktemp("studio-page-worker"),
-        RECIPES_STUDIO="true",
-        WORKER_DETECT="false",
-        RECIPES_STEP_TIMEOUT_S="60",
-    )
-    process.start()
-    yield process
-    process.stop()
+    with studio_worker(skafka, sandbox_server, tmp_path_factory.mktemp("page-worker")) as process:
+        yield process
 
 
 # One browser for the module: Playwright's sync API keeps its event loop in this thread while it

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
 from bus.records.studio_recipes import StudioRecipeVersion
@@ -25,11 +24,11 @@ from dastra_kafka.studio.app import create_app
 from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore
 from tests.consumers.agents_support import RecordProducer, WorkerProcess
-from tests.kafka_helpers import create_catalogue_topics, delete_topics, unique, wait_for
+from tests.consumers.recipes.studio_support import FORMS, studio_kafka, studio_worker
+from tests.kafka_helpers import wait_for
 from tests.producers.webhook_support import ServerThread
 
 EDITOR = "studio-editor-token-42"
-FORMS = "web.privacy-forms"
 NAME = "web-form-request"
 PICKUP_S = 30.0  # a saved version runs within this (seconds, not a restart)
 
@@ -66,13 +65,8 @@ def _document(title: str) -> dict[str, Any]:
 
 @pytest.fixture
 def skafka(kafka_bootstrap: str, catalogue: TopicCatalogue) -> Iterator[KafkaSettings]:
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=unique("studio") + ".")
-    names = create_catalogue_topics(kafka, catalogue)
-    admin = AdminClient(kafka.confluent_config())
-    for future in admin.create_topics([NewTopic(kafka.topic(FORMS), 3, 1)]).values():
-        future.result(timeout=30)
-    yield kafka
-    delete_topics(kafka, [*names, kafka.topic(FORMS)])
+    with studio_kafka(kafka_bootstrap, catalogue, "studio") as kafka:
+        yield kafka
 
 
 @pytest.fixture
@@ -92,18 +86,8 @@ def studio(skafka: KafkaSettings, catalogue: TopicCatalogue) -> Iterator[httpx.C
 def worker(
     skafka: KafkaSettings, sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    sandbox.admin.configure(rate_limit=False)
-    process = WorkerProcess(
-        skafka,
-        sandbox,
-        tmp_path_factory.mktemp("studio-worker"),
-        RECIPES_STUDIO="true",
-        WORKER_DETECT="false",
-        RECIPES_STEP_TIMEOUT_S="60",
-    )
-    process.start()
-    yield process
-    process.stop()
+    with studio_worker(skafka, sandbox, tmp_path_factory.mktemp("studio-worker")) as process:
+        yield process
 
 
 def _form(producer: RecordProducer, form_id: str) -> None:
