@@ -94,19 +94,9 @@ from producers.webhook.models import (
     Refused,
     problem,
 )
-from producers.webhook.service import COMMAND_EVENT_SOURCE, WebhookService, command_event_type
+from producers.webhook.service import WebhookService
 
-__all__ = [
-    "COMMAND_EVENT_SOURCE",
-    "CommandAccepted",
-    "HookCreate",
-    "HookCreated",
-    "HookView",
-    "Problem",
-    "WebhookService",
-    "command_event_type",
-    "create_app",
-]
+__all__ = ["create_app"]
 
 _log = structlog.get_logger(__name__)
 
