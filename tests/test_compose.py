@@ -101,8 +101,9 @@ _METRICS_PORTS = {
     "hooks": ("HOOKS_METRICS_PORT", None),
     "lag": ("LAG_PORT", LagSettings().port),
 }
-# One-shot or test-only services: nothing to scrape.
-_NOT_SCRAPED = {"topics", "sandbox"}
+# One-shot or test-only services, and the studio (a page and its API, no metrics): nothing to
+# scrape.
+_NOT_SCRAPED = {"topics", "sandbox", "studio"}
 
 
 def _prometheus_config() -> dict[str, Any]:
