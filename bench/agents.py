@@ -151,8 +151,8 @@ def _warm_up(kafka: KafkaSettings, producer: Producer, consumer: Consumer, comma
     about 0.6 s after they were produced, and with 500 commands they were the p99. A steady
     rate is what the row measures, so the producer (and the worker's path) is warmed first."""
     headers, value = _command(command_id, "Bench warm-up")
-    producer.produce(kafka.topic(command_topic("create-task")), key=command_id.encode(),
-                     value=value, headers=headers)  # fmt: skip
+    topic = kafka.topic(command_topic("create-task"))
+    producer.produce(topic, key=command_id.encode(), value=value, headers=headers)
     if producer.flush(30):
         raise RuntimeError("the warm-up command was not delivered")
     deadline = time.monotonic() + 60

@@ -141,6 +141,10 @@ def run(settings: Settings, catalogue: TopicCatalogue, options: DemoOptions) -> 
                 chaos.start()
                 stack.callback(chaos.stop)  # before the supervisor stops the services
             watch(options, report, lock, stop, supervisor, monitor, traffic, chaos, urls, console)
+            # The checks are of what came out by the end of the drain: a recipe's item made
+            # after it (its task, from the last request) would be an event whose hook delivery
+            # nobody waited for.
+            tail.stop()
             if options.privacy == "encrypted" and admin is not None and not stop.is_set():
                 _erase_one(kafka, privacy, catalogue, report, lock, console)
         except (ServiceFailedError, LocalKafkaError, RuntimeError, httpx.HTTPError) as exc:
