@@ -28,6 +28,7 @@ from bus.topics import (
     ACTIONS,
     COMMAND_RESULTS,
     DEAD_LETTER,
+    NOTIFICATIONS,
     POLLER_TRIGGERS,
     PRIVACY_AUDIT,
     PRIVACY_KEYS,
@@ -95,8 +96,9 @@ _CONTRACT_ROLES: dict[AclRole, tuple[Role, ...]] = {
 _EXTRA_READS: dict[AclRole, tuple[str, ...]] = {
     AclRole.WEBHOOK: (RIGHTS_REQUESTS, TASKS),
     # The studio's trigger samples (`GET /studio/api/samples`, dastra_kafka/studio/runs.py): the
-    # latest records of a recipe's trigger topic (a topic of your own needs its own READ rule).
-    AclRole.STUDIO: (RIGHTS_REQUESTS, TASKS),
+    # latest records of a recipe's trigger topic, any of the catalogue's (`TRIGGER_TOPICS` of
+    # consumers/recipes/model.py); a topic of your own needs its own READ rule.
+    AclRole.STUDIO: (RIGHTS_REQUESTS, TASKS, COMMAND_RESULTS, NOTIFICATIONS),
 }
 
 # What the consumer groups of the project read: the lag monitor reads their positions.
