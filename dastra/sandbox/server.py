@@ -49,6 +49,12 @@ def _uvicorn_config(app: Any) -> uvicorn.Config:
         log_config=None,  # leave the process's logging alone
         access_log=False,
         timeout_graceful_shutdown=2,
+        # Idle connections kept longer than clients keep theirs (httpx: 5 s), as load balancers
+        # in front of real APIs do (60 s and more). With uvicorn's default, also 5 s, the server
+        # could close a connection just as a client sent a request on it, and the request failed
+        # with "Server disconnected without sending a response" (seen once in a clean-clone run,
+        # on the test session's sandbox after an idle spell).
+        timeout_keep_alive=75,
     )
 
 

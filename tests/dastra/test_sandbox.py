@@ -14,6 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from dastra.sandbox import SandboxAdminError, SandboxServer
+from dastra.sandbox.app import create_app
+from dastra.sandbox.server import _uvicorn_config
 from dastra.sandbox.settings import SandboxSettings
 from tests.kafka_helpers import wait_for
 
@@ -452,3 +454,11 @@ def test_rights_requests_keep_their_custom_fields_and_tags() -> None:
         )
         refused = api.post(url, json={**base, "customFields": ["not", "an", "object"]})
         assert refused.status_code == 400 and "$.customFields" in refused.json()["errors"]
+
+
+def test_the_sandbox_keeps_idle_connections_longer_than_an_httpx_client_does() -> None:
+    """A client closes its idle connections first, so the server never closes one just as a
+    request is sent on it (seen once as "Server disconnected without sending a response")."""
+    config = _uvicorn_config(create_app(SandboxSettings()))
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None and config.timeout_keep_alive > 2 * client_expiry
