@@ -209,8 +209,13 @@ class RecordProducer:
         records: Iterable[tuple[bytes | None, Headers, bytes | None]],
         *,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Produce records (key, headers, value) to a catalogue topic; wait for every ack."""
+        """Produce records (key, headers, value) to a catalogue topic; wait for every ack.
+
+        `timestamp_ms` sets the record time (CreateTime) of every record, for tests that order
+        records by time: two records produced in the same millisecond otherwise tie.
+        """
         errors: list[str] = []
 
         def delivered(error: KafkaError | None, _message: Any) -> None:
@@ -221,6 +226,8 @@ class RecordProducer:
             kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
             if partition is not None:
                 kwargs["partition"] = partition
+            if timestamp_ms is not None:
+                kwargs["timestamp"] = timestamp_ms
             self._producer.produce(self.kafka.topic(topic), on_delivery=delivered, **kwargs)
             if count % 1000 == 0:
                 self._producer.poll(0)

@@ -6,6 +6,7 @@ filters), what send once and retry write on dastra.recipe-requests.v1, and who m
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,6 +80,9 @@ def test_samples_are_the_latest_records_as_the_topic_holds_them(
     client: httpx.Client, kafka: KafkaSettings
 ) -> None:
     producer = RecordProducer(kafka)
+    # Record times one second apart: produced in the same millisecond, two records on different
+    # partitions tie, and their order is then the partitions' (CI once saw F-3 before raw).
+    start_ms = int(time.time() * 1000) - 60_000
     try:
         sealed = {"id": 7, "email": {"enc": "v1:kid:AAAA"}}  # as an encrypted mode leaves it
         for n, (kind, data) in enumerate(
@@ -94,8 +98,11 @@ def test_samples_are_the_latest_records_as_the_topic_holds_them(
                 FORMS,
                 [(f"F-{n}".encode(), [(k, v) for k, v in headers], value)],
                 partition=n % 2,
+                timestamp_ms=start_ms + n * 1000,
             )
-        producer.send(FORMS, [(b"raw", [], b"not json at all")], partition=0)
+        producer.send(
+            FORMS, [(b"raw", [], b"not json at all")], partition=0, timestamp_ms=start_ms + 4000
+        )
     finally:
         producer.close()
 
