@@ -1,11 +1,11 @@
 """Webhook service (`dastra-kafka webhook`): the HTTP face of the bus for Zapier and any client.
 
 Consumes HTTP requests (commands, REST hook management, Dastra's own webhooks) and produces
-command CloudEvents, subscriptions, Idempotency-Key records and poll triggers: see `app` (the
-FastAPI app and its routes, `create_app`) for what each route reads and writes. The rest of the
-package: `service` (the resources one process owns), `results` (`?wait`), `models` (HTTP bodies
-and problems), `http` (request plumbing), `idempotency` (Idempotency-Key claims) and `settings`
-(WEBHOOK_*).
+command CloudEvents, subscriptions, Idempotency-Key records and poll triggers: `app` builds the
+FastAPI app (`create_app`) from the routers in `routes/`, whose modules say what each route reads
+and writes. The rest of the package: `service` (the resources one process owns), `results`
+(`?wait`), `models` (HTTP bodies and problems), `http` (request plumbing), `idempotency`
+(Idempotency-Key claims) and `settings` (WEBHOOK_*).
 
 This package re-exports the names below and imports their modules on first use, so importing a
 submodule that needs no web framework (`producers.webhook.settings`, read by every CLI verb
