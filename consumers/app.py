@@ -19,11 +19,10 @@ Faust web server (WORKER_WEB_HOST:WORKER_WEB_PORT, loopback by default):
                    says whether this worker runs the periodic ones
 
 Nothing happens at import time: `create_app(settings)` builds the app, and starting it (a
-`faust.Worker`, as `dastra-kafka worker` does) opens the Dastra client, the producer and the
-index; stopping it drains the commands in flight, commits, then closes them.
+`faust.Worker`: `run(settings)`, as `dastra-kafka worker` does) opens the Dastra client, the
+producer and the index; stopping it drains the commands in flight, commits, then closes them.
 
-    app = create_app(load_settings())
-    faust.Worker(app, loglevel="info").execute_from_commandline()
+    raise SystemExit(run(load_settings()))   # the worker's main loop, until SIGTERM or Ctrl-C
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ from consumers.recipes.language import Recipe, runnable_recipes
 from consumers.recipes.runner import RecipeRunner
 from consumers.settings import WorkerConfig
 
-__all__ = ["AgentsApp", "create_app"]
+__all__ = ["AgentsApp", "create_app", "run"]
 
 _log = structlog.get_logger(__name__)
 
@@ -241,3 +240,21 @@ def create_app(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) 
         return web.json(body, status=200 if is_ready else 503)
 
     return app
+
+
+def run(settings: WorkerConfig, recipes: Sequence[Recipe] | None = None) -> int:
+    """Build the worker's app and run it until SIGTERM or Ctrl-C; the process's exit status
+    (1 when Faust stopped it with a message)."""
+    app = create_app(settings, recipes)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.service.log_level.upper(),
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,  # keep the structlog set-up of the entry point
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0

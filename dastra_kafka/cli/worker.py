@@ -76,7 +76,15 @@ def worker(
     except RecipeError as exc:
         fail(f"recipes that cannot run:\n{exc}", EXIT_BAD_INPUT)
     _check_topics(settings, recipes)
-    raise typer.Exit(_run(settings, recipes))
+    from bus.privacy import PrivacyError
+    from consumers.app import run
+
+    try:
+        with traced(settings.tracing, "worker"):
+            status = run(settings, recipes)
+    except PrivacyError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    raise typer.Exit(status)
 
 
 def _check_topics(settings: Settings, recipes: list[Recipe]) -> None:
@@ -134,31 +142,6 @@ def _check_access(settings: Settings, admin: Any, unlisted: list[str]) -> None:
         fail(str(exc), EXIT_BAD_INPUT)
     except KafkaUnavailableError:
         return  # the coordinator is slow to come: the Faust worker waits for it itself
-
-
-def _run(settings: Settings, recipes: list[Recipe]) -> int:
-    import faust
-
-    from bus.privacy import PrivacyError
-    from consumers.app import create_app
-
-    try:
-        app = create_app(settings, recipes)
-    except PrivacyError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
-    runner = faust.Worker(
-        app,
-        loglevel=settings.service.log_level.upper(),
-        quiet=True,
-        redirect_stdouts=False,
-        override_logging=False,  # keep the structlog set-up of the entry point
-    )
-    try:
-        with traced(settings.tracing, "worker"):
-            runner.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_FAILED
-    return 0
 
 
 def register(app: typer.Typer) -> None:
