@@ -1,8 +1,10 @@
 """The studio's send once and retry with a real `dastra-kafka worker` (RECIPES_STUDIO=true), the
 studio's API in process, the session broker and the sandbox: a saved but disabled studio recipe
-sent once creates its items exactly once and its run shows as succeeded; a run whose second step
-Dastra refuses shows as failed with the step's error, and its retry (the fault gone) runs the
-failed step again without creating the first step's item twice."""
+sent once creates its items exactly once and its run shows as succeeded; records on the request
+topic that are not requests are dead-lettered with their bytes, and the request behind them
+runs; a run whose second step Dastra refuses shows as failed with the step's error, and its
+retry (the fault gone) runs the failed step again without creating the first step's item
+twice."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from bus.deadletter import read_dead_letter
+from bus.envelope import encode_binary, new_event
+from bus.reading import read_to_end
 from bus.settings import KafkaSettings
-from bus.topics import TopicCatalogue
+from bus.topics import DEAD_LETTER, RECIPE_REQUESTS, TopicCatalogue
 from consumers.recipes.settings import RecipesSettings
 from dastra.sandbox import SandboxAdmin, SandboxServer
 from dastra_kafka.studio.app import create_app
@@ -90,6 +95,24 @@ def test_send_once_and_a_retry_that_repeats_no_finished_step(
         PICKUP_S,
         "the worker to take version 1",
     )
+    # Two records on the request topic that are not requests (not JSON; a request without its
+    # fields), ahead of the real one on the topic's one partition: each is dead-lettered with
+    # its bytes and the reason, and the send-once behind them still runs.
+    not_json = b"not json at all"
+    headers, no_fields = encode_binary(
+        new_event(
+            type="eu.dastra.recipe.request",
+            source="tests",
+            id="bad-2",
+            data={"recipe": NAME, "email": "jane@example.org"},
+        )
+    )
+    assert no_fields is not None
+    bad = RecordProducer(skafka)
+    try:
+        bad.send(RECIPE_REQUESTS, [(b"bad-1", [], not_json), (b"bad-2", list(headers), no_fields)])
+    finally:
+        bad.close()
     sample = {"event": {"data": {"formId": "S-1", "consent": True}, "key": "S-1"}}
     sent = studio.post(f"/studio/api/recipes/{NAME}/send-once", json=sample)
     assert sent.status_code == 202, sent.text
@@ -106,6 +129,20 @@ def test_send_once_and_a_retry_that_repeats_no_finished_step(
     assert len(requests) == 1 and len(tasks) == 1
     assert requests[0]["title"] == "Web form S-1"
     assert str(tasks[0]["objectId"]) == str(requests[0]["id"])
+    letters = {
+        r.key: r
+        for r in read_to_end(skafka, skafka.topic(DEAD_LETTER), timeout=30)
+        if r.key in (b"bad-1", b"bad-2")
+    }
+    assert sorted(letters) == [b"bad-1", b"bad-2"], "a bad request was not dead-lettered"
+    assert letters[b"bad-1"].value == not_json and letters[b"bad-2"].value == no_fields
+    for letter in letters.values():
+        info = read_dead_letter(letter.headers)
+        assert info.component == "recipes" and info.kind == "invalid-request", info
+        assert info.topic == skafka.topic(RECIPE_REQUESTS)
+        assert info.message.startswith("not a recipe request"), info.message
+        assert "jane@example.org" not in info.message  # fields are named, never their values
+    assert "fields" in read_dead_letter(letters[b"bad-2"].headers).message  # names them
 
     # 2. Enabled; Dastra refuses every new task: a real form's run fails at its second step.
     enabled = studio.post(f"/studio/api/recipes/{NAME}/enable", json={"base_version": 1})
@@ -167,3 +204,4 @@ def test_send_once_and_a_retry_that_repeats_no_finished_step(
     assert twice.status_code == 409 and twice.json()["error"] == "already-retried"
     log = worker.log_file.read_text(errors="replace")
     assert "recipes.studio_request" in log and "S-1" not in log  # no sample data in logs
+    assert "recipes.dead_lettered" in log and "jane@example.org" not in log
