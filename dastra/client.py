@@ -182,6 +182,8 @@ class DastraClient:
         )
         self._retries = retries
         self._metrics = metrics
+        if metrics is not None:
+            metrics.watch_budget(self._limiter, settings.key_windows())
         self._http: httpx.AsyncClient | None = None
         self._state: _State = "unopened"
         self._filter_case: FilterCase = "camel"

@@ -8,7 +8,10 @@ default one). Consumes what `DastraClient` observes of each HTTP attempt. Produc
   failure (`rate_limited` for a 429, `server_error`, `timeout`, `connection`), by the client or
   by a caller that owns the retry policy (the worker's dispatcher);
 - `dastra_client_limiter_wait_seconds{endpoint}`: time spent waiting for a rate-limiter slot,
-  the bridge's main saturation signal.
+  the bridge's main saturation signal;
+- `dastra_client_budget_used_ratio{window, of}`: the share of each rate window (`60s`, `600s`)
+  this process used, of the API key's whole limit (`of="key"`: the poller's idle polling of
+  all its workspaces is one number) and of this process's part of it (`of="process"`).
 
 `endpoint` is the path's template (`/v1/ws/{ws}/Tasks/{id}`): ids become placeholders and any
 segment the client does not call by name becomes `{value}`, so no personal data reaches a label.
@@ -20,11 +23,15 @@ segment the client does not call by name becomes `{value}`, so no personal data 
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dastra.errors import DastraError
+
+if TYPE_CHECKING:
+    from dastra.ratelimit import RateLimiter
 
 __all__ = ["DastraMetrics", "endpoint_template"]
 
@@ -104,6 +111,25 @@ class DastraMetrics:
             registry=registry,
         )
 
+        self.budget_used = Gauge(
+            "dastra_client_budget_used_ratio",
+            "Share of a Dastra rate window this process used (requests that ended within the "
+            "window, plus those in flight), of the API key's whole limit (of=key) and of this "
+            "process's part of it (of=process, DASTRA_BUDGET_SHARES); read at scrape time",
+            ["window", "of"],
+            registry=registry,
+        )
+
+    def watch_budget(self, limiter: RateLimiter, key_windows: list[tuple[int, float]]) -> None:
+        """Report `limiter`'s use against its own limits and against the key's `key_windows`
+        (matched by period) in `dastra_client_budget_used_ratio`, computed at each scrape."""
+        key_limits = {period: limit for limit, period in key_windows}
+        for index, (_count, own, period) in enumerate(limiter.used()):
+            window = f"{period:g}s"
+            of_key = key_limits.get(period, own)
+            self.budget_used.labels(window, "process").set_function(_share(limiter, index, own))
+            self.budget_used.labels(window, "key").set_function(_share(limiter, index, of_key))
+
     def attempt(
         self, endpoint: str, method: str, status: str, *, waited_s: float, took_s: float
     ) -> None:
@@ -117,3 +143,12 @@ class DastraMetrics:
         owns its retry policy, like the worker's dispatcher)."""
         endpoint = endpoint_template(error.path) if error.path else "unknown"
         self.retries.labels(endpoint, error.method or "unknown", error.kind).inc()
+
+
+def _share(limiter: RateLimiter, index: int, limit: int) -> Callable[[], float]:
+    """The share of `limit` that the `index`-th window of `limiter` holds now."""
+
+    def share() -> float:
+        return limiter.used()[index][0] / limit
+
+    return share

@@ -101,6 +101,19 @@ class RateLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def used(self) -> list[tuple[int, int, float]]:
+        """Each window's use now, as (requests, limit, period): the requests that ended less
+        than `period` ago plus those in flight (what the window counts)."""
+        with self._lock:
+            now = self._clock()
+            found = []
+            for window in self._windows:
+                horizon = now - window.period
+                while window.ended and window.ended[0] <= horizon:
+                    window.ended.popleft()
+                found.append((len(window.ended) + self._in_flight, window.limit, window.period))
+            return found
+
     @property
     def spacing(self) -> float:
         """Seconds between the starts of two requests when paced (0: not paced)."""

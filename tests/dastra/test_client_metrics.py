@@ -119,3 +119,32 @@ async def test_the_rate_limiters_wait_is_observed() -> None:
         _value(registry, "dastra_client_limiter_wait_seconds_bucket", endpoint="/me", le="0.01")
         == 1
     )
+
+
+async def test_the_share_of_the_rate_budget_used_is_reported_at_scrape_time() -> None:
+    registry = CollectorRegistry()
+    now = [100.0]
+    # The poller's part of the default key (500/min, 10 000/10 min): 1/4, 125/min and 2 500.
+    settings = DastraSettings(base_url=BASE, api_key=SecretStr("sk-test"), budget_role="poller")
+    limiter = RateLimiter(settings.process_windows(), clock=lambda: now[0])
+    dastra = DastraClient(
+        settings,
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={})),
+        limiter=limiter,
+        metrics=DastraMetrics(registry),
+    )
+
+    def used(window: str, of: str) -> float:
+        return _value(registry, "dastra_client_budget_used_ratio", window=window, of=of)
+
+    assert used("60s", "key") == 0 and used("60s", "process") == 0
+    async with dastra:
+        for _ in range(25):
+            await dastra.raw_get("/me")
+    assert used("60s", "key") == pytest.approx(25 / 500)
+    assert used("60s", "process") == pytest.approx(25 / 125)
+    assert used("600s", "key") == pytest.approx(25 / 10_000)
+    assert used("600s", "process") == pytest.approx(25 / 2_500)
+    now[0] += 61  # the minute window has moved past them; the ten-minute one still holds them
+    assert used("60s", "key") == 0
+    assert used("600s", "process") == pytest.approx(25 / 2_500)
