@@ -83,9 +83,18 @@ def _webhook(keyed: bool, ratio_goal: float, p99_goal: float) -> Callable[[dict[
         run = commands["webhook_with_idempotency_key" if keyed else "webhook"]
         base = commands["baseline_bare_fastapi"]
         ratio = commands["ratio_rps_keyed" if keyed else "ratio_rps"]
+        limit = ""
+        if _le(p99_goal, base["p99_ms"]):
+            # A measured limit, not a guess: the bare endpoint itself is over the goal here.
+            limit = (
+                f"; the bare endpoint's own p99 ({_ms(base['p99_ms'])}) is over the "
+                f"{p99_goal:g} ms goal on this machine (server and load generator share its "
+                "cores), so the goal cannot be met here; ours adds "
+                f"{_ms(run['p99_ms'] - base['p99_ms'])} to it"
+            )
         return Cell(
             figure=f"{run['requests_per_s']:.0f} req/s, p50 {_ms(run['p50_ms'])}, "
-            f"p99 {_ms(run['p99_ms'])}",
+            f"p99 {_ms(run['p99_ms'])}{limit}",
             baseline=f"bare FastAPI 202: {base['requests_per_s']:.0f} req/s, "
             f"p99 {_ms(base['p99_ms'])}",
             ratio=ratio,

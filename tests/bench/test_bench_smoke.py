@@ -51,3 +51,27 @@ def test_every_benchmark_feeds_a_row_and_every_issue_row_is_there() -> None:
     issue_rows = [row for row in rows.ROWS if row.issue_row]
     assert len(issue_rows) == 8
     assert [row.what for row in issue_rows if row.benchmark is None] == []
+
+
+def test_a_webhook_goal_below_the_bare_baseline_says_it_is_a_limit_of_the_machine() -> None:
+    def doc(base_p99: float) -> dict[str, object]:
+        run = {"requests_per_s": 500.0, "p50_ms": 20.0, "p99_ms": 70.0}
+        base = {"requests_per_s": 800.0, "p50_ms": 10.0, "p99_ms": base_p99}
+        return {
+            "commands": {
+                "webhook": run,
+                "webhook_with_idempotency_key": run,
+                "baseline_bare_fastapi": base,
+                "ratio_rps": 0.625,
+                "ratio_rps_keyed": 0.625,
+                "connections": 16,
+            }
+        }
+
+    plain = rows.ROWS[0]
+    assert plain.evaluate is not None
+    over = plain.evaluate(doc(base_p99=57.0))
+    assert over.met is False
+    assert "cannot be met here; ours adds 13 ms" in over.figure
+    under = plain.evaluate(doc(base_p99=30.0))
+    assert under.met is False and "cannot be met" not in under.figure  # ours is what is slow
