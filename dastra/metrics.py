@@ -110,7 +110,6 @@ class DastraMetrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=registry,
         )
-
         self.budget_used = Gauge(
             "dastra_client_budget_used_ratio",
             "Share of a Dastra rate window this process used (requests that ended within the "
