@@ -3,8 +3,8 @@
 Consumes recipe files (YAML, one recipe per file: the shipped ones in `recipes/`, yours in
 RECIPES_DIRS), the topic catalogue and `RecipesSettings`. Produces validated `Recipe`s, every
 problem found (`Problem`: file, recipe, field, message), and the pure functions the runner
-(`consumers/recipes/runner.py`) uses to render a step: the command or message a step sends for one
-event, with deterministic ids.
+(`consumers/recipes/execution.py`) uses to render a step: the command or message a step sends for
+one event, with deterministic ids.
 
 A recipe file:
 

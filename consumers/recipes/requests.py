@@ -1,11 +1,12 @@
 """The studio's requests in the worker: what a send-once or a retry runs, and for which event.
 
-Consumes the records of dastra.recipe-requests.v1 the runner (`consumers/recipes/runner.py`)
-takes in the group `<WORKER_APP_ID>-studio` (next to the studio recipes' triggers,
-`StudioTriggers`), the studio recipes' table, and for a retry its trigger record again (one
-record, by offset) and, for an event in a non-full payload mode, Dastra (the whole object, as
-for any trigger). Produces the run each request asks for (`RequestedRun`), or why it cannot run
-(`RefusedRequest`); the runner runs it as any run and records it.
+Consumes the records of dastra.recipe-requests.v1 the runner's studio side
+(`consumers/recipes/studio_runner.py`) takes in the group `<WORKER_APP_ID>-studio` (next to the
+studio recipes' triggers, `StudioTriggers`), the studio recipes' table, and for a retry its
+trigger record again (one record, by offset) and, for an event in a non-full payload mode,
+Dastra (the whole object, as for any trigger). Produces the run each request asks for
+(`RequestedRun`), or why it cannot run (`RefusedRequest`); the runner runs it as any run and
+records it.
 
 - **send-once**: the named studio recipe, at the version the studio asked for (the one running
   here, enabled or not), runs once for the pasted sample, as if it came on its trigger topic;

@@ -17,7 +17,7 @@ from consumers.lag import LagMonitor
 from consumers.lag.model import LagSnapshot
 from consumers.lag.settings import LagSettings
 from consumers.lag.web import create_app
-from consumers.recipes.runner import RecipeMetrics
+from consumers.recipes.metrics import RecipeMetrics
 from dastra.metrics import DastraMetrics
 from producers.poller.workspace import PollerMetrics
 from producers.webhook.service import WebhookMetrics
