@@ -94,6 +94,14 @@ def rkafka(kafka_bootstrap: str, catalogue: TopicCatalogue) -> Iterator[KafkaSet
     mine = [kafka.topic(name) for name in USER_TOPICS]
     for future in admin.create_topics([NewTopic(n, 3, 1) for n in mine]).values():
         future.result(timeout=30)
+    # A created topic reaches the broker's metadata a moment after the controller answered;
+    # a worker started before that refuses to start (missing topic).
+    wanted = {*names, *mine}
+    wait_for(
+        lambda: wanted <= set(admin.list_topics(timeout=10).topics),
+        30,
+        "the topics in the broker's metadata",
+    )
     yield kafka
     delete_topics(kafka, names + mine)
 
