@@ -39,7 +39,7 @@ def kafka() -> Iterator[KafkaSettings]:
     if external:
         yield KafkaSettings(bootstrap_servers=external, topic_prefix=prefix)
         return
-    with LocalKafka(quick_jit=False) as broker:  # the full JIT: steady throughput
+    with LocalKafka() as broker:
         yield KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix)
 
 

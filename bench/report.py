@@ -82,7 +82,7 @@ def _broker() -> Iterator[str]:
     if external:
         yield external
         return
-    with LocalKafka(quick_jit=False) as broker:  # the full JIT: steady throughput
+    with LocalKafka() as broker:
         yield broker.bootstrap_servers
 
 
