@@ -126,6 +126,7 @@ test: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen
 # on an older cluster: Kafka 3.9 from Maven Central, as many customers still run it.
 OLDER_KAFKA := 3.9.2
 GUARANTEE_TESTS := tests/bus/test_roundtrip.py tests/producers/test_poller.py \
+	tests/producers/test_poller_processes.py \
 	tests/consumers/test_agents.py tests/consumers/test_agents_crash.py tests/consumers/lag
 
 test-all: jars chromium promtool compose-spec asyncapi-tools foreign-clients typegen-tools lint schemas-check

@@ -59,6 +59,11 @@ def _take_port_slot() -> int | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist (3.x) hands out the files with the most tests first unless told not to,
+    # whatever the collection order: keep ours (see _FILE_SECONDS below; the controller's
+    # scheduler reads the option).
+    if getattr(config.option, "loadscopereorder", False):
+        config.option.loadscopereorder = False
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker is None:  # the controller, or a run without workers: take a slot for the session
         slot = _take_port_slot()
@@ -75,30 +80,64 @@ def pytest_configure(config: pytest.Config) -> None:
     use_port_range(first, first + size - 1)
 
 
-# The longest test files (each about 1 to 6 minutes on parallel workers), handed to the workers
-# first so that none of them starts last and runs on alone. Only the order changes.
-_LONGEST_FIRST = (
-    "tests/producers/test_poller.py",
-    "tests/test_demo.py",
-    "tests/consumers/test_agents_crash.py",
-    "tests/dastra_kafka/test_acls.py",
-    "tests/consumers/test_hooks_lag.py",
-    "tests/bench/test_bench_smoke.py",
-    "tests/consumers/test_agents.py",
-    "tests/cli/test_topics_cli.py",
-    "tests/test_packaging.py",
-)
+# What each of the longest test files took in a measured `make test` (3 workers on 2 cores,
+# 2026-12-03, seconds, setup included). Under `--dist loadfile` the files are handed to the
+# workers in collection order, so they are collected longest first: no long file then starts
+# last and runs on alone while the other workers sit idle. Refresh the figures from
+# `--durations=0` when a file grows or shrinks a lot; a file not listed counts as short. Only
+# the order changes.
+_FILE_SECONDS = {
+    "tests/producers/test_poller.py": 240,
+    "tests/producers/test_poller_processes.py": 150,
+    "tests/test_demo_chaos.py": 145,
+    "tests/test_demo.py": 150,
+    "tests/bench/test_bench_smoke.py": 165,
+    "tests/consumers/test_agents.py": 115,
+    "tests/dastra_kafka/test_acls.py": 114,
+    "tests/cli/test_topics_cli.py": 102,
+    "tests/consumers/test_hooks_lag.py": 102,
+    "tests/producers/test_webhook_outage.py": 91,
+    "tests/test_packaging.py": 85,
+    "tests/producers/test_webhook.py": 82,
+    "tests/dastra_kafka/test_shared_budget.py": 78,
+    "tests/bus/test_oauthbearer.py": 68,
+    "tests/privacy/test_logs.py": 65,
+    "tests/consumers/recipes/test_e2e.py": 63,
+    "tests/privacy/test_retention.py": 55,
+    "tests/consumers/test_agents_crash.py": 54,
+    "tests/cli/test_recipes_cli.py": 52,
+    "tests/consumers/test_hooks.py": 49,
+    "tests/bus/test_localkafka.py": 48,
+    "tests/foreign/test_actor_race.py": 48,
+    "tests/privacy/test_bus_privacy.py": 48,
+    "tests/producers/test_webhook_worker.py": 48,
+    "tests/consumers/recipes/test_leader.py": 43,
+    "tests/dastra_kafka/test_settings.py": 42,
+    "tests/dastra/test_sandbox.py": 41,
+    "tests/dastra/test_doctor.py": 39,
+    "tests/test_offline_pages.py": 38,
+    "tests/dastra/test_client_sandbox.py": 33,
+    "tests/dastra_kafka/test_studio_page.py": 31,
+    "tests/producers/test_webhook_schema.py": 31,
+    "tests/dastra_kafka/contracts/test_generated_types.py": 30,
+    "tests/consumers/test_agents_failures.py": 29,
+    "tests/consumers/test_agents_workspaces.py": 28,
+    "tests/consumers/recipes/test_studio_worker.py": 24,
+    "tests/consumers/test_agents_strict.py": 23,
+    "tests/consumers/recipes/test_studio_requests.py": 22,
+    "tests/privacy/test_recipe_privacy.py": 21,
+    "tests/cli/test_broker_cli.py": 20,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `--dist loadfile` (make test) each file runs on one worker, in the order files are
     collected: the longest go first."""
 
-    def rank(item: pytest.Item) -> int:
-        path = item.path.relative_to(PROJECT_ROOT).as_posix()
-        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+    def seconds(item: pytest.Item) -> int:
+        return _FILE_SECONDS.get(item.path.relative_to(PROJECT_ROOT).as_posix(), 0)
 
-    items.sort(key=rank)  # stable: within a file, and among the others, the order is kept
+    items.sort(key=seconds, reverse=True)  # stable: within a file, and among the others, kept
 
 
 def _docker_engine_answers() -> bool:

@@ -38,7 +38,7 @@ def test_a_new_cluster_without_a_group_coordinator_yet_is_waited_for_not_a_crash
     """The first group requests of a new cluster meet COORDINATOR_NOT_AVAILABLE while
     `__consumer_offsets` is created: asked again until it answers, in separate processes so
     a crash shows as a signal, not as a dead test run."""
-    with LocalKafka() as broker:
+    with LocalKafka(quick_jit=True) as broker:
         children = [
             subprocess.Popen(
                 [sys.executable, "-c", _CHILD, broker.bootstrap_servers, unique("fresh")],

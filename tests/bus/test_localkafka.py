@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java
 
 def test_restart_with_the_same_data_dir_keeps_topics_and_data(tmp_path: Path) -> None:
     topic = unique("keep")
-    with LocalKafka(data_dir=tmp_path) as broker:
+    with LocalKafka(data_dir=tmp_path, quick_jit=True) as broker:
         first_address = broker.bootstrap_servers
         admin = AdminClient({"bootstrap.servers": first_address})
         admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(timeout=30)
@@ -44,7 +44,7 @@ def test_restart_with_the_same_data_dir_keeps_topics_and_data(tmp_path: Path) ->
 
         os.kill(pid, 0)  # the process is gone after a clean stop
 
-    with LocalKafka(data_dir=tmp_path) as broker:
+    with LocalKafka(data_dir=tmp_path, quick_jit=True) as broker:
         records = consume(
             KafkaSettings(bootstrap_servers=broker.bootstrap_servers), topic, expected=10
         )
@@ -140,7 +140,7 @@ def test_a_stop_event_ends_a_running_maven(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_a_stop_event_before_readiness_ends_the_start_up(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
-    broker = LocalKafka(data_dir=tmp_path)
+    broker = LocalKafka(data_dir=tmp_path, quick_jit=True)
     with pytest.raises(LocalKafkaInterruptedError, match="before the broker was started"):
         broker.start(stop=stop)
     assert not broker.running and broker.pid is None

@@ -76,7 +76,10 @@ class OAuthCluster:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[OAuthCluster]:
     """The issuer and the OAUTHBEARER broker: the broker's whole lifetime is this module."""
-    with OidcIssuer({CLIENT_ID: SECRET}) as issuer, LocalKafka(oauth=issuer.listener()) as broker:
+    with (
+        OidcIssuer({CLIENT_ID: SECRET}) as issuer,
+        LocalKafka(oauth=issuer.listener(), quick_jit=True) as broker,
+    ):
         yield OAuthCluster(issuer, broker)
 
 

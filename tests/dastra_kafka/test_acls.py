@@ -102,7 +102,7 @@ _USERS = {
 
 @pytest.fixture(scope="module")
 def acl_broker() -> Iterator[LocalKafka]:
-    with LocalKafka(sasl_users=_USERS, authorizer=True) as broker:
+    with LocalKafka(sasl_users=_USERS, authorizer=True, quick_jit=True) as broker:
         yield broker
 
 

@@ -112,7 +112,7 @@ def test_secrets_are_absent_from_reprs_and_logs(
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="needs Java 17")
 def test_sasl_plain_authenticates_both_clients_against_a_real_broker() -> None:
-    with LocalKafka(sasl_users={"svc": PASSWORD}) as broker:
+    with LocalKafka(sasl_users={"svc": PASSWORD}, quick_jit=True) as broker:
         good = KafkaSettings(
             bootstrap_servers=broker.bootstrap_servers,
             security_protocol="SASL_PLAINTEXT",

@@ -29,7 +29,7 @@ def test_kafka_down_means_503_with_retry_after_and_nothing_lost_or_doubled_after
     tmp_path: Path, catalogue: TopicCatalogue
 ) -> None:
     data_dir = tmp_path / "kafka"
-    broker = LocalKafka(data_dir=data_dir)
+    broker = LocalKafka(data_dir=data_dir, quick_jit=True)
     broker.start()
     running = None
     try:
