@@ -7,6 +7,7 @@ once, and an item seen twice is not.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from datetime import datetime, timedelta
 
 import structlog
@@ -17,6 +18,9 @@ __all__ = ["LateWindow"]
 
 _log = structlog.get_logger(__name__)
 
+# Above every Dastra id: (at, _MAX_ID) sorts after every pair stamped `at`.
+_MAX_ID = 2**63
+
 
 class LateWindow:
     """Working copy of a `Mark` while a stream is scanned."""
@@ -25,6 +29,9 @@ class LateWindow:
         self.after = mark.after
         self.seen = set(mark.seen)
         self.recent = {(r.id, r.at) for r in mark.recent}
+        # The `Recent` models already built, reused by `mark()`: building one per pair for
+        # every batch of a backfill would cost more than the rest of the batch's work.
+        self._models = {(r.id, r.at): r for r in mark.recent}
         if mark.after is not None:
             # The ids at `after` were published (or, for `--from now`, are old): never late.
             self.recent |= {(item_id, mark.after) for item_id in mark.seen}
@@ -55,19 +62,24 @@ class LateWindow:
         self.recent.add((item_id, stamp))
 
     def mark(self, limit: int) -> Mark:
-        recent = sorted(self.recent, key=lambda pair: (pair[1], pair[0]))
+        """The mark to commit: `recent` trimmed to the late window and to `limit` pairs. The
+        window is trimmed alike, so it goes on exactly as `LateWindow(mark)` would."""
+        # Once per batch over up to `limit` pairs: (at, id) tuples sort without a key function.
+        recent = sorted((at, item_id) for item_id, at in self.recent)
         since = self.recent_since
         if self.after is not None:
             low = self.after - self._late_window
-            recent = [pair for pair in recent if pair[1] >= low]
+            recent = recent[bisect_left(recent, (low,)) :]
         if len(recent) > limit:
             # Forget the oldest; the window is complete only after the newest one forgotten.
-            dropped = recent[len(recent) - limit - 1][1]
-            recent = [pair for pair in recent if pair[1] > dropped]
+            dropped = recent[len(recent) - limit - 1][0]
+            recent = recent[bisect_right(recent, (dropped, _MAX_ID)) :]
             since = dropped + timedelta(microseconds=1)
-        return Mark(
-            after=self.after,
-            seen=sorted(self.seen),
-            recent=[Recent(id=i, at=at) for i, at in recent],
-            recent_since=since,
-        )
+        models = self._models
+        kept = [models.get((item_id, at)) or Recent(id=item_id, at=at) for at, item_id in recent]
+        self._models = {(model.id, model.at): model for model in kept}
+        self.recent = set(self._models)
+        if self.after is not None:
+            self.recent |= {(item_id, self.after) for item_id in self.seen}
+        self.recent_since = since
+        return Mark(after=self.after, seen=sorted(self.seen), recent=kept, recent_since=since)
