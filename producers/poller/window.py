@@ -29,14 +29,18 @@ class LateWindow:
         self.after = mark.after
         self.seen = set(mark.seen)
         self.recent = {(r.id, r.at) for r in mark.recent}
-        # The `Recent` models already built, reused by `mark()`: building one per pair for
-        # every batch of a backfill would cost more than the rest of the batch's work.
-        self._models = {(r.id, r.at): r for r in mark.recent}
         if mark.after is not None:
             # The ids at `after` were published (or, for `--from now`, are old): never late.
             self.recent |= {(item_id, mark.after) for item_id in mark.seen}
         self.recent_since = mark.recent_since
         self._late_window = late_window
+        # `mark()` runs once per batch over up to `late_max_tracked` pairs: it keeps `recent`
+        # sorted (`_order`, plus the pairs taken since, `_added`, mostly in order, so that the
+        # sort merges two runs) and reuses the `Recent` models already built. Comparing and
+        # hashing aware datetimes is slow enough for this to matter in a backfill.
+        self._order = sorted((at, item_id) for item_id, at in self.recent)
+        self._added: list[tuple[datetime, int]] = []
+        self._models = {(r.at, r.id): r for r in mark.recent}
 
     def is_new(self, item_id: int, stamp: datetime) -> bool:
         if self.after is None or stamp > self.after:
@@ -59,13 +63,15 @@ class LateWindow:
             self.after, self.seen = stamp, {item_id}
         elif stamp == self.after:
             self.seen.add(item_id)
-        self.recent.add((item_id, stamp))
+        if (item_id, stamp) not in self.recent:
+            self.recent.add((item_id, stamp))
+            self._added.append((stamp, item_id))
 
     def mark(self, limit: int) -> Mark:
         """The mark to commit: `recent` trimmed to the late window and to `limit` pairs. The
         window is trimmed alike, so it goes on exactly as `LateWindow(mark)` would."""
-        # Once per batch over up to `limit` pairs: (at, id) tuples sort without a key function.
-        recent = sorted((at, item_id) for item_id, at in self.recent)
+        recent = self._order + self._added
+        recent.sort()
         since = self.recent_since
         if self.after is not None:
             low = self.after - self._late_window
@@ -76,10 +82,14 @@ class LateWindow:
             recent = recent[bisect_right(recent, (dropped, _MAX_ID)) :]
             since = dropped + timedelta(microseconds=1)
         models = self._models
-        kept = [models.get((item_id, at)) or Recent(id=item_id, at=at) for at, item_id in recent]
-        self._models = {(model.id, model.at): model for model in kept}
-        self.recent = set(self._models)
+        kept = [models.get(pair) or Recent(id=pair[1], at=pair[0]) for pair in recent]
+        self._models = dict(zip(recent, kept, strict=True))
+        self.recent = {(item_id, at) for at, item_id in recent}
+        self._order, self._added = recent, []
         if self.after is not None:
-            self.recent |= {(item_id, self.after) for item_id in self.seen}
+            at_after = {(item_id, self.after) for item_id in self.seen} - self.recent
+            if at_after:
+                self.recent |= at_after
+                self._order = sorted(recent + [(at, item_id) for item_id, at in at_after])
         self.recent_since = since
         return Mark(after=self.after, seen=sorted(self.seen), recent=kept, recent_since=since)
