@@ -24,8 +24,13 @@ consumer sees them in creation order per workspace, as design §4 promises.
 
 The cursor of each stream (creations, updates) is a keyset position: the newest timestamp
 published, the ids published at exactly that timestamp, and the (id, timestamp) pairs published
-within `late_window_s` before it. Each cycle first re-reads that window and publishes what it had
-not seen (items that became visible late), then reads forward from the newest timestamp.
+within `late_window_s` before it. Each cycle reads forward from the newest timestamp, one
+transaction per batch, reading the next batch while the previous one commits. At most every
+`late_every_s` a late pass re-reads that window in the background (on the committed cursor) and
+the stream's next batch publishes what it had not seen (items that became visible late); the
+last cycle of a bounded run runs its late passes itself. The start-up probes run while the
+producers initialise; after a cycle that found changes, the next starts `interval_min_s` after
+its start.
 
     registry = role_registry()   # served on POLLER_METRICS_PORT, with the client's metrics
     async with DastraClient(settings.dastra, metrics=DastraMetrics(registry)) as dastra:
