@@ -24,8 +24,13 @@ consumer sees them in creation order per workspace, as design §4 promises.
 
 The cursor of each stream (creations, updates) is a keyset position: the newest timestamp
 published, the ids published at exactly that timestamp, and the (id, timestamp) pairs published
-within `late_window_s` before it. Each cycle first re-reads that window and publishes what it had
-not seen (items that became visible late), then reads forward from the newest timestamp.
+within `late_window_s` before it. Each cycle reads forward from the newest timestamp, one
+transaction per batch, reading the next batch while the previous one commits. At most every
+`late_every_s` a late pass re-reads that window in the background (on the committed cursor) and
+the stream's next batch publishes what it had not seen (items that became visible late); the
+last cycle of a bounded run runs its late passes itself. The start-up probes run while the
+producers initialise; after a cycle that found changes, the next starts `interval_min_s` after
+its start.
 
     registry = role_registry()   # served on POLLER_METRICS_PORT, with the client's metrics
     async with DastraClient(settings.dastra, metrics=DastraMetrics(registry)) as dastra:
@@ -128,6 +133,8 @@ class Poller:
         self._dastra = dastra
         self._profile: Profile | None = None
         self._profile_lock = asyncio.Lock()
+        # Detection started with the run, while the producers start (see `run`).
+        self._detecting: asyncio.Task[None] | None = None
         self._workspaces = {
             ws: WorkspacePoller(ws, kafka, settings, dastra, self._metrics, chosen, self._privacy)
             for ws in dict.fromkeys(workspaces)
@@ -144,27 +151,42 @@ class Poller:
         async with self._profile_lock:
             if self._profile is not None:
                 return
+            early, self._detecting = self._detecting, None
+            if early is not None:
+                await early  # its failure fails this cycle; the next one detects again
+                return
             if not self._settings.detect:
                 self._profile = Profile()
                 return
-            detection = await detect(self._dastra, next(iter(self._workspaces)))
-            profile = detection.profile
-            self._dastra.adapt(filter_case=profile.filter_case, filter_shift=profile.filter_shift)
-            for worker in self._workspaces.values():
-                worker.list_params = {"Tasks": dict(profile.task_params)}
-            self._profile = profile
-            task_params = ",".join(f"{k}={v}".lower() for k, v in profile.task_params.items())
-            self._metrics.detected.labels(profile.filter_case, task_params).set(1)
-            self._metrics.filter_shift.set(profile.filter_shift.total_seconds())
-            _log.info(
-                "poller.dastra_profile",
-                filter_case=profile.filter_case,
-                filter_shift_s=profile.filter_shift.total_seconds(),
-                task_params=profile.task_params,
-                warnings=[
-                    f"{f.name}: {f.summary}" for f in detection.findings if f.status != "PASS"
-                ],
-            )
+            await self._detect()
+
+    async def _detect(self) -> None:
+        detection = await detect(self._dastra, next(iter(self._workspaces)))
+        profile = detection.profile
+        self._dastra.adapt(filter_case=profile.filter_case, filter_shift=profile.filter_shift)
+        for worker in self._workspaces.values():
+            worker.list_params = {"Tasks": dict(profile.task_params)}
+        self._profile = profile
+        task_params = ",".join(f"{k}={v}".lower() for k, v in profile.task_params.items())
+        self._metrics.detected.labels(profile.filter_case, task_params).set(1)
+        self._metrics.filter_shift.set(profile.filter_shift.total_seconds())
+        _log.info(
+            "poller.dastra_profile",
+            filter_case=profile.filter_case,
+            filter_shift_s=profile.filter_shift.total_seconds(),
+            task_params=profile.task_params,
+            warnings=[f"{f.name}: {f.summary}" for f in detection.findings if f.status != "PASS"],
+        )
+
+    def _forget_detection(self) -> None:
+        early, self._detecting = self._detecting, None
+        if early is None:
+            return
+        if early.done():
+            if not early.cancelled():
+                early.exception()  # retrieved: a failed probe of a run that stopped is no news
+        else:
+            early.cancel()
 
     def poll_now(self, workspace_id: int) -> None:
         """Make the poller poll a workspace at once (no-op for a workspace it does not watch)."""
@@ -193,6 +215,10 @@ class Poller:
                 metrics_server, _thread = start_http_server(
                     self._settings.metrics_port, addr=self._host, registry=self.registry
                 )
+            if self._profile is None and self._settings.detect:
+                # Dastra's probes need no Kafka: they run while the producers start (a first
+                # init_transactions can take seconds), and the first cycle awaits them.
+                self._detecting = asyncio.ensure_future(self._detect())
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.open)
             await asyncio.to_thread(self._privacy.start)
@@ -209,6 +235,9 @@ class Poller:
                 )
             )
         finally:
+            self._forget_detection()
+            for worker in self._workspaces.values():
+                worker.cancel_scans()
             await asyncio.to_thread(triggers.stop)
             for worker in self._workspaces.values():
                 await asyncio.to_thread(worker.close)
@@ -234,9 +263,12 @@ class Poller:
         summary.errors.setdefault(ws, 0)
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
             worker.wake.clear()
+            began = time.monotonic()
             try:
                 await self._adapt()
-                published = await worker.cycle(stop)
+                # The last cycle of a bounded run does its late passes itself.
+                last = max_cycles is not None and cycles + 1 >= max_cycles
+                published = await worker.cycle(stop, wait_late=last)
             except PollerFencedError as exc:
                 _log.error("poller.fenced", workspace=ws, error=str(exc))
                 summary.fenced.append(ws)
@@ -251,6 +283,7 @@ class Poller:
                 self._metrics.errors.labels(label, kind).inc()
                 return
             except (DastraError, KafkaException, BufferError) as exc:
+                failed = True
                 kind = type(exc).__name__
                 summary.errors[ws] += 1
                 summary.last_error[ws] = kind
@@ -268,6 +301,7 @@ class Poller:
                     retry_in_s=round(wait, 2),
                 )
             else:
+                failed = False
                 summary.events[ws] += published
                 summary.last_error.pop(ws, None)
                 self._metrics.cycles.labels(label).inc()
@@ -285,11 +319,18 @@ class Poller:
             self._metrics.interval.labels(label).set(wait)
             if max_cycles is not None and cycles >= max_cycles:
                 break
+            # After a success the interval runs from the cycle's start (a long cycle is not
+            # followed by a full interval more); after a failure, from its end.
+            if failed:
+                began = time.monotonic()
+            remaining = wait - (time.monotonic() - began)
+            if remaining <= 0:
+                continue
             waker = asyncio.ensure_future(worker.wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait(
-                    {waker, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    {waker, stopper}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 waker.cancel()

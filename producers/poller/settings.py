@@ -20,7 +20,8 @@ class PollerSettings(BaseSettings):
 
     model_config = part_config("POLLER_")
 
-    # Poll again after this long when the last cycle found changes...
+    # Start the next cycle this long after the start of one that found changes (at once when
+    # it took longer)...
     interval_min_s: float = Field(default=1.0, gt=0)
     # ...and back off, doubling, up to this long while nothing changes.
     interval_max_s: float = Field(default=15.0, gt=0)
@@ -36,9 +37,10 @@ class PollerSettings(BaseSettings):
     late_window_s: float = Field(default=60.0, ge=0)
     # At most this many recently published ids are remembered for that check.
     late_max_tracked: int = Field(default=5000, ge=0)
-    # That re-read runs at most this often per stream (0: every cycle). After a burst of items
-    # it reads up to `late_max_tracked` of them again: the poller's main cost, and requests
-    # taken from Dastra's rate limit.
+    # That re-read runs at most this often per stream (0: every cycle), in the background:
+    # what it finds goes into the stream's next batch (a bounded run's last cycle waits for
+    # it). After a burst of items it reads up to `late_max_tracked` of them again: the
+    # poller's main cost, and requests taken from Dastra's rate limit.
     late_every_s: float = Field(default=5.0, ge=0)
     # At start-up, probe what Dastra's spec leaves open (filter field casing, the time zone of
     # filter dates, Tasks' includeChildren/archived defaults; dastra.doctor) and adapt to it.

@@ -7,6 +7,7 @@ once, and an item seen twice is not.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from datetime import datetime, timedelta
 
 import structlog
@@ -16,6 +17,9 @@ from bus.records.poller import Mark, Recent
 __all__ = ["LateWindow"]
 
 _log = structlog.get_logger(__name__)
+
+# Above every Dastra id: (at, _MAX_ID) sorts after every pair stamped `at`.
+_MAX_ID = 2**63
 
 
 class LateWindow:
@@ -30,6 +34,13 @@ class LateWindow:
             self.recent |= {(item_id, mark.after) for item_id in mark.seen}
         self.recent_since = mark.recent_since
         self._late_window = late_window
+        # `mark()` runs once per batch over up to `late_max_tracked` pairs: it keeps `recent`
+        # sorted (`_order`, plus the pairs taken since, `_added`, mostly in order, so that the
+        # sort merges two runs) and reuses the `Recent` models already built. Comparing and
+        # hashing aware datetimes is slow enough for this to matter in a backfill.
+        self._order = sorted((at, item_id) for item_id, at in self.recent)
+        self._added: list[tuple[datetime, int]] = []
+        self._models = {(r.at, r.id): r for r in mark.recent}
 
     def is_new(self, item_id: int, stamp: datetime) -> bool:
         if self.after is None or stamp > self.after:
@@ -52,22 +63,33 @@ class LateWindow:
             self.after, self.seen = stamp, {item_id}
         elif stamp == self.after:
             self.seen.add(item_id)
-        self.recent.add((item_id, stamp))
+        if (item_id, stamp) not in self.recent:
+            self.recent.add((item_id, stamp))
+            self._added.append((stamp, item_id))
 
     def mark(self, limit: int) -> Mark:
-        recent = sorted(self.recent, key=lambda pair: (pair[1], pair[0]))
+        """The mark to commit: `recent` trimmed to the late window and to `limit` pairs. The
+        window is trimmed alike, so it goes on exactly as `LateWindow(mark)` would."""
+        recent = self._order + self._added
+        recent.sort()
         since = self.recent_since
         if self.after is not None:
             low = self.after - self._late_window
-            recent = [pair for pair in recent if pair[1] >= low]
+            recent = recent[bisect_left(recent, (low,)) :]
         if len(recent) > limit:
             # Forget the oldest; the window is complete only after the newest one forgotten.
-            dropped = recent[len(recent) - limit - 1][1]
-            recent = [pair for pair in recent if pair[1] > dropped]
+            dropped = recent[len(recent) - limit - 1][0]
+            recent = recent[bisect_right(recent, (dropped, _MAX_ID)) :]
             since = dropped + timedelta(microseconds=1)
-        return Mark(
-            after=self.after,
-            seen=sorted(self.seen),
-            recent=[Recent(id=i, at=at) for i, at in recent],
-            recent_since=since,
-        )
+        models = self._models
+        kept = [models.get(pair) or Recent(id=pair[1], at=pair[0]) for pair in recent]
+        self._models = dict(zip(recent, kept, strict=True))
+        self.recent = {(item_id, at) for at, item_id in recent}
+        self._order, self._added = recent, []
+        if self.after is not None:
+            at_after = {(item_id, self.after) for item_id in self.seen} - self.recent
+            if at_after:
+                self.recent |= at_after
+                self._order = sorted(recent + [(at, item_id) for item_id, at in at_after])
+        self.recent_since = since
+        return Mark(after=self.after, seen=sorted(self.seen), recent=kept, recent_since=since)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -136,6 +137,10 @@ class WorkspacePoller:
         self._start = start
         self._late_window = timedelta(seconds=settings.late_window_s)
         self._late_due: dict[tuple[str, str], float] = {}  # (resource, stream) -> monotonic
+        # Late passes running in the background, each on a copy of the committed mark, so that
+        # re-reading a large window (after a burst) never holds back new items. Their findings
+        # are published by the stream's next batch.
+        self._scans: dict[tuple[str, str], asyncio.Task[list[ChangedItem]]] = {}
         self._cursors: dict[str, Cursor] = {}
         self._partitions: dict[str, int] = {}
         self._producer: Producer | None = None
@@ -467,10 +472,6 @@ class WorkspacePoller:
             if len(page.items) < self._settings.page_size:
                 break
         found.sort(key=lambda item: (stream_stamp(item, stream), item.id))
-        for item in found:
-            stamp = stream_stamp(item, stream)
-            assert stamp is not None
-            window.take(item.id, stamp)
         return found
 
     async def _forward(
@@ -511,9 +512,11 @@ class WorkspacePoller:
 
     # --- one cycle ---------------------------------------------------------------------------
 
-    async def cycle(self, stop: asyncio.Event) -> int:
+    async def cycle(self, stop: asyncio.Event, *, wait_late: bool = False) -> int:
         """Publish everything new in this workspace; return the number of events. Stops
-        between batches when `stop` is set (what is published stays published)."""
+        between batches when `stop` is set (what is published stays published). With
+        `wait_late` (the last cycle of a bounded run), late passes run in the cycle and what
+        they find is published in it; otherwise they run in the background."""
         published = 0
         for resource in RESOURCES:
             if stop.is_set():
@@ -530,63 +533,141 @@ class WorkspacePoller:
                     start=str(self._start),
                 )
             for stream, kind in KIND.items():
-                published += await self._stream(resource, stream, kind, stop)
+                published += await self._stream(resource, stream, kind, stop, wait_late)
         return published
 
+    def cancel_scans(self) -> None:
+        """Drop the late passes in flight (nothing of theirs was published)."""
+        scans, self._scans = self._scans, {}
+        for scan in scans.values():
+            if not scan.done():
+                scan.cancel()
+            elif not scan.cancelled():
+                scan.exception()  # retrieved: a failed pass of a stopped poller is no news
+
+    async def _late_items(
+        self, resource: Resource, stream: Stream, window: LateWindow, wait: bool
+    ) -> list[ChangedItem]:
+        """What a late pass found, to publish in the stream's next batch: a background pass
+        that has ended, or (`wait`) one run now. Starts a background pass when one is due."""
+        key = (resource.name, stream)
+        scan = self._scans.get(key)
+        if scan is not None and (scan.done() or wait):
+            del self._scans[key]
+            found = await scan  # a failed pass fails the cycle, like a failed page
+        elif scan is None and wait and self._late_due.get(key, 0.0) <= time.monotonic():
+            self._late_due[key] = time.monotonic() + self._settings.late_every_s
+            found = await self._late(resource, stream, window)
+        else:
+            return []
+        late: list[ChangedItem] = []
+        for item in found:
+            stamp = stream_stamp(item, stream)
+            # Only the stream's own batches publish, one at a time, and never behind the
+            # cursor: what the pass found unpublished still is.
+            if stamp is not None and (item.id, stamp) not in window.recent:
+                window.take(item.id, stamp)
+                late.append(item)
+        return late
+
+    def _start_scan(self, resource: Resource, stream: Stream, kind: str) -> None:
+        key = (resource.name, stream)
+        if key in self._scans or self._late_due.get(key, 0.0) > time.monotonic():
+            return
+        self._late_due[key] = time.monotonic() + self._settings.late_every_s
+        cursor = self._cursors[resource.name]
+        # The committed mark: a batch in flight that failed must not hide its items from it.
+        window = LateWindow(
+            cursor.created if kind == "created" else cursor.updated, self._late_window
+        )
+        self._scans[key] = asyncio.ensure_future(self._late(resource, stream, window))
+
     async def _stream(
-        self, resource: Resource, stream: Stream, kind: str, stop: asyncio.Event
+        self, resource: Resource, stream: Stream, kind: str, stop: asyncio.Event, wait_late: bool
     ) -> int:
+        """Publish a stream's new items, one transaction per batch. The next batch is read
+        while the previous one is published (pipelined): its pages depend only on the window,
+        which moves as soon as a batch is read. A batch is published only after the previous
+        one committed, and its cursor is kept only once its own transaction committed."""
         published = 0
-        late_pass = self._late_due.get((resource.name, stream), 0.0) <= time.monotonic()
+        cursor = self._cursors[resource.name]
+        window = LateWindow(
+            cursor.created if kind == "created" else cursor.updated, self._late_window
+        )
+        late = await self._late_items(resource, stream, window, wait_late)
+        pending: _Batch | None = None
         more = True
-        while more and not stop.is_set():
-            cursor = self._cursors[resource.name]
-            mark = cursor.created if kind == "created" else cursor.updated
-            window = LateWindow(mark, self._late_window)
-            late: list[ChangedItem] = []
-            if late_pass:
-                late = await self._late(resource, stream, window)
-                late_pass = False
-                self._late_due[(resource.name, stream)] = (
-                    time.monotonic() + self._settings.late_every_s
+        try:
+            while more and not stop.is_set():
+                items, more = await self._forward(
+                    resource, stream, window, self._settings.batch_size
                 )
-            items, more = await self._forward(resource, stream, window, self._settings.batch_size)
-            items = late + items
-            if not items:
-                break
-            if kind == "updated":
-                # An object stamped updated when it was created has not changed.
-                items = [
-                    i
-                    for i in items
-                    if stream_stamp(i, "dateUpdate") != stream_stamp(i, "dateCreation")
-                ]
-            moved = cursor.model_copy(
-                update={
-                    kind: window.mark(self._settings.late_max_tracked),
-                    "written_at": datetime.now(UTC),
-                }
-            )
-            await asyncio.to_thread(
-                self._publish, resource, [(kind, item) for item in items], moved
-            )
-            self._cursors[resource.name] = moved
-            published += len(items)
-            labels = (str(self.workspace_id), resource.topic)
-            self._metrics.events.labels(*labels, f"eu.dastra.{resource.entity}.{kind}").inc(
-                len(items)
-            )
-            if late:
-                self._metrics.late.labels(*labels).inc(len(late))
-            _log.info(
-                "poller.published",
-                workspace=self.workspace_id,
-                resource=resource.name,
-                kind=kind,
-                events=len(items),
-                late=len(late),
-            )
+                if pending is not None:
+                    batch, pending = pending, None
+                    published += await self._settle(batch)
+                items = late + items
+                if not items or stop.is_set():
+                    break
+                if kind == "updated":
+                    # An object stamped updated when it was created has not changed.
+                    items = [
+                        i
+                        for i in items
+                        if stream_stamp(i, "dateUpdate") != stream_stamp(i, "dateCreation")
+                    ]
+                cursor = cursor.model_copy(
+                    update={
+                        kind: window.mark(self._settings.late_max_tracked),
+                        "written_at": datetime.now(UTC),
+                    }
+                )
+                events = [(kind, item) for item in items]
+                task = asyncio.ensure_future(
+                    asyncio.to_thread(self._publish, resource, events, cursor)
+                )
+                pending = _Batch(resource, kind, cursor, len(items), len(late), task)
+                late = []
+        finally:
+            if pending is not None:
+                # Whatever stopped the loop, the transaction in flight ends first and, when it
+                # committed, its cursor is kept: the next cycle must not publish it again.
+                published += await self._settle(pending)
+        if not wait_late and not stop.is_set():
+            self._start_scan(resource, stream, kind)
         return published
+
+    async def _settle(self, batch: _Batch) -> int:
+        """Wait for a batch's transaction; keep its cursor once committed. Raises its error."""
+        await asyncio.shield(batch.task)
+        resource, kind = batch.resource, batch.kind
+        self._cursors[resource.name] = batch.cursor
+        labels = (str(self.workspace_id), resource.topic)
+        self._metrics.events.labels(*labels, f"eu.dastra.{resource.entity}.{kind}").inc(
+            batch.events
+        )
+        if batch.late:
+            self._metrics.late.labels(*labels).inc(batch.late)
+        _log.info(
+            "poller.published",
+            workspace=self.workspace_id,
+            resource=resource.name,
+            kind=kind,
+            events=batch.events,
+            late=batch.late,
+        )
+        return batch.events
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch whose transaction is in flight, and the cursor it commits."""
+
+    resource: Resource
+    kind: str
+    cursor: Cursor
+    events: int
+    late: int
+    task: asyncio.Future[None]
 
 
 def load_cursors(kafka: KafkaSettings, workspaces: Sequence[int]) -> dict[int, dict[str, Cursor]]:

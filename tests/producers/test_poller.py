@@ -563,6 +563,50 @@ def test_an_item_that_becomes_visible_late_is_still_published_once(
     )
 
 
+def test_late_passes_in_the_background_publish_a_late_item_once_across_cycles(
+    kafka: KafkaSettings,
+    topics: TopicCatalogue,
+    sandbox: SandboxServer,
+    dastra_settings: DastraSettings,
+) -> None:
+    ws = sandbox.workspace_id
+    admin = sandbox.admin
+    admin.create_rights_request(title="first")
+    assert poll(kafka, topics, dastra_settings, ws).events[ws] == 1
+    second_item = admin.create_rights_request(title="second")
+    second_at = datetime.fromisoformat(second_item["dateCreation"].replace("Z", "+00:00"))
+    registry = CollectorRegistry()
+    # A late pass per stream and cycle; all but the last cycle run them in the background,
+    # and what one finds goes into a later cycle's batch (or the last cycle's own pass).
+    settings = FAST.model_copy(update={"late_every_s": 0.0})
+    created: list[int] = []
+
+    def on_cycle(_ws: int, _events: int) -> None:
+        if not created:  # after the first cycle, which published `second`
+            backdate = (datetime.now(UTC) - second_at).total_seconds() + 0.2
+            late_item = admin.create_rights_request(title="late", backdate_s=backdate)
+            assert late_item["dateCreation"] < second_item["dateCreation"]
+            created.append(late_item["id"])
+
+    async def scenario() -> PollSummary:
+        async with DastraClient(dastra_settings) as client:
+            poller = Poller(
+                kafka, settings, topics, client, workspaces=[ws], start="now", registry=registry
+            )
+            return await poller.run(max_cycles=4, on_cycle=on_cycle)
+
+    summary = asyncio.run(scenario())
+    assert summary.events[ws] == 2
+    ids = _ids(consume(kafka, kafka.topic(RIGHTS_REQUESTS), expected=3, to_end=True))
+    assert Counter(ids)[created[0]] == 1 and ids[-2] == second_item["id"]
+    assert (
+        registry.get_sample_value(
+            "dastra_poller_late_items_total", {"workspace": str(ws), "topic": RIGHTS_REQUESTS}
+        )
+        == 1
+    )
+
+
 def test_from_a_date_publishes_what_was_created_since(
     kafka: KafkaSettings,
     topics: TopicCatalogue,
