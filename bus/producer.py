@@ -151,7 +151,10 @@ class AsyncProducer:
             producer = self._producer
             if producer is None:
                 return
-            producer.poll(0.05)
+            try:
+                producer.poll(0.05)
+            except Exception:  # a callback that raised must not end delivery reports
+                _log.exception("producer.callback_failed")
             if self._down_since is not None and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + 1.0
                 try:

@@ -30,10 +30,13 @@ __all__ = ["TopicTailer"]
 
 _log = structlog.get_logger(__name__)
 
+_OUT_OF_RANGE = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+
 
 class TopicTailer:
     """Reads one topic in a daemon thread; `apply(message)` runs in that thread, in log order
-    per partition. Survives broker restarts (librdkafka reconnects)."""
+    per partition, once per record. Survives broker restarts (its consumer is replaced when
+    it stops fetching; see the module docstring)."""
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class TopicTailer:
         start: Literal["beginning", "end"],
         name: str,
         since_ms: Callable[[], int] | None = None,
+        stall_s: float = 10.0,
     ) -> None:
         self._kafka = kafka
         self.topic = topic
@@ -51,16 +55,25 @@ class TopicTailer:
         self._start = start
         self._name = name
         self._since_ms = since_ms
+        self._stall_s = stall_s
         self._positions: dict[int, int] = {}
+        # When each partition's position last moved (monotonic), for the stall check.
+        self._moved_at: dict[int, float] = {}
+        self._unanswered_since: float | None = None  # since when log-end queries fail
+        self.renewals = 0  # consumers replaced because they had stopped fetching
         self._targets: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._waiters: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        # (partition, offset, since (monotonic), loop, future) of each `reached()` in progress.
+        self._waiters: list[
+            tuple[int, int, float, asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._assign_deadline = 0.0  # set by start()
         self._caught_up = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._live: Consumer | None = None  # the thread's consumer of the moment
         self.started_at_ms = 0
 
     @property
@@ -103,7 +116,7 @@ class TopicTailer:
             thread.join(10)
         with self._lock:
             waiters, self._waiters = self._waiters, []
-        for _p, _o, loop, future in waiters:
+        for _p, _o, _since, loop, future in waiters:
             loop.call_soon_threadsafe(_cancel, future)
 
     def position(self, partition: int) -> int:
@@ -117,7 +130,7 @@ class TopicTailer:
         with self._lock:
             if self._positions.get(partition, 0) > offset:
                 return True
-            self._waiters.append((partition, offset, loop, future))
+            self._waiters.append((partition, offset, time.monotonic(), loop, future))
         try:
             async with asyncio.timeout(within):
                 await future
@@ -130,7 +143,7 @@ class TopicTailer:
             raise
         finally:
             with self._lock:
-                self._waiters = [w for w in self._waiters if w[3] is not future]
+                self._waiters = [w for w in self._waiters if w[4] is not future]
 
     # --- the thread ----------------------------------------------------------------------------
 
@@ -144,7 +157,8 @@ class TopicTailer:
                     "enable.auto.offset.store": False,
                     "isolation.level": "read_committed",
                     "fetch.wait.max.ms": 20,
-                    "auto.offset.reset": "earliest",
+                    # Never moved by librdkafka: an out-of-range answer is handled in _run.
+                    "auto.offset.reset": "error",
                 }
             )
         )
@@ -174,8 +188,10 @@ class TopicTailer:
                     starts[tp.partition] = max(starts[tp.partition], tp.offset)
                 else:  # nothing that recent: start at the end
                     starts[tp.partition] = self._targets[tp.partition]
+        now = time.monotonic()
         with self._lock:
             self._positions = dict(starts)
+            self._moved_at = dict.fromkeys(partitions, now)
         return [TopicPartition(self.topic, p, starts[p]) for p in partitions]
 
     def _assign_with_retries(self, consumer: Consumer) -> list[TopicPartition]:
@@ -212,38 +228,41 @@ class TopicTailer:
             self._caught_up.set()
 
     def _run(self) -> None:
-        consumer = self._consumer()
+        consumer = self._live = self._consumer()
         try:
             assignment = self._assign_with_retries(consumer)
             consumer.assign(assignment)
             self._ready.set()
             self._check_caught_up()
             self._notify()
+            next_check = time.monotonic() + self._stall_s / 2
             while not self._stop.is_set():
-                message = consumer.poll(0.1)
-                if message is None:
-                    # Transaction markers take offsets no message shows: trust the position.
-                    self._advance(consumer.position(assignment))
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self._stall_s / 2
+                    why = self._stalled(consumer)
+                    if why is not None:
+                        consumer = self._live = self._renew(consumer, why)
+                        continue
+                try:
+                    message = consumer.poll(0.1)
+                    if message is None:
+                        # Transaction markers take offsets no message shows: trust the position.
+                        self._advance(consumer.position(consumer.assignment()))
+                        continue
+                except KafkaException as exc:  # the broker is away: librdkafka reconnects
+                    _log.debug("tailer.poll_failed", topic=self.topic, error=str(exc))
+                    self._stop.wait(0.2)
                     continue
                 error = message.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
+                    if error.code() in _OUT_OF_RANGE:
+                        # A broker still loading its logs answers this: ask again where we were.
+                        self._stop.wait(0.5)
+                        consumer = self._live = self._renew(consumer, "offset out of range")
+                    elif error.code() != KafkaError._PARTITION_EOF:
                         _log.debug("tailer.error", topic=self.topic, code=error.code())
                     continue
-                try:
-                    self._apply(message)
-                except Exception:
-                    # One bad record must not stop the table; it is skipped, by offset.
-                    _log.exception(
-                        "tailer.apply_failed",
-                        topic=self.topic,
-                        partition=message.partition(),
-                        offset=message.offset(),
-                    )
-                with self._lock:
-                    self._positions[message.partition() or 0] = (message.offset() or 0) + 1
-                self._check_caught_up()
-                self._notify()
+                self._take(message)
         except (KafkaException, TailerError) as exc:
             self._error = exc
             _log.error("tailer.stopped", topic=self.topic, error=str(exc))
@@ -251,11 +270,96 @@ class TopicTailer:
             self._ready.set()
             consumer.close()
 
+    def _take(self, message: Message) -> None:
+        partition, offset = message.partition() or 0, message.offset() or 0
+        with self._lock:
+            if offset < self._positions.get(partition, 0):
+                return  # read again by a replaced consumer: applied already
+        try:
+            self._apply(message)
+        except Exception:
+            # One bad record must not stop the table; it is skipped, by offset.
+            _log.exception(
+                "tailer.apply_failed", topic=self.topic, partition=partition, offset=offset
+            )
+        with self._lock:
+            self._positions[partition] = offset + 1
+            self._moved_at[partition] = time.monotonic()
+        self._check_caught_up()
+        self._notify()
+
+    # --- stuck consumers ------------------------------------------------------------------------
+
+    def _stalled(self, consumer: Consumer) -> str | None:
+        """Why the consumer looks stuck (a partition not moving for `stall_s` while there is
+        more to read), or None."""
+        now = time.monotonic()
+        with self._lock:
+            quiet = {
+                p: pos
+                for p, pos in self._positions.items()
+                if now - self._moved_at.get(p, now) > self._stall_s
+            }
+            overdue = [
+                (p, o) for p, o, since, _l, _f in self._waiters if now - since > self._stall_s
+            ]
+        for partition, offset in overdue:
+            if partition in quiet and quiet[partition] <= offset:
+                return f"partition {partition}: offset {offset} acknowledged, not read"
+        for partition, position in quiet.items():
+            if self._stop.is_set():
+                return None
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), 2.0, cached=False
+                )
+            except KafkaException as exc:
+                # The broker is away, or this consumer no longer gets answers: a fresh one is
+                # tried once it has been so for a while.
+                _log.debug("tailer.no_log_end", topic=self.topic, error=str(exc))
+                if self._unanswered_since is None:
+                    self._unanswered_since = now
+                elif now - self._unanswered_since > 3 * self._stall_s:
+                    self._unanswered_since = None
+                    return f"no log end from the broker for {3 * self._stall_s:.0f} s"
+                return None
+            self._unanswered_since = None
+            if high > position:
+                # Read_committed: an open transaction looks the same; a renewal costs little.
+                return f"partition {partition}: log end {high}, read to {position}"
+        return None
+
+    def _renew(self, consumer: Consumer, why: str) -> Consumer:
+        """A new consumer, assigned at the tailer's own positions (records retention deleted
+        meanwhile are skipped). The stuck one is closed aside: its close could hang too."""
+        threading.Thread(target=consumer.close, name=f"close-{self._name}", daemon=True).start()
+        consumer = self._consumer()
+        now = time.monotonic()
+        with self._lock:
+            positions = dict(self._positions)
+            self._moved_at = dict.fromkeys(positions, now)
+        for partition, position in positions.items():
+            try:
+                low, _high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), 2.0, cached=False
+                )
+            except KafkaException:
+                continue
+            if position < low:
+                positions[partition] = low
+                with self._lock:
+                    self._positions[partition] = low
+        consumer.assign([TopicPartition(self.topic, p, o) for p, o in positions.items()])
+        self.renewals += 1
+        _log.warning("tailer.renewed", topic=self.topic, why=why, renewals=self.renewals)
+        return consumer
+
     def _advance(self, positions: list[TopicPartition]) -> None:
         with self._lock:
             for tp in positions:
                 if tp.offset >= 0 and tp.offset > self._positions.get(tp.partition, 0):
                     self._positions[tp.partition] = tp.offset
+                    self._moved_at[tp.partition] = time.monotonic()
         self._check_caught_up()
         self._notify()
 
@@ -265,7 +369,7 @@ class TopicTailer:
             if not done:
                 return
             self._waiters = [w for w in self._waiters if w not in done]
-        for _p, _o, loop, future in done:
+        for _p, _o, _since, loop, future in done:
             loop.call_soon_threadsafe(_resolve, future)
 
 

@@ -13,140 +13,57 @@ recipes apart), the dead letters and, in a privacy mode, the records with person
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-import time
-import uuid
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message
 
 from bus.envelope import header_pairs
 from bus.settings import KafkaSettings
+from bus.tailer import TopicTailer
 from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RIGHTS_REQUESTS, TASKS
 from dastra_kafka.demo.report import DemoReport, is_created, scan_for_personal_data
 
 __all__ = ["Tail"]
 
 
-_TRANSIENT = frozenset(
-    {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
-)
-_OUT_OF_RANGE = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
-
-
-# A tail that has read nothing for this long while a partition's log end is past its position is
-# stalled: it closes its consumer and assigns a new one where it was.
-_TAIL_STALL_S = 10.0
-
-
-class Tail(threading.Thread):
+class Tail:
     """Reads the event, result and dead-letter topics (read_committed) from where they were
-    when the demo started, into the report; in a privacy mode, scans them for personal data.
+    when the demo starts, into the report; in a privacy mode, scans them for personal data.
 
-    Under `--chaos`, records on the topics could miss the tail after the broker's second or
-    third restart: a fetch answered "offset out of range" while the broker was starting made
-    librdkafka jump to the log end. So the tail never resets by itself (`auto.offset.reset`
-    error): it keeps its own positions, and on that error, or when it has read nothing for a
-    while with a log end past its position, it replaces its consumer where it was."""
+    One `TopicTailer` per topic (bus/tailer.py), as the services read their tables: under
+    `--chaos` a consumer can stop fetching after the broker restarts, and the tailer replaces
+    it where it was; the demo reports how often (`tail_renewals`)."""
 
     def __init__(self, kafka: KafkaSettings, report: DemoReport, lock: threading.Lock) -> None:
-        super().__init__(name="demo-tail", daemon=True)
-        self._kafka = kafka
         self._report = report
         self._lock = lock
-        self._halt = threading.Event()
-        self._names = {
-            kafka.topic(RIGHTS_REQUESTS): "rights",
-            kafka.topic(TASKS): "tasks",
-            kafka.topic(COMMAND_RESULTS): "results",
-            kafka.topic(DEAD_LETTER): "dlq",
-        }
-        self._consumer = self._new_consumer()
-        # The next offset to read, per partition: from the log ends when the demo starts.
-        self._positions: dict[tuple[str, int], int] = {}
-        for topic in self._names:
-            partitions = self._consumer.list_topics(topic, timeout=15).topics[topic].partitions
-            for partition in partitions:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), 15
-                )
-                self._positions[(topic, partition)] = high
-        self._assign()
-
-    def _new_consumer(self) -> Consumer:
-        return Consumer(
-            self._kafka.confluent_config(
-                **{
-                    "group.id": f"demo-tail-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "error",
-                }
+        kinds = {RIGHTS_REQUESTS: "rights", TASKS: "tasks", COMMAND_RESULTS: "results"}
+        kinds[DEAD_LETTER] = "dlq"
+        self._tailers = [
+            TopicTailer(
+                kafka,
+                kafka.topic(topic),
+                functools.partial(self._take, kind),
+                start="end",
+                name=f"demo-{kind}",
             )
-        )
+            for topic, kind in kinds.items()
+        ]
 
-    def _assign(self) -> None:
-        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._positions.items()])
-
-    def _stalled(self) -> bool:
-        """Is a partition's log end past the tail's position? (Read_committed, so an open
-        transaction looks the same for a while: then the tail is replaced for nothing.)"""
-        for (topic, partition), position in self._positions.items():
-            if self._halt.is_set():
-                return False
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), 1.0, cached=False
-                )
-            except KafkaException:
-                return False  # the broker is away: nothing to compare yet
-            if high > position:
-                return True
-        return False
+    def start(self) -> None:
+        for tailer in self._tailers:
+            tailer.start(timeout=30)
 
     def stop(self) -> None:
-        self._halt.set()
-        self.join(15)
-
-    def _renew(self) -> None:
-        """A new consumer, assigned at the tail's own positions."""
-        self._consumer.close()
-        self._consumer = self._new_consumer()
-        self._assign()
+        for tailer in self._tailers:
+            tailer.stop()
         with self._lock:
-            self._report.tail_renewals += 1
+            self._report.tail_renewals = sum(t.renewals for t in self._tailers)
 
-    def run(self) -> None:
-        progress = time.monotonic()
-        try:
-            while not self._halt.is_set():
-                message = self._consumer.poll(0.2)
-                if message is None:
-                    if time.monotonic() - progress > _TAIL_STALL_S:
-                        progress = time.monotonic()
-                        if self._stalled():
-                            self._renew()
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() in _OUT_OF_RANGE:
-                        # The broker is still loading its logs: ask again where we were.
-                        self._halt.wait(0.5)
-                        self._renew()
-                    # Lost connections are reported, and recovered from, by librdkafka itself
-                    # (the broker restarted under `--chaos`).
-                    elif error.code() not in _TRANSIENT:
-                        with self._lock:
-                            self._report.errors.append(f"tail: {error.str()}")
-                    continue
-                topic = message.topic() or ""
-                self._positions[(topic, message.partition() or 0)] = (message.offset() or 0) + 1
-                progress = time.monotonic()
-                self._record(
-                    self._names[topic], dict(header_pairs(message.headers())), message.value()
-                )
-        finally:
-            self._consumer.close()
+    def _take(self, kind: str, message: Message) -> None:
+        self._record(kind, dict(header_pairs(message.headers())), message.value())
 
     def _record(self, kind: str, found: dict[str, bytes], value: bytes | None) -> None:
         with self._lock:
