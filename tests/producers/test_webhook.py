@@ -244,6 +244,23 @@ def test_a_record_too_large_for_its_topic_is_413_not_503_and_nothing_is_written(
     assert keys == [small.json()["command_id"].encode()]
 
 
+def test_a_replica_whose_idempotency_table_is_no_longer_read_is_not_ready(
+    webhook: Running,
+) -> None:
+    """The table was loaded once, but its tailer ended: the replica could answer no
+    Idempotency-Key, so `/readyz` says so (503, the failing check named)."""
+    assert webhook.client.get("/readyz").status_code == 200
+    webhook.service.idempotency.tailer.stop()
+    ready = webhook.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {
+        "kafka": True,
+        "subscriptions": True,
+        "idempotency": False,
+        "results": True,
+    }
+
+
 def test_the_producer_refuses_a_record_over_its_own_limit_as_too_large(
     kafka: KafkaSettings, topics: TopicCatalogue
 ) -> None:

@@ -37,8 +37,11 @@ def router(service: WebhookService, Token: Any) -> APIRouter:  # noqa: N803 - a 
         """Kafka answers and this replica's tables are loaded."""
         checks = {
             "kafka": await asyncio.to_thread(service.producer.probe, 2.0),
-            "subscriptions": service.subscriptions.tailer.caught_up,
-            "idempotency": service.idempotency.tailer.caught_up,
+            # Loaded, and still read (a tailer whose thread ended would answer nothing more).
+            "subscriptions": service.subscriptions.tailer.caught_up
+            and service.subscriptions.tailer.alive,
+            "idempotency": service.idempotency.tailer.caught_up
+            and service.idempotency.tailer.alive,
             "results": service.results.tailer.alive,
         }
         ready = all(checks.values())
