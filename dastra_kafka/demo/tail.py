@@ -39,8 +39,12 @@ class Tail:
     def __init__(self, kafka: KafkaSettings, report: DemoReport, lock: threading.Lock) -> None:
         self._report = report
         self._lock = lock
-        kinds = {RIGHTS_REQUESTS: "rights", TASKS: "tasks", COMMAND_RESULTS: "results"}
-        kinds[DEAD_LETTER] = "dlq"
+        kinds = {
+            RIGHTS_REQUESTS: "rights",
+            TASKS: "tasks",
+            COMMAND_RESULTS: "results",
+            DEAD_LETTER: "dlq",
+        }
         self._tailers = [
             TopicTailer(
                 kafka,
