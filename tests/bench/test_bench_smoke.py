@@ -75,3 +75,31 @@ def test_a_webhook_goal_below_the_bare_baseline_says_it_is_a_limit_of_the_machin
     assert "cannot be met here; ours adds 13 ms" in over.figure
     under = plain.evaluate(doc(base_p99=30.0))
     assert under.met is False and "cannot be met" not in under.figure  # ours is what is slow
+
+
+def test_the_quiet_row_says_when_the_triggered_baseline_itself_is_over_the_goal() -> None:
+    """No negative interval: when the triggered pipeline's own p50 is over 2 s, the row says
+    that no poll interval could meet the goal in that run."""
+
+    def doc(base_p50: float) -> dict[str, object]:
+        latency = {"p50_s": 9.6, "p99_s": 15.4, "count": 20}
+        return {
+            "quiet_s": 600.0,
+            "workspaces": 20,
+            "settings": {"interval_max_s": 15.0},
+            "trigger_latency": latency,
+            "baseline_triggered": {"p50_s": base_p50, "p99_s": 44.6, "count": 20},
+            "missing": 0,
+            "ratio_p99": 0.34,
+            "requests_per_minute_per_workspace": 16.8,
+            "budget_share": 0.034,
+        }
+
+    quiet = next(row for row in rows.ROWS if row.evaluate is not None and "quiet" in row.what)
+    assert quiet.evaluate is not None
+    slow = quiet.evaluate(doc(base_p50=14.7))
+    assert slow.met is False
+    assert "triggered baseline's own p50 (14.70 s) is over 2 s" in slow.figure
+    assert "-" not in slow.figure.split("missing")[1]  # no negative figure
+    fast = quiet.evaluate(doc(base_p50=0.1))
+    assert "needs a cycle every 1.9 s" in fast.figure
