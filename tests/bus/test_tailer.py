@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -57,20 +58,26 @@ def _wait_for(condition: object, deadline_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _pausing(tailer_of: list[TopicTailer], applied: _Applied, after: int) -> object:
-    """An `apply` that, once `after` records were applied, pauses the tailer's consumer from
-    the tailer's own thread (a paused consumer fetches nothing, as a stuck one)."""
+def _stalling_tailer(
+    kafka: KafkaSettings, partitions: int, after: int, start: Literal["beginning", "end"]
+) -> tuple[str, _Applied, TopicTailer]:
+    """A new topic and a tailer of it (stall_s 1 s) whose consumer, once `after` records were
+    applied, is paused from the tailer's own thread: a paused consumer fetches nothing, as a
+    stuck one."""
+    topic = _topic(kafka, partitions)
+    applied = _Applied()
     paused: list[object] = []
 
     def apply(message: Message) -> None:
         applied(message)
         if not paused and sum(map(len, applied.snapshot().values())) >= after:
-            consumer = tailer_of[0]._live
+            consumer = tailer._live
             assert consumer is not None
             consumer.pause(consumer.assignment())
             paused.append(consumer)
 
-    return apply
+    tailer = TopicTailer(kafka, topic, apply, start=start, name=unique("stall"), stall_s=1.0)
+    return topic, applied, tailer
 
 
 def test_a_consumer_that_stopped_fetching_is_replaced_where_it_was(
@@ -79,13 +86,7 @@ def test_a_consumer_that_stopped_fetching_is_replaced_where_it_was(
     """librdkafka #5153: after a broker restart an assigned consumer may fetch nothing more.
     Simulated by pausing the tailer's consumer: it is replaced at the tailer's own positions,
     and every record is applied once, in order."""
-    topic = _topic(kafka, 2)
-    applied = _Applied()
-    tailer_of: list[TopicTailer] = []
-    tailer = TopicTailer(
-        kafka, topic, _pausing(tailer_of, applied, 10), start="beginning", name="stall", stall_s=1.0
-    )
-    tailer_of.append(tailer)
+    topic, applied, tailer = _stalling_tailer(kafka, 2, after=10, start="beginning")
     try:
         _produce(kafka, topic, 5, 2)
         tailer.start(timeout=30)
@@ -109,13 +110,7 @@ def test_a_waiter_for_an_acknowledged_record_makes_a_stuck_consumer_replaced(
 ) -> None:
     """`reached()` for a record the broker acknowledged is answered although the consumer that
     should have read it stopped fetching (after the first record here)."""
-    topic = _topic(kafka, 1)
-    applied = _Applied()
-    tailer_of: list[TopicTailer] = []
-    tailer = TopicTailer(
-        kafka, topic, _pausing(tailer_of, applied, 1), start="end", name="waiter", stall_s=1.0
-    )
-    tailer_of.append(tailer)
+    topic, applied, tailer = _stalling_tailer(kafka, 1, after=1, start="end")
 
     async def scenario() -> list[bool]:
         async with AsyncProducer(kafka, timeout_s=10) as producer:
