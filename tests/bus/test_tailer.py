@@ -173,17 +173,19 @@ def test_broker_restarts_lose_no_record_and_apply_none_twice(tmp_path: Path) -> 
         try:
             asyncio.run(scenario())
             _wait_for(
-                lambda: (
-                    {p: o[-1] for p, o in applied.snapshot().items() if o}
-                    == {p: o[-1] for p, o in acknowledged.items() if o}
+                # Every acknowledged record read (one that timed out in the restart may have
+                # been written too: read, never acknowledged).
+                lambda: all(
+                    set(offsets) <= set(applied.snapshot().get(partition, []))
+                    for partition, offsets in acknowledged.items()
                 ),
                 60,
                 "the tailer did not read every acknowledged record",
             )
             assert not unanswered
             for partition, offsets in applied.snapshot().items():
-                assert offsets == sorted(set(offsets)), f"partition {partition}: {offsets}"
-                assert set(acknowledged[partition]) <= set(offsets)
+                # Once each, in order, none skipped (no transactions here: offsets are dense).
+                assert offsets == list(range(len(offsets))), f"partition {partition}: {offsets}"
         finally:
             tailer.stop()
 
