@@ -6,6 +6,14 @@ from the current end, to follow new records such as command results. Produces no
 await `reached(partition, offset)` to read their own writes and `caught_up` to know the table is
 complete.
 
+The tailer keeps its own position per partition and never lets librdkafka move it. A consumer
+that stopped fetching after a broker restart (librdkafka #5153, seen here under `--chaos`) is
+replaced where it was: it is judged stuck when, for `stall_s`, a partition has not moved while
+its log end is past it, a `reached()` waits for a record already acknowledged, or log-end
+queries kept failing. An "offset out of range" (a broker still loading its logs answers one) is
+asked again where the tailer was, never reset to an end; only records retention deleted are
+skipped.
+
     tailer = TopicTailer(kafka, kafka.topic(HOOK_SUBSCRIPTIONS), table.apply, start="beginning")
     tailer.start()                    # returns once the topic was read to its end
     await tailer.reached(partition, offset, within=5)
