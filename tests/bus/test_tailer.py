@@ -17,7 +17,7 @@ from bus.localkafka import LocalKafka
 from bus.producer import AsyncProducer
 from bus.settings import KafkaSettings
 from bus.tailer import TopicTailer
-from tests.kafka_helpers import delete_topics, unique
+from tests.kafka_helpers import delete_topics, unique, wait_for
 
 
 class _Applied:
@@ -49,13 +49,6 @@ def _produce(kafka: KafkaSettings, topic: str, per_partition: int, partitions: i
         for i in range(per_partition):
             producer.produce(topic, value=f"{partition}-{i}".encode(), partition=partition)
     assert producer.flush(30) == 0
-
-
-def _wait_for(condition: object, deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def _stalling_tailer(
@@ -93,10 +86,10 @@ def test_a_consumer_that_stopped_fetching_is_replaced_where_it_was(
         assert applied.snapshot() == {0: [0, 1, 2, 3, 4], 1: [0, 1, 2, 3, 4]}
         assert tailer.renewals == 0
         _produce(kafka, topic, 5, 2)
-        _wait_for(
+        wait_for(
             lambda: all(len(o) == 10 for o in applied.snapshot().values()),
             30,
-            f"records after the stall not applied: {applied.snapshot()}",
+            "every record written after the stall applied",
         )
         assert applied.snapshot() == {0: list(range(10)), 1: list(range(10))}
         assert tailer.renewals >= 1
@@ -172,7 +165,7 @@ def test_broker_restarts_lose_no_record_and_apply_none_twice(tmp_path: Path) -> 
 
         try:
             asyncio.run(scenario())
-            _wait_for(
+            wait_for(
                 # Every acknowledged record read (one that timed out in the restart may have
                 # been written too: read, never acknowledged).
                 lambda: all(
