@@ -1,10 +1,12 @@
 """The change poller's settings (`POLLER_*`).
 
 poller = PollerSettings(interval_max_s=5)
+poller.idle_interval([(500, 60.0)], workspaces=20, streams=4)   # 19.2: the budget's floor
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import Field, model_validator
@@ -25,6 +27,11 @@ class PollerSettings(BaseSettings):
     interval_min_s: float = Field(default=1.0, gt=0)
     # ...and back off, doubling, up to this long while nothing changes.
     interval_max_s: float = Field(default=15.0, gt=0)
+    # Idle polling of all workspaces together may plan at most this share of the process's
+    # Dastra rate limit (its role's part of the key): with many workspaces the idle interval
+    # stretches past `interval_max_s`, so cycles that find changes, late passes and triggered
+    # polls always find room under the limit. 0: no such floor.
+    idle_budget_share: float = Field(default=0.5, ge=0, le=1)
     page_size: int = Field(default=500, ge=1, le=500)
     # Events per Kafka transaction: a long backfill commits (and survives a crash) in steps.
     batch_size: int = Field(default=500, ge=1)
@@ -45,6 +52,18 @@ class PollerSettings(BaseSettings):
     # At start-up, probe what Dastra's spec leaves open (filter field casing, the time zone of
     # filter dates, Tasks' includeChildren/archived defaults; dastra.doctor) and adapt to it.
     detect: bool = True
+
+    def idle_interval(
+        self, windows: Sequence[tuple[int, float]], *, workspaces: int, streams: int
+    ) -> float:
+        """Seconds between idle cycles of each workspace: `interval_max_s`, or longer when
+        `workspaces` idle cycles of `streams` requests each would plan more than
+        `idle_budget_share` of the tightest `(limit, seconds)` window."""
+        rates = [limit / seconds for limit, seconds in windows if seconds > 0]
+        if not self.idle_budget_share or not rates:
+            return self.interval_max_s
+        floor = streams * workspaces / (self.idle_budget_share * min(rates))
+        return max(self.interval_max_s, floor)
 
     @model_validator(mode="after")
     def _bounds(self) -> PollerSettings:

@@ -101,6 +101,12 @@ class PollerMetrics:
             ["workspace"],
             registry=registry,
         )
+        self.idle_interval = Gauge(
+            "dastra_poller_idle_interval_seconds",
+            "Wait between idle cycles: POLLER_INTERVAL_MAX_S, or longer so that idle polling of "
+            "every workspace plans at most POLLER_IDLE_BUDGET_SHARE of the Dastra rate limit",
+            registry=registry,
+        )
         self.detected = Gauge(
             "dastra_poller_dastra_profile",
             "What the poller detected of Dastra at start-up and adapts to (value 1)",

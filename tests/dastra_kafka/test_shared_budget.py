@@ -49,9 +49,11 @@ def _poller(kafka: KafkaSettings, sandbox: SandboxServer, log: Path) -> subproce
         **BUDGET,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        # Poll all the time: the poller always wants more than its share.
+        # Poll all the time: the poller always wants more than its share (no idle budget, which
+        # would plan half of it).
         "POLLER_INTERVAL_MIN_S": "0.01",
         "POLLER_INTERVAL_MAX_S": "0.01",
+        "POLLER_IDLE_BUDGET_SHARE": "0",
         "SERVICE_LOG_LEVEL": "warning",
     }
     with log.open("ab") as out:

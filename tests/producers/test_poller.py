@@ -24,6 +24,7 @@ from bus.settings import KafkaSettings
 from bus.topics import POLLER_STATE, POLLER_TRIGGERS, RIGHTS_REQUESTS, TASKS, TopicCatalogue
 from dastra.client import DastraClient
 from dastra.metrics import DastraMetrics
+from dastra.ratelimit import RateLimiter
 from dastra.sandbox import SandboxServer
 from dastra.sandbox.settings import SandboxSettings
 from dastra.settings import DastraSettings
@@ -310,7 +311,10 @@ def test_the_interval_backs_off_while_idle_and_drops_to_the_minimum_after_a_chan
     dastra_settings: DastraSettings,
 ) -> None:
     ws = sandbox.workspace_id
-    settings = PollerSettings(interval_min_s=0.05, interval_max_s=0.4)
+    settings = PollerSettings(interval_min_s=0.05, interval_max_s=0.4, idle_budget_share=0.5)
+    # 400 requests per 30 s: half of it for idle cycles of 4 requests is one every 0.6 s, longer
+    # than POLLER_INTERVAL_MAX_S, so the idle interval stretches to 0.6 s.
+    limiter = RateLimiter([(400, 30.0)])
     registry = CollectorRegistry()
     # Per cycle: the events it published, then the wait the poller chose after it.
     published: list[int] = []
@@ -326,14 +330,17 @@ def test_the_interval_backs_off_while_idle_and_drops_to_the_minimum_after_a_chan
         published.append(events)
 
     async def scenario() -> None:
-        async with DastraClient(dastra_settings) as client:
+        async with DastraClient(dastra_settings, limiter=limiter) as client:
             poller = Poller(
                 kafka, settings, topics, client, workspaces=[ws], start="now", registry=registry
             )
+            assert poller.idle_interval == pytest.approx(0.6)
             stop = asyncio.Event()
             running = asyncio.create_task(poller.run(stop=stop, on_cycle=on_cycle))
             await asyncio.to_thread(wait_for, lambda: len(waits) >= 5, 30, "five idle cycles")
-            await asyncio.to_thread(wait_for, lambda: interval() == 0.4, 10, "the maximum")
+            await asyncio.to_thread(
+                wait_for, lambda: interval() == pytest.approx(0.6), 10, "the idle interval"
+            )
             await asyncio.to_thread(sandbox.admin.create_rights_request, title="activity")
             await asyncio.to_thread(
                 wait_for, lambda: any(published), 30, "the cycle that publishes it"
@@ -347,13 +354,38 @@ def test_the_interval_backs_off_while_idle_and_drops_to_the_minimum_after_a_chan
 
     asyncio.run(scenario())
 
+    assert registry.get_sample_value("dastra_poller_idle_interval_seconds") == pytest.approx(0.6)
     busy = published.index(1)
     assert sum(published) == 1
-    # Idle from the start: 0.1, 0.2, 0.4, then the maximum, never more.
-    assert waits[:busy] == pytest.approx([min(0.05 * 2 ** (n + 1), 0.4) for n in range(busy)])
-    assert busy >= 4 and waits[busy - 1] == pytest.approx(0.4)
+    # Idle from the start: 0.1, 0.2, 0.4, then the budget's idle interval, never more.
+    assert waits[:busy] == pytest.approx([min(0.05 * 2 ** (n + 1), 0.6) for n in range(busy)])
+    assert busy >= 4 and waits[busy - 1] == pytest.approx(0.6)
     # Right after the cycle that found a change, the minimum; then it backs off again.
-    assert waits[busy : busy + 4] == pytest.approx([0.05, 0.1, 0.2, 0.4])
+    assert waits[busy : busy + 5] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.6])
+
+
+@pytest.mark.parametrize(
+    ("windows", "workspaces", "expected"),
+    [
+        ([], 50, 15.0),  # no limit: POLLER_INTERVAL_MAX_S
+        ([(500, 60.0), (10_000, 600.0)], 1, 15.0),  # 16 requests/min: under half of 500/min
+        ([(500, 60.0), (10_000, 600.0)], 20, 19.2),  # 80 per cycle at 250/min
+        ([(125, 60.0), (2_500, 600.0)], 20, 76.8),  # the poller's quarter of the key
+        ([(10_000, 600.0), (500, 60.0)], 40, 38.4),  # the tightest window counts
+    ],
+)
+def test_the_idle_interval_keeps_idle_polling_within_its_share_of_the_rate_limit(
+    windows: list[tuple[int, float]], workspaces: int, expected: float
+) -> None:
+    settings = PollerSettings(interval_max_s=15, idle_budget_share=0.5)
+    interval = settings.idle_interval(windows, workspaces=workspaces, streams=4)
+    assert interval == pytest.approx(expected)
+    if windows and interval > 15:
+        limit, period = min(windows, key=lambda window: window[0] / window[1])
+        # Planned idle requests: exactly the share of the tightest window.
+        assert 4 * workspaces * period / interval == pytest.approx(0.5 * limit)
+    off = PollerSettings(interval_max_s=15, idle_budget_share=0)
+    assert off.idle_interval(windows, workspaces=workspaces, streams=4) == 15.0
 
 
 def _newest(objects: list[dict[str, Any]]) -> tuple[datetime, list[int]]:
