@@ -9,6 +9,7 @@ the other benchmarks: figure, its baseline from the same run, the ratio, the goa
     .venv/bin/python -m bench                  # every benchmark at full size (about 20 minutes)
     .venv/bin/python -m bench --smoke          # the smallest settings (about a minute)
     .venv/bin/python -m bench --only wait,quiet --json   # the JSON document on stdout
+    .venv/bin/python -m bench --only quiet --merge       # measure one again, keep the others
 """
 
 from __future__ import annotations
@@ -170,6 +171,16 @@ def markdown(document: dict[str, Any]) -> str:
     ]
     if document.get("note"):
         lines += [document["note"], ""]
+    for update in document.get("updates", []):
+        again = ", ".join(f"`{name}`" for name in update["benchmarks"])
+        lines += [
+            f"Measured again since: {again} by `{update['command']}` on {update['at']}, in "
+            f"{update['seconds'] / 60:.1f} minutes; load average "
+            f"{_load(update['load_average']['start'])} at the start, "
+            f"{_load(update['load_average']['end'])} at the end."
+            + (f" {update['note']}" if update.get("note") else ""),
+            "",
+        ]
     lines += [
         "Each figure has its baseline measured in the same run, on the same machine, and the "
         "ratio of the two (what it is a ratio of in brackets). Where the machine is shared "
@@ -250,7 +261,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", action="store_true", help="only write --markdown again from --results"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the --only benchmarks in --results (the others are kept, and "
+        "BENCHMARKS.md says which were measured again, when)",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        if not args.only or not args.results.exists():
+            parser.error("--merge needs --only and an existing --results file")
+        if json.loads(args.results.read_text())["smoke"] != args.smoke:
+            parser.error(f"--merge: {args.results} was measured with other settings (--smoke)")
     if args.render:
         args.markdown.write_text(markdown(json.loads(args.results.read_text())))
         _console.print(f"wrote {args.markdown} from {args.results}")
@@ -269,21 +291,40 @@ def main(argv: list[str] | None = None) -> int:
         for name in failed:
             _console.print(f"[red]{name}[/]: {results[name]['error']}")
             _console.print((Path(tmp) / f"{name}.log").read_text(errors="replace")[-3000:])
-    document = {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "smoke": args.smoke,
-        "seconds": round(time.monotonic() - began, 1),
-        "note": args.note,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "system": f"{platform.system()} {platform.machine()}",
-            "python": platform.python_version(),
-            "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
-        },
-        "rows": _rows_json(results),
-        "results": results,
-    }
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    seconds = round(time.monotonic() - began, 1)
+    load = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if args.merge:
+        document = json.loads(args.results.read_text())
+        document["results"] |= results
+        document.setdefault("updates", []).append(
+            {
+                "at": now,
+                "command": command,
+                "benchmarks": list(results),
+                "seconds": seconds,
+                "load_average": load,
+                "note": args.note,
+            }
+        )
+        document["rows"] = _rows_json(document["results"])
+    else:
+        document = {
+            "generated_at": now,
+            "command": command,
+            "smoke": args.smoke,
+            "seconds": seconds,
+            "note": args.note,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "system": f"{platform.system()} {platform.machine()}",
+                "python": platform.python_version(),
+                "load_average": load,
+            },
+            "rows": _rows_json(results),
+            "results": results,
+        }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     args.markdown.write_text(markdown(document))
