@@ -40,9 +40,10 @@ from consumers.recipes.model import (
     Schedule,
     Step,
     Trigger,
+    error_location,
 )
 from consumers.recipes.render import dry_run
-from consumers.recipes.settings import RecipesSettings
+from consumers.recipes.settings import EXPRESSION_SETTINGS, RecipesSettings
 
 __all__ = ["compile_recipe"]
 
@@ -107,8 +108,7 @@ def _check_refs(
             )
 
 
-# model_construct: the names only, without reading the environment at import time.
-_SETTING_NAMES = tuple(RecipesSettings.model_construct().expression_settings())
+_SETTING_NAMES = EXPRESSION_SETTINGS
 
 
 def _expression(
@@ -166,6 +166,30 @@ def _settings_text(
         problems.add(field_name, f"{value!r} gives {resolved!r}, not a topic name")
         return None
     return resolved
+
+
+def _own_settings(
+    own: dict[str, Any] | None, settings: RecipesSettings, problems: Problems
+) -> dict[str, Any] | None:
+    """A recipe's `settings:` block, checked as RECIPES_* values are (None when absent or
+    wrong: the problems say where)."""
+    if not own:
+        return None
+    unknown = [name for name in own if name not in EXPRESSION_SETTINGS]
+    for name in unknown:
+        problems.add(
+            f"settings.{name}",
+            f"unknown setting; a recipe may set {', '.join(EXPRESSION_SETTINGS)}",
+        )
+    if unknown:
+        return None
+    try:
+        settings.for_recipe(own)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems.add(f"settings.{error_location(error['loc'])}", str(error["msg"]))
+        return None
+    return own
 
 
 def _topic(
@@ -294,6 +318,9 @@ def compile_recipe(
     catalogue: TopicCatalogue,
     problems: Problems,
 ) -> Recipe | None:
+    own = _own_settings(spec.settings, settings, problems)
+    if own is not None:
+        settings = settings.for_recipe(own)
     top = _Scope(steps=[])
     trigger: Trigger | None = None
     schedule: Schedule | None = None
@@ -411,6 +438,7 @@ def compile_recipe(
         once_per=once_per,
         example=spec.example,
         enabled_in_file=spec.enabled,
+        settings={name: settings.expression_settings()[name] for name in own or {}},
     )
     if spec.example is not None:
         for problem in dry_run(recipe, settings):
