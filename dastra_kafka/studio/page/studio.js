@@ -17,6 +17,7 @@ const S = {
   sampleData: null,
   expanded: new Set(),
   historyTimer: null,
+  outcomes: new Map(), // run + version -> what its commands did (null: being read)
 };
 const NOTIFICATIONS = "dastra.notifications.v1";
 const OWN_TOPIC = "__own__";
@@ -833,11 +834,12 @@ async function loadRuns() {
 
 function runDetail(run) {
   const parts = [h("div", { class: "note" }, "run key ", h("code", {}, run.run_key), run.retry_of ? [" · retry of ", h("code", {}, run.retry_of)] : null)];
+  const outcomes = runOutcomes(run);
   for (const step of run.steps || []) {
-    parts.push(h("div", { class: "step-result" },
+    parts.push(h("div", { class: "step-result", "data-step": step.id },
       h("b", {}, step.id), " ", h("span", { class: "status-" + step.status }, step.status),
-      (step.command_ids || []).length ? [" · command ", ...step.command_ids.map((id) => h("code", {}, id))] : null,
-      step.error ? h("div", { class: "problem" }, `${step.error.kind}: ${step.error.message}`) : null));
+      step.error ? h("div", { class: "problem" }, `${step.error.kind}: ${step.error.message}`) : null,
+      (step.command_ids || []).map((id) => commandLine(id, outcomes))));
   }
   if (run.error) parts.push(h("p", { class: "problem" }, `Failed at step ${run.error.step || "?"} (${run.error.kind}): ${run.error.message}`, run.error.command_id ? [" · command ", h("code", {}, run.error.command_id)] : null));
   if (run.status === "failed") {
@@ -850,6 +852,41 @@ function runDetail(run) {
     }, "Retry from the failed step"));
   }
   return parts;
+}
+
+// What each command of a run did (its result's ids and status, a failure's reason and dead
+// letter), fetched once per version of the run and drawn by the next refresh.
+function runOutcomes(run) {
+  const key = `${run.recipe}:${run.run_key}@${run.updated_at}`;
+  if (S.outcomes.has(key)) return S.outcomes.get(key);
+  S.outcomes.set(key, null);
+  const query = new URLSearchParams({ recipe: run.recipe, run_key: run.run_key });
+  api("GET", "/studio/api/runs/commands?" + query).then((answer) => {
+    S.outcomes.set(key, answer.ok ? Object.fromEntries(answer.body.commands.map((c) => [c.command_id, c])) : { error: explain(answer) });
+    loadRuns();
+  });
+  return null;
+}
+
+function commandLine(id, outcomes) {
+  const line = h("div", { class: "result command-outcome", "data-command": id }, "command ", h("code", {}, id));
+  if (outcomes === null) { line.append(" · reading its result…"); return line; }
+  if (outcomes.error) { line.append(" · " + outcomes.error); return line; }
+  const outcome = outcomes[id];
+  if (!outcome || !outcome.status) { line.append(" · no result yet"); return line; }
+  line.append(" · ", h("span", { class: "status-" + outcome.status }, outcome.status),
+    outcome.result_ids.length ? [" → id ", outcome.result_ids.map((x) => h("code", {}, String(x)))] : null,
+    ` · ${outcome.attempts} attempt(s)`);
+  const error = outcome.error;
+  if (error) {
+    line.append(h("div", { class: "problem" }, `${error.kind}${error.status ? " (HTTP " + error.status + ")" : ""}: ${error.message}`,
+      error.fields.length ? " · fields: " + error.fields.join(", ") : ""));
+  }
+  const dead = outcome.dead_letter;
+  if (dead) {
+    line.append(h("div", { class: "problem dead-letter" }, `Dead letter (${dead.component}, ${dead.attempts} attempt(s)): ${dead.kind}: ${dead.message}`));
+  }
+  return line;
 }
 
 // --- start ----------------------------------------------------------------------------------
