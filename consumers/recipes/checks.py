@@ -170,26 +170,25 @@ def _settings_text(
 
 def _own_settings(
     own: dict[str, Any] | None, settings: RecipesSettings, problems: Problems
-) -> dict[str, Any] | None:
-    """A recipe's `settings:` block, checked as RECIPES_* values are (None when absent or
-    wrong: the problems say where)."""
-    if not own:
-        return None
-    unknown = [name for name in own if name not in EXPRESSION_SETTINGS]
-    for name in unknown:
-        problems.add(
-            f"settings.{name}",
-            f"unknown setting; a recipe may set {', '.join(EXPRESSION_SETTINGS)}",
-        )
-    if unknown:
-        return None
-    try:
-        settings.for_recipe(own)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            problems.add(f"settings.{error_location(error['loc'])}", str(error["msg"]))
-        return None
-    return own
+) -> dict[str, Any]:
+    """The values of a recipe's `settings:` block that pass the checks of RECIPES_* values; a
+    problem for each other one."""
+    valid: dict[str, Any] = {}
+    for name, value in (own or {}).items():
+        if name not in EXPRESSION_SETTINGS:
+            problems.add(
+                f"settings.{name}",
+                f"unknown setting; a recipe may set {', '.join(EXPRESSION_SETTINGS)}",
+            )
+            continue
+        try:
+            settings.for_recipe({name: value})
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                problems.add(f"settings.{error_location(error['loc'])}", str(error["msg"]))
+            continue
+        valid[name] = value
+    return valid
 
 
 def _topic(
@@ -319,8 +318,7 @@ def compile_recipe(
     problems: Problems,
 ) -> Recipe | None:
     own = _own_settings(spec.settings, settings, problems)
-    if own is not None:
-        settings = settings.for_recipe(own)
+    settings = settings.for_recipe(own)
     top = _Scope(steps=[])
     trigger: Trigger | None = None
     schedule: Schedule | None = None
@@ -438,7 +436,7 @@ def compile_recipe(
         once_per=once_per,
         example=spec.example,
         enabled_in_file=spec.enabled,
-        settings={name: settings.expression_settings()[name] for name in own or {}},
+        settings={name: settings.expression_settings()[name] for name in own},
     )
     if spec.example is not None:
         for problem in dry_run(recipe, settings):
