@@ -1,6 +1,7 @@
 """Compile one recipe file's structure into a `Recipe`, checking everything before anything
 runs: unknown actions or fields, literals a command would refuse, bad expressions, references
-to later steps, unknown topics, a recipe that would trigger itself, and its `example` (a dry run).
+to later steps, unknown topics, a recipe that would trigger itself, its own `settings:` values
+(as RECIPES_* are checked) and its `example` (a dry run).
 
 Consumes a `RecipeSpec`, the topic catalogue and `RecipesSettings`. Produces a `Recipe` or
 problems.
