@@ -97,8 +97,10 @@ _EXTRA_READS: dict[AclRole, tuple[str, ...]] = {
     AclRole.WEBHOOK: (RIGHTS_REQUESTS, TASKS),
     # The studio's trigger samples (`GET /studio/api/samples`, dastra_kafka/studio/runs.py): the
     # latest records of a recipe's trigger topic, any of the catalogue's (`TRIGGER_TOPICS` of
-    # consumers/recipes/model.py); a topic of your own needs its own READ rule.
-    AclRole.STUDIO: (RIGHTS_REQUESTS, TASKS, COMMAND_RESULTS, NOTIFICATIONS),
+    # consumers/recipes/model.py); a topic of your own needs its own READ rule. And the history's
+    # command outcomes (`GET /studio/api/runs/commands`, dastra_kafka/studio/outcomes.py): the
+    # results of a run's commands and the dead letters of the failed ones.
+    AclRole.STUDIO: (RIGHTS_REQUESTS, TASKS, COMMAND_RESULTS, NOTIFICATIONS, DEAD_LETTER),
 }
 
 # What the consumer groups of the project read: the lag monitor reads their positions.

@@ -1,6 +1,7 @@
 """Compile one recipe file's structure into a `Recipe`, checking everything before anything
 runs: unknown actions or fields, literals a command would refuse, bad expressions, references
-to later steps, unknown topics, a recipe that would trigger itself, and its `example` (a dry run).
+to later steps, unknown topics, a recipe that would trigger itself, its own `settings:` values
+(as RECIPES_* are checked) and its `example` (a dry run).
 
 Consumes a `RecipeSpec`, the topic catalogue and `RecipesSettings`. Produces a `Recipe` or
 problems.
@@ -40,9 +41,10 @@ from consumers.recipes.model import (
     Schedule,
     Step,
     Trigger,
+    error_location,
 )
 from consumers.recipes.render import dry_run
-from consumers.recipes.settings import RecipesSettings
+from consumers.recipes.settings import EXPRESSION_SETTINGS, RecipesSettings
 
 __all__ = ["compile_recipe"]
 
@@ -107,8 +109,7 @@ def _check_refs(
             )
 
 
-# model_construct: the names only, without reading the environment at import time.
-_SETTING_NAMES = tuple(RecipesSettings.model_construct().expression_settings())
+_SETTING_NAMES = EXPRESSION_SETTINGS
 
 
 def _expression(
@@ -166,6 +167,29 @@ def _settings_text(
         problems.add(field_name, f"{value!r} gives {resolved!r}, not a topic name")
         return None
     return resolved
+
+
+def _own_settings(
+    own: dict[str, Any] | None, settings: RecipesSettings, problems: Problems
+) -> dict[str, Any]:
+    """The values of a recipe's `settings:` block that pass the checks of RECIPES_* values; a
+    problem for each other one."""
+    valid: dict[str, Any] = {}
+    for name, value in (own or {}).items():
+        if name not in EXPRESSION_SETTINGS:
+            problems.add(
+                f"settings.{name}",
+                f"unknown setting; a recipe may set {', '.join(EXPRESSION_SETTINGS)}",
+            )
+            continue
+        try:
+            settings.for_recipe({name: value})
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                problems.add(f"settings.{error_location(error['loc'])}", str(error["msg"]))
+            continue
+        valid[name] = value
+    return valid
 
 
 def _topic(
@@ -294,6 +318,8 @@ def compile_recipe(
     catalogue: TopicCatalogue,
     problems: Problems,
 ) -> Recipe | None:
+    own = _own_settings(spec.settings, settings, problems)
+    settings = settings.for_recipe(own)
     top = _Scope(steps=[])
     trigger: Trigger | None = None
     schedule: Schedule | None = None
@@ -411,6 +437,7 @@ def compile_recipe(
         once_per=once_per,
         example=spec.example,
         enabled_in_file=spec.enabled,
+        settings={name: settings.expression_settings()[name] for name in own},
     )
     if spec.example is not None:
         for problem in dry_run(recipe, settings):

@@ -16,6 +16,7 @@ A recipe file:
       type: eu.dastra.rights_request.created
       filter: "data.state != 'Closed'"      # JMESPath, optional
     once_per: "{{ data.id }}"               # optional: the idempotency key (default: event id)
+    settings: {dpo_user_id: 7}              # optional: this recipe's own settings.* values
     steps:
       - id: task
         command: create-task                # one of the six actions
@@ -32,8 +33,8 @@ A recipe file:
 Expressions (see `consumers/recipes/expressions.py`) read one context: `event` (id, type,
 source, subject, time, key, topic, partition, offset, workspace_id), `data` (the event's data),
 `steps.<id>` (`status`, and `result`: the command's result, a list for a `foreach` step), `item`
-and `index` (inside a `foreach`), `settings` (`RecipesSettings.expression_settings()`),
-`recipe` (name) and `run` (key).
+and `index` (inside a `foreach`), `settings` (`RecipesSettings.expression_settings()`, with the
+recipe's own `settings:` values in place of RECIPES_*'s), `recipe` (name) and `run` (key).
 
 Why this shape: everything a recipe can do is checked before anything runs (unknown action or
 field, a literal a command would refuse, bad expressions, references to later steps, unknown

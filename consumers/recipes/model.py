@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,6 +195,8 @@ class RecipeSpec(_Strict):
     trigger: _TriggerSpec | None = None
     schedule: _ScheduleSpec | None = None
     once_per: str | None = Field(default=None, min_length=1)
+    # The recipe's own values of settings.* (RecipesSettings.for_recipe), over RECIPES_*.
+    settings: dict[str, Any] | None = None
     steps: list[_StepSpec] = Field(min_length=1)
     example: _ExampleSpec | None = None
 
@@ -261,6 +263,8 @@ class Recipe:
     once_per: Template | None = None
     example: _ExampleSpec | None = None
     enabled_in_file: bool = False
+    # Its own values of settings.*, as expressions read them; the others come from RECIPES_*.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def topics(self) -> list[str]:
         """The topics it reads and writes (catalogue names or yours), without the prefix."""
@@ -298,6 +302,7 @@ class Recipe:
                 if self.schedule
                 else None
             ),
+            "settings": dict(self.settings),
             "steps": [
                 {
                     "id": step.id,

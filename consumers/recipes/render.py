@@ -131,7 +131,7 @@ def build_context(
         "event": {name: event.get(name) for name in EVENT_FIELDS},
         "data": event.get("data"),
         "steps": dict(steps or {}),
-        "settings": settings.expression_settings(),
+        "settings": {**settings.expression_settings(), **recipe.settings},
         "recipe": recipe.name,
         "run": {"key": run_key},
     }

@@ -1,6 +1,8 @@
 """What the studio's builder offers (`GET /studio/api/catalogue`): trigger topics with their
 event types and data fields, the six actions with their command's JSON Schema and result fields,
-the topics a step may publish to, and the names an expression may read.
+the topics a step may publish to, the names an expression may read, and the settings a recipe
+may set in its own `settings:` block (name, kind of control, help, and the value RECIPES_* gives
+when the recipe sets none).
 
 Consumes the topic catalogue, the published schemas (`schemas/*.schema.json`, the contracts of
 the event topics), the command models and Dastra's models. Produces one JSON document, built
@@ -21,7 +23,7 @@ from bus.records.recipe_runs import Notification
 from bus.shipped import shipped_root
 from bus.topics import TopicCatalogue
 from consumers.recipes.model import EVENT_FIELDS, PUBLISH_TOPICS, STEP_FIELDS, TRIGGER_TOPICS
-from consumers.recipes.settings import RecipesSettings
+from consumers.recipes.settings import EXPRESSION_SETTINGS, RecipesSettings
 from dastra.models import Actor, ProcessingActor
 
 __all__ = ["builder_catalogue", "schema_fields"]
@@ -123,6 +125,36 @@ def _action(name: str) -> dict[str, Any]:
     }
 
 
+# The control the settings panel shows for each JSON Schema type.
+_CONTROLS = {
+    "integer": "number",
+    "number": "number",
+    "boolean": "boolean",
+    "array": "list",
+    "object": "object",
+}
+
+
+def _recipe_settings(settings: RecipesSettings) -> list[dict[str, Any]]:
+    """The settings a recipe may set (`RecipesSettings.for_recipe`), for the settings panel."""
+    schema = RecipesSettings.model_json_schema()
+    values = settings.expression_settings()
+    found = []
+    for name in EXPRESSION_SETTINGS:
+        raw = schema["properties"][name]
+        field = _resolve(raw, schema)
+        found.append(
+            {
+                "name": name,
+                "control": _CONTROLS.get(_type_of(field), "text"),
+                "nullable": any(b.get("type") == "null" for b in raw.get("anyOf", [])),
+                "description": field.get("description", ""),
+                "default": values[name],
+            }
+        )
+    return found
+
+
 def builder_catalogue(topics: TopicCatalogue, settings: RecipesSettings) -> dict[str, Any]:
     """The builder's catalogue; see the module docstring."""
     triggers = []
@@ -151,4 +183,5 @@ def builder_catalogue(topics: TopicCatalogue, settings: RecipesSettings) -> dict
         "event_fields": [f"event.{name}" for name in EVENT_FIELDS],
         "step_fields": list(STEP_FIELDS),
         "settings": [f"settings.{name}" for name in settings.expression_settings()],
+        "recipe_settings": _recipe_settings(settings),
     }

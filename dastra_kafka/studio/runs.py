@@ -11,6 +11,9 @@ it (`consumers/recipes/requests.py`) and write the run on dastra.recipe-runs.v1 
     GET  /studio/api/samples?topic=&type=&limit=   the latest records of a topic, newest first,
                                                   data as the topic holds it (never decrypted)
     GET  /studio/api/runs?recipe=&status=&limit=   recent runs, newest first, steps in order
+    GET  /studio/api/runs/commands?recipe=&run_key=  what each command of one run did: its
+                                                  result (ids, status) and, failed, its dead
+                                                  letter's reason (`outcomes.py`)
     POST /studio/api/recipes/{name}/send-once      {"event"} -> 202 {"recipe", "version",
                                                   "run_key", "request_id"}
     POST /studio/api/runs/retry                   {"recipe", "run_key"} -> 202 {"recipe",
@@ -58,6 +61,7 @@ from bus.settings import KafkaSettings
 from bus.topics import RECIPE_REQUESTS, RECIPE_RUNS
 from consumers.recipes.language import Problem, Recipe
 from consumers.topic_reader import TopicReader
+from dastra_kafka.studio.outcomes import command_outcomes
 from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore, StudioStoreError
 
@@ -171,6 +175,22 @@ class StudioRuns:
             run_key=request.run_key,
             retry_of=request.retry_of,
             requested_by=request.requested_by,
+        )
+
+    async def outcomes(self, run: RecipeRun) -> dict[str, dict[str, Any]]:
+        """What the run's commands did (`outcomes.command_outcomes`), by command id, read from a
+        minute before the run, or the first run it retries, started."""
+        first = self.get(run.recipe, _RETRY.sub("", run.run_key)) or run
+        since = min(run.started_at, first.started_at)
+        ids = [command_id for step in run.steps.values() for command_id in step.command_ids]
+        if not ids:
+            return {}
+        return await asyncio.to_thread(
+            command_outcomes,
+            self._kafka,
+            ids,
+            since_ms=int(since.timestamp() * 1000) - 60_000,
+            timeout=self._settings.read_timeout_s,
         )
 
     async def samples(self, topic: str, event_type: str | None, limit: int) -> list[dict[str, Any]]:
@@ -375,6 +395,24 @@ def runs_router(
             if run.recipe not in orders:
                 orders[run.recipe] = step_order(run.recipe)
         return {"runs": [_run_view(run, orders[run.recipe]) for run in chosen]}
+
+    @router.get("/runs/commands", tags=["runs"], response_model=None)
+    async def run_commands(
+        _who: Reader,
+        recipe: Annotated[str, Query(min_length=1, max_length=100)],
+        run_key: Annotated[str, Query(min_length=1, max_length=1000)],
+    ) -> dict[str, Any] | JSONResponse:
+        await runs.refresh()
+        run = runs.get(recipe, run_key)
+        if run is None:
+            return _answer(404, "unknown-run", f"no run {run_key!r} of {recipe!r} is known")
+        found = await runs.outcomes(run)
+        commands = [
+            {"step": step, **found.get(command_id, {"command_id": command_id, "status": None})}
+            for step, state in run.steps.items()
+            for command_id in state.command_ids
+        ]
+        return {"recipe": recipe, "run_key": run_key, "commands": commands}
 
     @router.post("/recipes/{name}/send-once", tags=["runs"], status_code=202, response_model=None)
     async def send_once(name: str, body: SendOnceBody, who: Editor) -> JSONResponse:

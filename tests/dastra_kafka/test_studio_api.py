@@ -1,7 +1,8 @@
 """The studio's API in process (FastAPI's httpx.Client) on the real broker: tokens and roles,
 saves as versions on dastra.recipes.v1 with their audit records on dastra.recipe-changes.v1,
 stale versions, the same checks as `recipes validate`, read-only shipped recipes, YAML export
-and import, and a dry run that sends nothing."""
+and import (a template's copy with its own settings and message topic included), and a dry run
+that sends nothing."""
 
 from __future__ import annotations
 
@@ -277,6 +278,66 @@ def test_yaml_export_then_import_is_identical(client: httpx.Client, kafka: Kafka
 
 
 @pytest.mark.timeout(120)
+def test_a_templates_copy_with_its_own_settings_and_topic_round_trips(
+    client: httpx.Client,
+) -> None:
+    """A copy of request-closed-to-crm with a CRM topic of its own (`settings:`) and one more
+    message field: saved, exported and read back as written; its test renders the message on
+    the recipe's topic with every field; a wrong setting is refused on its field. The erasure
+    template's copy makes one task per system of its own list."""
+    shipped = client.get(
+        "/studio/api/recipes/request-closed-to-crm", headers=_headers(VIEWER)
+    ).json()["recipe"]
+    copy = {**shipped, "name": "crm-copy", "settings": {"crm_topic": "acme.crm-v2"}}
+    copy["steps"][0]["publish"]["data"]["source"] = "studio"
+    saved = client.put(
+        "/studio/api/recipes/crm-copy", json={"recipe": copy}, headers=_headers(EDITOR)
+    )
+    assert saved.status_code == 201, saved.text
+    exported = client.get("/studio/api/recipes/crm-copy/export", headers=_headers(VIEWER))
+    assert yaml.safe_load(exported.text) == copy
+    event = {"data": shipped["example"]["data"], "type": "eu.dastra.rights_request.updated"}
+    dry = client.post(
+        "/studio/api/dry-run", json={"recipe": copy, "event": event}, headers=_headers(VIEWER)
+    ).json()
+    [message] = dry["messages"]
+    assert message["topic"] == "acme.crm-v2" and message["key"] == "crm-88412"
+    assert message["data"] == {
+        "requestId": 4521,
+        "refId": "crm-88412",
+        "workspaceId": 101,
+        "state": "Closed",
+        "closedReason": "Accepted",
+        "dateClosed": "2026-03-20T16:02:11.480Z",
+        "purposes": ["Access"],
+        "source": "studio",
+    }
+    wrong = {**copy, "settings": {"crm_topic": "acme crm", "dpo_user_id": 0}}
+    checked = client.post("/studio/api/validate", json={"recipe": wrong}, headers=_headers(VIEWER))
+    problems = {p["field"]: p["message"] for p in checked.json()["problems"]}
+    assert set(problems) == {"settings.dpo_user_id", "steps[0].publish.topic"}, problems
+    assert "'acme crm' is not a valid topic name" in problems["steps[0].publish.topic"]
+
+    erasure = client.get(
+        "/studio/api/recipes/erasure-task-per-system", headers=_headers(VIEWER)
+    ).json()["recipe"]
+    erasure = {
+        **erasure,
+        "name": "erasure-copy",
+        "settings": {"erasure_systems": ["Payroll", "Archive"]},
+    }
+    dry = client.post(
+        "/studio/api/dry-run",
+        json={"recipe": erasure, "event": {"data": erasure["example"]["data"]}},
+        headers=_headers(VIEWER),
+    ).json()
+    assert [c["data"]["additionalDatas"]["erasureSystem"] for c in dry["commands"]] == [
+        "Payroll",
+        "Archive",
+    ]
+
+
+@pytest.mark.timeout(120)
 def test_dry_run_renders_the_commands_and_sends_nothing(
     client: httpx.Client, kafka: KafkaSettings
 ) -> None:
@@ -361,6 +422,16 @@ def test_the_builders_catalogue_offers_what_the_contracts_have(client: httpx.Cli
     assert "result[0].email" in searched  # a search gives a list
     assert "event.key" in editor["event_fields"]
     assert "settings.dpo_user_id" in editor["settings"]
+    # The settings a recipe may set itself: a control of its kind and RECIPES_*'s value.
+    own = {setting["name"]: setting for setting in editor["recipe_settings"]}
+    assert (own["crm_topic"]["control"], own["crm_topic"]["default"]) == (
+        "text",
+        "crm.dastra-updates",
+    )
+    assert own["erasure_systems"]["control"] == "list"
+    assert own["erasure_systems"]["default"] == RecipesSettings().erasure_systems
+    assert (own["dpo_user_id"]["control"], own["dpo_user_id"]["nullable"]) == ("number", True)
+    assert own["vars"]["control"] == "object"
     # Every field path the picker offers for a catalogue topic is one its contract declares.
     contract = json.loads((Path("schemas") / "rights-request.schema.json").read_text())
     assert {path.split(".")[1].split("[")[0] for path in paths} <= set(contract["properties"])

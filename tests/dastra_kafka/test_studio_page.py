@@ -12,6 +12,12 @@ would, with clicks and typing only, against the studio on the session broker, a 
 - a saved recipe sent once from the Test screen, its failed run shown in the history and retried
   from there without repeating the step that succeeded;
 - a template's copy is edited and enabled, and the worker picks it up;
+- a copy of request-closed-to-crm shows its message's topic and every field; its CRM topic set in
+  the settings panel, it is saved (the YAML export is what the builder showed) and enabled, and
+  the worker publishes a closed request's message on that topic;
+- the erasure template's copy gets systems of its own in the settings panel (rows added and
+  removed), and its test makes one task per system;
+- the history shows what each command did: the created item's id, a dead letter's reason;
 - a read-only token cannot save, enable or copy;
 - the page loads nothing from outside loopback.
 """
@@ -30,10 +36,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
+from bus.envelope import encode_binary, header_dict, new_event
+from bus.reading import read_to_end
 from bus.settings import KafkaSettings
-from bus.topics import TopicCatalogue
+from bus.topics import RIGHTS_REQUESTS, TopicCatalogue
 from consumers.recipes.language import event_context, load_document, preview_run
 from consumers.recipes.settings import RecipesSettings
 from dastra.sandbox import SandboxServer
@@ -42,7 +51,7 @@ from dastra_kafka.studio.settings import StudioSettings
 from dastra_kafka.studio.store import StudioStore
 from tests.consumers.agents_support import RecordProducer, WorkerProcess
 from tests.consumers.recipes.studio_support import FORMS, studio_kafka, studio_worker
-from tests.kafka_helpers import wait_for
+from tests.kafka_helpers import delete_topics, unique, wait_for
 from tests.producers.webhook_support import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
@@ -409,6 +418,14 @@ def test_send_once_then_a_retry_from_the_history(
         detail = page.locator("tr.detail").first
         detail.locator(".problem").first.wait_for(timeout=UI_S)
         assert "task" in detail.inner_text() and f"recipe:{name}:" in detail.inner_text()
+        # What each command did: the request's id in the sandbox, the task's dead letter.
+        dead = detail.locator(".step-result[data-step='task'] .dead-letter")
+        dead.wait_for(timeout=UI_S)
+        assert "dastra-rejected" in dead.inner_text()
+        made = detail.locator(".step-result[data-step='request'] .command-outcome")
+        made.filter(has_text="→ id").wait_for(timeout=UI_S)
+        [request] = [r for r in admin.objects("rightsRequests") if r.get("refId") == "web-F-90"]
+        assert f"succeeded → id {request['id']}" in made.inner_text()
         admin.clear_faults()
         detail.locator("button.retry").click()
         page.locator("tr.detail .note", has_text="Retrying as run").wait_for(timeout=UI_S)
@@ -487,4 +504,153 @@ def test_a_read_only_token_cannot_save_enable_or_copy(browser: Any, studio_url: 
             json={"recipe": {**yaml.safe_load(WRITTEN), "name": "viewer-attempt"}},
         )
     assert answer.status_code == 403 and answer.json()["error"] == "read-only-token"
+    ui.close()
+
+
+CRM_FIELDS = [
+    "requestId",
+    "refId",
+    "workspaceId",
+    "state",
+    "closedReason",
+    "dateClosed",
+    "purposes",
+]
+
+
+def test_a_crm_copy_gets_its_own_topic_in_the_settings_and_the_worker_publishes_there(
+    browser: Any, studio_url: str, skafka: KafkaSettings, worker: WorkerProcess
+) -> None:
+    topic = "crm.studio-v2"
+    admin = AdminClient(skafka.confluent_config())
+    for future in admin.create_topics([NewTopic(skafka.topic(topic), 1, 1)]).values():
+        future.result(timeout=30)
+    ui = _Page(browser, studio_url, EDITOR)
+    page = ui.page
+    try:
+        card = page.locator(".card[data-recipe='request-closed-to-crm']")
+        card.locator("button", has_text="Use this template").click()
+        ui.banner("A copy of request-closed-to-crm")
+        # The message step: a topic of the user's own (a setting) and every field of the message.
+        assert page.input_value("#s0-topic") == "__own__"
+        assert page.input_value("#s0-own-topic") == "{{ settings.crm_topic }}"
+        names = page.locator("[id^='s0-field-']")
+        assert [names.nth(i).input_value() for i in range(names.count())] == CRM_FIELDS
+        assert page.input_value("#s0-value-1") == "{{ data.refId }}"
+        page.click("#s0-add-field")
+        page.fill("#s0-field-7", "source")
+        page.fill("#s0-value-7", "studio")
+        # The settings panel: the CRM topic the recipe reads, unset (RECIPES_CRM_TOPIC's).
+        setting = page.locator("#setting-crm_topic")
+        assert setting.get_attribute("placeholder") == "crm.dastra-updates"
+        assert setting.input_value() == ""
+        setting.fill(topic)
+        page.locator("#validity", has_text="valid").wait_for(timeout=UI_S)
+        page.click("#show-yaml")
+        page.locator("#yaml", has_text="crm.studio-v2").wait_for(timeout=UI_S)
+        shown = page.inner_text("#yaml")
+        name = "request-closed-to-crm-copy"
+        page.click("#save")
+        ui.banner(f"Saved {name}, version 1")
+        page.click("#toggle-enabled")
+        ui.banner("enabled (version 2)")
+        with _api(studio_url) as api:
+            exported = api.get(f"/studio/api/recipes/{name}/export").text
+            shipped = api.get("/studio/api/recipes/request-closed-to-crm").json()["recipe"]
+        # What the builder showed is the file saved (bar the enabling after it).
+        assert yaml.safe_load(exported) == {**yaml.safe_load(shown), "enabled": True}
+        saved = yaml.safe_load(exported)
+        assert saved["settings"] == {"crm_topic": topic}
+        publish = shipped["steps"][0]["publish"]
+        assert saved["steps"][0]["publish"] == {
+            **publish,
+            "data": {**publish["data"], "source": "studio"},
+        }
+        wait_for(
+            lambda: worker.metric("dastra_studio_recipe_versions_applied_total", recipe=name) >= 2,
+            RUN_S,
+            "the worker to apply the enabled copy",
+        )
+
+        # A request closed in Dastra: the worker sends the CRM's message to the topic set here.
+        ref_id = unique("crm")
+        event = new_event(
+            type="eu.dastra.rights_request.updated",
+            source="dastra://workspaces/101",
+            id=unique("evt"),
+            data={
+                "id": 4521,
+                "refId": ref_id,
+                "state": "Closed",
+                "closedReason": "Accepted",
+                "dateClosed": "2026-03-20T16:02:11.480Z",
+                "purposes": ["Access"],
+            },
+        )
+        headers, value = encode_binary(event)
+        producer = RecordProducer(skafka)
+        try:
+            producer.send(RIGHTS_REQUESTS, [(b"4521", list(headers), value)])
+        finally:
+            producer.close()
+
+        def published() -> list[Any]:
+            return list(read_to_end(skafka, skafka.topic(topic), timeout=15))
+
+        wait_for(lambda: published() != [], RUN_S, f"the CRM's message on {topic}")
+        [record] = published()
+        assert record.key == ref_id.encode()
+        assert header_dict(record.headers)["ce_type"] == b"eu.dastra.recipe.rights_request.closed"
+        message = json.loads(record.value or b"")
+        assert list(message) == [*CRM_FIELDS, "source"]
+        assert message["refId"] == ref_id and message["requestId"] == 4521
+        assert message["source"] == "studio" and message["workspaceId"] == 101
+    finally:
+        delete_topics(skafka, [skafka.topic(topic)])
+    ui.close()
+
+
+def test_an_erasure_copy_gets_systems_of_its_own_in_the_settings_panel(
+    browser: Any, studio_url: str
+) -> None:
+    ui = _Page(browser, studio_url, EDITOR)
+    page = ui.page
+    card = page.locator(".card[data-recipe='erasure-task-per-system']")
+    card.locator("button", has_text="Use this template").click()
+    ui.banner("A copy of erasure-task-per-system")
+    assert page.input_value("#s0-foreach") == "settings.erasure_systems"
+    # Unset, the list shows RECIPES_ERASURE_SYSTEMS; edited, it becomes the recipe's own.
+    rows = page.locator("#setting-erasure_systems input")
+    defaults = RecipesSettings().erasure_systems
+    assert [rows.nth(i).input_value() for i in range(rows.count())] == defaults
+    assert "(default)" in page.inner_text(".setting[data-setting='erasure_systems'] label")
+    for n in range(len(defaults), 1, -1):
+        page.click(f"[aria-label='Remove erasure_systems {n}']")
+    assert rows.count() == 1
+    page.fill("#setting-erasure_systems-0", "Payroll")
+    page.click("#setting-erasure_systems-add")
+    page.fill("#setting-erasure_systems-1", "Archive")
+    page.locator("#validity", has_text="valid").wait_for(timeout=UI_S)
+
+    # Its test: one task per system of its own (the template's example as the sample).
+    ui.tab("test")
+    page.click("#run-test")
+    page.locator("#test-verdict").wait_for(timeout=UI_S)
+    systems = [command["additionalDatas"]["erasureSystem"] for command in _commands(page)]
+    assert systems == ["Payroll", "Archive"]
+
+    ui.tab("builder")
+    page.click("#save")
+    name = "erasure-task-per-system-copy"
+    ui.banner(f"Saved {name}, version 1")
+    with _api(studio_url) as api:
+        saved = api.get(f"/studio/api/recipes/{name}").json()
+    assert saved["recipe"]["settings"] == {"erasure_systems": ["Payroll", "Archive"]}
+    assert saved["problems"] == []
+    # "Use the default" gives the list back to RECIPES_ERASURE_SYSTEMS.
+    page.click(".setting[data-setting='erasure_systems'] button:has-text('Use the default')")
+    assert [rows.nth(i).input_value() for i in range(rows.count())] == defaults
+    page.click("#show-yaml")
+    page.locator("#yaml", has_text=f"name: {name}").wait_for(timeout=UI_S)
+    assert "\nsettings:" not in page.inner_text("#yaml")
     ui.close()

@@ -1,7 +1,8 @@
 """The studio's run routes in process on the real broker, without a worker: trigger samples
 (newest first, data exactly as the topic holds it, by type, 404 on a missing topic), the run
 history from dastra.recipe-runs.v1 (latest record per run, steps in the recipe's order,
-filters), what send once and retry write on dastra.recipe-requests.v1, and who may ask."""
+filters), what each command of a run did (its result's ids, a dead letter's reason), what send
+once and retry write on dastra.recipe-requests.v1, and who may ask."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
+from bus.deadletter import OriginalRecord, dead_letter
 from bus.envelope import encode_binary, header_dict, new_event
 from bus.reading import read_to_end
+from bus.records.commands import CommandError, CommandResult
 from bus.records.recipe_requests import RecipeRequest
 from bus.records.recipe_runs import RecipeRun, RunError, StepState, TriggerRef
 from bus.settings import KafkaSettings
-from bus.topics import RECIPE_REQUESTS, RECIPE_RUNS, TopicCatalogue
+from bus.topics import COMMAND_RESULTS, DEAD_LETTER, RECIPE_REQUESTS, RECIPE_RUNS, TopicCatalogue
 from consumers.recipes.settings import RecipesSettings
 from dastra_kafka.studio.app import create_app
 from dastra_kafka.studio.runs import retry_key, retry_of
@@ -279,3 +282,107 @@ def test_runs_history_send_once_and_retry_requests(
     newest = client.get("/studio/api/runs", params={"limit": 1}, headers=_as(VIEWER)).json()
     assert newest["runs"][0]["run_key"] == "web-F-1~retry-1"
     assert newest["runs"][0]["retry_of"] == "web-F-1"
+
+
+def test_a_runs_commands_show_their_result_ids_and_a_dead_letters_reason(
+    client: httpx.Client, kafka: KafkaSettings
+) -> None:
+    """`GET /studio/api/runs/commands`: what each command of a run did, read from
+    dastra.command-results.v1 and dastra.dead-letter.v1: the created item's id, a failure's
+    reason and its dead letter's; ids, statuses and reasons only, never the objects' content."""
+    now = datetime.now(UTC)
+    command_topic = kafka.topic("dastra.commands.create-task.v1")
+    created = CommandResult(
+        command_id="c-request",
+        action="create-rights-request",
+        status="succeeded",
+        result={"id": 4242, "email": "jeanne.dupont@example.org", "title": "Web form F-1"},
+        attempts=1,
+        received_at=now,
+        completed_at=now,
+        source_topic=kafka.topic("dastra.commands.create-rights-request.v1"),
+        source_partition=0,
+        source_offset=5,
+    )
+    refused = CommandResult(
+        command_id="c-check",
+        action="create-task",
+        status="failed",
+        error=CommandError(
+            kind="dastra-rejected",
+            message="Dastra refused the command: 400",
+            status=400,
+            field_errors={"label": ["too long"]},
+        ),
+        attempts=1,
+        received_at=now,
+        completed_at=now,
+        source_topic=command_topic,
+        source_partition=2,
+        source_offset=17,
+    )
+    # Another command's dead letter (same offset, another partition) must not be taken for it.
+    letters = [
+        dead_letter(
+            OriginalRecord(command_topic, partition, 17, b"c", b'{"label": "x"}', []),
+            kind="dastra-rejected",
+            message=message,
+            component="agents",
+            attempts=3,
+        )
+        for partition, message in ((1, "another command"), (2, "400 Bad Request: label too long"))
+    ]
+    check = StepState(
+        status="failed",
+        command_ids=["c-check"],
+        error=RunError(kind="step-failed", message="create-task failed", step="check"),
+        completed_at=now,
+    )
+    run = _run(
+        "web-F-5",
+        "failed",
+        {
+            "request": StepState(status="succeeded", command_ids=["c-request"], completed_at=now),
+            "check": check,
+            "late": StepState(status="succeeded", command_ids=["c-none"], completed_at=now),
+        },
+        now,
+    )
+    producer = RecordProducer(kafka)
+    try:
+        producer.send(DEAD_LETTER, [(key, list(headers), value) for key, value, headers in letters])
+        producer.send(
+            COMMAND_RESULTS,
+            [(r.command_id.encode(), [], r.model_dump_json().encode()) for r in (created, refused)],
+        )
+        producer.send(RECIPE_RUNS, [(run.key.encode(), [], run.model_dump_json().encode())])
+    finally:
+        producer.close()
+
+    answer = client.get(
+        "/studio/api/runs/commands",
+        params={"recipe": NAME, "run_key": "web-F-5"},
+        headers=_as(VIEWER),
+    )
+    assert answer.status_code == 200, answer.text
+    assert "jeanne" not in answer.text and "Web form" not in answer.text
+    request, failed, missing = answer.json()["commands"]
+    assert request["step"] == "request" and request["status"] == "succeeded"
+    assert request["result_ids"] == [4242] and request["dead_letter"] is None
+    assert failed["step"] == "check" and failed["status"] == "failed"
+    assert failed["error"] == {
+        "kind": "dastra-rejected",
+        "message": "Dastra refused the command: 400",
+        "status": 400,
+        "fields": ["label"],
+    }
+    assert failed["dead_letter"]["message"] == "400 Bad Request: label too long"
+    assert failed["dead_letter"]["kind"] == "dastra-rejected"
+    assert failed["dead_letter"]["attempts"] == 3
+    assert missing == {"step": "late", "command_id": "c-none", "status": None}
+    unknown = client.get(
+        "/studio/api/runs/commands",
+        params={"recipe": NAME, "run_key": "web-F-404"},
+        headers=_as(VIEWER),
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown-run"

@@ -17,6 +17,9 @@ const S = {
   sampleData: null,
   expanded: new Set(),
   historyTimer: null,
+  settingsShown: "", // the settings the panel shows, to redraw it when the recipe reads others
+  addedSettings: new Set(), // settings added with "Add setting", shown while unset
+  outcomes: new Map(), // run + version -> what its commands did (null: being read)
 };
 const NOTIFICATIONS = "dastra.notifications.v1";
 const OWN_TOPIC = "__own__";
@@ -252,6 +255,7 @@ function newRecipe(show) {
 
 function load(doc, version, savedName) {
   S.doc = doc;
+  S.addedSettings = new Set();
   S.baseVersion = version;
   S.savedName = savedName;
   S.dirty = false;
@@ -266,12 +270,14 @@ function load(doc, version, savedName) {
   $("builder-title").textContent = savedName ? `${savedName} (version ${version})` : "New recipe";
   renderTrigger();
   renderSteps();
+  renderSettings();
   renderToggle();
   validateSoon(0);
 }
 
 function changed() {
   S.dirty = true;
+  if (settingsShown() !== S.settingsShown) renderSettings();
   validateSoon();
 }
 
@@ -367,6 +373,103 @@ function setOrDelete(object, key, value) {
   else object[key] = value;
 }
 
+// --- settings -------------------------------------------------------------------------------
+
+// The recipe's own values of settings.* (its `settings:` block): the settings its fields read,
+// and any it sets, each with a control of its kind; unset, RECIPES_* gives the value.
+function settingSpec(name) {
+  return S.catalogue.recipe_settings.find((s) => s.name === name);
+}
+
+function settingsShown() {
+  const own = S.doc.settings || {};
+  const rest = JSON.stringify({ ...S.doc, settings: undefined });
+  const read = [...rest.matchAll(/settings\.([A-Za-z_]+)/g)].map((m) => m[1]);
+  return S.catalogue.recipe_settings.map((s) => s.name).filter((n) => n in own || read.includes(n) || S.addedSettings.has(n)).join(",");
+}
+
+function renderSettings() {
+  S.settingsShown = settingsShown();
+  const names = S.settingsShown ? S.settingsShown.split(",") : [];
+  const parts = names.length ? names.map(settingControl)
+    : [h("p", { class: "note" }, "This recipe reads no setting. Its fields may read settings.* (the value picker lists them).")];
+  const others = S.catalogue.recipe_settings.filter((s) => !names.includes(s.name));
+  if (others.length) {
+    const choice = h("select", { id: "new-setting", "aria-label": "Setting to add" }, ...others.map((s) => h("option", { value: s.name }, s.name)));
+    parts.push(h("div", { class: "add-step editor-only" }, choice,
+      h("button", { id: "add-setting", onclick: () => { S.addedSettings.add(choice.value); renderSettings(); } }, "Add setting")));
+  }
+  $("settings").replaceChildren(...parts);
+  lockForReaders();
+}
+
+function setSetting(name, value) {
+  const own = (S.doc.settings = S.doc.settings || {});
+  if (value === undefined) delete own[name];
+  else own[name] = value;
+  if (!Object.keys(own).length) delete S.doc.settings;
+  changed();
+}
+
+function settingControl(name) {
+  const spec = settingSpec(name);
+  const own = S.doc.settings || {};
+  const set = name in own;
+  const id = "setting-" + name;
+  const path = "settings." + name;
+  const fallback = spec.default === null ? "unset" : JSON.stringify(spec.default);
+  const help = `${spec.description} Not set here: RECIPES_${name.toUpperCase()} (${fallback}).`;
+  let control;
+  if (spec.control === "list" || spec.control === "object") {
+    control = settingRows(name, spec, set ? own[name] : clone(spec.default));
+  } else if (spec.control === "boolean") {
+    control = h("input", { id, type: "checkbox", "data-path": path, checked: set ? own[name] === true : spec.default === true });
+    control.addEventListener("change", () => setSetting(name, control.checked));
+  } else {
+    const number = spec.control === "number";
+    control = h("input", { id, "data-path": path, type: number ? "number" : "text", value: set ? String(own[name] ?? "") : "", placeholder: spec.default === null ? "" : String(spec.default), autocomplete: "off", class: "mono" });
+    control.addEventListener("input", () => {
+      const text = control.value.trim();
+      setSetting(name, text === "" ? undefined : number && /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : text);
+    });
+  }
+  const reset = h("button", { class: "small editor-only", title: "Take the value from RECIPES_*", onclick: () => { S.addedSettings.add(name); setSetting(name, undefined); renderSettings(); } }, "Use the default");
+  return h("div", { class: "setting", "data-setting": name },
+    field(name + (set ? "" : " (default)"), h("div", { class: "control" }, control, set ? reset : null), help));
+}
+
+// A list (one row per item) or an object (one row per name -> value); any change sets the
+// recipe's own value to what the rows show.
+function settingRows(name, spec, value) {
+  const object = spec.control === "object";
+  const rows = object ? Object.entries(value || {}) : (value || []).map((item) => [null, item]);
+  const shown = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+  const parse = (text) => { if (/^[[{]/.test(text.trim())) { try { return JSON.parse(text); } catch (_) { /* text */ } } return text; };
+  const write = () => setSetting(name, object ? Object.fromEntries(rows.filter((r) => r[0])) : rows.map((r) => r[1]));
+  const holder = h("div", { class: "rows", id: "setting-" + name, "data-path": "settings." + name });
+  const render = () => {
+    holder.replaceChildren(...rows.map((row, n) => {
+      const item = [];
+      if (object) {
+        const key = h("input", { id: `setting-${name}-key-${n}`, class: "mono name", value: row[0], placeholder: "name", "aria-label": `${name} ${n + 1} name`, autocomplete: "off" });
+        key.addEventListener("input", () => { row[0] = key.value.trim(); write(); });
+        item.push(key);
+      }
+      const input = h("input", { id: `setting-${name}-${n}`, "data-path": `settings.${name}` + (object ? `.${row[0]}` : `[${n}]`), value: shown(row[1]), "aria-label": `${name} ${n + 1}`, autocomplete: "off" });
+      input.addEventListener("input", () => { row[1] = parse(input.value); write(); });
+      item.push(input, h("button", { class: "small danger editor-only", "aria-label": `Remove ${name} ${n + 1}`, onclick: () => { rows.splice(n, 1); write(); renderSettings(); } }, "Remove"));
+      return h("div", { class: "row-item" }, item);
+    }), h("button", { id: `setting-${name}-add`, class: "small editor-only", onclick: () => {
+      rows.push(object ? ["", ""] : [null, ""]);
+      render();
+      holder.querySelector(`#setting-${name}-${object ? "key-" : ""}${rows.length - 1}`).focus();
+    } }, object ? "Add value" : "Add item"));
+    lockForReaders();
+  };
+  render();
+  return holder;
+}
+
 // --- steps ----------------------------------------------------------------------------------
 
 const STEP_NAMES = {
@@ -427,7 +530,11 @@ function renderStep(step, index) {
   const when = h("input", { id: `s${index}-when`, class: "mono", "data-path": `${at}.when`, value: step.when || "", placeholder: "always", autocomplete: "off" });
   when.addEventListener("input", () => { setOrDelete(step, "when", when.value.trim()); changed(); });
   const body = [head];
-  if (step.foreach) body.push(h("p", { class: "note" }, "For each item of ", h("code", {}, step.foreach), " (edit it in YAML)."));
+  if (step.foreach !== undefined) {
+    const foreach = h("input", { id: `s${index}-foreach`, class: "mono", "data-path": `${at}.foreach`, value: step.foreach, autocomplete: "off" });
+    foreach.addEventListener("input", () => { step.foreach = foreach.value.trim(); changed(); });
+    body.push(field("For each item of", foreach, "A list (e.g. settings.erasure_systems, set under Settings): the step runs once per item, read as item."));
+  }
   if (step.publish) {
     body.push(...publishFields(step, index));
   } else {
@@ -442,17 +549,59 @@ function renderStep(step, index) {
 function publishFields(step, index) {
   const at = `steps[${index}].publish`;
   const publish = step.publish;
+  const spec = S.catalogue.publish_topics.find((t) => t.name === publish.topic);
   const topic = h("select", { id: `s${index}-topic`, "data-path": `${at}.topic` },
-    ...S.catalogue.publish_topics.map((t) => h("option", { value: t.name }, t.name)));
-  topic.value = publish.topic;
-  topic.addEventListener("change", () => { publish.topic = topic.value; changed(); });
+    ...S.catalogue.publish_topics.map((t) => h("option", { value: t.name }, t.name)),
+    h("option", { value: OWN_TOPIC }, "A topic of your own…"));
+  topic.value = spec ? publish.topic : OWN_TOPIC;
+  topic.addEventListener("change", () => {
+    publish.topic = topic.value === OWN_TOPIC ? "" : topic.value;
+    changed();
+    renderSteps();
+  });
   const type = h("input", { id: `s${index}-type`, "data-path": `${at}.type`, value: publish.type || "", class: "mono" });
   type.addEventListener("input", () => { publish.type = type.value.trim(); changed(); });
   const key = withPicker(h("input", { id: `s${index}-key`, "data-path": `${at}.key`, value: publish.key || "", autocomplete: "off" }), index, (v) => { setOrDelete(publish, "key", v); });
-  const spec = S.catalogue.publish_topics.find((t) => t.name === publish.topic) || S.catalogue.publish_topics[0];
   publish.data = publish.data || {};
-  return [field("Topic", topic), field("Type (ce_type)", type), field("Key", key, "Optional; records with one key stay in order."),
-    ...schemaFields(spec.schema, publish.data, `${at}.data`, index, `s${index}-data`)];
+  const parts = [field("Topic", topic, spec ? spec.description : "A topic of yours (created beforehand); its records are CloudEvents with the fields below.")];
+  if (!spec) {
+    const own = h("input", { id: `s${index}-own-topic`, "data-path": `${at}.topic`, class: "mono", value: publish.topic || "", placeholder: "crm.dastra-updates", autocomplete: "off" });
+    own.addEventListener("input", () => { publish.topic = own.value.trim(); changed(); });
+    parts.push(field("Your topic", own, "A topic name, or a setting: {{ settings.crm_topic }} (see Settings)."));
+  }
+  parts.push(field("Type (ce_type)", type), field("Key", key, "Optional; records with one key stay in order."));
+  if (spec) parts.push(...schemaFields(spec.schema, publish.data, `${at}.data`, index, `s${index}-data`));
+  else parts.push(messageRows(publish, at, index));
+  return parts;
+}
+
+// The fields of a message to a topic of yours: free name -> value rows, in the message's order.
+// A value that is text stays text; any other (a number, a list) is edited as JSON.
+function messageRows(publish, at, stepIndex) {
+  const rows = Object.entries(publish.data).map(([name, value]) => ({ name, value, text: typeof value === "string" }));
+  const write = () => {
+    publish.data = Object.fromEntries(rows.filter((r) => r.name).map((r) => [r.name, r.value]));
+    changed();
+  };
+  const holder = h("div", { class: "rows", id: `s${stepIndex}-fields`, "data-path": `${at}.data` });
+  const render = () => {
+    holder.replaceChildren(h("div", { class: "note" }, "The message's fields (name → value)"), ...rows.map((row, n) => {
+      const name = h("input", { id: `s${stepIndex}-field-${n}`, class: "mono name", value: row.name, placeholder: "name", "aria-label": `Field ${n + 1} name`, autocomplete: "off" });
+      name.addEventListener("input", () => { row.name = name.value.trim(); write(); });
+      const shown = row.text ? row.value : JSON.stringify(row.value);
+      const value = h("input", { id: `s${stepIndex}-value-${n}`, "data-path": `${at}.data.${row.name}`, value: shown, "aria-label": `Field ${n + 1} value`, autocomplete: "off" });
+      const onValue = (text) => {
+        if (row.text) { row.value = text; return write(); }
+        try { row.value = JSON.parse(text); } catch (_) { row.value = text; }
+        write();
+      };
+      const remove = h("button", { class: "small danger editor-only", "aria-label": `Remove field ${n + 1}`, onclick: () => { rows.splice(n, 1); write(); render(); } }, "Remove");
+      return h("div", { class: "row-item" }, name, withPicker(value, stepIndex, onValue), remove);
+    }), h("button", { id: `s${stepIndex}-add-field`, class: "small editor-only", onclick: () => { rows.push({ name: "", value: "", text: true }); render(); holder.querySelector(`#s${stepIndex}-field-${rows.length - 1}`).focus(); } }, "Add field"));
+    lockForReaders();
+  };
+  render();
+  return holder;
 }
 
 function resolve(schema, root) {
@@ -833,11 +982,12 @@ async function loadRuns() {
 
 function runDetail(run) {
   const parts = [h("div", { class: "note" }, "run key ", h("code", {}, run.run_key), run.retry_of ? [" · retry of ", h("code", {}, run.retry_of)] : null)];
+  const outcomes = runOutcomes(run);
   for (const step of run.steps || []) {
-    parts.push(h("div", { class: "step-result" },
+    parts.push(h("div", { class: "step-result", "data-step": step.id },
       h("b", {}, step.id), " ", h("span", { class: "status-" + step.status }, step.status),
-      (step.command_ids || []).length ? [" · command ", ...step.command_ids.map((id) => h("code", {}, id))] : null,
-      step.error ? h("div", { class: "problem" }, `${step.error.kind}: ${step.error.message}`) : null));
+      step.error ? h("div", { class: "problem" }, `${step.error.kind}: ${step.error.message}`) : null,
+      (step.command_ids || []).map((id) => commandLine(id, outcomes))));
   }
   if (run.error) parts.push(h("p", { class: "problem" }, `Failed at step ${run.error.step || "?"} (${run.error.kind}): ${run.error.message}`, run.error.command_id ? [" · command ", h("code", {}, run.error.command_id)] : null));
   if (run.status === "failed") {
@@ -850,6 +1000,41 @@ function runDetail(run) {
     }, "Retry from the failed step"));
   }
   return parts;
+}
+
+// What each command of a run did (its result's ids and status, a failure's reason and dead
+// letter), fetched once per version of the run and drawn by the next refresh.
+function runOutcomes(run) {
+  const key = `${run.recipe}:${run.run_key}@${run.updated_at}`;
+  if (S.outcomes.has(key)) return S.outcomes.get(key);
+  S.outcomes.set(key, null);
+  const query = new URLSearchParams({ recipe: run.recipe, run_key: run.run_key });
+  api("GET", "/studio/api/runs/commands?" + query).then((answer) => {
+    S.outcomes.set(key, answer.ok ? Object.fromEntries(answer.body.commands.map((c) => [c.command_id, c])) : { error: explain(answer) });
+    loadRuns();
+  });
+  return null;
+}
+
+function commandLine(id, outcomes) {
+  const line = h("div", { class: "result command-outcome", "data-command": id }, "command ", h("code", {}, id));
+  if (outcomes === null) { line.append(" · reading its result…"); return line; }
+  if (outcomes.error) { line.append(" · " + outcomes.error); return line; }
+  const outcome = outcomes[id];
+  if (!outcome || !outcome.status) { line.append(" · no result yet"); return line; }
+  const ids = outcome.result_ids.map((x) => h("code", {}, String(x)));
+  line.append(h("span", {}, " · ", h("span", { class: "status-" + outcome.status }, outcome.status),
+    ids.length ? [" → id ", ...ids] : null, ` · ${outcome.attempts} attempt(s)`));
+  const error = outcome.error;
+  if (error) {
+    line.append(h("div", { class: "problem" }, `${error.kind}${error.status ? " (HTTP " + error.status + ")" : ""}: ${error.message}`,
+      error.fields.length ? " · fields: " + error.fields.join(", ") : ""));
+  }
+  const dead = outcome.dead_letter;
+  if (dead) {
+    line.append(h("div", { class: "problem dead-letter" }, `Dead letter (${dead.component}, ${dead.attempts} attempt(s)): ${dead.kind}: ${dead.message}`));
+  }
+  return line;
 }
 
 // --- start ----------------------------------------------------------------------------------

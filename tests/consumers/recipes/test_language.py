@@ -223,6 +223,12 @@ MISTAKES: list[tuple[str, Any, str, str]] = [
     ("schedule every", lambda d: (d.pop("trigger"), d.update(schedule={"list": "tasks",
      "every": "soon"})), "schedule.every", "a duration such as 90s"),
     ("bad name", _set("name", "My Recipe"), "name", "lower-case letters"),
+    ("own setting unknown", _set("settings", {"crm": "x"}), "settings.crm",
+     "unknown setting; a recipe may set dpo_user_id"),
+    ("own setting refused", _set("settings", {"dpo_user_id": 0}), "settings.dpo_user_id",
+     "greater than or equal to 1"),
+    ("own list item refused", _set("settings", {"erasure_systems": ["CRM", {"a": 1}]}),
+     "settings.erasure_systems[1]", "a valid string"),
 ]  # fmt: skip
 
 
@@ -337,6 +343,38 @@ def test_a_topic_can_come_from_the_settings(tmp_path: Path, catalogue: TopicCata
     document["steps"][1]["publish"]["topic"] = "{{ data.topic }}"
     [problem] = load_recipes(RecipesSettings(), catalogue, [_write(tmp_path, document)]).problems
     assert problem.field == "steps[1].publish.topic" and "may only use settings" in problem.message
+
+
+def test_a_recipes_own_settings_replace_the_environments_for_it_alone(
+    tmp_path: Path, catalogue: TopicCatalogue
+) -> None:
+    """`settings:` in a recipe: its topics and expressions read its values, the values it does
+    not set come from RECIPES_*, and another recipe still reads RECIPES_*."""
+    own = copy.deepcopy(BASE)
+    own["settings"] = {"crm_topic": "acme.crm-v2", "erasure_systems": "Payroll, Archive"}
+    own["steps"][0]["foreach"] = "settings.erasure_systems"
+    own["steps"][0]["with"]["label"] = "Erase in {{ item }} ({{ settings.deadline_warning_days }})"
+    own["steps"][1]["publish"]["topic"] = "{{ settings.crm_topic }}"
+    own["steps"][1]["publish"]["data"] = {"requestId": "{{ data.id }}"}
+    other = {**copy.deepcopy(own), "name": "other-recipe"}
+    del other["settings"]
+    environment = RecipesSettings(crm_topic="acme.crm", deadline_warning_days=9)
+    found = load_recipes(
+        environment,
+        catalogue,
+        [_write(tmp_path, own, "own.yaml"), _write(tmp_path, other, "other.yaml")],
+    )
+    assert found.problems == []
+    mine, theirs = sorted(found.recipes, key=lambda recipe: recipe.name)
+    assert mine.settings == {"crm_topic": "acme.crm-v2", "erasure_systems": ["Payroll", "Archive"]}
+    assert mine.steps[1].topic == "acme.crm-v2" and theirs.steps[1].topic == "acme.crm"
+    event = event_context(id="e-1", data={"id": 7}, source="dastra://workspaces/101")
+    context = build_context(mine, event, environment, run_key="e-1")
+    labels = [render_command(mine.steps[0], inner)["label"] for _i, inner in iterations(
+        mine.steps[0], context)]  # fmt: skip
+    assert labels == ["Erase in Payroll (9)", "Erase in Archive (9)"]
+    context = build_context(theirs, event, environment, run_key="e-1")
+    assert len(list(iterations(theirs.steps[0], context))) == 4  # RECIPES_* default systems
 
 
 # --- rendering ---------------------------------------------------------------------------------
