@@ -211,6 +211,20 @@ def markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _command(argv: list[str]) -> str:
+    """The command line as BENCHMARKS.md shows it: without `--note`'s text (shown on its own)."""
+    shown: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            shown.append(arg)
+    return " ".join(["python -m bench", *shown])
+
+
 def _rows_json(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for row in ROWS:
@@ -291,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in failed:
             _console.print(f"[red]{name}[/]: {results[name]['error']}")
             _console.print((Path(tmp) / f"{name}.log").read_text(errors="replace")[-3000:])
-    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = _command(argv if argv is not None else sys.argv[1:])
     seconds = round(time.monotonic() - began, 1)
     load = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -331,6 +345,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        _print_summary(results)
+        _print_summary(document["results"])
         _console.print(f"wrote {args.results} and {args.markdown}")
     return 1 if failed else 0

@@ -72,6 +72,7 @@ def test_merge_measures_one_benchmark_again_and_keeps_the_others(
     assert merged["generated_at"] == first["generated_at"]
     [update] = merged["updates"]
     assert update["benchmarks"] == ["privacy"] and update["note"] == "after the fix"
+    assert "after the fix" not in update["command"]  # the note is shown on its own
     assert "Measured again since: `privacy` by `python -m bench --only privacy --merge" in (
         markdown.read_text()
     )
