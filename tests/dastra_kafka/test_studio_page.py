@@ -173,6 +173,12 @@ class _Page:
         if folder:
             self.page.screenshot(path=str(Path(folder) / f"studio-{name}.png"), full_page=True)
 
+    def use_template(self, name: str) -> None:
+        """Make an editable copy of a shipped recipe from its gallery card."""
+        card = self.page.locator(f".card[data-recipe='{name}']")
+        card.locator("button", has_text="Use this template").click()
+        self.banner(f"A copy of {name}")
+
     def more(self, step: int) -> None:
         self.page.click(f"[data-step='{step}'] details.more summary >> nth=0")
 
@@ -446,9 +452,7 @@ def test_a_templates_copy_is_edited_and_enabled(
 ) -> None:
     ui = _Page(browser, studio_url, EDITOR)
     page = ui.page
-    card = page.locator(".card[data-recipe='support-ticket-gdpr-request']")
-    card.locator("button", has_text="Use this template").click()
-    ui.banner("A copy of support-ticket-gdpr-request")
+    ui.use_template("support-ticket-gdpr-request")
     assert page.input_value("#f-name") == "support-ticket-gdpr-request-copy"
     # Configure it: the help desk's tickets arrive on another topic, and the channel changes.
     assert page.input_value("#trigger-own-topic") == "support.tickets"
@@ -528,9 +532,7 @@ def test_a_crm_copy_gets_its_own_topic_in_the_settings_and_the_worker_publishes_
     ui = _Page(browser, studio_url, EDITOR)
     page = ui.page
     try:
-        card = page.locator(".card[data-recipe='request-closed-to-crm']")
-        card.locator("button", has_text="Use this template").click()
-        ui.banner("A copy of request-closed-to-crm")
+        ui.use_template("request-closed-to-crm")
         # The message step: a topic of the user's own (a setting) and every field of the message.
         assert page.input_value("#s0-topic") == "__own__"
         assert page.input_value("#s0-own-topic") == "{{ settings.crm_topic }}"
@@ -615,9 +617,7 @@ def test_an_erasure_copy_gets_systems_of_its_own_in_the_settings_panel(
 ) -> None:
     ui = _Page(browser, studio_url, EDITOR)
     page = ui.page
-    card = page.locator(".card[data-recipe='erasure-task-per-system']")
-    card.locator("button", has_text="Use this template").click()
-    ui.banner("A copy of erasure-task-per-system")
+    ui.use_template("erasure-task-per-system")
     assert page.input_value("#s0-foreach") == "settings.erasure_systems"
     # Unset, the list shows RECIPES_ERASURE_SYSTEMS; edited, it becomes the recipe's own.
     rows = page.locator("#setting-erasure_systems input")
